@@ -1,1 +1,30 @@
-//! placeholder
+//! mw-core: the one transport that mw's RPC, queues and pub/sub share.
+//!
+//! It knows frames, connections and transports, and nothing of services, queues or
+//! topics.
+//!
+//! # Layout
+//! - [`frame`]: the wire form of a message (length prefix, kind, flags, id, body) and
+//!   [`FrameCodec`], which checks the maximum frame length before allocating.
+//! - [`handshake`]: the versioned greeting that opens every connection.
+//! - [`transport`]: [`Address`] (`HOST:PORT`, `unix:PATH`, `inproc:NAME`), [`Listener`],
+//!   [`Stream`] and [`connect`] over TCP, Unix sockets and in-process pipes.
+//! - [`connection`]: the batching writer ([`Outbox`]), the frame reader, and the
+//!   client/server connection set-up.
+//! - [`error`]: [`CoreError`] and [`FrameError`].
+//!
+//! PROTOCOL.md at the repository root specifies the bytes.
+#![deny(missing_docs)]
+
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod transport;
+
+pub use connection::{
+    client_connection, server_connection, spawn_writer, FrameReader, Outbox, TransportConfig,
+};
+pub use error::{CoreError, FrameError};
+pub use frame::{flags, Frame, FrameCodec, FrameKind};
+pub use transport::{connect, Address, Listener, Stream};

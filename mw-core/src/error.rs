@@ -1,0 +1,79 @@
+//! Errors of the transport layer.
+
+use std::io;
+
+/// A frame could not be decoded or encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame's length exceeds the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The length the frame declared (or would have had).
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The frame's kind byte names no known kind.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The frame is structurally invalid.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// Reading or writing the underlying stream failed.
+    #[error("i/o error")]
+    Io(#[from] io::Error),
+}
+
+/// Everything that can go wrong in mw-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// A frame was malformed, unknown or too large.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer refused our protocol versions.
+    #[error("protocol version refused: {reason}")]
+    VersionRefused {
+        /// The peer's explanation, naming the versions each side supports.
+        reason: String,
+    },
+    /// The peer did not open with the mw handshake.
+    #[error("not an mw peer: {0}")]
+    BadHandshake(String),
+    /// The handshake did not complete in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// An address string could not be parsed.
+    #[error("invalid address {addr:?}: {reason}")]
+    BadAddress {
+        /// What the user typed.
+        addr: String,
+        /// Why it is not an address.
+        reason: String,
+    },
+    /// Connecting to an address failed.
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address we tried.
+        addr: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address we tried.
+        addr: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// Any other I/O failure.
+    #[error("i/o error")]
+    Io(#[from] io::Error),
+}
