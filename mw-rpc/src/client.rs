@@ -1,0 +1,741 @@
+//! The client side: a multiplexed [`Channel`] to one server.
+//!
+//! A channel is one connection shared by every clone and every task. Each call gets a
+//! correlation id and a slot in the pending table; one reader task routes replies to
+//! their slots. Every call has a deadline (the channel's default, overridable per call
+//! with [`Channel::with_timeout`]) that also travels to the server. Dropping a call's
+//! future, or its [`ReplyHandle`], sends a `Cancel` so the server stops the work.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use mw_core::{
+    flags, Address, CoreError, FrameError, FrameKind, FrameReader, Outbox, TransportConfig,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::RpcError;
+use crate::service::{Ack, ServiceId};
+use crate::wire;
+
+/// Client tunables.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Frame size, outbox bound and handshake timeout.
+    pub transport: TransportConfig,
+    /// Deadline of a call when none is given with [`Channel::with_timeout`]. Default 30 s:
+    /// long enough for slow work, short enough that a hung server is noticed.
+    pub default_timeout: Duration,
+    /// Stream items the server may send ahead of the consumer (credit window). Default 64:
+    /// enough to hide a round trip, small enough that a slow reader holds little memory.
+    pub stream_window: u32,
+    /// Reconnect on the next call after the connection broke. Default off: calls in
+    /// flight when it broke still fail with [`RpcError::Disconnected`] either way, since
+    /// mw cannot know whether they ran.
+    pub reconnect: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            transport: TransportConfig::default(),
+            default_timeout: Duration::from_secs(30),
+            stream_window: 64,
+            reconnect: false,
+        }
+    }
+}
+
+enum Slot {
+    Reply(oneshot::Sender<Result<(FrameKind, Bytes), RpcError>>),
+    Stream(mpsc::Sender<StreamMsg>),
+}
+
+enum StreamMsg {
+    Item(Bytes),
+    End,
+    Err(RpcError),
+}
+
+struct Conn {
+    outbox: Outbox,
+    pending: Mutex<HashMap<u64, Slot>>,
+    next_id: AtomicU64,
+    /// Set once the reader ended or the server said GoAway: no new calls on this connection.
+    dead: AtomicBool,
+}
+
+impl Conn {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        // Only inserts and removes happen under this lock; a poisoned map is still whole.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, id: u64) -> bool {
+        self.pending().remove(&id).is_some()
+    }
+
+    fn cancel(&self, id: u64) {
+        if self.forget(id) {
+            // A cancel is a few bytes and must not wait: past the high-water mark on purpose.
+            let _ = self.outbox.push(FrameKind::Cancel, 0, id, &[]);
+        }
+    }
+}
+
+struct Shared {
+    addr: Address,
+    config: ClientConfig,
+    conn: Mutex<Arc<Conn>>,
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+/// A connection to a server, shared by all clones. Cheap to clone and use from many tasks.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("addr", &self.shared.addr)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcError> {
+    let stream = mw_core::connect(addr).await?;
+    let (reader, outbox, _writer) = mw_core::client_connection(stream, &config.transport).await?;
+    let conn = Arc::new(Conn {
+        outbox,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        dead: AtomicBool::new(false),
+    });
+    tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
+    Ok(conn)
+}
+
+/// Routes replies to pending calls until the connection ends, then fails what is left.
+/// Holds only a `Weak`: once every channel clone is gone, the connection closes.
+async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
+    let mut failure: RpcError = RpcError::Disconnected;
+    while let Some(next) = reader.next().await {
+        let Some(conn) = conn.upgrade() else { return };
+        let frame = match next {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping connection after bad frame from server");
+                failure = RpcError::Protocol(e.to_string());
+                break;
+            }
+        };
+        match frame.kind {
+            FrameKind::Response | FrameKind::Error | FrameKind::Ack | FrameKind::Pong => {
+                let slot = conn.pending().remove(&frame.id);
+                match slot {
+                    Some(Slot::Reply(tx)) => {
+                        let _ = tx.send(Ok((frame.kind, frame.body)));
+                    }
+                    Some(Slot::Stream(tx)) => {
+                        let msg = if frame.kind == FrameKind::Error {
+                            StreamMsg::Err(wire::decode_error(frame.body))
+                        } else {
+                            StreamMsg::Err(RpcError::Protocol(format!(
+                                "{:?} frame on a stream",
+                                frame.kind
+                            )))
+                        };
+                        let _ = tx.try_send(msg);
+                    }
+                    // A reply to a call that was cancelled or timed out: nobody waits for it.
+                    None => {}
+                }
+            }
+            FrameKind::StreamItem => {
+                let mut pending = conn.pending();
+                if let Some(Slot::Stream(tx)) = pending.get(&frame.id) {
+                    // Credit keeps the server within the channel's capacity; a full channel
+                    // means the server ignored flow control.
+                    if tx.try_send(StreamMsg::Item(frame.body)).is_err() {
+                        if let Some(Slot::Stream(tx)) = pending.remove(&frame.id) {
+                            let _ = tx.try_send(StreamMsg::Err(RpcError::Protocol(
+                                "server sent stream items beyond its credit".into(),
+                            )));
+                        }
+                    }
+                }
+            }
+            FrameKind::StreamEnd => {
+                if let Some(Slot::Stream(tx)) = conn.pending().remove(&frame.id) {
+                    let _ = tx.try_send(StreamMsg::End);
+                }
+            }
+            FrameKind::GoAway => conn.dead.store(true, Ordering::Release),
+            FrameKind::Ping => {
+                let _ = conn.outbox.push(FrameKind::Pong, 0, frame.id, &[]);
+            }
+            other => {
+                tracing::warn!(kind = ?other, "unexpected frame from server");
+            }
+        }
+    }
+    let Some(conn) = conn.upgrade() else { return };
+    conn.dead.store(true, Ordering::Release);
+    conn.outbox.close();
+    let slots: Vec<Slot> = conn.pending().drain().map(|(_, s)| s).collect();
+    for slot in slots {
+        let err = || match &failure {
+            RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
+            _ => RpcError::Disconnected,
+        };
+        match slot {
+            Slot::Reply(tx) => {
+                let _ = tx.send(Err(err()));
+            }
+            Slot::Stream(tx) => {
+                let _ = tx.try_send(StreamMsg::Err(err()));
+            }
+        }
+    }
+}
+
+fn encode_args<A: Serialize + ?Sized>(dst: &mut BytesMut, args: &A) -> Result<(), RpcError> {
+    struct Sink<'a>(&'a mut BytesMut);
+    impl Extend<u8> for Sink<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            for b in iter {
+                self.0.put_u8(b);
+            }
+        }
+    }
+    postcard::to_extend(args, Sink(dst))
+        .map(|_| ())
+        .map_err(|e| RpcError::BadArguments(format!("cannot encode arguments: {e}")))
+}
+
+impl From<FrameError> for RpcError {
+    fn from(e: FrameError) -> Self {
+        RpcError::Transport(CoreError::Frame(e))
+    }
+}
+
+impl Channel {
+    /// Connects to `addr` (`HOST:PORT`, `unix:PATH` or `inproc:NAME`) with default settings.
+    ///
+    /// # Errors
+    /// [`RpcError::Transport`] for a bad address, a refused connection or a failed handshake.
+    pub async fn connect(addr: &str) -> Result<Channel, RpcError> {
+        Channel::connect_with(addr, ClientConfig::default()).await
+    }
+
+    /// Connects with explicit settings.
+    ///
+    /// # Errors
+    /// As [`Channel::connect`].
+    pub async fn connect_with(addr: &str, config: ClientConfig) -> Result<Channel, RpcError> {
+        let addr: Address = addr.parse()?;
+        let conn = open(&addr, &config).await?;
+        let timeout = config.default_timeout;
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                addr,
+                config,
+                conn: Mutex::new(conn),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+            timeout,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &Address {
+        &self.shared.addr
+    }
+
+    /// A handle on the same connection whose calls use `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Channel {
+        Channel {
+            shared: self.shared.clone(),
+            timeout,
+        }
+    }
+
+    /// The deadline calls on this handle get.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the connection is known to be broken (or the server said it is going away).
+    pub fn is_closed(&self) -> bool {
+        self.current().dead.load(Ordering::Acquire)
+    }
+
+    fn current(&self) -> Arc<Conn> {
+        self.shared
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, RpcError> {
+        let conn = self.current();
+        if !conn.dead.load(Ordering::Acquire) {
+            return Ok(conn);
+        }
+        if !self.shared.config.reconnect {
+            return Err(RpcError::Disconnected);
+        }
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        let conn = self.current();
+        if !conn.dead.load(Ordering::Acquire) {
+            return Ok(conn);
+        }
+        let fresh = open(&self.shared.addr, &self.shared.config).await?;
+        *self.shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Sends a call frame and registers `slot` for its replies; returns the connection and id.
+    async fn send<A: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        frame_flags: u8,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+        deadline_ms: u32,
+        slot: Option<Slot>,
+    ) -> Result<(Arc<Conn>, u64), RpcError> {
+        let conn = self.conn().await?;
+        conn.outbox
+            .ready()
+            .await
+            .map_err(|_| RpcError::Disconnected)?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = slot {
+            conn.pending().insert(id, slot);
+        }
+        let pushed = conn.outbox.push_with(kind, frame_flags, id, |b| {
+            wire::put_call_header(b, deadline_ms, svc.name, svc.version, method);
+            encode_args(b, args)
+        });
+        if let Err(e) = pushed {
+            conn.forget(id);
+            return Err(match e {
+                RpcError::Transport(CoreError::Closed) => RpcError::Disconnected,
+                e => e,
+            });
+        }
+        Ok((conn, id))
+    }
+
+    fn deadline_ms(&self) -> u32 {
+        self.timeout.as_millis().clamp(1, u32::MAX as u128) as u32
+    }
+
+    /// Starts a call and returns once the request is queued for sending; the handle
+    /// resolves to the result (deferred synchronous communication).
+    ///
+    /// # Errors
+    /// Encoding failures and a broken connection.
+    ///
+    /// # Cancel safety
+    /// If cancelled before it returns, the request may or may not have been sent; any
+    /// reply is ignored.
+    pub async fn start_call<A: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+    ) -> Result<ReplyHandle<T>, RpcError> {
+        self.start(svc, method, args, decode_plain::<T>).await
+    }
+
+    /// Like [`Channel::start_call`] for a method returning `Result<T, E>`.
+    ///
+    /// # Errors
+    /// As [`Channel::start_call`].
+    pub async fn start_call_fallible<
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    >(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+    ) -> Result<ReplyHandle<T, E>, RpcError<E>> {
+        self.start(svc, method, args, decode_fallible::<T, E>)
+            .await
+            .map_err(RpcError::widen)
+    }
+
+    async fn start<A: Serialize + ?Sized, T, E>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+        decode: fn(Bytes) -> Result<T, RpcError<E>>,
+    ) -> Result<ReplyHandle<T, E>, RpcError> {
+        let (tx, rx) = oneshot::channel();
+        let timeout = self.timeout;
+        let sleep = tokio::time::sleep(timeout);
+        let (conn, id) = self
+            .send(
+                FrameKind::Request,
+                0,
+                svc,
+                method,
+                args,
+                self.deadline_ms(),
+                Some(Slot::Reply(tx)),
+            )
+            .await?;
+        Ok(ReplyHandle {
+            guard: CallGuard {
+                conn,
+                id,
+                done: false,
+            },
+            rx,
+            sleep: Box::pin(sleep),
+            timeout,
+            decode,
+        })
+    }
+
+    /// Calls a unary method and waits for its result (response-based synchronous).
+    ///
+    /// # Errors
+    /// Any [`RpcError`] except `Application`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the call on the server.
+    pub async fn call<A: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+    ) -> Result<T, RpcError> {
+        self.start_call(svc, method, args).await?.await
+    }
+
+    /// Calls a method returning `Result<T, E>`; its `Err` arrives as [`RpcError::Application`].
+    ///
+    /// # Errors
+    /// Any [`RpcError`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the call on the server.
+    pub async fn call_fallible<A: Serialize + ?Sized, T: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+    ) -> Result<T, RpcError<E>> {
+        self.start_call_fallible(svc, method, args).await?.await
+    }
+
+    /// Sends a one-way call. With [`Ack::None`] it returns once the request is queued
+    /// (transient asynchronous); with [`Ack::Receipt`] once the server's middleware accepted
+    /// it; with [`Ack::Delivery`] once it was handed to the implementation.
+    ///
+    /// # Errors
+    /// [`RpcError::Disconnected`] if the connection is down (the message was not sent);
+    /// with an acknowledgement, also every error the server can report and
+    /// [`RpcError::Timeout`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future while waiting for the acknowledgement does not unsend the request.
+    pub async fn oneway<A: Serialize + ?Sized>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+        ack: Ack,
+    ) -> Result<(), RpcError> {
+        let frame_flags = match ack {
+            Ack::None => 0,
+            Ack::Receipt => flags::ACK_RECEIPT,
+            Ack::Delivery => flags::ACK_DELIVERY,
+        };
+        if ack == Ack::None {
+            self.send(FrameKind::Oneway, 0, svc, method, args, 0, None)
+                .await?;
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let timeout = self.timeout;
+        let sleep = tokio::time::sleep(timeout);
+        let (conn, id) = self
+            .send(
+                FrameKind::Oneway,
+                frame_flags,
+                svc,
+                method,
+                args,
+                self.deadline_ms(),
+                Some(Slot::Reply(tx)),
+            )
+            .await?;
+        let handle: ReplyHandle<(), Infallible> = ReplyHandle {
+            guard: CallGuard {
+                conn,
+                id,
+                done: false,
+            },
+            rx,
+            sleep: Box::pin(sleep),
+            timeout,
+            decode: |_| Ok(()),
+        };
+        handle.await
+    }
+
+    /// Opens a server stream. Items arrive as the consumer asks for them: the server may
+    /// run at most [`ClientConfig::stream_window`] items ahead. Streams have no deadline;
+    /// errors from the server (unknown method, …) arrive as the stream's first item.
+    ///
+    /// # Errors
+    /// Encoding failures and a broken connection.
+    pub async fn call_stream<A: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+    ) -> Result<ClientStream<T>, RpcError> {
+        let window = self.shared.config.stream_window.max(1);
+        // Capacity: the credit window plus room for the terminal message.
+        let (tx, rx) = mpsc::channel(window as usize + 2);
+        let (conn, id) = self
+            .send(
+                FrameKind::Request,
+                flags::STREAM,
+                svc,
+                method,
+                args,
+                0,
+                Some(Slot::Stream(tx)),
+            )
+            .await?;
+        let _ = conn
+            .outbox
+            .push(FrameKind::Credit, 0, id, &window.to_be_bytes());
+        Ok(ClientStream {
+            guard: CallGuard {
+                conn,
+                id,
+                done: false,
+            },
+            rx,
+            window,
+            consumed: 0,
+            _item: PhantomData,
+        })
+    }
+
+    /// Measures one round trip with a `Ping` frame.
+    ///
+    /// # Errors
+    /// [`RpcError::Disconnected`] or [`RpcError::Timeout`].
+    pub async fn ping(&self) -> Result<Duration, RpcError> {
+        let conn = self.conn().await?;
+        let (tx, rx) = oneshot::channel();
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        conn.pending().insert(id, Slot::Reply(tx));
+        let start = tokio::time::Instant::now();
+        if conn.outbox.push(FrameKind::Ping, 0, id, &[]).is_err() {
+            conn.forget(id);
+            return Err(RpcError::Disconnected);
+        }
+        let guard = CallGuard {
+            conn,
+            id,
+            done: false,
+        };
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(_))) => {
+                std::mem::forget(guard);
+                Ok(start.elapsed())
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(RpcError::Disconnected),
+            Err(_) => Err(RpcError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn decode_plain<T: DeserializeOwned>(body: Bytes) -> Result<T, RpcError> {
+    postcard::from_bytes(&body)
+        .map_err(|e| RpcError::Protocol(format!("reply does not decode: {e}")))
+}
+
+fn decode_fallible<T: DeserializeOwned, E: DeserializeOwned>(
+    body: Bytes,
+) -> Result<T, RpcError<E>> {
+    match postcard::from_bytes::<Result<T, E>>(&body) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RpcError::Application(e)),
+        Err(e) => Err(RpcError::Protocol(format!("reply does not decode: {e}"))),
+    }
+}
+
+/// Cancels the call on the server if dropped before the reply arrived.
+struct CallGuard {
+    conn: Arc<Conn>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.cancel(self.id);
+        }
+    }
+}
+
+/// The pending result of a call started with `start_*` (deferred synchronous).
+///
+/// Await it for the result. Dropping it cancels the call on the server.
+#[must_use = "dropping a ReplyHandle cancels the call"]
+pub struct ReplyHandle<T, E = Infallible> {
+    guard: CallGuard,
+    rx: oneshot::Receiver<Result<(FrameKind, Bytes), RpcError>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    decode: fn(Bytes) -> Result<T, RpcError<E>>,
+}
+
+impl<T, E> std::fmt::Debug for ReplyHandle<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyHandle")
+            .field("id", &self.guard.id)
+            .finish()
+    }
+}
+
+impl<T, E> ReplyHandle<T, E> {
+    /// The call's correlation id on the connection.
+    pub fn id(&self) -> u64 {
+        self.guard.id
+    }
+}
+
+impl<T, E> Future for ReplyHandle<T, E> {
+    type Output = Result<T, RpcError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.guard.done {
+            return Poll::Ready(Err(RpcError::Protocol(
+                "reply handle polled after completion".into(),
+            )));
+        }
+        match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Ready(reply) => {
+                this.guard.done = true;
+                return Poll::Ready(match reply {
+                    Ok(Ok((FrameKind::Response, body))) | Ok(Ok((FrameKind::Ack, body))) => {
+                        (this.decode)(body)
+                    }
+                    Ok(Ok((FrameKind::Error, body))) => Err(match wire::decode_error(body) {
+                        RpcError::Timeout(_) => RpcError::Timeout(this.timeout),
+                        e => e.widen(),
+                    }),
+                    Ok(Ok((kind, _))) => {
+                        Err(RpcError::Protocol(format!("unexpected {kind:?} reply")))
+                    }
+                    Ok(Err(e)) => Err(e.widen()),
+                    Err(_) => Err(RpcError::Disconnected),
+                });
+            }
+            Poll::Pending => {}
+        }
+        match this.sleep.as_mut().poll(cx) {
+            // The guard is still armed: dropping it tells the server to stop.
+            Poll::Ready(()) => {
+                this.guard.conn.cancel(this.guard.id);
+                this.guard.done = true;
+                Poll::Ready(Err(RpcError::Timeout(this.timeout)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Items of a server stream, flow-controlled by credit. Dropping it cancels the stream.
+#[must_use = "streams do nothing unless polled"]
+pub struct ClientStream<T> {
+    guard: CallGuard,
+    rx: mpsc::Receiver<StreamMsg>,
+    window: u32,
+    consumed: u32,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ClientStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("id", &self.guard.id)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> Stream for ClientStream<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.guard.done {
+            return Poll::Ready(None);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(StreamMsg::Item(body))) => {
+                this.consumed += 1;
+                // Return credit in batches of half a window: fewer frames, never a stall.
+                if this.consumed >= this.window.div_ceil(2) {
+                    let _ = this.guard.conn.outbox.push(
+                        FrameKind::Credit,
+                        0,
+                        this.guard.id,
+                        &this.consumed.to_be_bytes(),
+                    );
+                    this.consumed = 0;
+                }
+                Poll::Ready(Some(postcard::from_bytes(&body).map_err(|e| {
+                    RpcError::Protocol(format!("stream item does not decode: {e}"))
+                })))
+            }
+            Poll::Ready(Some(StreamMsg::End)) => {
+                this.guard.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(StreamMsg::Err(e))) => {
+                this.guard.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.guard.done = true;
+                Poll::Ready(Some(Err(RpcError::Disconnected)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The errors a caller can see.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use mw_core::CoreError;
+
+/// Why a call failed. Failure is never hidden: each cause has its own variant.
+///
+/// `E` is the service method's application error type (for methods declared
+/// `-> Result<T, E>`); it is [`Infallible`] for methods that cannot fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError<E = Infallible> {
+    /// The call's deadline passed before a reply came back (the server was told to stop).
+    #[error("deadline of {0:?} exceeded")]
+    Timeout(Duration),
+    /// The connection broke (or was never made) while the call was outstanding.
+    #[error("disconnected from server")]
+    Disconnected,
+    /// The server abandoned the call (for example because it is shutting down hard).
+    #[error("call cancelled by the server")]
+    Cancelled,
+    /// The server does not host a service by that name.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// The service has no method with that number.
+    #[error("unknown method: {0}")]
+    UnknownMethod(String),
+    /// The server hosts the service but not in the version the client was generated for.
+    #[error("version mismatch: {0}")]
+    VersionMismatch(String),
+    /// The server could not decode the arguments (client and server disagree on the interface).
+    #[error("bad arguments: {0}")]
+    BadArguments(String),
+    /// A peer broke the protocol (bad frame, wrong reply kind, undecodable reply).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server refused the call because it is at capacity.
+    #[error("server overloaded: {0}")]
+    Overloaded(String),
+    /// The server is shutting down and takes no new calls.
+    #[error("server shutting down")]
+    ShuttingDown,
+    /// The handler panicked or failed inside the server.
+    #[error("server internal error: {0}")]
+    Internal(String),
+    /// The method's own error, as the implementation returned it.
+    #[error("application error: {0}")]
+    Application(E),
+    /// Connecting, the handshake or the transport failed.
+    #[error(transparent)]
+    Transport(#[from] CoreError),
+}
+
+impl RpcError<Infallible> {
+    /// Converts an error that cannot hold an application error into one that can.
+    pub fn widen<E>(self) -> RpcError<E> {
+        match self {
+            RpcError::Timeout(d) => RpcError::Timeout(d),
+            RpcError::Disconnected => RpcError::Disconnected,
+            RpcError::Cancelled => RpcError::Cancelled,
+            RpcError::UnknownService(s) => RpcError::UnknownService(s),
+            RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),
+            RpcError::VersionMismatch(s) => RpcError::VersionMismatch(s),
+            RpcError::BadArguments(s) => RpcError::BadArguments(s),
+            RpcError::Protocol(s) => RpcError::Protocol(s),
+            RpcError::Overloaded(s) => RpcError::Overloaded(s),
+            RpcError::ShuttingDown => RpcError::ShuttingDown,
+            RpcError::Internal(s) => RpcError::Internal(s),
+            RpcError::Application(never) => match never {},
+            RpcError::Transport(e) => RpcError::Transport(e),
+        }
+    }
+}
+
+/// Why the server could not run a call; travels to the client as an `Error` frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// No method with this number in the service.
+    #[error("no method number {0}")]
+    UnknownMethod(u32),
+    /// The arguments did not decode as the method's parameter types.
+    #[error("arguments do not decode: {0}")]
+    BadArguments(String),
+    /// The result could not be encoded.
+    #[error("result does not encode: {0}")]
+    Encode(String),
+    /// The handler panicked.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
+}

@@ -1,0 +1,611 @@
+//! The server side: accept loop, per-connection dispatch, graceful shutdown.
+//!
+//! Each connection is served by one task that reads frames, decodes calls, runs up to
+//! [`ServerConfig::max_in_flight`] of them concurrently (as futures polled by that task,
+//! not spawned tasks: no cross-thread hand-off on the hot path) and writes replies into
+//! the connection's batching outbox. Requests beyond that wait in a bounded per-connection
+//! queue of [`ServerConfig::max_queued`]; when it is full the task stops reading, and TCP
+//! pushes back on the client. A handler that blocks the thread blocks its connection:
+//! use `spawn_blocking` for blocking work.
+//!
+//! One-way calls asking for a receipt are acknowledged when they enter that queue (the
+//! middleware has accepted them); those asking for delivery when their handler starts.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use mw_core::{
+    flags, Address, CoreError, Frame, FrameKind, Listener, Outbox, Stream, TransportConfig,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{RpcError, ServerError};
+use crate::service::{Handler, Service};
+use crate::wire::{self, code};
+
+/// How calls are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutionMode {
+    /// Calls run concurrently, up to `max_in_flight` per connection (the default).
+    #[default]
+    Concurrent,
+    /// One call at a time across the whole server, in arrival order per connection: the
+    /// lectures' iterative server, for comparison.
+    Iterative,
+}
+
+/// Server tunables.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Frame size, outbox bound and handshake timeout.
+    pub transport: TransportConfig,
+    /// Calls (and streams) running at once per connection. Default 256: enough to keep
+    /// a pipelining client busy; each costs one future's memory.
+    pub max_in_flight: usize,
+    /// Accepted calls waiting for a slot, per connection. Default 1024. When full the
+    /// server stops reading that connection (backpressure) rather than buffering more.
+    pub max_queued: usize,
+    /// Concurrent connections. Default 10,000; further connections are closed at once.
+    pub max_connections: usize,
+    /// Scheduling of calls. Default concurrent.
+    pub mode: ExecutionMode,
+    /// How long a graceful shutdown lets in-flight calls finish before abandoning them.
+    /// Default 10 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            transport: TransportConfig::default(),
+            max_in_flight: 256,
+            max_queued: 1024,
+            max_connections: 10_000,
+            mode: ExecutionMode::Concurrent,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    by_name: HashMap<String, Vec<Arc<dyn Service>>>,
+}
+
+impl Registry {
+    fn find(&self, name: &str, version: u32) -> Result<&Arc<dyn Service>, (u16, String)> {
+        let Some(versions) = self.by_name.get(name) else {
+            return Err((
+                code::UNKNOWN_SERVICE,
+                format!("no service named {name:?} on this server"),
+            ));
+        };
+        versions
+            .iter()
+            .find(|s| s.id().version == version)
+            .ok_or_else(|| {
+                let have: Vec<String> = versions
+                    .iter()
+                    .map(|s| s.id().version.to_string())
+                    .collect();
+                (
+                    code::VERSION_MISMATCH,
+                    format!(
+                        "service {name:?}: client wants version {version}, server has version {}",
+                        have.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Builds a [`Server`] from services and a configuration.
+#[derive(Default)]
+pub struct ServerBuilder {
+    registry: Registry,
+    config: ServerConfig,
+}
+
+impl ServerBuilder {
+    /// Adds a service (for example `IncrementServer::new(MyImpl)`). Several versions of
+    /// one service name may be added side by side.
+    ///
+    /// # Panics
+    /// If the same name and version is added twice, or the name is longer than 255 bytes.
+    pub fn add<S: Service>(mut self, service: S) -> Self {
+        let id = service.id();
+        assert!(
+            id.name.len() <= 255,
+            "service name {:?} is longer than 255 bytes",
+            id.name
+        );
+        let versions = self
+            .registry
+            .by_name
+            .entry(id.name.to_string())
+            .or_default();
+        assert!(
+            versions.iter().all(|s| s.id().version != id.version),
+            "service {id} added twice"
+        );
+        versions.push(Arc::new(service));
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Finishes building.
+    pub fn build(self) -> Server {
+        let iterative =
+            (self.config.mode == ExecutionMode::Iterative).then(|| Arc::new(Semaphore::new(1)));
+        Server {
+            shared: Arc::new(Shared {
+                registry: self.registry,
+                config: self.config,
+                iterative,
+            }),
+        }
+    }
+}
+
+struct Shared {
+    registry: Registry,
+    config: ServerConfig,
+    iterative: Option<Arc<Semaphore>>,
+}
+
+/// A set of services ready to serve connections.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.shared.registry.by_name.keys().collect();
+        f.debug_struct("Server").field("services", &names).finish()
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Serves `listener` until `shutdown` completes, then drains: stops accepting, tells
+    /// clients (`GoAway`), lets in-flight and queued calls finish within
+    /// [`ServerConfig::drain_timeout`], and returns.
+    ///
+    /// Errors on one connection (garbage, oversized frames, wrong versions) end that
+    /// connection only.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons every connection at once; prefer `shutdown`.
+    pub async fn serve(self, mut listener: Listener, shutdown: impl Future<Output = ()>) {
+        let graceful = CancellationToken::new();
+        let hard = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = limit.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "connection limit reached; closing new connection");
+                            continue;
+                        };
+                        let shared = self.shared.clone();
+                        let (graceful, hard) = (graceful.clone(), hard.clone());
+                        tracker.spawn(async move {
+                            if let Err(e) = serve_connection(stream, shared, graceful, hard).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        graceful.cancel();
+        tracker.close();
+        if tokio::time::timeout(self.shared.config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout passed; abandoning calls still running");
+            hard.cancel();
+            tracker.wait().await;
+        }
+    }
+
+    /// Binds `addr` and serves it on a background task.
+    ///
+    /// # Errors
+    /// A bad address or a failed bind.
+    pub async fn spawn(self, addr: &str) -> Result<RunningServer, RpcError> {
+        let listener = Listener::bind(&addr.parse()?).await?;
+        Ok(self.spawn_on(listener))
+    }
+
+    /// Serves an already bound listener on a background task.
+    pub fn spawn_on(self, listener: Listener) -> RunningServer {
+        let addr = listener.local_addr().clone();
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let task = tokio::spawn(self.serve(listener, async move { stop.cancelled().await }));
+        RunningServer { addr, token, task }
+    }
+}
+
+/// A server running on a background task.
+#[must_use = "dropping a RunningServer leaves it running until the runtime stops; call shutdown"]
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: Address,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address clients connect to (with the real port if bound to port 0).
+    pub fn local_addr(&self) -> &Address {
+        &self.addr
+    }
+
+    /// Shuts down gracefully and waits until the drain is over.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Starts a graceful shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.token.cancel();
+    }
+}
+
+enum Outcome {
+    Reply(Result<Bytes, ServerError>),
+    /// One-way call finished, or a stream ended (its frames are already written).
+    Quiet,
+    Aborted,
+    DeadlineExceeded,
+}
+
+struct Queued {
+    id: u64,
+    kind: FrameKind,
+    frame_flags: u8,
+    deadline_ms: u32,
+    handler: Handler,
+}
+
+type InFlight = FuturesUnordered<BoxFuture<'static, (u64, Outcome)>>;
+
+struct ConnState {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    inflight: InFlight,
+    queued: VecDeque<Queued>,
+    aborts: HashMap<u64, AbortHandle>,
+    credits: HashMap<u64, Arc<Semaphore>>,
+}
+
+async fn serve_connection(
+    stream: Stream,
+    shared: Arc<Shared>,
+    graceful: CancellationToken,
+    hard: CancellationToken,
+) -> Result<(), CoreError> {
+    let (mut reader, outbox, writer) =
+        mw_core::server_connection(stream, &shared.config.transport).await?;
+    let high_water = shared.config.transport.outbox_high_water;
+    let mut st = ConnState {
+        shared,
+        outbox,
+        inflight: FuturesUnordered::new(),
+        queued: VecDeque::new(),
+        aborts: HashMap::new(),
+        credits: HashMap::new(),
+    };
+    let mut draining = false;
+    let mut reading = true;
+    let mut result = Ok(());
+    loop {
+        if (draining || !reading) && st.inflight.is_empty() && st.queued.is_empty() {
+            break;
+        }
+        let room =
+            st.queued.len() < st.shared.config.max_queued && st.outbox.queued_bytes() < high_water;
+        tokio::select! {
+            biased;
+            _ = hard.cancelled() => break,
+            _ = graceful.cancelled(), if !draining => {
+                draining = true;
+                let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
+            }
+            Some((id, outcome)) = st.inflight.next(), if !st.inflight.is_empty() => {
+                st.finish(id, outcome);
+                st.start_queued();
+            }
+            _ = st.outbox.ready(), if reading && !draining && !room => {}
+            next = reader.next(), if reading && !draining && room => match next {
+                Some(Ok(frame)) => st.on_frame(frame),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "closing connection after bad frame");
+                    let _ = st.outbox.push_with(FrameKind::Error, 0, 0, |b| {
+                        wire::error_body(b, code::PROTOCOL, &e.to_string());
+                        Ok::<_, CoreError>(())
+                    });
+                    result = Err(CoreError::Frame(e));
+                    break;
+                }
+                None => reading = false,
+            },
+        }
+    }
+    for (_, h) in st.aborts.drain() {
+        h.abort();
+    }
+    st.outbox.close();
+    let _ = writer.await;
+    result
+}
+
+impl ConnState {
+    fn error(&self, id: u64, code: u16, message: &str) {
+        let _ = self.outbox.push_with(FrameKind::Error, 0, id, |b| {
+            wire::error_body(b, code, message);
+            Ok::<_, CoreError>(())
+        });
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame.kind {
+            FrameKind::Request | FrameKind::Oneway => self.on_call(frame),
+            FrameKind::Cancel => {
+                if let Some(h) = self.aborts.remove(&frame.id) {
+                    h.abort();
+                } else if let Some(pos) = self.queued.iter().position(|q| q.id == frame.id) {
+                    self.queued.remove(pos);
+                }
+            }
+            FrameKind::Credit => {
+                if frame.body.len() == 4 {
+                    let n = u32::from_be_bytes([
+                        frame.body[0],
+                        frame.body[1],
+                        frame.body[2],
+                        frame.body[3],
+                    ]);
+                    if let Some(sem) = self.credits.get(&frame.id) {
+                        // Bounded by what the client grants; capped so a hostile client
+                        // cannot overflow the semaphore.
+                        sem.add_permits(
+                            (n as usize).min(Semaphore::MAX_PERMITS / 2 - sem.available_permits()),
+                        );
+                    }
+                }
+            }
+            FrameKind::Ping => {
+                let _ = self.outbox.push(FrameKind::Pong, 0, frame.id, &[]);
+            }
+            FrameKind::Pong | FrameKind::GoAway => {}
+            other => self.error(
+                frame.id,
+                code::PROTOCOL,
+                &format!("a client may not send {other:?} frames"),
+            ),
+        }
+    }
+
+    fn on_call(&mut self, frame: Frame) {
+        let wants_reply = frame.kind == FrameKind::Request
+            || frame.flags & (flags::ACK_RECEIPT | flags::ACK_DELIVERY) != 0;
+        let (header, args) = match wire::parse_call(frame.body) {
+            Ok(x) => x,
+            Err(msg) => {
+                if wants_reply {
+                    self.error(frame.id, code::BAD_REQUEST, &msg);
+                }
+                return;
+            }
+        };
+        let service = match self.shared.registry.find(&header.service, header.version) {
+            Ok(s) => s,
+            Err((c, msg)) => {
+                if wants_reply {
+                    self.error(frame.id, c, &msg);
+                }
+                return;
+            }
+        };
+        let handler = match service.call(header.method, args) {
+            Ok(h) => h,
+            Err(e) => {
+                if wants_reply {
+                    let (c, msg) = match &e {
+                        ServerError::UnknownMethod(m) => (
+                            code::UNKNOWN_METHOD,
+                            format!("service {} has no method number {m}", service.id()),
+                        ),
+                        ServerError::BadArguments(_) => (code::BAD_REQUEST, e.to_string()),
+                        _ => (code::INTERNAL, e.to_string()),
+                    };
+                    self.error(frame.id, c, &msg);
+                }
+                return;
+            }
+        };
+        let is_stream = frame.flags & flags::STREAM != 0 && frame.kind == FrameKind::Request;
+        if is_stream != matches!(handler, Handler::Stream(_)) {
+            let msg = if is_stream {
+                "method is not a streaming method"
+            } else {
+                "method is a streaming method; call it with the STREAM flag"
+            };
+            self.error(frame.id, code::PROTOCOL, msg);
+            return;
+        }
+        if frame.kind == FrameKind::Oneway && frame.flags & flags::ACK_RECEIPT != 0 {
+            let _ = self.outbox.push(FrameKind::Ack, 0, frame.id, &[]);
+        }
+        if is_stream {
+            self.credits.insert(frame.id, Arc::new(Semaphore::new(0)));
+        }
+        self.queued.push_back(Queued {
+            id: frame.id,
+            kind: frame.kind,
+            frame_flags: frame.flags,
+            deadline_ms: header.deadline_ms,
+            handler,
+        });
+        self.start_queued();
+    }
+
+    fn start_queued(&mut self) {
+        while self.inflight.len() < self.shared.config.max_in_flight {
+            let Some(q) = self.queued.pop_front() else {
+                break;
+            };
+            self.start(q);
+        }
+    }
+
+    fn start(&mut self, q: Queued) {
+        let Queued {
+            id,
+            kind,
+            frame_flags,
+            deadline_ms,
+            handler,
+        } = q;
+        let outbox = self.outbox.clone();
+        let iterative = self.shared.iterative.clone();
+        let ack_delivery = kind == FrameKind::Oneway && frame_flags & flags::ACK_DELIVERY != 0;
+        let credits = self.credits.get(&id).cloned();
+        let run = async move {
+            // Held for the whole call in iterative mode: one call at a time, server-wide.
+            let _turn = match &iterative {
+                Some(sem) => Some(sem.acquire().await),
+                None => None,
+            };
+            if ack_delivery {
+                let _ = outbox.push(FrameKind::Ack, 0, id, &[]);
+            }
+            match handler {
+                Handler::Unary(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) if kind == FrameKind::Request => Outcome::Reply(r),
+                    Ok(_) => Outcome::Quiet,
+                    Err(p) => Outcome::Reply(Err(ServerError::Panicked(panic_message(&p)))),
+                },
+                Handler::Stream(mut items) => {
+                    let credits = credits.expect("stream calls have a credit semaphore");
+                    loop {
+                        match credits.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => return Outcome::Aborted,
+                        }
+                        let next = AssertUnwindSafe(items.next()).catch_unwind().await;
+                        let pushed = match next {
+                            Ok(Some(Ok(item))) => {
+                                if outbox.ready().await.is_err() {
+                                    return Outcome::Aborted;
+                                }
+                                outbox.push(FrameKind::StreamItem, 0, id, &item)
+                            }
+                            Ok(Some(Err(e))) => return Outcome::Reply(Err(e)),
+                            Ok(None) => {
+                                let _ = outbox.push(FrameKind::StreamEnd, 0, id, &[]);
+                                return Outcome::Quiet;
+                            }
+                            Err(p) => {
+                                return Outcome::Reply(Err(ServerError::Panicked(panic_message(
+                                    &p,
+                                ))))
+                            }
+                        };
+                        if pushed.is_err() {
+                            return Outcome::Aborted;
+                        }
+                    }
+                }
+            }
+        };
+        let (abort, reg) = AbortHandle::new_pair();
+        self.aborts.insert(id, abort);
+        let run = Abortable::new(run, reg);
+        let fut: BoxFuture<'static, (u64, Outcome)> = if deadline_ms > 0 {
+            let limit = Duration::from_millis(deadline_ms as u64);
+            async move {
+                match tokio::time::timeout(limit, run).await {
+                    Ok(Ok(o)) => (id, o),
+                    Ok(Err(_)) => (id, Outcome::Aborted),
+                    Err(_) => (id, Outcome::DeadlineExceeded),
+                }
+            }
+            .boxed()
+        } else {
+            run.map(move |r| (id, r.unwrap_or(Outcome::Aborted)))
+                .boxed()
+        };
+        self.inflight.push(fut);
+    }
+
+    fn finish(&mut self, id: u64, outcome: Outcome) {
+        self.aborts.remove(&id);
+        self.credits.remove(&id);
+        match outcome {
+            Outcome::Reply(Ok(body)) => {
+                let _ = self.outbox.push(FrameKind::Response, 0, id, &body);
+            }
+            Outcome::Reply(Err(e)) => {
+                let c = match e {
+                    ServerError::BadArguments(_) => code::BAD_REQUEST,
+                    ServerError::UnknownMethod(_) => code::UNKNOWN_METHOD,
+                    _ => code::INTERNAL,
+                };
+                self.error(id, c, &e.to_string());
+            }
+            Outcome::DeadlineExceeded => self.error(
+                id,
+                code::DEADLINE_EXCEEDED,
+                "deadline exceeded on the server",
+            ),
+            // Cancelled by the client: it is no longer listening.
+            Outcome::Aborted | Outcome::Quiet => {}
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
