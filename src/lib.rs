@@ -42,3 +42,5 @@ pub use mw_macros::service;
 pub use mw_pubsub as pubsub;
 pub use mw_queue as queue;
 pub use mw_rpc as rpc;
+
+pub mod demo;
