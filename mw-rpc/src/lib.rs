@@ -17,6 +17,7 @@ extern crate self as mw_rpc;
 
 pub mod client;
 pub mod error;
+pub mod registry;
 pub mod server;
 pub mod service;
 pub mod wire;
