@@ -6,7 +6,7 @@
 //! use `Span::mixed_site()` so that they can never clash with them.
 
 use proc_macro2::{Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::{Ident, Path};
 
 use crate::model::{Method, MethodKind, Service};
@@ -101,14 +101,18 @@ fn expand_trait(cx: &Cx) -> TokenStream {
     let methods = svc.methods.iter().map(|m| {
         let attrs = &m.attrs;
         let name = &m.ident;
+        let fn_token = &m.fn_token;
         let out = &m.output;
         let args = m.args.iter().map(|a| {
             let (attrs, ident, ty) = (&a.attrs, &a.ident, &a.ty);
             quote!(#(#attrs)* #ident: #ty)
         });
-        quote! {
+        // Spanned on the method so that diagnostics about the rewritten method
+        // (missing docs, mismatched impls, ...) point at the user's method.
+        let span = m.ident.span();
+        quote_spanned! {span=>
             #(#attrs)*
-            fn #name(&self #(, #args)*)
+            #fn_token #name(&self #(, #args)*)
                 -> impl ::core::future::Future<Output = #out> + ::core::marker::Send;
         }
     });
@@ -129,7 +133,11 @@ fn serde_path_string(krate: &Path) -> String {
     if krate.leading_colon.is_some() {
         s.push_str("::");
     }
-    let segs: Vec<String> = krate.segments.iter().map(|seg| seg.ident.to_string()).collect();
+    let segs: Vec<String> = krate
+        .segments
+        .iter()
+        .map(|seg| seg.ident.to_string())
+        .collect();
     s.push_str(&segs.join("::"));
     s.push_str("::__private::serde");
     s
@@ -259,7 +267,10 @@ fn client_method(cx: &Cx, m: &Method) -> TokenStream {
     let id = method_id(m);
     let params = params(m);
     let args = arg_tuple(m);
-    let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"));
+    let attrs = m
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"));
     let attrs = quote!(#(#attrs)*);
     let mname = m.name();
 
@@ -316,7 +327,10 @@ fn client_method(cx: &Cx, m: &Method) -> TokenStream {
                     "returns once the server handed the message to the implementation"
                 }
             };
-            let d = doc(format!("One-way call of `{mname}` (method {}); {what}.", m.id));
+            let d = doc(format!(
+                "One-way call of `{mname}` (method {}); {what}.",
+                m.id
+            ));
             quote! {
                 #attrs
                 #d
@@ -392,7 +406,7 @@ fn expand_server(cx: &Cx) -> TokenStream {
         quote! {
             #id => {
                 let #pat: #ty = #krate::__private::decode(&#args)?;
-                let #inner = ::std::sync::Arc::clone(&self.inner);
+                let #inner = <::std::sync::Arc<#imp> as ::core::clone::Clone>::clone(&self.inner);
                 ::core::result::Result::Ok(#wrap(async move {
                     <#imp as #trait_name>::#name(&*#inner #(, #call_args)*).await
                 }))
@@ -434,7 +448,7 @@ fn expand_server(cx: &Cx) -> TokenStream {
 
         impl<S> ::core::clone::Clone for #server<S> {
             fn clone(&self) -> Self {
-                Self { inner: ::std::sync::Arc::clone(&self.inner) }
+                Self { inner: <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner) }
             }
         }
 

@@ -30,6 +30,8 @@ pub struct Method {
     /// User attributes (docs, lints, ...) without our `#[oneway]` / `#[method]`.
     pub attrs: Vec<Attribute>,
     pub ident: Ident,
+    /// The user's `fn` token, kept so diagnostics about the trait method point at it.
+    pub fn_token: syn::token::Fn,
     /// Method number on the wire.
     pub id: u32,
     /// Where the method number came from (the `id = N` literal or the method name).

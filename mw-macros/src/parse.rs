@@ -76,18 +76,27 @@ pub fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, Failure> {
         Ok(Item::Trait(t)) => t,
         Ok(other) => {
             errors.push(not_a_trait(&other));
-            return Err(Failure { errors: errors.into_error().unwrap(), fallback: item });
+            return Err(Failure {
+                errors: errors.into_error().unwrap(),
+                fallback: item,
+            });
         }
         Err(e) => {
             errors.push(e);
-            return Err(Failure { errors: errors.into_error().unwrap(), fallback: item });
+            return Err(Failure {
+                errors: errors.into_error().unwrap(),
+                fallback: item,
+            });
         }
     };
 
     let service = parse_trait(args, &item_trait, &mut errors);
     match errors.into_error() {
         None => Ok(service),
-        Some(errors) => Err(Failure { errors, fallback: fallback_trait(item_trait) }),
+        Some(errors) => Err(Failure {
+            errors,
+            fallback: fallback_trait(item_trait),
+        }),
     }
 }
 
@@ -187,7 +196,9 @@ pub fn parse_args(attr: TokenStream, errors: &mut Errors) -> ServiceArgs {
         };
         match key.as_str() {
             "name" => match value {
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => {
                     let v = s.value();
                     if v.is_empty() {
                         errors.spanned(s, "service name must not be empty");
@@ -198,19 +209,25 @@ pub fn parse_args(attr: TokenStream, errors: &mut Errors) -> ServiceArgs {
                 other => errors.spanned(other, "expected a string literal, e.g. `name = \"inc\"`"),
             },
             "version" => match value {
-                Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => match i.base10_parse::<u32>() {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(i), ..
+                }) => match i.base10_parse::<u32>() {
                     Ok(v) => args.version = Some(v),
                     Err(_) => errors.spanned(i, "service version must fit in a `u32`"),
                 },
                 other => errors.spanned(other, "expected an integer literal, e.g. `version = 1`"),
             },
             "crate" => match value {
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => match s.parse::<syn::Path>() {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => match s.parse::<syn::Path>() {
                     Ok(p) => args.krate = Some(p),
                     Err(_) => errors.spanned(s, "expected a path, e.g. `crate = \"::mw::rpc\"`"),
                 },
-                other => errors
-                    .spanned(other, "expected a string literal, e.g. `crate = \"::mw::rpc\"`"),
+                other => errors.spanned(
+                    other,
+                    "expected a string literal, e.g. `crate = \"::mw::rpc\"`",
+                ),
             },
             _ => unreachable!(),
         }
@@ -255,7 +272,10 @@ fn parse_trait(args: ServiceArgs, item: &ItemTrait, errors: &mut Errors) -> Serv
     for bound in &item.supertraits {
         if let syn::TypeParamBound::Lifetime(l) = bound {
             if l.ident != "static" {
-                errors.spanned(l, "a #[service] trait must not have lifetime bounds other than 'static");
+                errors.spanned(
+                    l,
+                    "a #[service] trait must not have lifetime bounds other than 'static",
+                );
             }
         }
     }
@@ -272,13 +292,22 @@ fn parse_trait(args: ServiceArgs, item: &ItemTrait, errors: &mut Errors) -> Serv
             }
             TraitItem::Const(c) => {
                 let (k, i) = (&c.const_token, &c.ident);
-                errors.spanned(quote!(#k #i), "a #[service] trait may only contain `async fn` methods")
+                errors.spanned(
+                    quote!(#k #i),
+                    "a #[service] trait may only contain `async fn` methods",
+                )
             }
             TraitItem::Type(t) => {
                 let (k, i) = (&t.type_token, &t.ident);
-                errors.spanned(quote!(#k #i), "a #[service] trait may only contain `async fn` methods")
+                errors.spanned(
+                    quote!(#k #i),
+                    "a #[service] trait may only contain `async fn` methods",
+                )
             }
-            other => errors.spanned(other, "a #[service] trait may only contain `async fn` methods"),
+            other => errors.spanned(
+                other,
+                "a #[service] trait may only contain `async fn` methods",
+            ),
         }
     }
 
@@ -324,7 +353,11 @@ fn check_names(methods: &[Method], errors: &mut Errors) {
         if let Some(first) = variants.get(&v) {
             errors.spanned(
                 &m.ident,
-                format!("method `{}` maps to the same enum variant `{v}` as `{}`", m.name(), first.name()),
+                format!(
+                    "method `{}` maps to the same enum variant `{v}` as `{}`",
+                    m.name(),
+                    first.name()
+                ),
             );
         } else {
             variants.insert(v, m);
@@ -338,7 +371,9 @@ fn check_names(methods: &[Method], errors: &mut Errors) {
         if CLIENT_RESERVED.contains(&name.as_str()) {
             errors.spanned(
                 &m.ident,
-                format!("method name `{name}` clashes with the generated client's own `{name}` method"),
+                format!(
+                    "method name `{name}` clashes with the generated client's own `{name}` method"
+                ),
             );
         }
         client.insert(name, m);
@@ -405,7 +440,10 @@ fn parse_method_attrs(attrs: &[Attribute], errors: &mut Errors) -> MethodAttrs {
                     }
                 },
                 Meta::NameValue(_) => {
-                    errors.spanned(attr, "expected #[oneway], #[oneway(receipt)] or #[oneway(delivery)]");
+                    errors.spanned(
+                        attr,
+                        "expected #[oneway], #[oneway(receipt)] or #[oneway(delivery)]",
+                    );
                     None
                 }
             };
@@ -420,7 +458,8 @@ fn parse_method_attrs(attrs: &[Attribute], errors: &mut Errors) -> MethodAttrs {
                     continue;
                 }
             };
-            let metas = match list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+            let metas = match list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+            {
                 Ok(m) => m,
                 Err(e) => {
                     errors.push(e);
@@ -440,11 +479,17 @@ fn parse_method_attrs(attrs: &[Attribute], errors: &mut Errors) -> MethodAttrs {
                 }
                 let lit = match &meta {
                     Meta::NameValue(syn::MetaNameValue {
-                        value: Expr::Lit(ExprLit { lit: Lit::Int(i), .. }),
+                        value:
+                            Expr::Lit(ExprLit {
+                                lit: Lit::Int(i), ..
+                            }),
                         ..
                     }) => i,
                     Meta::NameValue(nv) => {
-                        errors.spanned(&nv.value, "expected an integer literal, e.g. #[method(id = 7)]");
+                        errors.spanned(
+                            &nv.value,
+                            "expected an integer literal, e.g. #[method(id = 7)]",
+                        );
                         continue;
                     }
                     other => {
@@ -532,17 +577,26 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
             }
         };
         let ident = match &*pt.pat {
-            Pat::Ident(pi) if pi.by_ref.is_none() && pi.mutability.is_none() && pi.subpat.is_none() => {
+            Pat::Ident(pi)
+                if pi.by_ref.is_none() && pi.mutability.is_none() && pi.subpat.is_none() =>
+            {
                 Some(pi.ident.clone())
             }
             other => {
-                errors.spanned(other, "service method arguments must be plain identifiers, e.g. `n: u64`");
+                errors.spanned(
+                    other,
+                    "service method arguments must be plain identifiers, e.g. `n: u64`",
+                );
                 None
             }
         };
         check_type(&pt.ty, TypePosition::Argument, errors);
         if let Some(ident) = ident {
-            args.push(Arg { attrs: pt.attrs.clone(), ident, ty: (*pt.ty).clone() });
+            args.push(Arg {
+                attrs: pt.attrs.clone(),
+                ident,
+                ty: (*pt.ty).clone(),
+            });
         }
     }
 
@@ -583,7 +637,16 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
         return None;
     }
     let (id, id_span) = attrs.id.unwrap_or((position, sig.ident.span()));
-    Some(Method { attrs: attrs.user, ident: sig.ident.clone(), id, id_span, args, output, kind })
+    Some(Method {
+        attrs: attrs.user,
+        ident: sig.ident.clone(),
+        fn_token: sig.fn_token,
+        id,
+        id_span,
+        args,
+        output,
+        kind,
+    })
 }
 
 fn check_receiver(r: &syn::Receiver, errors: &mut Errors) {
@@ -595,10 +658,7 @@ fn check_receiver(r: &syn::Receiver, errors: &mut Errors) {
         return;
     }
     match &r.reference {
-        None => errors.spanned(
-            r,
-            "service methods must take `&self`, not `self` by value",
-        ),
+        None => errors.spanned(r, "service methods must take `&self`, not `self` by value"),
         Some((_, lifetime)) => {
             if r.mutability.is_some() {
                 errors.spanned(
@@ -606,14 +666,20 @@ fn check_receiver(r: &syn::Receiver, errors: &mut Errors) {
                     "service methods must take `&self`, not `&mut self`: calls may run concurrently; use interior mutability",
                 );
             } else if let Some(lt) = lifetime {
-                errors.spanned(lt, "service methods must take plain `&self` without a lifetime");
+                errors.spanned(
+                    lt,
+                    "service methods must take plain `&self` without a lifetime",
+                );
             }
         }
     }
 }
 
 fn errors_count(errors: &Errors) -> usize {
-    errors.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
+    errors
+        .0
+        .as_ref()
+        .map_or(0, |e| e.clone().into_iter().count())
 }
 
 /// `()` (possibly parenthesized).
@@ -664,7 +730,10 @@ fn streaming_item(ty: &Type, errors: &mut Errors) -> Option<Type> {
     if args.len() == 1 && all == 1 {
         Some(args[0].clone())
     } else {
-        errors.spanned(ty, "streaming methods must return `Streaming<T>` with the item type `T`");
+        errors.spanned(
+            ty,
+            "streaming methods must return `Streaming<T>` with the item type `T`",
+        );
         None
     }
 }

@@ -28,9 +28,12 @@ fn sample() -> TokenStream {
 #[test]
 fn trait_is_rewritten_with_send_futures() {
     let s = expand_str(quote!(name = "inc"), sample(), quote!(::mw_rpc));
-    assert!(s.contains(
-        "pub trait Increment : :: core :: marker :: Send + :: core :: marker :: Sync + 'static"
-    ), "{s}");
+    assert!(
+        s.contains(
+            "pub trait Increment : :: core :: marker :: Send + :: core :: marker :: Sync + 'static"
+        ),
+        "{s}"
+    );
     assert!(s.contains(
         "fn inc (& self , n : u64) -> impl :: core :: future :: Future < Output = u64 > + :: core :: marker :: Send ;"
     ), "{s}");
@@ -40,17 +43,35 @@ fn trait_is_rewritten_with_send_futures() {
 
 #[test]
 fn client_calls() {
-    let s = expand_str(quote!(name = "inc", version = 2), sample(), quote!(::mw_rpc));
+    let s = expand_str(
+        quote!(name = "inc", version = 2),
+        sample(),
+        quote!(::mw_rpc),
+    );
     assert!(s.contains("pub const SERVICE : :: mw_rpc :: ServiceId = :: mw_rpc :: ServiceId :: new (\"inc\" , 2) ;"), "{s}");
-    assert!(s.contains("self . channel . call :: < _ , u64 > (Self :: SERVICE , 1 , & (n ,)) . await"), "{s}");
-    assert!(s.contains("self . channel . start_call :: < _ , u64 > (Self :: SERVICE , 1 , & (n ,)) . await"), "{s}");
+    assert!(
+        s.contains("self . channel . call :: < _ , u64 > (Self :: SERVICE , 1 , & (n ,)) . await"),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "self . channel . start_call :: < _ , u64 > (Self :: SERVICE , 1 , & (n ,)) . await"
+        ),
+        "{s}"
+    );
     assert!(s.contains("self . channel . call_fallible :: < _ , i64 , MathError > (Self :: SERVICE , 2 , & (a , b ,)) . await"), "{s}");
     assert!(s.contains(":: core :: result :: Result < :: mw_rpc :: ReplyHandle < i64 , MathError > , :: mw_rpc :: RpcError < MathError >>"), "{s}");
     assert!(s.contains("self . channel . oneway (Self :: SERVICE , 3 , & (line ,) , :: mw_rpc :: Ack :: Receipt) . await"), "{s}");
     assert!(s.contains("self . channel . call_stream :: < _ , u64 > (Self :: SERVICE , 4 , & (count ,)) . await"), "{s}");
-    assert!(s.contains("self . channel . call :: < _ , String > (Self :: SERVICE , 9 , & ()) . await"), "{s}");
+    assert!(
+        s.contains("self . channel . call :: < _ , String > (Self :: SERVICE , 9 , & ()) . await"),
+        "{s}"
+    );
     assert!(!s.contains("start_note"), "no deferred variant for oneway");
-    assert!(!s.contains("start_ticks"), "no deferred variant for streams");
+    assert!(
+        !s.contains("start_ticks"),
+        "no deferred variant for streams"
+    );
 }
 
 #[test]
@@ -58,19 +79,41 @@ fn server_dispatch() {
     let s = expand_str(quote!(), sample(), quote!(::mw::rpc));
     assert!(s.contains("impl < __MwImpl : Increment > :: mw :: rpc :: Service for IncrementServer < __MwImpl >"), "{s}");
     assert!(s.contains(":: mw :: rpc :: MethodInfo { id : 3 , name : \"note\" , kind : :: mw :: rpc :: MethodKind :: Oneway (:: mw :: rpc :: Ack :: Receipt) }"), "{s}");
-    assert!(s.contains("kind : :: mw :: rpc :: MethodKind :: Stream"), "{s}");
-    assert!(s.contains("let (a , b ,) : (i64 , i64 ,) = :: mw :: rpc :: __private :: decode (& args) ? ;"), "{s}");
+    assert!(
+        s.contains("kind : :: mw :: rpc :: MethodKind :: Stream"),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "let (a , b ,) : (i64 , i64 ,) = :: mw :: rpc :: __private :: decode (& args) ? ;"
+        ),
+        "{s}"
+    );
     assert!(s.contains(":: mw :: rpc :: __private :: stream (async move { < __MwImpl as Increment > :: ticks (& * inner , count) . await })"), "{s}");
-    assert!(s.contains(":: mw :: rpc :: ServiceId :: new (\"Increment\" , 1)"), "default name: {s}");
+    assert!(
+        s.contains(":: mw :: rpc :: ServiceId :: new (\"Increment\" , 1)"),
+        "default name: {s}"
+    );
 }
 
 #[test]
 fn enums_use_the_runtime_serde() {
     let s = expand_str(quote!(), sample(), quote!(::mw::rpc));
-    assert!(s.contains("# [serde (crate = \"::mw::rpc::__private::serde\")]"), "{s}");
-    assert!(s.contains(":: mw :: rpc :: __private :: serde :: Serialize"), "{s}");
+    assert!(
+        s.contains("# [serde (crate = \"::mw::rpc::__private::serde\")]"),
+        "{s}"
+    );
+    assert!(
+        s.contains(":: mw :: rpc :: __private :: serde :: Serialize"),
+        "{s}"
+    );
     assert!(s.contains("pub enum IncrementRequest"), "{s}");
-    assert!(s.contains("Div { # [doc = \"Argument `a`.\"] a : i64 , # [doc = \"Argument `b`.\"] b : i64 }"), "{s}");
+    assert!(
+        s.contains(
+            "Div { # [doc = \"Argument `a`.\"] a : i64 , # [doc = \"Argument `b`.\"] b : i64 }"
+        ),
+        "{s}"
+    );
     assert!(s.contains("Other { }"), "{s}");
     assert!(s.contains("Div (Result < i64 , MathError >)"), "{s}");
     assert!(s.contains("Note (())"), "{s}");
@@ -79,12 +122,37 @@ fn enums_use_the_runtime_serde() {
 
 #[test]
 fn visibility_follows_the_trait() {
-    let s = expand_str(quote!(), quote!(pub(crate) trait T { async fn a(&self); }), quote!(::mw_rpc));
-    for item in ["trait T", "enum TRequest", "enum TResponse", "struct TClient", "struct TServer"] {
+    let s = expand_str(
+        quote!(),
+        quote!(
+            pub(crate) trait T {
+                async fn a(&self);
+            }
+        ),
+        quote!(::mw_rpc),
+    );
+    for item in [
+        "trait T",
+        "enum TRequest",
+        "enum TResponse",
+        "struct TClient",
+        "struct TServer",
+    ] {
         assert!(s.contains(&format!("pub (crate) {item}")), "{item}: {s}");
     }
-    let s = expand_str(quote!(), quote!(trait T { async fn a(&self); }), quote!(::mw_rpc));
-    assert!(s.contains("} trait T :") || s.starts_with("trait T :"), "{s}");
+    let s = expand_str(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self);
+            }
+        ),
+        quote!(::mw_rpc),
+    );
+    assert!(
+        s.contains("} trait T :") || s.starts_with("trait T :"),
+        "{s}"
+    );
     assert!(!s.contains("pub struct TClient"), "{s}");
 }
 
@@ -94,10 +162,18 @@ fn every_path_is_absolute() {
     // (the user's own `Result<..>` in the sample is the only relative path).
     let s = expand_str(
         quote!(),
-        quote!(trait T { async fn a(&self, x: u8) -> u8; #[oneway] async fn b(&self); }),
+        quote!(
+            trait T {
+                async fn a(&self, x: u8) -> u8;
+                #[oneway]
+                async fn b(&self);
+            }
+        ),
         quote!(::mw_rpc),
     );
-    for bare in [" Result ", " Ok ", " Err ", " Arc ", " Send ", " Sync ", " Box ", " Clone ", " Debug "] {
+    for bare in [
+        " Result ", " Ok ", " Err ", " Arc ", " Send ", " Sync ", " Box ", " Clone ", " Debug ",
+    ] {
         for (i, _) in s.match_indices(bare) {
             let before = &s[..i];
             assert!(before.ends_with("::"), "relative `{bare}` at {i}: {s}");

@@ -26,7 +26,11 @@ fn errs(attr: TokenStream, item: TokenStream) -> Vec<String> {
 fn one_err(attr: TokenStream, item: TokenStream, needle: &str) {
     let e = errs(attr, item);
     assert_eq!(e.len(), 1, "expected one error, got {e:?}");
-    assert!(e[0].contains(needle), "{:?} does not contain {needle:?}", e[0]);
+    assert!(
+        e[0].contains(needle),
+        "{:?} does not contain {needle:?}",
+        e[0]
+    );
 }
 
 fn ty(s: &Type) -> String {
@@ -61,10 +65,16 @@ fn defaults() {
 
 #[test]
 fn service_args() {
-    let s = ok(quote!(name = "inc", version = 3, crate = "::mw::rpc"), full_trait());
+    let s = ok(
+        quote!(name = "inc", version = 3, crate = "::mw::rpc"),
+        full_trait(),
+    );
     assert_eq!(s.name, "inc");
     assert_eq!(s.version, 3);
-    assert_eq!(s.krate.unwrap().to_token_stream().to_string(), ":: mw :: rpc");
+    assert_eq!(
+        s.krate.unwrap().to_token_stream().to_string(),
+        ":: mw :: rpc"
+    );
     let s = ok(quote!(version = 2,), full_trait());
     assert_eq!((s.name.as_str(), s.version), ("Increment", 2));
 }
@@ -75,8 +85,16 @@ fn method_kinds() {
     let kinds: Vec<_> = s.methods.iter().map(|m| (m.name(), m.id)).collect();
     assert_eq!(
         kinds,
-        [("inc", 1), ("div", 2), ("log", 3), ("note", 4), ("poke", 5), ("ticks", 6), ("other", 7)]
-            .map(|(n, i)| (n.to_string(), i))
+        [
+            ("inc", 1),
+            ("div", 2),
+            ("log", 3),
+            ("note", 4),
+            ("poke", 5),
+            ("ticks", 6),
+            ("other", 7)
+        ]
+        .map(|(n, i)| (n.to_string(), i))
     );
     let m = &s.methods;
     assert!(matches!(m[0].kind, MethodKind::Unary));
@@ -96,7 +114,13 @@ fn method_kinds() {
     }
     assert!(matches!(m[6].kind, MethodKind::Unary));
     assert_eq!(ty(&m[2].output), "()");
-    assert_eq!(m[1].args.iter().map(|a| a.ident.to_string()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        m[1].args
+            .iter()
+            .map(|a| a.ident.to_string())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     // Helper attributes are removed, others kept.
     assert!(m.iter().all(|m| m.attrs.is_empty()));
 }
@@ -166,7 +190,14 @@ fn camel_case_variants() {
     assert_eq!(camel_case("get_user_by_id"), "GetUserById");
     assert_eq!(camel_case("v2_get"), "V2Get");
     assert_eq!(camel_case("_private"), "Private");
-    let s = ok(quote!(), quote!(trait T { async fn r#type(&self); }));
+    let s = ok(
+        quote!(),
+        quote!(
+            trait T {
+                async fn r#type(&self);
+            }
+        ),
+    );
     assert_eq!(s.methods[0].name(), "type");
     assert_eq!(s.methods[0].variant_name(), "Type");
 }
@@ -175,43 +206,210 @@ fn camel_case_variants() {
 
 #[test]
 fn err_not_async() {
-    one_err(quote!(), quote!(trait T { fn a(&self); }), "must be `async fn`");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                fn a(&self);
+            }
+        ),
+        "must be `async fn`",
+    );
 }
 
 #[test]
 fn err_receivers() {
-    one_err(quote!(), quote!(trait T { async fn a(&mut self); }), "not `&mut self`");
-    one_err(quote!(), quote!(trait T { async fn a(self); }), "not `self` by value");
-    one_err(quote!(), quote!(trait T { async fn a(n: u8); }), "must take `&self`");
-    one_err(quote!(), quote!(trait T { async fn a(); }), "must take `&self`");
-    one_err(quote!(), quote!(trait T { async fn a(self: Box<Self>); }), "typed `self: ..`");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&mut self);
+            }
+        ),
+        "not `&mut self`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(self);
+            }
+        ),
+        "not `self` by value",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(n: u8);
+            }
+        ),
+        "must take `&self`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a();
+            }
+        ),
+        "must take `&self`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(self: Box<Self>);
+            }
+        ),
+        "typed `self: ..`",
+    );
 }
 
 #[test]
 fn err_borrowed() {
-    one_err(quote!(), quote!(trait T { async fn a(&self, s: &str); }), "borrowed types");
-    one_err(quote!(), quote!(trait T { async fn a(&self, s: Vec<&'static str>); }), "borrowed types");
-    one_err(quote!(), quote!(trait T { async fn a(&self, s: Cow<'a, str>); }), "lifetimes are not allowed");
-    one_err(quote!(), quote!(trait T { async fn a(&self) -> &str; }), "service return types");
-    one_err(quote!(), quote!(trait T { async fn a(&self, f: fn(&u8)); }), "borrowed types");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, s: &str);
+            }
+        ),
+        "borrowed types",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, s: Vec<&'static str>);
+            }
+        ),
+        "borrowed types",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, s: Cow<'a, str>);
+            }
+        ),
+        "lifetimes are not allowed",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self) -> &str;
+            }
+        ),
+        "service return types",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, f: fn(&u8));
+            }
+        ),
+        "borrowed types",
+    );
     // Two bad arguments, two errors.
-    assert_eq!(errs(quote!(), quote!(trait T { async fn a(&self, x: &u8, y: &u8); })).len(), 2);
+    assert_eq!(
+        errs(
+            quote!(),
+            quote!(
+                trait T {
+                    async fn a(&self, x: &u8, y: &u8);
+                }
+            )
+        )
+        .len(),
+        2
+    );
 }
 
 #[test]
 fn err_generics_and_where() {
-    one_err(quote!(), quote!(trait T<X> { async fn a(&self); }), "generic parameters");
-    one_err(quote!(), quote!(trait T<'a> { async fn a(&self); }), "generic parameters");
-    one_err(quote!(), quote!(trait T { async fn a<X>(&self); }), "generic parameters");
-    one_err(quote!(), quote!(trait T { async fn a<'a>(&self); }), "generic parameters");
-    one_err(quote!(), quote!(trait T where Self: Sized { async fn a(&self); }), "where-clause");
-    one_err(quote!(), quote!(trait T { async fn a(&self) where Self: Sized; }), "where-clause");
+    one_err(
+        quote!(),
+        quote!(
+            trait T<X> {
+                async fn a(&self);
+            }
+        ),
+        "generic parameters",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T<'a> {
+                async fn a(&self);
+            }
+        ),
+        "generic parameters",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a<X>(&self);
+            }
+        ),
+        "generic parameters",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a<'a>(&self);
+            }
+        ),
+        "generic parameters",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T where
+                Self: Sized,
+            {
+                async fn a(&self);
+            }
+        ),
+        "where-clause",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self)
+                where
+                    Self: Sized;
+            }
+        ),
+        "where-clause",
+    );
 }
 
 #[test]
 fn err_impl_trait() {
-    one_err(quote!(), quote!(trait T { async fn a(&self, x: impl Into<u8>); }), "`impl Trait` is not allowed in service method arguments");
-    one_err(quote!(), quote!(trait T { async fn a(&self) -> impl Send; }), "return types");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, x: impl Into<u8>);
+            }
+        ),
+        "`impl Trait` is not allowed in service method arguments",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self) -> impl Send;
+            }
+        ),
+        "return types",
+    );
 }
 
 #[test]
@@ -228,75 +426,322 @@ fn err_duplicate_ids() {
     );
     assert_eq!(e, ["duplicate method number 1 (already used by `a`); give one of them a different #[method(id = ..)]"]);
     // Explicit first, positional second: reported on the second method.
-    let e = errs(quote!(), quote!(trait T { #[method(id = 2)] async fn a(&self); async fn b(&self); }));
+    let e = errs(
+        quote!(),
+        quote!(
+            trait T {
+                #[method(id = 2)]
+                async fn a(&self);
+                async fn b(&self);
+            }
+        ),
+    );
     assert_eq!(e.len(), 1);
     assert!(e[0].contains("already used by `a`"));
 }
 
 #[test]
 fn err_oneway() {
-    one_err(quote!(), quote!(trait T { #[oneway] async fn a(&self) -> u8; }), "must return `()`");
-    one_err(quote!(), quote!(trait T { #[oneway] async fn a(&self) -> Streaming<u8>; }), "cannot stream");
-    one_err(quote!(), quote!(trait T { #[oneway(later)] async fn a(&self); }), "unknown acknowledgement `later`");
-    one_err(quote!(), quote!(trait T { #[oneway] #[oneway] async fn a(&self); }), "duplicate #[oneway]");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway]
+                async fn a(&self) -> u8;
+            }
+        ),
+        "must return `()`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway]
+                async fn a(&self) -> Streaming<u8>;
+            }
+        ),
+        "cannot stream",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway(later)]
+                async fn a(&self);
+            }
+        ),
+        "unknown acknowledgement `later`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway]
+                #[oneway]
+                async fn a(&self);
+            }
+        ),
+        "duplicate #[oneway]",
+    );
     // `-> ()` spelled out is fine.
-    ok(quote!(), quote!(trait T { #[oneway(delivery)] async fn a(&self) -> (); }));
+    ok(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway(delivery)]
+                async fn a(&self) -> ();
+            }
+        ),
+    );
 }
 
 #[test]
 fn err_method_attr() {
-    one_err(quote!(), quote!(trait T { #[method(idx = 1)] async fn a(&self); }), "unknown #[method] argument `idx`");
-    one_err(quote!(), quote!(trait T { #[method(id = "1")] async fn a(&self); }), "integer literal");
-    one_err(quote!(), quote!(trait T { #[method(id = 4294967296)] async fn a(&self); }), "fit in a `u32`");
-    one_err(quote!(), quote!(trait T { #[method] async fn a(&self); }), "#[method(id = N)]");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[method(idx = 1)]
+                async fn a(&self);
+            }
+        ),
+        "unknown #[method] argument `idx`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[method(id = "1")]
+                async fn a(&self);
+            }
+        ),
+        "integer literal",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[method(id = 4294967296)]
+                async fn a(&self);
+            }
+        ),
+        "fit in a `u32`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                #[method]
+                async fn a(&self);
+            }
+        ),
+        "#[method(id = N)]",
+    );
 }
 
 #[test]
 fn err_service_args() {
-    one_err(quote!(nme = "x"), quote!(trait T {}), "unknown #[service] argument `nme`");
-    one_err(quote!(name = "x", name = "y"), quote!(trait T {}), "duplicate `name`");
-    one_err(quote!(name = 1), quote!(trait T {}), "string literal");
-    one_err(quote!(name = ""), quote!(trait T {}), "must not be empty");
-    one_err(quote!(version = "1"), quote!(trait T {}), "integer literal");
-    assert_eq!(errs(quote!(version = -1), quote!(trait T {})).len(), 1);
-    one_err(quote!(crate = "not a path"), quote!(trait T {}), "expected a path");
-    one_err(quote!(name), quote!(trait T {}), "expected `name = ");
+    one_err(
+        quote!(nme = "x"),
+        quote!(
+            trait T {}
+        ),
+        "unknown #[service] argument `nme`",
+    );
+    one_err(
+        quote!(name = "x", name = "y"),
+        quote!(
+            trait T {}
+        ),
+        "duplicate `name`",
+    );
+    one_err(
+        quote!(name = 1),
+        quote!(
+            trait T {}
+        ),
+        "string literal",
+    );
+    one_err(
+        quote!(name = ""),
+        quote!(
+            trait T {}
+        ),
+        "must not be empty",
+    );
+    one_err(
+        quote!(version = "1"),
+        quote!(
+            trait T {}
+        ),
+        "integer literal",
+    );
+    assert_eq!(
+        errs(
+            quote!(version = -1),
+            quote!(
+                trait T {}
+            )
+        )
+        .len(),
+        1
+    );
+    one_err(
+        quote!(crate = "not a path"),
+        quote!(
+            trait T {}
+        ),
+        "expected a path",
+    );
+    one_err(
+        quote!(name),
+        quote!(
+            trait T {}
+        ),
+        "expected `name = ",
+    );
     // Several at once.
-    assert_eq!(errs(quote!(a = 1, b = 2), quote!(trait T {})).len(), 2);
+    assert_eq!(
+        errs(
+            quote!(a = 1, b = 2),
+            quote!(
+                trait T {}
+            )
+        )
+        .len(),
+        2
+    );
 }
 
 #[test]
 fn err_default_body() {
-    one_err(quote!(), quote!(trait T { async fn a(&self) -> u8 { 1 } }), "must not have a default body");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self) -> u8 {
+                    1
+                }
+            }
+        ),
+        "must not have a default body",
+    );
 }
 
 #[test]
 fn err_non_trait() {
-    one_err(quote!(), quote!(struct S;), "can only be applied to a trait");
-    one_err(quote!(), quote!(fn f() {}), "can only be applied to a trait");
-    one_err(quote!(), quote!(impl T for S {}), "can only be applied to a trait");
+    one_err(
+        quote!(),
+        quote!(
+            struct S;
+        ),
+        "can only be applied to a trait",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            fn f() {}
+        ),
+        "can only be applied to a trait",
+    );
+    one_err(
+        quote!(),
+        quote!(impl T for S {}),
+        "can only be applied to a trait",
+    );
 }
 
 #[test]
 fn err_other_items_and_patterns() {
-    one_err(quote!(), quote!(trait T { const X: u8; }), "only contain `async fn`");
-    one_err(quote!(), quote!(trait T { type X; }), "only contain `async fn`");
-    one_err(quote!(), quote!(trait T { async fn a(&self, (x, y): (u8, u8)); }), "plain identifiers");
-    one_err(quote!(), quote!(unsafe trait T { async fn a(&self); }), "must not be `unsafe`");
-    one_err(quote!(), quote!(trait T { async unsafe fn a(&self); }), "must not be `unsafe`");
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                const X: u8;
+            }
+        ),
+        "only contain `async fn`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                type X;
+            }
+        ),
+        "only contain `async fn`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self, (x, y): (u8, u8));
+            }
+        ),
+        "plain identifiers",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            unsafe trait T {
+                async fn a(&self);
+            }
+        ),
+        "must not be `unsafe`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async unsafe fn a(&self);
+            }
+        ),
+        "must not be `unsafe`",
+    );
 }
 
 #[test]
 fn err_name_clashes() {
-    one_err(quote!(), quote!(trait T { async fn connect(&self); }), "clashes with the generated client's own `connect`");
     one_err(
         quote!(),
-        quote!(trait T { async fn a(&self); async fn start_a(&self); }),
+        quote!(
+            trait T {
+                async fn connect(&self);
+            }
+        ),
+        "clashes with the generated client's own `connect`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self);
+                async fn start_a(&self);
+            }
+        ),
         "`start_a` clashes with the generated deferred-call method for `a`",
     );
     // No start_ for oneway methods, so no clash.
-    ok(quote!(), quote!(trait T { #[oneway] async fn a(&self); async fn start_a(&self); }));
-    one_err(quote!(), quote!(trait T { async fn a_b(&self); async fn a__b(&self); }), "same enum variant `AB`");
+    ok(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway]
+                async fn a(&self);
+                async fn start_a(&self);
+            }
+        ),
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a_b(&self);
+                async fn a__b(&self);
+            }
+        ),
+        "same enum variant `AB`",
+    );
 }
 
 #[test]
@@ -317,9 +762,18 @@ fn collects_many_errors() {
 
 #[test]
 fn fallback_strips_helper_attributes() {
-    let f = parse(quote!(), quote!(trait T { #[oneway] #[doc = "x"] async fn a(&self) -> u8; }))
-        .err()
-        .unwrap();
+    let f = parse(
+        quote!(),
+        quote!(
+            trait T {
+                #[oneway]
+                #[doc = "x"]
+                async fn a(&self) -> u8;
+            }
+        ),
+    )
+    .err()
+    .unwrap();
     let s = f.fallback.to_string();
     assert!(!s.contains("oneway"), "{s}");
     assert!(s.contains("doc"), "{s}");
