@@ -44,3 +44,4 @@ pub use mw_queue as queue;
 pub use mw_rpc as rpc;
 
 pub mod demo;
+pub mod run;

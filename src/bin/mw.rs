@@ -1,1 +1,63 @@
-fn main() {}
+//! The `mw` command: hosts daemons (registry, broker) and small client verbs.
+//!
+//! Thin by design: it parses flags and calls the library.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mw",
+    version,
+    about = "mw middleware: daemons and client verbs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a service registry (like rpcbind): servers register name+version -> address.
+    Registry {
+        /// Address to listen on: HOST:PORT or unix:PATH.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        addr: String,
+    },
+    /// Show what a registry knows.
+    Lookup {
+        /// The registry's address.
+        #[arg(long)]
+        registry: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result: Result<(), mw::run::BoxError> = match cli.command {
+        Command::Registry { addr } => {
+            let server = mw::rpc::Server::builder()
+                .add(mw::rpc::registry::RegistryServer::new(
+                    mw::rpc::registry::RegistryImpl::new(),
+                ))
+                .build();
+            mw::run::serve(server, &addr, None, &[])
+                .await
+                .map_err(Into::into)
+        }
+        Command::Lookup { registry } => lookup(&registry).await,
+    };
+    mw::run::exit_boxed("mw", result)
+}
+
+async fn lookup(registry: &str) -> Result<(), mw::run::BoxError> {
+    let client = mw::rpc::registry::RegistryClient::connect(registry).await?;
+    for r in client.list().await? {
+        println!("{} v{} {} (ttl {} ms)", r.name, r.version, r.addr, r.ttl_ms);
+    }
+    Ok(())
+}

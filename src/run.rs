@@ -1,0 +1,174 @@
+//! Plumbing shared by the `mw` binary and the examples: serve until Ctrl-C, register with
+//! a registry, find a server by address or by name.
+
+use std::time::Duration;
+
+use mw_rpc::registry::LeaseKeeper;
+use mw_rpc::{Channel, RpcError, Server, ServiceId};
+
+/// Lease length servers ask the registry for. Renewed every third of it.
+pub const REGISTRY_TTL: Duration = Duration::from_secs(10);
+
+/// Errors of the run helpers, phrased for a person at a terminal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Binding or serving failed.
+    #[error("cannot serve on {addr}")]
+    Serve {
+        /// The address given.
+        addr: String,
+        /// Why.
+        #[source]
+        source: RpcError,
+    },
+    /// The registry refused or could not be reached.
+    #[error("cannot register {service} with the registry at {registry}: {reason}")]
+    Register {
+        /// The service.
+        service: String,
+        /// The registry address.
+        registry: String,
+        /// Why.
+        reason: String,
+    },
+    /// Neither `--addr` nor `--registry` was given.
+    #[error("give the server's address with --addr ADDR or a registry with --registry ADDR")]
+    NoTarget,
+    /// Connecting failed.
+    #[error("cannot reach {target}")]
+    Connect {
+        /// What we tried to reach.
+        target: String,
+        /// Why.
+        #[source]
+        source: RpcError,
+    },
+}
+
+/// Binds `addr`, prints `listening on <addr>` (the readiness line scripts and tests wait
+/// for), registers each of `services` with `registry` if given, and serves until Ctrl-C
+/// or SIGTERM; then shuts down gracefully.
+///
+/// # Errors
+/// A failed bind or registration.
+pub async fn serve(
+    server: Server,
+    addr: &str,
+    registry: Option<&str>,
+    services: &[ServiceId],
+) -> Result<(), RunError> {
+    let running = server.spawn(addr).await.map_err(|source| RunError::Serve {
+        addr: addr.into(),
+        source,
+    })?;
+    let local = running.local_addr().to_string();
+    let mut leases = Vec::new();
+    if let Some(registry) = registry {
+        for s in services {
+            let lease = LeaseKeeper::register(registry, s.name, s.version, &local, REGISTRY_TTL)
+                .await
+                .map_err(|e| RunError::Register {
+                    service: s.to_string(),
+                    registry: registry.into(),
+                    reason: e.to_string(),
+                })?;
+            leases.push(lease);
+        }
+    }
+    println!("listening on {local}");
+    wait_for_signal().await;
+    for lease in leases {
+        let _ = lease.withdraw().await;
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Connects to `addr` if given, else looks `service` up in `registry`.
+///
+/// # Errors
+/// [`RunError::NoTarget`] when neither is given; [`RunError::Connect`] otherwise.
+pub async fn connect(
+    addr: Option<&str>,
+    registry: Option<&str>,
+    service: ServiceId,
+) -> Result<Channel, RunError> {
+    match (addr, registry) {
+        (Some(a), _) => Channel::connect(a)
+            .await
+            .map_err(|source| RunError::Connect {
+                target: a.into(),
+                source,
+            }),
+        (None, Some(r)) => Channel::connect_by_name(r, service.name, service.version)
+            .await
+            .map_err(|source| RunError::Connect {
+                target: format!("{service} via registry {r}"),
+                source,
+            }),
+        (None, None) => Err(RunError::NoTarget),
+    }
+}
+
+/// Prints `error` with its whole cause chain on one line (`prog: a: b: c`) to stderr and
+/// returns the failure exit code; returns success for `Ok`. For `main` functions.
+pub fn exit<E: std::error::Error>(program: &str, result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {}", chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error` and its sources joined with `: `, skipping a source whose text the previous
+/// message already contains.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut msg = error.to_string();
+    let mut src = error.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// A boxed error for binaries and examples.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Like [`exit`] for boxed errors.
+pub fn exit_boxed(program: &str, result: Result<(), BoxError>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {}", chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
