@@ -97,22 +97,35 @@ impl Registry for RegistryImpl {
             return Err(RegistryError::Invalid(e.to_string()));
         }
         if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&registration.ttl_ms) {
-            return Err(RegistryError::Invalid(format!("ttl must be {MIN_TTL_MS}..={MAX_TTL_MS} ms")));
+            return Err(RegistryError::Invalid(format!(
+                "ttl must be {MIN_TTL_MS}..={MAX_TTL_MS} ms"
+            )));
         }
         let mut entries = self.live();
         // Re-registering the same address replaces the old lease instead of piling up.
         entries.retain(|_, e| {
-            !(e.reg.name == registration.name && e.reg.version == registration.version && e.reg.addr == registration.addr)
+            !(e.reg.name == registration.name
+                && e.reg.version == registration.version
+                && e.reg.addr == registration.addr)
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let expires = Instant::now() + Duration::from_millis(registration.ttl_ms);
-        entries.insert(id, Entry { reg: registration, expires, seq: id });
+        entries.insert(
+            id,
+            Entry {
+                reg: registration,
+                expires,
+                seq: id,
+            },
+        );
         Ok(id)
     }
 
     async fn renew(&self, lease: u64) -> Result<(), RegistryError> {
         let mut entries = self.live();
-        let e = entries.get_mut(&lease).ok_or(RegistryError::UnknownLease(lease))?;
+        let e = entries
+            .get_mut(&lease)
+            .ok_or(RegistryError::UnknownLease(lease))?;
         e.expires = Instant::now() + Duration::from_millis(e.reg.ttl_ms);
         Ok(())
     }
@@ -130,7 +143,11 @@ impl Registry for RegistryImpl {
     }
 
     async fn list(&self) -> Vec<Registration> {
-        let mut v: Vec<_> = self.live().values().map(|e| (e.seq, e.reg.clone())).collect();
+        let mut v: Vec<_> = self
+            .live()
+            .values()
+            .map(|e| (e.seq, e.reg.clone()))
+            .collect();
         v.sort_by_key(|(s, _)| *s);
         v.into_iter().map(|(_, r)| r).collect()
     }
@@ -157,7 +174,9 @@ impl LeaseKeeper {
         addr: &str,
         ttl: Duration,
     ) -> Result<LeaseKeeper, RpcError<RegistryError>> {
-        let client = RegistryClient::connect(registry).await.map_err(RpcError::widen)?;
+        let client = RegistryClient::connect(registry)
+            .await
+            .map_err(RpcError::widen)?;
         let reg = Registration {
             name: name.to_string(),
             version,
@@ -185,7 +204,11 @@ impl LeaseKeeper {
                 }
             }
         });
-        Ok(LeaseKeeper { lease, task, client })
+        Ok(LeaseKeeper {
+            lease,
+            task,
+            client,
+        })
     }
 
     /// The lease id the registry gave.
@@ -215,7 +238,11 @@ impl Channel {
     /// # Errors
     /// [`RpcError::UnknownService`] if nothing live is registered under that name and
     /// version, or any error from reaching the registry or the server.
-    pub async fn connect_by_name(registry: &str, name: &str, version: u32) -> Result<Channel, RpcError> {
+    pub async fn connect_by_name(
+        registry: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<Channel, RpcError> {
         let reg = RegistryClient::connect(registry).await?;
         match reg.lookup(name.to_string(), version).await? {
             Some(addr) => Channel::connect(&addr).await,
@@ -231,7 +258,12 @@ mod tests {
     use super::*;
 
     fn reg(name: &str, addr: &str, ttl_ms: u64) -> Registration {
-        Registration { name: name.into(), version: 1, addr: addr.into(), ttl_ms }
+        Registration {
+            name: name.into(),
+            version: 1,
+            addr: addr.into(),
+            ttl_ms,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -242,8 +274,15 @@ mod tests {
         tokio::time::advance(Duration::from_millis(600)).await;
         r.renew(a).await.unwrap();
         tokio::time::advance(Duration::from_millis(600)).await;
-        assert_eq!(r.lookup("date".into(), 1).await.as_deref(), Some("127.0.0.1:1"));
-        assert_eq!(r.lookup("inc".into(), 1).await, None, "unrenewed lease must expire");
+        assert_eq!(
+            r.lookup("date".into(), 1).await.as_deref(),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(
+            r.lookup("inc".into(), 1).await,
+            None,
+            "unrenewed lease must expire"
+        );
         assert_eq!(r.renew(b).await, Err(RegistryError::UnknownLease(b)));
         assert_eq!(r.lookup("date".into(), 2).await, None, "other version");
     }
@@ -251,9 +290,18 @@ mod tests {
     #[tokio::test]
     async fn invalid_registrations_are_refused() {
         let r = RegistryImpl::new();
-        assert!(matches!(r.register(reg("", "127.0.0.1:1", 1000)).await, Err(RegistryError::Invalid(_))));
-        assert!(matches!(r.register(reg("x", "nonsense", 1000)).await, Err(RegistryError::Invalid(_))));
-        assert!(matches!(r.register(reg("x", "127.0.0.1:1", 0)).await, Err(RegistryError::Invalid(_))));
+        assert!(matches!(
+            r.register(reg("", "127.0.0.1:1", 1000)).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        assert!(matches!(
+            r.register(reg("x", "nonsense", 1000)).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        assert!(matches!(
+            r.register(reg("x", "127.0.0.1:1", 0)).await,
+            Err(RegistryError::Invalid(_))
+        ));
     }
 
     #[tokio::test]
@@ -263,6 +311,9 @@ mod tests {
         r.register(reg("s", "127.0.0.1:1", 1000)).await.unwrap();
         r.register(reg("s", "127.0.0.1:2", 1000)).await.unwrap();
         assert_eq!(r.list().await.len(), 2);
-        assert_eq!(r.lookup("s".into(), 1).await.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(
+            r.lookup("s".into(), 1).await.as_deref(),
+            Some("127.0.0.1:2")
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mw_rpc::__private::{decode, unary};
-use mw_rpc::{Channel, Handler, MethodInfo, MethodKind, RpcError, Server, ServerError, Service, ServiceId};
+use mw_rpc::{
+    Channel, Handler, MethodInfo, MethodKind, RpcError, Server, ServerError, Service, ServiceId,
+};
 
 struct Inc;
 
@@ -16,7 +18,11 @@ impl Service for Inc {
         INC
     }
     fn methods(&self) -> &'static [MethodInfo] {
-        &[MethodInfo { id: 1, name: "inc", kind: MethodKind::Unary }]
+        &[MethodInfo {
+            id: 1,
+            name: "inc",
+            kind: MethodKind::Unary,
+        }]
     }
     fn call(&self, method: u32, args: Bytes) -> Result<Handler, ServerError> {
         match method {
@@ -30,8 +36,15 @@ impl Service for Inc {
 }
 
 async fn round_trip(addr: &str) {
-    let server = Server::builder().add(Inc).build().spawn(addr).await.unwrap();
-    let ch = Channel::connect(&server.local_addr().to_string()).await.unwrap();
+    let server = Server::builder()
+        .add(Inc)
+        .build()
+        .spawn(addr)
+        .await
+        .unwrap();
+    let ch = Channel::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
     assert_eq!(ch.call::<_, u64>(INC, 1, &(41u64,)).await.unwrap(), 42);
     // Many concurrent calls on one channel each get their own answer.
     let calls = (0..500u64).map(|i| {
@@ -43,11 +56,20 @@ async fn round_trip(addr: &str) {
     }
     let err = ch.call::<_, u64>(INC, 9, &(1u64,)).await.unwrap_err();
     assert!(matches!(err, RpcError::UnknownMethod(_)), "{err}");
-    let err = ch.call::<_, u64>(ServiceId::new("inc", 2), 1, &(1u64,)).await.unwrap_err();
+    let err = ch
+        .call::<_, u64>(ServiceId::new("inc", 2), 1, &(1u64,))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RpcError::VersionMismatch(_)), "{err}");
-    let err = ch.call::<_, u64>(ServiceId::new("nope", 1), 1, &(1u64,)).await.unwrap_err();
+    let err = ch
+        .call::<_, u64>(ServiceId::new("nope", 1), 1, &(1u64,))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RpcError::UnknownService(_)), "{err}");
-    let err = ch.call::<_, u64>(INC, 1, &("not a number",)).await.unwrap_err();
+    let err = ch
+        .call::<_, u64>(INC, 1, &("not a number",))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RpcError::BadArguments(_)), "{err}");
     assert!(ch.ping().await.unwrap() < Duration::from_secs(10));
     server.shutdown().await;
