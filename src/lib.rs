@@ -45,3 +45,4 @@ pub use mw_rpc as rpc;
 
 pub mod demo;
 pub mod run;
+pub mod tour;

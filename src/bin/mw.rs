@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Tour every part of mw in one process, on a temporary data directory (no servers needed).
+    Demo,
     /// Run a service registry (like rpcbind): servers register name+version -> address.
     Registry {
         /// Address to listen on: HOST:PORT or unix:PATH.
@@ -50,6 +52,7 @@ async fn main() -> std::process::ExitCode {
                 .map_err(Into::into)
         }
         Command::Lookup { registry } => lookup(&registry).await,
+        Command::Demo => demo().await,
     };
     mw::run::exit_boxed("mw", result)
 }
@@ -60,4 +63,10 @@ async fn lookup(registry: &str) -> Result<(), mw::run::BoxError> {
         println!("{} v{} {} (ttl {} ms)", r.name, r.version, r.addr, r.ttl_ms);
     }
     Ok(())
+}
+
+async fn demo() -> Result<(), mw::run::BoxError> {
+    let dir = tempfile::tempdir()?;
+    let mut out = std::io::stdout();
+    mw::tour::run(&mut out, dir.path()).await
 }
