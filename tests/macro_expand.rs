@@ -154,12 +154,20 @@ fn enum_shapes() {
     let reqs = [
         IncrementRequest::Inc { n: 1 },
         IncrementRequest::Div { a: 1, b: 2 },
-        IncrementRequest::Log { line: String::new() },
-        IncrementRequest::Note { line: String::new() },
+        IncrementRequest::Log {
+            line: String::new(),
+        },
+        IncrementRequest::Note {
+            line: String::new(),
+        },
         IncrementRequest::Poke {},
         IncrementRequest::Ticks { count: 3 },
         IncrementRequest::Other {},
-        IncrementRequest::Unit { a: 1, b: String::new(), c: vec![] },
+        IncrementRequest::Unit {
+            a: 1,
+            b: String::new(),
+            c: vec![],
+        },
     ];
     let resps = [
         IncrementResponse::Inc(2),
@@ -191,7 +199,13 @@ fn service_identity() {
     assert_eq!(IncrementClient::SERVICE, ServiceId::new("inc", 1));
     assert_eq!(IncrementServer::<Impl>::SERVICE, ServiceId::new("inc", 1));
     let server: Box<dyn Service> = Box::new(IncrementServer::new(Impl::default()));
-    assert_eq!(server.id(), ServiceId { name: "inc", version: 1 });
+    assert_eq!(
+        server.id(),
+        ServiceId {
+            name: "inc",
+            version: 1
+        }
+    );
 }
 
 #[test]
@@ -225,11 +239,17 @@ fn unknown_method() {
 fn bad_arguments() {
     let server = IncrementServer::new(Impl::default());
     // `inc` takes a u64; no bytes at all cannot decode.
-    assert!(matches!(server.call(1, bytes::Bytes::new()), Err(ServerError::BadArguments(_))));
+    assert!(matches!(
+        server.call(1, bytes::Bytes::new()),
+        Err(ServerError::BadArguments(_))
+    ));
     // Trailing bytes are rejected too.
     let mut args = varint(1);
     args.push(0);
-    assert!(matches!(server.call(1, args.into()), Err(ServerError::BadArguments(_))));
+    assert!(matches!(
+        server.call(1, args.into()),
+        Err(ServerError::BadArguments(_))
+    ));
 }
 
 #[test]
@@ -279,14 +299,19 @@ fn explicit_id_dispatch() {
     expected.extend(b"other");
     assert_eq!(&out[..], &expected[..]);
     // 7 (its position) is not a method.
-    assert!(matches!(server.call(7, bytes::Bytes::new()), Err(ServerError::UnknownMethod(7))));
+    assert!(matches!(
+        server.call(7, bytes::Bytes::new()),
+        Err(ServerError::UnknownMethod(7))
+    ));
 }
 
 #[test]
 fn stream_dispatch() {
     let server = IncrementServer::new(Impl::default());
     let h = server.call(6, varint(3).into()).unwrap();
-    let Handler::Stream(s) = h else { panic!("expected a stream handler") };
+    let Handler::Stream(s) = h else {
+        panic!("expected a stream handler")
+    };
     let items: Vec<_> = block_on(futures::StreamExt::collect::<Vec<_>>(s));
     let items: Vec<Vec<u8>> = items.into_iter().map(|i| i.unwrap().to_vec()).collect();
     assert_eq!(items, vec![vec![0], vec![1], vec![2]]);
@@ -349,7 +374,9 @@ mod hygiene_of_names {
     fn dispatches() {
         use mw::rpc::{Handler, Service};
         let s = NamesServer::new(N);
-        let h = s.call(1, bytes::Bytes::from_static(&[1, 2, 3, 4, 5])).unwrap();
+        let h = s
+            .call(1, bytes::Bytes::from_static(&[1, 2, 3, 4, 5]))
+            .unwrap();
         let Handler::Unary(f) = h else { panic!() };
         assert_eq!(&futures::executor::block_on(f).unwrap()[..], &[15]);
     }

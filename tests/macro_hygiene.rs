@@ -14,7 +14,12 @@ mod no_prelude {
     pub trait Hygiene {
         async fn unary(&self, n: u64) -> u64;
         async fn none(&self);
-        async fn many(&self, a: ::std::string::String, b: ::std::vec::Vec<u8>, c: (u8, i64)) -> bool;
+        async fn many(
+            &self,
+            a: ::std::string::String,
+            b: ::std::vec::Vec<u8>,
+            c: (u8, i64),
+        ) -> bool;
         async fn fallible(&self, a: i64) -> ::core::result::Result<i64, MathError>;
         #[oneway]
         async fn fire(&self, line: ::std::string::String);
@@ -40,7 +45,12 @@ mod no_prelude {
             n
         }
         async fn none(&self) {}
-        async fn many(&self, _a: ::std::string::String, _b: ::std::vec::Vec<u8>, _c: (u8, i64)) -> bool {
+        async fn many(
+            &self,
+            _a: ::std::string::String,
+            _b: ::std::vec::Vec<u8>,
+            _c: (u8, i64),
+        ) -> bool {
             true
         }
         async fn fallible(&self, a: i64) -> ::core::result::Result<i64, MathError> {

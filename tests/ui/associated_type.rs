@@ -1,0 +1,7 @@
+#[mw::service]
+pub trait Svc {
+    type Item;
+    async fn get(&self) -> u64;
+}
+
+fn main() {}

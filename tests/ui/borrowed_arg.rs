@@ -1,0 +1,6 @@
+#[mw::service]
+pub trait Svc {
+    async fn greet(&self, name: &str) -> String;
+}
+
+fn main() {}

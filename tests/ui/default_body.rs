@@ -1,0 +1,6 @@
+#[mw::service]
+pub trait Svc {
+    async fn get(&self) -> u64 { 42 }
+}
+
+fn main() {}

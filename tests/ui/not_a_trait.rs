@@ -1,0 +1,6 @@
+#[mw::service]
+pub struct Svc {
+    value: u64,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[mw::service]
+pub trait Svc {
+    #[oneway]
+    async fn log(&self, line: String) -> bool;
+}
+
+fn main() {}

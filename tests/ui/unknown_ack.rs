@@ -1,0 +1,7 @@
+#[mw::service]
+pub trait Svc {
+    #[oneway(eventually)]
+    async fn log(&self, line: String);
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+#[mw::service]
+pub trait Svc {
+    async fn get(&self) -> u64
+    where
+        Self: Sized;
+}
+
+fn main() {}
