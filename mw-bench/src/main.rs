@@ -1,1 +1,65 @@
-fn main() {}
+//! mw-bench: measures mw against the floor beside it and against peers, in one run.
+//!
+//! ```text
+//! cargo run --release -p mw-bench -- rpc [--json] [--seq-calls N] [--seconds S] [--quick]
+//! ```
+//!
+//! Each benchmark lives in its own module (`rpc.rs`, …) and adds one subcommand here.
+//! Servers run in child processes: the parent re-executes this binary with the hidden
+//! `serve <target> --addr ADDR` subcommand (see [`child`]).
+
+mod child;
+mod report;
+mod rpc;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// The error type of the benchmark drivers.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mw-bench",
+    about = "Benchmarks for mw against the raw floor and peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// RPC: sequential latency and pipelined throughput of mw, raw TCP and tarpc.
+    Rpc(rpc::RpcArgs),
+    /// Internal: run one benchmark server until killed (started by the parent).
+    #[command(hide = true)]
+    Serve {
+        /// Which server (rpc: raw, mw, tarpc).
+        target: String,
+        /// Address to bind; the real one is printed as `listening on <addr>`.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rpc(args) => rpc::run(&args),
+        Command::Serve { target, addr } => serve(&target, &addr),
+    };
+    if let Err(e) = result {
+        eprintln!("mw-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(target: &str, addr: &str) -> Result<(), Error> {
+    let rt = child::runtime()?;
+    // Each benchmark module claims its targets here.
+    if rpc::SERVE_TARGETS.contains(&target) {
+        return rt.block_on(rpc::serve(target, addr));
+    }
+    Err(format!("unknown server target {target:?}").into())
+}

@@ -1,0 +1,829 @@
+//! `mw-bench rpc`: mw RPC against the raw TCP floor and tarpc, each server in a child process.
+//!
+//! Three systems serve the same `inc(n) -> n + 1`:
+//! - `raw`: a tokio TCP echo server speaking mw's frame layout (4-byte BE length of what
+//!   follows, kind, flags, 8-byte BE id, body = postcard `u64`) with no RPC layer at all.
+//!   This is the floor: nothing built on the same framing and runtime can be faster.
+//! - `mw`: `mw_rpc::Server` / `mw_rpc::Channel`.
+//! - `tarpc`: tarpc 0.38, bincode over length-delimited TCP, `TCP_NODELAY`, large in-flight
+//!   limits, one spawned task per request (as ANCHORS.md measured it).
+//!
+//! Workloads: sequential round trips (latency), then closed-loop throughput with 256 calls in
+//! flight on one connection and with 64 in flight on each of 4 connections. The raw client
+//! pipelines instead of running tasks: a writer keeps W requests in flight (batching writes)
+//! while a reader consumes replies.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::child::{self, ChildServer};
+use crate::report::{self, Row, Target};
+use crate::stats::{self, fmt_ratio, ratio, Summary};
+use crate::Error;
+
+/// Options of `mw-bench rpc`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RpcArgs {
+    /// Print one JSON object per series per line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Sequential calls measured per system (after a warm-up of a tenth as many, at most 2,000).
+    #[arg(long, default_value_t = 20_000)]
+    pub seq_calls: u64,
+    /// Measured seconds per throughput workload (after a warm-up of a sixth of that, at most 0.5 s).
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Short run for smoke testing (2,000 sequential calls, 0.3 s per throughput workload).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The servers `mw-bench serve` knows for this benchmark.
+pub const SERVE_TARGETS: &[&str] = &["raw", "mw", "tarpc"];
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    seq_warmup: u64,
+    seq_calls: u64,
+    warmup: Duration,
+    measure: Duration,
+}
+
+impl Plan {
+    fn new(args: &RpcArgs) -> Plan {
+        let (seq_calls, seconds) = if args.quick {
+            (2_000, 0.3)
+        } else {
+            (args.seq_calls.max(1), args.seconds.max(0.05))
+        };
+        Plan {
+            seq_warmup: (seq_calls / 10).clamp(1, 2_000),
+            seq_calls,
+            warmup: Duration::from_secs_f64((seconds / 6.0).min(0.5)),
+            measure: Duration::from_secs_f64(seconds),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Raw,
+    Mw,
+    Tarpc,
+}
+
+impl System {
+    const ALL: [System; 3] = [System::Raw, System::Mw, System::Tarpc];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Raw => "raw",
+            System::Mw => "mw",
+            System::Tarpc => "tarpc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Seq,
+    OneConn256,
+    FourConn64,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::Seq, Workload::OneConn256, Workload::FourConn64];
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::Seq => "seq",
+            Workload::OneConn256 => "1conn_x256",
+            Workload::FourConn64 => "4conn_x64",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Workload::Seq => "seq round trip",
+            Workload::OneConn256 => "1 conn x 256 in flight",
+            Workload::FourConn64 => "4 conns x 64 in flight",
+        }
+    }
+
+    /// (connections, calls in flight per connection) for throughput workloads.
+    fn shape(self) -> (usize, usize) {
+        match self {
+            Workload::Seq => (1, 1),
+            Workload::OneConn256 => (1, 256),
+            Workload::FourConn64 => (4, 64),
+        }
+    }
+}
+
+/// Runs the whole comparison and prints it.
+pub fn run(args: &RpcArgs) -> Result<(), Error> {
+    let plan = Plan::new(args);
+    let rt = child::runtime()?;
+    if !args.json {
+        println!(
+            "mw-bench rpc: inc(u64) over TCP 127.0.0.1, client and each server in separate processes \
+             (tokio multi-thread, 2 workers each, TCP_NODELAY)"
+        );
+        println!(
+            "sequential: {} calls after {} warm-up; throughput: {:.1} s measured after {:.1} s warm-up",
+            plan.seq_calls,
+            plan.seq_warmup,
+            plan.measure.as_secs_f64(),
+            plan.warmup.as_secs_f64()
+        );
+        println!();
+    }
+    let mut results: Vec<(System, Workload, Summary)> = Vec::new();
+    for system in System::ALL {
+        let mut server = ChildServer::spawn(system.name())?;
+        let addr = server.addr().to_string();
+        for workload in Workload::ALL {
+            if !args.json {
+                eprintln!("  measuring {} {} ...", system.name(), workload.label());
+            }
+            let summary = rt.block_on(measure(system, workload, &addr, plan))?;
+            results.push((system, workload, summary));
+        }
+        server.stop()?;
+    }
+    let rows = rows(&results);
+    if args.json {
+        report::print_json(&rows);
+    } else {
+        eprintln!();
+        report::print_table(&rows);
+        print_ratios(&results, &rows);
+    }
+    Ok(())
+}
+
+async fn measure(
+    system: System,
+    workload: Workload,
+    addr: &str,
+    plan: Plan,
+) -> Result<Summary, Error> {
+    let (conns, window) = workload.shape();
+    let addr = addr.to_string();
+    // Clients run on the runtime's workers (spawned), never on the thread in `block_on`.
+    match (system, workload) {
+        (System::Raw, Workload::Seq) => {
+            Ok(tokio::spawn(raw_seq(addr, plan.seq_warmup, plan.seq_calls)).await??)
+        }
+        (System::Raw, _) => raw_pipelined(&addr, conns, window, plan).await,
+        (System::Mw, Workload::Seq) => {
+            let c = MwCaller::connect(&addr).await?;
+            Ok(tokio::spawn(seq(c, plan.seq_warmup, plan.seq_calls)).await??)
+        }
+        (System::Mw, _) => {
+            let mut clients = Vec::new();
+            for _ in 0..conns {
+                clients.push(MwCaller::connect(&addr).await?);
+            }
+            closed_loop(clients, window, plan).await
+        }
+        (System::Tarpc, Workload::Seq) => {
+            let c = TarpcCaller::connect(&addr).await?;
+            Ok(tokio::spawn(seq(c, plan.seq_warmup, plan.seq_calls)).await??)
+        }
+        (System::Tarpc, _) => {
+            let mut clients = Vec::new();
+            for _ in 0..conns {
+                clients.push(TarpcCaller::connect(&addr).await?);
+            }
+            closed_loop(clients, window, plan).await
+        }
+    }
+}
+
+fn find(results: &[(System, Workload, Summary)], s: System, w: Workload) -> Option<Summary> {
+    results
+        .iter()
+        .find(|(a, b, _)| *a == s && *b == w)
+        .map(|(_, _, x)| *x)
+}
+
+const SEQ_P50_LIMIT: f64 = 1.2;
+const TP_VS_TARPC_MIN: f64 = 2.0;
+
+fn rows(results: &[(System, Workload, Summary)]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &(system, workload, summary) in results {
+        let mut ratios = Vec::new();
+        let mut targets = Vec::new();
+        let vs = |other: System, ratios: &mut Vec<(String, f64)>| {
+            if let Some(o) = find(results, other, workload) {
+                let n = other.name();
+                if workload == Workload::Seq {
+                    ratios.push((format!("p50_vs_{n}"), ratio(summary.p50_us, o.p50_us)));
+                    ratios.push((format!("p99_vs_{n}"), ratio(summary.p99_us, o.p99_us)));
+                    ratios.push((format!("p999_vs_{n}"), ratio(summary.p999_us, o.p999_us)));
+                }
+                ratios.push((format!("ops_vs_{n}"), ratio(summary.ops_per_s, o.ops_per_s)));
+            }
+        };
+        if system != System::Raw {
+            vs(System::Raw, &mut ratios);
+        }
+        if system == System::Mw {
+            vs(System::Tarpc, &mut ratios);
+            let get = |k: &str| {
+                ratios
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(f64::NAN, |(_, v)| *v)
+            };
+            match workload {
+                Workload::Seq => targets.push(Target::at_most(
+                    format!("sequential p50 <= {SEQ_P50_LIMIT}x raw floor"),
+                    get("p50_vs_raw"),
+                    SEQ_P50_LIMIT,
+                )),
+                Workload::OneConn256 => targets.push(Target::at_least(
+                    format!("1-conn 256-in-flight throughput >= {TP_VS_TARPC_MIN}x tarpc"),
+                    get("ops_vs_tarpc"),
+                    TP_VS_TARPC_MIN,
+                )),
+                Workload::FourConn64 => {}
+            }
+        }
+        rows.push(Row {
+            series: system.name().into(),
+            workload: workload.key().into(),
+            summary,
+            ratios,
+            targets,
+        });
+    }
+    rows
+}
+
+fn print_ratios(results: &[(System, Workload, Summary)], rows: &[Row]) {
+    let get = |s, w| find(results, s, w);
+    println!();
+    println!("ratios (same run):");
+    for w in Workload::ALL {
+        let (Some(raw), Some(mw), Some(tarpc)) = (
+            get(System::Raw, w),
+            get(System::Mw, w),
+            get(System::Tarpc, w),
+        ) else {
+            continue;
+        };
+        if w == Workload::Seq {
+            println!(
+                "  {:<24} mw p50 = {} raw, {} tarpc; mw p99 = {} raw, {} tarpc; tarpc p50 = {} raw",
+                w.label(),
+                fmt_ratio(ratio(mw.p50_us, raw.p50_us)),
+                fmt_ratio(ratio(mw.p50_us, tarpc.p50_us)),
+                fmt_ratio(ratio(mw.p99_us, raw.p99_us)),
+                fmt_ratio(ratio(mw.p99_us, tarpc.p99_us)),
+                fmt_ratio(ratio(tarpc.p50_us, raw.p50_us)),
+            );
+        } else {
+            println!(
+                "  {:<24} mw = {} raw, {} tarpc; tarpc = {} raw; p50 under load: mw {:.0} µs, tarpc {:.0} µs",
+                w.label(),
+                fmt_ratio(ratio(mw.ops_per_s, raw.ops_per_s)),
+                fmt_ratio(ratio(mw.ops_per_s, tarpc.ops_per_s)),
+                fmt_ratio(ratio(tarpc.ops_per_s, raw.ops_per_s)),
+                mw.p50_us,
+                tarpc.p50_us,
+            );
+        }
+    }
+    println!();
+    println!("targets:");
+    for t in rows.iter().flat_map(|r| r.targets.iter()) {
+        println!(
+            "  [{}] {} (measured {})",
+            t.verdict(),
+            t.rule,
+            fmt_ratio(t.value)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared client driver
+// ---------------------------------------------------------------------------------------
+
+/// One client handle able to call `inc`. Clones share the connection.
+trait Caller: Clone + Send + Sync + 'static {
+    fn call(&self, n: u64) -> impl Future<Output = Result<u64, Error>> + Send;
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Warm-up, then measuring, then stop: read by every client task.
+#[derive(Debug)]
+struct Phase(AtomicU8);
+
+impl Phase {
+    fn new() -> Phase {
+        Phase(AtomicU8::new(WARMUP))
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, p: u8) {
+        self.0.store(p, Ordering::Relaxed)
+    }
+    /// Sleeps through the warm-up and the measured window; returns the window's real length.
+    async fn drive(&self, plan: Plan) -> Duration {
+        tokio::time::sleep(plan.warmup).await;
+        self.set(MEASURE);
+        let t = Instant::now();
+        tokio::time::sleep(plan.measure).await;
+        self.set(STOP);
+        t.elapsed()
+    }
+}
+
+/// Sequential calls, one at a time: latency of each round trip.
+async fn seq<C: Caller>(c: C, warmup: u64, calls: u64) -> Result<Summary, Error> {
+    let mut hist = stats::histogram();
+    let mut start = Instant::now();
+    for i in 0..warmup + calls {
+        if i == warmup {
+            start = Instant::now();
+        }
+        let t0 = Instant::now();
+        let r = c.call(i).await?;
+        let d = t0.elapsed();
+        if r != i + 1 {
+            return Err(format!("inc({i}) returned {r}").into());
+        }
+        if i >= warmup {
+            stats::record(&mut hist, d);
+        }
+    }
+    Ok(Summary::new(&hist, calls, start.elapsed()))
+}
+
+/// `per_client` tasks per client, each calling in a loop: a closed loop with that many
+/// calls in flight per connection. Counts calls started inside the measured window.
+async fn closed_loop<C: Caller>(
+    clients: Vec<C>,
+    per_client: usize,
+    plan: Plan,
+) -> Result<Summary, Error> {
+    let phase = Arc::new(Phase::new());
+    let mut tasks = Vec::new();
+    for c in clients {
+        for t in 0..per_client {
+            let c = c.clone();
+            let phase = phase.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut hist = stats::histogram();
+                let mut count = 0u64;
+                let mut n = (t as u64) << 32;
+                loop {
+                    let ph = phase.get();
+                    if ph == STOP {
+                        break;
+                    }
+                    let t0 = Instant::now();
+                    let r = c.call(n).await?;
+                    if r != n + 1 {
+                        return Err::<_, Error>(format!("inc({n}) returned {r}").into());
+                    }
+                    if ph == MEASURE {
+                        stats::record(&mut hist, t0.elapsed());
+                        count += 1;
+                    }
+                    n += 1;
+                }
+                Ok((hist, count))
+            }));
+        }
+    }
+    let elapsed = phase.drive(plan).await;
+    merge(futures::future::join_all(tasks).await, elapsed)
+}
+
+/// What one client task measured: latencies (ns) and calls counted.
+type TaskTally = (Histogram<u64>, u64);
+
+fn merge(
+    parts: Vec<Result<Result<TaskTally, Error>, tokio::task::JoinError>>,
+    elapsed: Duration,
+) -> Result<Summary, Error> {
+    let mut hist = stats::histogram();
+    let mut count = 0;
+    for p in parts {
+        let (h, c) = p??;
+        hist.add(&h)
+            .map_err(|e| format!("merging histograms: {e:?}"))?;
+        count += c;
+    }
+    Ok(Summary::new(&hist, count, elapsed))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw floor: mw's frame layout over plain tokio TCP
+// ---------------------------------------------------------------------------------------
+
+const KIND_REQUEST: u8 = 1;
+const KIND_RESPONSE: u8 = 2;
+const LENGTH_LEN: usize = 4;
+const HEADER_LEN: usize = 10;
+
+/// Appends one frame whose body is postcard `n`.
+fn put_frame(buf: &mut BytesMut, kind: u8, id: u64, n: u64) {
+    let mut body = [0u8; 10];
+    let body = postcard::to_slice(&n, &mut body).expect("a u64 fits in 10 bytes");
+    buf.put_u32((HEADER_LEN + body.len()) as u32);
+    buf.put_u8(kind);
+    buf.put_u8(0);
+    buf.put_u64(id);
+    buf.put_slice(body);
+}
+
+/// Parses the frame at the start of `b`: (bytes used, kind, id, n), or `None` if incomplete.
+fn parse_frame(b: &[u8]) -> io::Result<Option<(usize, u8, u64, u64)>> {
+    if b.len() < LENGTH_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if !(HEADER_LEN..=1024).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame length {len}"),
+        ));
+    }
+    if b.len() < LENGTH_LEN + len {
+        return Ok(None);
+    }
+    let f = &b[LENGTH_LEN..LENGTH_LEN + len];
+    let id = u64::from_be_bytes(f[2..10].try_into().expect("8 bytes"));
+    let n: u64 = postcard::from_bytes(&f[HEADER_LEN..])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(Some((LENGTH_LEN + len, f[0], id, n)))
+}
+
+fn reserve_for_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+}
+
+/// The raw server's connection: read what is there, answer every whole frame, write the
+/// answers with one `write_all`.
+async fn raw_serve_conn(mut s: TcpStream) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        reserve_for_read(&mut rbuf);
+        if s.read_buf(&mut rbuf).await? == 0 {
+            return Ok(());
+        }
+        let mut pos = 0;
+        while let Some((used, _kind, id, n)) = parse_frame(&rbuf[pos..])? {
+            pos += used;
+            put_frame(&mut wbuf, KIND_RESPONSE, id, n.wrapping_add(1));
+        }
+        rbuf.advance(pos);
+        if !wbuf.is_empty() {
+            s.write_all(&wbuf).await?;
+            wbuf.clear();
+        }
+    }
+}
+
+async fn raw_connect(addr: &str) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Raw ping-pong: write one request, read its reply, repeat.
+async fn raw_seq(addr: String, warmup: u64, calls: u64) -> Result<Summary, Error> {
+    let mut s = raw_connect(&addr).await?;
+    let mut w = BytesMut::with_capacity(64);
+    let mut r = BytesMut::with_capacity(64 * 1024);
+    let mut hist = stats::histogram();
+    let mut start = Instant::now();
+    for i in 0..warmup + calls {
+        if i == warmup {
+            start = Instant::now();
+        }
+        w.clear();
+        put_frame(&mut w, KIND_REQUEST, i, i);
+        let t0 = Instant::now();
+        s.write_all(&w).await?;
+        let (id, n) = loop {
+            if let Some((used, _, id, n)) = parse_frame(&r)? {
+                r.advance(used);
+                break (id, n);
+            }
+            reserve_for_read(&mut r);
+            if s.read_buf(&mut r).await? == 0 {
+                return Err("raw server closed the connection".into());
+            }
+        };
+        let d = t0.elapsed();
+        if id != i || n != i + 1 {
+            return Err(format!("raw reply ({id}, {n}) to request ({i}, {i})").into());
+        }
+        if i >= warmup {
+            stats::record(&mut hist, d);
+        }
+    }
+    Ok(Summary::new(&hist, calls, start.elapsed()))
+}
+
+/// Raw pipelined throughput: per connection, a writer keeps `window` requests in flight
+/// (writing every free slot in one batch) while a reader consumes replies. Each request's
+/// id is its send time, so the reader gets per-request latency without shared state.
+async fn raw_pipelined(
+    addr: &str,
+    conns: usize,
+    window: usize,
+    plan: Plan,
+) -> Result<Summary, Error> {
+    let phase = Arc::new(Phase::new());
+    let epoch = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (mut rd, mut wr) = raw_connect(addr).await?.into_split();
+        let slots = Arc::new(Semaphore::new(window));
+        let writer = tokio::spawn({
+            let (slots, phase) = (slots.clone(), phase.clone());
+            async move {
+                let mut buf = BytesMut::with_capacity(window * 32);
+                let mut n = 0u64;
+                loop {
+                    let Ok(first) = slots.acquire().await else {
+                        break;
+                    };
+                    first.forget();
+                    let mut k = 1;
+                    let more = slots.available_permits();
+                    if more > 0 {
+                        if let Ok(p) = slots.try_acquire_many(more as u32) {
+                            p.forget();
+                            k += more;
+                        }
+                    }
+                    if phase.get() == STOP {
+                        break;
+                    }
+                    let id = epoch.elapsed().as_nanos() as u64;
+                    for _ in 0..k {
+                        put_frame(&mut buf, KIND_REQUEST, id, n);
+                        n += 1;
+                    }
+                    wr.write_all(&buf).await?;
+                    buf.clear();
+                }
+                // The server answers what it has, then sees EOF and closes: the reader ends.
+                wr.shutdown().await?;
+                Ok::<_, io::Error>(())
+            }
+        });
+        let phase = phase.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = stats::histogram();
+            let mut count = 0u64;
+            let mut r = BytesMut::with_capacity(256 * 1024);
+            loop {
+                reserve_for_read(&mut r);
+                if rd.read_buf(&mut r).await? == 0 {
+                    break;
+                }
+                let now = epoch.elapsed().as_nanos() as u64;
+                let measuring = phase.get() == MEASURE;
+                let mut pos = 0;
+                let mut done = 0;
+                while let Some((used, _, id, _)) = parse_frame(&r[pos..])? {
+                    pos += used;
+                    done += 1;
+                    if measuring {
+                        hist.saturating_record(now.saturating_sub(id).max(1));
+                    }
+                }
+                r.advance(pos);
+                if measuring {
+                    count += done as u64;
+                }
+                slots.add_permits(done);
+            }
+            writer.await??;
+            Ok::<_, Error>((hist, count))
+        }));
+    }
+    let elapsed = phase.drive(plan).await;
+    merge(futures::future::join_all(tasks).await, elapsed)
+}
+
+async fn serve_raw(addr: &str) -> Result<(), Error> {
+    let listener = TcpListener::bind(addr).await?;
+    child::announce(&listener.local_addr()?);
+    loop {
+        let (s, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            // A client that hangs up mid-frame is normal at the end of a run.
+            let _ = raw_serve_conn(s).await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// mw
+// ---------------------------------------------------------------------------------------
+
+mod mw_inc {
+    //! The `inc` service for mw, written out as `#[service]` would generate it (the same
+    //! dispatcher as mw-rpc/tests/handwritten_service.rs, hence the same wire bytes).
+
+    use bytes::Bytes;
+    use mw_rpc::__private::{decode, unary};
+    use mw_rpc::{Handler, MethodInfo, MethodKind, ServerError, Service, ServiceId};
+
+    pub const INC: ServiceId = ServiceId::new("inc", 1);
+    pub const METHOD_INC: u32 = 1;
+
+    pub struct Inc;
+
+    impl Service for Inc {
+        fn id(&self) -> ServiceId {
+            INC
+        }
+        fn methods(&self) -> &'static [MethodInfo] {
+            &[MethodInfo {
+                id: METHOD_INC,
+                name: "inc",
+                kind: MethodKind::Unary,
+            }]
+        }
+        fn call(&self, method: u32, args: Bytes) -> Result<Handler, ServerError> {
+            match method {
+                METHOD_INC => {
+                    let (n,): (u64,) = decode(&args)?;
+                    Ok(unary(async move { n.wrapping_add(1) }))
+                }
+                m => Err(ServerError::UnknownMethod(m)),
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MwCaller(mw_rpc::Channel);
+
+impl MwCaller {
+    async fn connect(addr: &str) -> Result<MwCaller, Error> {
+        Ok(MwCaller(mw_rpc::Channel::connect(addr).await?))
+    }
+}
+
+impl Caller for MwCaller {
+    async fn call(&self, n: u64) -> Result<u64, Error> {
+        Ok(self
+            .0
+            .call::<_, u64>(mw_inc::INC, mw_inc::METHOD_INC, &(n,))
+            .await?)
+    }
+}
+
+async fn serve_mw(addr: &str) -> Result<(), Error> {
+    let server = mw_rpc::Server::builder()
+        .add(mw_inc::Inc)
+        .build()
+        .spawn(addr)
+        .await?;
+    child::announce(server.local_addr());
+    std::future::pending::<()>().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// tarpc
+// ---------------------------------------------------------------------------------------
+
+mod tarpc_inc {
+    #[tarpc::service]
+    pub trait IncRpc {
+        async fn inc(n: u64) -> u64;
+    }
+
+    #[derive(Clone)]
+    pub struct Inc;
+
+    impl IncRpc for Inc {
+        async fn inc(self, _: tarpc::context::Context, n: u64) -> u64 {
+            n.wrapping_add(1)
+        }
+    }
+}
+
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+#[derive(Clone)]
+struct TarpcCaller(tarpc_inc::IncRpcClient);
+
+impl TarpcCaller {
+    async fn connect(addr: &str) -> Result<TarpcCaller, Error> {
+        let s = raw_connect(addr).await?;
+        let transport = tarpc::serde_transport::new(
+            Framed::new(s, LengthDelimitedCodec::new()),
+            Bincode::default(),
+        );
+        let mut config = tarpc::client::Config::default();
+        config.max_in_flight_requests = 1 << 20;
+        config.pending_request_buffer = 1024;
+        Ok(TarpcCaller(
+            tarpc_inc::IncRpcClient::new(config, transport).spawn(),
+        ))
+    }
+}
+
+impl Caller for TarpcCaller {
+    async fn call(&self, n: u64) -> Result<u64, Error> {
+        Ok(self.0.inc(tarpc::context::current(), n).await?)
+    }
+}
+
+async fn serve_tarpc(addr: &str) -> Result<(), Error> {
+    use tarpc::server::Channel as _;
+    use tarpc_inc::IncRpc as _;
+    let listener = TcpListener::bind(addr).await?;
+    child::announce(&listener.local_addr()?);
+    loop {
+        let (s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let transport = tarpc::serde_transport::new(
+            Framed::new(s, LengthDelimitedCodec::new()),
+            Bincode::default(),
+        );
+        let config = tarpc::server::Config {
+            pending_response_buffer: 4096,
+        };
+        let channel = tarpc::server::BaseChannel::new(config, transport);
+        // One spawned task per request, as ANCHORS.md measured tarpc.
+        tokio::spawn(
+            channel
+                .execute(tarpc_inc::Inc.serve())
+                .for_each(|call| async move {
+                    tokio::spawn(call);
+                }),
+        );
+    }
+}
+
+/// Runs the server `target` (one of [`SERVE_TARGETS`]) on `addr` until killed.
+pub async fn serve(target: &str, addr: &str) -> Result<(), Error> {
+    match target {
+        "raw" => serve_raw(addr).await,
+        "mw" => serve_mw(addr).await,
+        "tarpc" => serve_tarpc(addr).await,
+        other => Err(format!("unknown rpc server {other:?}").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frames_match_mw_layout() {
+        let mut b = BytesMut::new();
+        put_frame(&mut b, KIND_REQUEST, 7, 300);
+        // postcard varint 300 = ac 02; length = 10 header bytes + 2.
+        assert_eq!(
+            &b[..],
+            &[0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0xac, 0x02]
+        );
+        assert_eq!(parse_frame(&b).unwrap(), Some((16, KIND_REQUEST, 7, 300)));
+        assert_eq!(parse_frame(&b[..15]).unwrap(), None);
+        // The same bytes mw-core's codec produces for that frame.
+        let mut m = BytesMut::new();
+        mw_core::frame::encode_with(&mut m, mw_core::FrameKind::Request, 0, 7, 1 << 20, |x| {
+            x.put_slice(&postcard::to_allocvec(&300u64).unwrap());
+            Ok::<_, mw_core::FrameError>(())
+        })
+        .unwrap();
+        assert_eq!(b, m);
+    }
+}
