@@ -1,0 +1,1116 @@
+//! The in-memory index: what the queue manager keeps per message, and every
+//! state transition (send, deliver, ack, nack, reject, timeout, redrive,
+//! replay). Nothing here does I/O; records for the log are queued in an
+//! outbox that the caller hands to the log while still holding the state lock,
+//! so log order always matches the order of state changes.
+//!
+//! # Memory per message
+//!
+//! | where the message is | kept in memory | bytes |
+//! |---|---|---|
+//! | ready, never delivered (the backlog) | `Slot { lsn: u64, offset: u32, len: u32 }` in a `VecDeque` | 16 (up to 32 while the deque has spare capacity) |
+//! | returned for redelivery (nacked, timed out, redriven, in flight at a crash) | LSN -> `Meta` in a `BTreeMap` | about 40 |
+//! | delayed | (due, LSN) -> `Meta` in a `BTreeMap` plus LSN -> due | about 70 |
+//! | in flight | LSN -> `InFlight` in a `HashMap` plus a timeout entry | about 60 |
+//! | per segment | live count and dedup horizon | 40 per segment |
+//!
+//! Bodies are not kept, except in a bounded cache of recently sent messages
+//! ([`Config::body_cache_bytes`](crate::Config::body_cache_bytes)); a delivery
+//! whose body is not cached reads it back from its segment. A producer-chosen
+//! message id costs about 56 bytes while it is inside the dedup window.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
+
+use crate::delivery::DeliveryTag;
+use crate::error::{Error, Result};
+use crate::log::{Append, Log};
+use crate::record::{EnqueueHeader, Record, RecordView, SettleReason};
+use crate::recovery::Location;
+
+/// A never-delivered message in LSN order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub lsn: u64,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// A message outside the ready deque.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub offset: u32,
+    pub len: u32,
+    /// Deliveries so far in the current queue.
+    pub deliveries: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    meta: Meta,
+    deadline_ms: u64,
+    consumer: u64,
+}
+
+/// A body kept from the send so that delivery need not read the disk.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedBody {
+    pub id: u128,
+    pub timestamp_ms: u64,
+    pub expires_at_ms: u64,
+    pub body: Bytes,
+}
+
+/// Rough per-entry overhead charged to the cache budget (map entry + `Bytes`).
+const CACHE_ENTRY_OVERHEAD: usize = 80;
+
+#[derive(Debug, Default)]
+struct ConsumerState {
+    outstanding: u32,
+}
+
+/// Per-segment bookkeeping for deletion.
+#[derive(Debug, Default, Clone, Copy)]
+struct SegStat {
+    live: u64,
+    /// Producer-chosen ids in this segment stay relevant for dedup until then.
+    dedup_until_ms: u64,
+}
+
+#[derive(Debug)]
+struct DedupEntry {
+    until_ms: u64,
+    /// `Some` while the first send is not yet durable: duplicates wait here.
+    waiters: Option<Vec<oneshot::Sender<bool>>>,
+}
+
+/// One named queue.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    ready: VecDeque<Slot>,
+    retry: BTreeMap<u64, Meta>,
+    delayed: BTreeMap<(u64, u64), Meta>,
+    delayed_due: HashMap<u64, u64>,
+    in_flight: HashMap<u64, InFlight>,
+    /// Deadlines of deliveries with the default visibility timeout: non-decreasing.
+    timeouts: VecDeque<(u64, u64)>,
+    /// Deadlines that break that order (extended, or a consumer-specific timeout).
+    other_timeouts: BinaryHeap<Reverse<(u64, u64)>>,
+    pending_sends: u64,
+    consumers: HashMap<u64, ConsumerState>,
+    pub notify: Arc<Notify>,
+}
+
+impl QueueState {
+    fn new() -> Self {
+        QueueState {
+            ready: VecDeque::new(),
+            retry: BTreeMap::new(),
+            delayed: BTreeMap::new(),
+            delayed_due: HashMap::new(),
+            in_flight: HashMap::new(),
+            timeouts: VecDeque::new(),
+            other_timeouts: BinaryHeap::new(),
+            pending_sends: 0,
+            consumers: HashMap::new(),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Messages not in flight (ready, returned and delayed).
+    fn depth(&self) -> u64 {
+        (self.ready.len() + self.retry.len() + self.delayed.len()) as u64
+    }
+
+    fn len(&self) -> u64 {
+        self.depth() + self.in_flight.len() as u64
+    }
+
+    /// Removes `lsn` from wherever it waits (not in flight).
+    fn take_waiting(&mut self, lsn: u64) -> Option<Meta> {
+        if let Ok(i) = self.ready.binary_search_by_key(&lsn, |s| s.lsn) {
+            let s = self.ready.remove(i).expect("index from binary search");
+            return Some(Meta {
+                offset: s.offset,
+                len: s.len,
+                deliveries: 0,
+            });
+        }
+        if let Some(m) = self.retry.remove(&lsn) {
+            return Some(m);
+        }
+        let due = self.delayed_due.remove(&lsn)?;
+        self.delayed.remove(&(due, lsn))
+    }
+
+    fn insert_delayed(&mut self, lsn: u64, due: u64, meta: Meta) {
+        self.delayed.insert((due, lsn), meta);
+        self.delayed_due.insert(lsn, due);
+    }
+
+    fn timeout_valid(&self, deadline: u64, lsn: u64) -> bool {
+        self.in_flight
+            .get(&lsn)
+            .is_some_and(|f| f.deadline_ms == deadline)
+    }
+
+    /// Drops stale timeout entries from the front so the deques stay about as
+    /// long as the in-flight set (acks mostly arrive in delivery order).
+    fn trim_timeouts(&mut self) {
+        while let Some(&(d, l)) = self.timeouts.front() {
+            if self.timeout_valid(d, l) {
+                break;
+            }
+            self.timeouts.pop_front();
+        }
+        while let Some(&Reverse((d, l))) = self.other_timeouts.peek() {
+            if self.timeout_valid(d, l) {
+                break;
+            }
+            self.other_timeouts.pop();
+        }
+    }
+
+    /// Takes the in-flight entry for `tag`, freeing the consumer's credit.
+    fn take_in_flight(&mut self, tag: DeliveryTag) -> Option<Meta> {
+        match self.in_flight.get(&tag.lsn) {
+            Some(f) if f.meta.deliveries == tag.delivery => {}
+            _ => return None,
+        }
+        let f = self.in_flight.remove(&tag.lsn).expect("checked above");
+        if let Some(c) = self.consumers.get_mut(&f.consumer) {
+            c.outstanding = c.outstanding.saturating_sub(1);
+        }
+        self.trim_timeouts();
+        Some(f.meta)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.ready.capacity() * std::mem::size_of::<Slot>()
+            + self.retry.len() * 40
+            + self.delayed.len() * 48
+            + self.delayed_due.capacity() * 17
+            + self.in_flight.capacity() * (8 + std::mem::size_of::<InFlight>() + 1)
+            + self.timeouts.capacity() * 16
+            + self.other_timeouts.capacity() * 16
+    }
+}
+
+/// Counters for one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages waiting to be delivered (ready, returned for redelivery, or delayed).
+    /// Expired messages count until they reach the head of the queue and are discarded.
+    pub depth: u64,
+    /// Of `depth`, messages delayed (not deliverable yet).
+    pub delayed: u64,
+    /// Messages delivered and not yet acked, nacked or timed out.
+    pub in_flight: u64,
+    /// Consumers attached.
+    pub consumers: u64,
+    /// Messages in this queue's dead-letter queue (any state).
+    pub dead_letters: u64,
+}
+
+/// Memory held by the index, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Messages known to the index (every state, every queue).
+    pub messages: u64,
+    /// Estimated bytes of index structures (excluding the body cache).
+    pub index_bytes: u64,
+    /// Bytes charged to the body cache.
+    pub cache_bytes: u64,
+    /// Producer-chosen ids inside the dedup window.
+    pub dedup_entries: u64,
+}
+
+/// Fixed limits the state needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub visibility_ms: u64,
+    pub max_attempts: Option<u32>,
+    pub dlq_suffix: Option<String>,
+    pub dedup_window_ms: u64,
+    pub max_queue_len: Option<u64>,
+    pub cache_budget: usize,
+}
+
+/// A message handed to a consumer by [`State::take`].
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub tag: DeliveryTag,
+    pub offset: u32,
+    pub len: u32,
+    pub cached: Option<CachedBody>,
+}
+
+/// What a send turned into.
+pub(crate) enum SendOutcome {
+    /// Appended; durable when the receiver says so.
+    Appended(oneshot::Receiver<Result<()>>),
+    /// A duplicate of a durable message.
+    Duplicate,
+    /// A duplicate of a send still in progress: `true` once it is durable, `false` if it failed.
+    WaitDuplicate(oneshot::Receiver<bool>),
+}
+
+/// Everything the queue manager knows in memory.
+pub(crate) struct State {
+    next_lsn: u64,
+    queues: HashMap<Arc<str>, QueueState>,
+    segs: BTreeMap<u64, SegStat>,
+    dedup: HashMap<u128, DedupEntry>,
+    dedup_order: VecDeque<(u64, u128)>,
+    cache: HashMap<u64, CachedBody>,
+    cache_bytes: usize,
+    next_consumer: u64,
+    pub closed: bool,
+    /// The earliest time the scheduler is known to wake at.
+    next_wake_ms: u64,
+    scheduler: Arc<Notify>,
+    limits: Limits,
+    outbox: Vec<Append>,
+}
+
+impl State {
+    pub(crate) fn new(limits: Limits, scheduler: Arc<Notify>) -> Self {
+        State {
+            next_lsn: 1,
+            queues: HashMap::new(),
+            segs: BTreeMap::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            cache: HashMap::new(),
+            cache_bytes: 0,
+            next_consumer: 1,
+            closed: false,
+            next_wake_ms: 0,
+            scheduler,
+            limits,
+            outbox: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set_next_lsn(&mut self, lsn: u64) {
+        self.next_lsn = lsn;
+    }
+
+    /// The queue, created on first use.
+    pub(crate) fn queue_mut(&mut self, name: &Arc<str>) -> &mut QueueState {
+        if !self.queues.contains_key(&**name) {
+            self.queues.insert(name.clone(), QueueState::new());
+        }
+        self.queues.get_mut(&**name).expect("inserted above")
+    }
+
+    fn queue_name(&mut self, name: &str) -> Arc<str> {
+        match self.queues.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = name.into();
+                self.queues.insert(k.clone(), QueueState::new());
+                k
+            }
+        }
+    }
+
+    /// The dead-letter queue of `queue`, if it has one.
+    pub(crate) fn dlq_name(&self, queue: &str) -> Option<String> {
+        let suffix = self.limits.dlq_suffix.as_deref()?;
+        if queue.ends_with(suffix) {
+            return None;
+        }
+        Some(format!("{queue}{suffix}"))
+    }
+
+    fn record(&mut self, record: Record, waiter: bool) -> Option<oneshot::Receiver<Result<()>>> {
+        let (done, rx) = if waiter {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        self.outbox.push(Append { lsn, record, done });
+        rx
+    }
+
+    /// Hands the outbox to the log. Called with the state lock held, so log order is
+    /// state-change order.
+    pub(crate) fn flush(&mut self, log: &Log) {
+        if !self.outbox.is_empty() {
+            log.append(self.outbox.drain(..));
+        }
+    }
+
+    fn wake_scheduler_for(&mut self, at_ms: u64) {
+        if at_ms < self.next_wake_ms || self.next_wake_ms == 0 {
+            self.next_wake_ms = at_ms;
+            self.scheduler.notify_one();
+        }
+    }
+
+    fn purge_dedup(&mut self, now: u64) {
+        while let Some(&(until, id)) = self.dedup_order.front() {
+            if until > now {
+                break;
+            }
+            self.dedup_order.pop_front();
+            if self
+                .dedup
+                .get(&id)
+                .is_some_and(|e| e.until_ms == until && e.waiters.is_none())
+            {
+                self.dedup.remove(&id);
+            }
+        }
+    }
+
+    /// Starts a send. The caller flushes the outbox.
+    pub(crate) fn send(
+        &mut self,
+        queue: &Arc<str>,
+        header: EnqueueHeader,
+        body: Bytes,
+        now: u64,
+    ) -> Result<SendOutcome> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if header.producer_id {
+            self.purge_dedup(now);
+            if let Some(e) = self.dedup.get_mut(&header.id) {
+                return Ok(match &mut e.waiters {
+                    None => SendOutcome::Duplicate,
+                    Some(w) => {
+                        let (tx, rx) = oneshot::channel();
+                        w.push(tx);
+                        SendOutcome::WaitDuplicate(rx)
+                    }
+                });
+            }
+        }
+        let limit = self.limits.max_queue_len;
+        let q = self.queue_mut(queue);
+        if let Some(limit) = limit {
+            if q.len() + q.pending_sends >= limit {
+                return Err(Error::QueueFull {
+                    queue: queue.to_string(),
+                    limit,
+                });
+            }
+        }
+        q.pending_sends += 1;
+        if header.producer_id {
+            let until = header.timestamp_ms + self.limits.dedup_window_ms;
+            self.dedup.insert(
+                header.id,
+                DedupEntry {
+                    until_ms: until,
+                    waiters: Some(Vec::new()),
+                },
+            );
+            self.dedup_order.push_back((until, header.id));
+        }
+        let rx = self.record(
+            Record::Enqueue {
+                queue: queue.clone(),
+                header,
+                body,
+            },
+            true,
+        );
+        Ok(SendOutcome::Appended(rx.expect("asked for a waiter")))
+    }
+
+    pub(crate) fn add_consumer(&mut self, queue: &Arc<str>) -> (u64, Arc<Notify>) {
+        let id = self.next_consumer;
+        self.next_consumer += 1;
+        let q = self.queue_mut(queue);
+        q.consumers.insert(id, ConsumerState::default());
+        (id, q.notify.clone())
+    }
+
+    /// Detaches a consumer and returns its undelivered (buffered) messages to the
+    /// queue without counting the attempt.
+    pub(crate) fn remove_consumer(&mut self, queue: &str, consumer: u64, buffered: &[DeliveryTag]) {
+        self.release(queue, consumer, buffered);
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.consumers.remove(&consumer);
+        }
+    }
+
+    /// Returns taken-but-never-handed-out messages to the queue, undoing the
+    /// delivery count.
+    pub(crate) fn release(&mut self, queue: &str, _consumer: u64, tags: &[DeliveryTag]) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let mut any = false;
+        for tag in tags {
+            if let Some(mut meta) = q.take_in_flight(*tag) {
+                meta.deliveries = meta.deliveries.saturating_sub(1);
+                q.retry.insert(tag.lsn, meta);
+                any = true;
+            }
+        }
+        if any {
+            q.notify.notify_waiters();
+        }
+    }
+
+    /// Hands up to `prefetch - outstanding` messages to `consumer`.
+    pub(crate) fn take(
+        &mut self,
+        queue: &Arc<str>,
+        consumer: u64,
+        prefetch: u32,
+        visibility_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Vec<Taken>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let default_vis = self.limits.visibility_ms;
+        let vis = visibility_ms.unwrap_or(default_vis);
+        let deadline = now + vis;
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .expect("consumer's queue exists");
+        let outstanding = q.consumers.get(&consumer).map_or(0, |c| c.outstanding);
+        let credit = prefetch.saturating_sub(outstanding);
+        let mut taken = Vec::new();
+        let mut records = Vec::new();
+        while (taken.len() as u32) < credit {
+            let from_ready = match (q.ready.front(), q.retry.first_key_value()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(s), Some((k, _))) => s.lsn < *k,
+            };
+            let (lsn, mut meta) = if from_ready {
+                let s = q.ready.pop_front().expect("checked");
+                (
+                    s.lsn,
+                    Meta {
+                        offset: s.offset,
+                        len: s.len,
+                        deliveries: 0,
+                    },
+                )
+            } else {
+                q.retry.pop_first().expect("checked")
+            };
+            meta.deliveries += 1;
+            q.in_flight.insert(
+                lsn,
+                InFlight {
+                    meta,
+                    deadline_ms: deadline,
+                    consumer,
+                },
+            );
+            if vis == default_vis {
+                q.timeouts.push_back((deadline, lsn));
+            } else {
+                q.other_timeouts.push(Reverse((deadline, lsn)));
+            }
+            let tag = DeliveryTag::new(lsn, meta.deliveries);
+            records.push(Record::Deliver {
+                queue: queue.clone(),
+                target: lsn,
+                delivery: meta.deliveries,
+            });
+            taken.push(Taken {
+                tag,
+                offset: meta.offset,
+                len: meta.len,
+                cached: None,
+            });
+        }
+        if let Some(c) = q.consumers.get_mut(&consumer) {
+            c.outstanding += taken.len() as u32;
+        }
+        for t in &mut taken {
+            if let Some(c) = self.cache.remove(&t.tag.lsn) {
+                self.cache_bytes -= c.body.len() + CACHE_ENTRY_OVERHEAD;
+                t.cached = Some(c);
+            }
+        }
+        for r in records {
+            // Delivery counts are persisted so that max_attempts survives a crash; nobody
+            // waits for these records, they ride along with the next batch.
+            self.record(r, false);
+        }
+        if !taken.is_empty() {
+            self.wake_scheduler_for(deadline);
+        }
+        Ok(taken)
+    }
+
+    fn not_in_flight(queue: &str, tag: DeliveryTag) -> Error {
+        Error::DeliveryNotFound {
+            queue: queue.to_string(),
+            tag,
+        }
+    }
+
+    /// Settles an in-flight delivery for good (ack, or expiry found at delivery).
+    pub(crate) fn settle(
+        &mut self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+        reason: SettleReason,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        q.take_in_flight(tag)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        q.notify.notify_waiters();
+        let rx = self.record(
+            Record::Settle {
+                queue: queue.clone(),
+                target: tag.lsn,
+                reason,
+            },
+            true,
+        );
+        Ok(rx.expect("asked for a waiter"))
+    }
+
+    /// Moves a message out of `queue` after it failed for good: to the dead-letter
+    /// queue if there is one, else dropped.
+    fn dead_letter(
+        &mut self,
+        queue: &Arc<str>,
+        lsn: u64,
+        meta: Meta,
+        waiter: bool,
+    ) -> Option<oneshot::Receiver<Result<()>>> {
+        match self.dlq_name(queue) {
+            Some(dlq) => {
+                let dlq = self.queue_name(&dlq);
+                let d = self.queue_mut(&dlq);
+                d.retry.insert(
+                    lsn,
+                    Meta {
+                        deliveries: 0,
+                        ..meta
+                    },
+                );
+                d.notify.notify_waiters();
+                self.record(
+                    Record::Move {
+                        queue: queue.clone(),
+                        target: lsn,
+                        to: dlq,
+                    },
+                    waiter,
+                )
+            }
+            None => self.record(
+                Record::Settle {
+                    queue: queue.clone(),
+                    target: lsn,
+                    reason: SettleReason::Dropped,
+                },
+                waiter,
+            ),
+        }
+    }
+
+    fn exhausted(&self, meta: &Meta) -> bool {
+        self.limits
+            .max_attempts
+            .is_some_and(|max| meta.deliveries >= max)
+    }
+
+    /// Returns a delivery to its queue (after `delay_ms`), or dead-letters it when
+    /// it has used up its attempts.
+    pub(crate) fn nack(
+        &mut self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+        delay_ms: Option<u64>,
+        now: u64,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        let meta = q
+            .take_in_flight(tag)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        q.notify.notify_waiters();
+        if self.exhausted(&meta) {
+            return Ok(self
+                .dead_letter(queue, tag.lsn, meta, true)
+                .expect("waiter"));
+        }
+        let q = self.queues.get_mut(&**queue).expect("exists");
+        let not_before = match delay_ms {
+            Some(d) if d > 0 => {
+                q.insert_delayed(tag.lsn, now + d, meta);
+                self.wake_scheduler_for(now + d);
+                now + d
+            }
+            _ => {
+                q.retry.insert(tag.lsn, meta);
+                0
+            }
+        };
+        let rx = self.record(
+            Record::Nack {
+                queue: queue.clone(),
+                target: tag.lsn,
+                not_before_ms: not_before,
+            },
+            true,
+        );
+        Ok(rx.expect("asked for a waiter"))
+    }
+
+    /// Dead-letters (or drops) a delivery at once.
+    pub(crate) fn reject(
+        &mut self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        let meta = q
+            .take_in_flight(tag)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        q.notify.notify_waiters();
+        Ok(self
+            .dead_letter(queue, tag.lsn, meta, true)
+            .expect("waiter"))
+    }
+
+    /// Pushes a delivery's visibility deadline to `now + by_ms`.
+    pub(crate) fn extend(
+        &mut self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+        by_ms: u64,
+        now: u64,
+    ) -> Result<()> {
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        match q.in_flight.get_mut(&tag.lsn) {
+            Some(f) if f.meta.deliveries == tag.delivery => {
+                f.deadline_ms = now + by_ms;
+                q.other_timeouts.push(Reverse((now + by_ms, tag.lsn)));
+                q.trim_timeouts();
+                self.wake_scheduler_for(now + by_ms);
+                Ok(())
+            }
+            _ => Err(Self::not_in_flight(queue, tag)),
+        }
+    }
+
+    /// Moves every waiting message of `queue`'s dead-letter queue back to `queue`.
+    pub(crate) fn redrive(
+        &mut self,
+        queue: &Arc<str>,
+    ) -> (u64, Option<oneshot::Receiver<Result<()>>>) {
+        let Some(dlq) = self.dlq_name(queue) else {
+            return (0, None);
+        };
+        let Some((dlq, _)) = self.queues.get_key_value(dlq.as_str()) else {
+            return (0, None);
+        };
+        let dlq = dlq.clone();
+        let d = self.queues.get_mut(&*dlq).expect("exists");
+        let mut moved: Vec<(u64, Meta)> = d
+            .ready
+            .drain(..)
+            .map(|s| {
+                (
+                    s.lsn,
+                    Meta {
+                        offset: s.offset,
+                        len: s.len,
+                        deliveries: 0,
+                    },
+                )
+            })
+            .collect();
+        moved.extend(std::mem::take(&mut d.retry));
+        moved.extend(
+            std::mem::take(&mut d.delayed)
+                .into_iter()
+                .map(|((_, l), m)| (l, m)),
+        );
+        d.delayed_due.clear();
+        let n = moved.len() as u64;
+        if n == 0 {
+            return (0, None);
+        }
+        let q = self.queue_mut(queue);
+        for (lsn, meta) in &moved {
+            q.retry.insert(
+                *lsn,
+                Meta {
+                    deliveries: 0,
+                    ..*meta
+                },
+            );
+        }
+        q.notify.notify_waiters();
+        let mut rx = None;
+        let last = moved.len() - 1;
+        for (i, (lsn, _)) in moved.into_iter().enumerate() {
+            rx = self.record(
+                Record::Move {
+                    queue: dlq.clone(),
+                    target: lsn,
+                    to: queue.clone(),
+                },
+                i == last,
+            );
+        }
+        (n, rx)
+    }
+
+    /// Fires due visibility timeouts and delays. Returns the next time anything is due.
+    pub(crate) fn run_timers(&mut self, now: u64) -> Option<u64> {
+        let names: Vec<Arc<str>> = self.queues.keys().cloned().collect();
+        let mut next: Option<u64> = None;
+        let mut min = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        for name in names {
+            let mut expired: Vec<(u64, Meta)> = Vec::new();
+            let q = self.queues.get_mut(&*name).expect("listed");
+            loop {
+                let front = q.timeouts.front().copied();
+                let other = q.other_timeouts.peek().map(|r| r.0);
+                let (d, lsn, from_deque) = match (front, other) {
+                    (None, None) => break,
+                    (Some((d, l)), None) => (d, l, true),
+                    (None, Some((d, l))) => (d, l, false),
+                    (Some(a), Some(b)) => {
+                        if a <= b {
+                            (a.0, a.1, true)
+                        } else {
+                            (b.0, b.1, false)
+                        }
+                    }
+                };
+                if !q.timeout_valid(d, lsn) {
+                    if from_deque {
+                        q.timeouts.pop_front();
+                    } else {
+                        q.other_timeouts.pop();
+                    }
+                    continue;
+                }
+                if d > now {
+                    min(d);
+                    break;
+                }
+                if from_deque {
+                    q.timeouts.pop_front();
+                } else {
+                    q.other_timeouts.pop();
+                }
+                let f = q.in_flight.remove(&lsn).expect("valid timeout");
+                if let Some(c) = q.consumers.get_mut(&f.consumer) {
+                    c.outstanding = c.outstanding.saturating_sub(1);
+                }
+                expired.push((lsn, f.meta));
+            }
+            while let Some((&(due, lsn), _)) = q.delayed.first_key_value() {
+                if due > now {
+                    min(due);
+                    break;
+                }
+                let meta = q.delayed.remove(&(due, lsn)).expect("first");
+                q.delayed_due.remove(&lsn);
+                q.retry.insert(lsn, meta);
+                q.notify.notify_waiters();
+            }
+            if !expired.is_empty() {
+                q.notify.notify_waiters();
+            }
+            for (lsn, meta) in expired {
+                if self.exhausted(&meta) {
+                    self.dead_letter(&name, lsn, meta, false);
+                } else {
+                    self.queues
+                        .get_mut(&*name)
+                        .expect("listed")
+                        .retry
+                        .insert(lsn, meta);
+                }
+            }
+        }
+        self.next_wake_ms = next.unwrap_or(u64::MAX);
+        next
+    }
+
+    /// Applies records that reached the disk. Returns the deletion watermark.
+    pub(crate) fn committed(
+        &mut self,
+        appends: &[Append],
+        locations: &[Location],
+        now: u64,
+    ) -> u64 {
+        for (a, loc) in appends.iter().zip(locations) {
+            match &a.record {
+                Record::Enqueue {
+                    queue,
+                    header,
+                    body,
+                } => {
+                    let seg = self.segs.entry(loc.segment).or_default();
+                    seg.live += 1;
+                    if header.producer_id {
+                        seg.dedup_until_ms = seg
+                            .dedup_until_ms
+                            .max(header.timestamp_ms + self.limits.dedup_window_ms);
+                        if let Some(e) = self.dedup.get_mut(&header.id) {
+                            for w in e.waiters.take().into_iter().flatten() {
+                                let _ = w.send(true);
+                            }
+                        }
+                    }
+                    let cost = body.len() + CACHE_ENTRY_OVERHEAD;
+                    if self.cache_bytes + cost <= self.limits.cache_budget {
+                        self.cache_bytes += cost;
+                        self.cache.insert(
+                            a.lsn,
+                            CachedBody {
+                                id: header.id,
+                                timestamp_ms: header.timestamp_ms,
+                                expires_at_ms: header.expires_at_ms,
+                                body: body.clone(),
+                            },
+                        );
+                    }
+                    let q = self.queue_mut(queue);
+                    q.pending_sends = q.pending_sends.saturating_sub(1);
+                    let slot = Slot {
+                        lsn: a.lsn,
+                        offset: loc.offset,
+                        len: loc.len,
+                    };
+                    if header.not_before_ms > now {
+                        q.insert_delayed(
+                            a.lsn,
+                            header.not_before_ms,
+                            Meta {
+                                offset: slot.offset,
+                                len: slot.len,
+                                deliveries: 0,
+                            },
+                        );
+                        self.wake_scheduler_for(header.not_before_ms);
+                    } else {
+                        q.ready.push_back(slot);
+                        q.notify.notify_waiters();
+                    }
+                }
+                Record::Settle { target, .. } => self.settled_on_disk(*target),
+                Record::Deliver { .. } | Record::Nack { .. } | Record::Move { .. } => {}
+            }
+        }
+        self.watermark(now)
+    }
+
+    fn settled_on_disk(&mut self, lsn: u64) {
+        if let Some((_, seg)) = self.segs.range_mut(..=lsn).next_back() {
+            seg.live = seg.live.saturating_sub(1);
+        }
+    }
+
+    fn watermark(&mut self, now: u64) -> u64 {
+        while let Some((_, s)) = self.segs.first_key_value() {
+            if s.live > 0 || s.dedup_until_ms > now {
+                break;
+            }
+            self.segs.pop_first();
+        }
+        self.segs.first_key_value().map_or(u64::MAX, |(k, _)| *k)
+    }
+
+    /// Undoes the bookkeeping of records that could not be written.
+    pub(crate) fn failed(&mut self, appends: &[Append]) {
+        for a in appends {
+            if let Record::Enqueue { queue, header, .. } = &a.record {
+                if let Some(q) = self.queues.get_mut(&**queue) {
+                    q.pending_sends = q.pending_sends.saturating_sub(1);
+                }
+                if header.producer_id {
+                    if let Some(e) = self.dedup.remove(&header.id) {
+                        for w in e.waiters.into_iter().flatten() {
+                            let _ = w.send(false);
+                        }
+                    }
+                }
+            }
+            // Acks, nacks and moves that failed were already applied in memory; the
+            // log still has the message as delivered, so after a restart it is
+            // delivered again (at-least-once).
+        }
+    }
+
+    /// Replays one recovered record.
+    pub(crate) fn replay(&mut self, lsn: u64, view: RecordView<'_>, loc: Location, now: u64) {
+        match view {
+            RecordView::Enqueue { queue, header, .. } => {
+                let seg = self.segs.entry(loc.segment).or_default();
+                seg.live += 1;
+                if header.producer_id {
+                    let until = header.timestamp_ms + self.limits.dedup_window_ms;
+                    seg.dedup_until_ms = seg.dedup_until_ms.max(until);
+                    if until > now {
+                        self.dedup.insert(
+                            header.id,
+                            DedupEntry {
+                                until_ms: until,
+                                waiters: None,
+                            },
+                        );
+                        self.dedup_order.push_back((until, header.id));
+                    }
+                }
+                let name = self.queue_name(queue);
+                let q = self.queue_mut(&name);
+                if header.not_before_ms > now {
+                    q.insert_delayed(
+                        lsn,
+                        header.not_before_ms,
+                        Meta {
+                            offset: loc.offset,
+                            len: loc.len,
+                            deliveries: 0,
+                        },
+                    );
+                } else {
+                    q.ready.push_back(Slot {
+                        lsn,
+                        offset: loc.offset,
+                        len: loc.len,
+                    });
+                }
+            }
+            RecordView::Deliver {
+                queue,
+                target,
+                delivery,
+            } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    if let Some(mut meta) = q.take_waiting(target) {
+                        meta.deliveries = meta.deliveries.max(delivery);
+                        q.retry.insert(target, meta);
+                    }
+                }
+            }
+            RecordView::Settle { queue, target, .. } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    if q.take_waiting(target).is_some() {
+                        self.settled_on_disk(target);
+                    }
+                }
+            }
+            RecordView::Nack {
+                queue,
+                target,
+                not_before_ms,
+            } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    if let Some(meta) = q.take_waiting(target) {
+                        if not_before_ms > now {
+                            q.insert_delayed(target, not_before_ms, meta);
+                        } else {
+                            q.retry.insert(target, meta);
+                        }
+                    }
+                }
+            }
+            RecordView::Move { queue, target, to } => {
+                let meta = self
+                    .queues
+                    .get_mut(queue)
+                    .and_then(|q| q.take_waiting(target));
+                if let Some(meta) = meta {
+                    let to = self.queue_name(to);
+                    self.queue_mut(&to).retry.insert(
+                        target,
+                        Meta {
+                            deliveries: 0,
+                            ..meta
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// After replay: drops segments that hold nothing live; returns the live count.
+    pub(crate) fn finish_replay(&mut self, now: u64) -> u64 {
+        self.watermark(now);
+        self.segs.values().map(|s| s.live).sum()
+    }
+
+    pub(crate) fn stats(&self, queue: &str) -> QueueStats {
+        let Some(q) = self.queues.get(queue) else {
+            return QueueStats::default();
+        };
+        let dead_letters = self
+            .dlq_name(queue)
+            .and_then(|d| self.queues.get(d.as_str()))
+            .map_or(0, |d| d.len());
+        QueueStats {
+            depth: q.depth(),
+            delayed: q.delayed.len() as u64,
+            in_flight: q.in_flight.len() as u64,
+            consumers: q.consumers.len() as u64,
+            dead_letters,
+        }
+    }
+
+    /// Wakes every waiting consumer (on close).
+    pub(crate) fn wake_all(&self) {
+        for q in self.queues.values() {
+            q.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn queue_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.queues.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn memory(&self) -> MemoryStats {
+        let mut m = MemoryStats {
+            cache_bytes: self.cache_bytes as u64,
+            dedup_entries: self.dedup.len() as u64,
+            ..MemoryStats::default()
+        };
+        let mut bytes =
+            self.dedup.capacity() * 48 + self.dedup_order.capacity() * 24 + self.segs.len() * 40;
+        for q in self.queues.values() {
+            m.messages += q.len();
+            bytes += q.memory_bytes();
+        }
+        m.index_bytes = bytes as u64;
+        m
+    }
+}

@@ -1,0 +1,463 @@
+//! [`QueueManager`]: opens a data directory, replays the log into the index,
+//! runs the log writer and the timer task, and owns the operations that queue
+//! handles, consumers and deliveries call.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::delivery::DeliveryTag;
+use crate::error::{Error, Result};
+use crate::index::{Limits, MemoryStats, QueueStats, SendOutcome, State};
+use crate::log::{Append, CommitHook, Log, LogConfig, LogStats};
+use crate::message::{Message, MessageId};
+use crate::queue::Queue;
+use crate::record::{EnqueueHeader, SettleReason};
+use crate::recovery::{Location, RecoveryReport};
+use crate::segment::HEADER_LEN;
+
+/// State shared by every handle of one queue manager.
+pub(crate) struct Shared {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) log: Log,
+    pub(crate) config: Config,
+    send_permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    dir: PathBuf,
+    report: RecoveryReport,
+    id_prefix: u64,
+    id_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        // `log` drops next: the writer finishes what is pending and exits.
+    }
+}
+
+/// Applies committed batches to the index on the writer thread.
+struct Hook {
+    state: Arc<Mutex<State>>,
+    clock: Clock,
+}
+
+impl CommitHook for Hook {
+    fn committed(&mut self, appends: &[Append], locations: &[Location]) -> u64 {
+        let now = self.clock.now_ms();
+        lock(&self.state).committed(appends, locations, now)
+    }
+
+    fn failed(&mut self, appends: &[Append], error: &Error) {
+        tracing::error!(error = %error, records = appends.len(), "log write failed");
+        lock(&self.state).failed(appends);
+    }
+}
+
+/// The state mutex is a std `Mutex`: every critical section is short, does no
+/// I/O and never awaits, and the log writer thread takes it too.
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves the index in an unknown state;
+    // propagating the panic is the only safe choice.
+    state.lock().expect("queue state mutex poisoned")
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(Error::InvalidQueueName(name.to_string()));
+    }
+    Ok(())
+}
+
+/// An embedded queue manager: named persistent queues in one data directory.
+///
+/// Cheap to clone; all clones share the same queues. Dropping the last clone (and
+/// every [`Queue`], consumer and delivery made from it) writes what is pending and
+/// stops the log writer, like [`close`](QueueManager::close) but blocking the
+/// dropping thread briefly.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mw_queue::Result<()> {
+/// use mw_queue::{Config, ConsumerOptions, Message, QueueManager};
+/// let dir = tempfile::tempdir().unwrap();
+/// let qm = QueueManager::open(dir.path(), Config::default()).await?;
+/// let orders = qm.queue("orders");
+/// let id = orders.send(Message::new("one widget")).await?; // durable now
+/// let mut consumer = orders.consumer(ConsumerOptions::default());
+/// let d = consumer.recv().await?;
+/// assert_eq!((d.id(), &d.body()[..]), (id, &b"one widget"[..]));
+/// d.ack().await?;
+/// assert_eq!(qm.stats("orders").depth, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueueManager {
+    shared: Arc<Shared>,
+}
+
+impl QueueManager {
+    /// Opens (creating if needed) the data directory `dir`, recovers the log and
+    /// rebuilds every queue, the dedup window and delivery counts from it.
+    ///
+    /// Messages that were in flight when the previous manager stopped are visible
+    /// again at once. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another manager has `dir` open, [`Error::Corrupt`] (with
+    /// file and offset) for corruption that is not a torn tail, and I/O errors.
+    pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<QueueManager> {
+        let dir = dir.as_ref().to_path_buf();
+        let scheduler = Arc::new(Notify::new());
+        let limits = Limits {
+            visibility_ms: config.visibility_timeout.as_millis() as u64,
+            max_attempts: config.max_attempts,
+            dlq_suffix: config.dead_letter_suffix.clone(),
+            dedup_window_ms: config.dedup_window.as_millis() as u64,
+            max_queue_len: config.max_queue_len,
+            cache_budget: config.body_cache_bytes,
+        };
+        let log_config = LogConfig {
+            fsync: config.fsync,
+            // A segment must hold at least one record of the largest allowed size.
+            segment_size: config.segment_size.max(HEADER_LEN + 1024),
+        };
+        let clock = config.clock.clone();
+        let state = State::new(limits, scheduler.clone());
+        let dir2 = dir.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            let mut state = state;
+            let now = clock.now_ms();
+            let recovered = Log::recover(&dir2, log_config, |lsn, view, loc| {
+                state.replay(lsn, view, loc, now)
+            })?;
+            state.set_next_lsn(recovered.next_seq);
+            let live = state.finish_replay(now);
+            Ok::<_, Error>((state, recovered, live))
+        })
+        .await;
+        let (state, recovered, live) = match recovered {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let mut report = recovered.scan_report.clone();
+        report.live_messages = live;
+        let state = Arc::new(Mutex::new(state));
+        let log = recovered.start(Hook {
+            state: state.clone(),
+            clock: config.clock.clone(),
+        })?;
+        let shared = Arc::new(Shared {
+            state,
+            log,
+            send_permits: Arc::new(Semaphore::new(config.max_pending_sends.max(1))),
+            cancel: CancellationToken::new(),
+            dir,
+            report,
+            id_prefix: rand::random(),
+            id_counter: AtomicU64::new(0),
+            config,
+        });
+        tokio::spawn(scheduler_task(
+            Arc::downgrade(&shared),
+            scheduler,
+            shared.cancel.clone(),
+            shared.config.clock.clone(),
+        ));
+        Ok(QueueManager { shared })
+    }
+
+    /// A handle to the queue `name` (created when first used). Cheap.
+    ///
+    /// Names are 1 to 255 bytes; operations on a handle with an invalid name fail
+    /// with [`Error::InvalidQueueName`].
+    pub fn queue(&self, name: &str) -> Queue {
+        Queue::new(self.shared.clone(), name)
+    }
+
+    /// Counters of queue `name` (all zero for an unknown queue).
+    pub fn stats(&self, name: &str) -> QueueStats {
+        lock(&self.shared.state).stats(name)
+    }
+
+    /// Every known queue (including dead-letter queues) with its counters, by name.
+    pub fn queues(&self) -> Vec<(String, QueueStats)> {
+        let st = lock(&self.shared.state);
+        st.queue_names()
+            .into_iter()
+            .map(|n| {
+                let s = st.stats(&n);
+                (n, s)
+            })
+            .collect()
+    }
+
+    /// Moves every message waiting in `name`'s dead-letter queue back to `name`,
+    /// with delivery counts reset. Returns how many moved.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors if the move records could not be written.
+    pub async fn redrive(&self, name: &str) -> Result<u64> {
+        self.queue(name).redrive().await
+    }
+
+    /// Counters of the log writer (appends, fsyncs, records per fsync, ...).
+    pub fn log_stats(&self) -> LogStats {
+        self.shared.log.stats()
+    }
+
+    /// Memory held by the in-memory index and body cache.
+    pub fn memory(&self) -> MemoryStats {
+        lock(&self.shared.state).memory()
+    }
+
+    /// What recovery found when this manager was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// Segment files currently on disk.
+    pub fn segment_count(&self) -> usize {
+        self.shared.log.segment_count()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Stops accepting sends and deliveries, writes and syncs everything pending and
+    /// stops the log writer, releasing the directory lock. Other clones of this
+    /// manager then fail with [`Error::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for reporting a failed final sync.
+    pub async fn close(&self) -> Result<()> {
+        {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            st.wake_all();
+        }
+        self.shared.cancel.cancel();
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.log.shutdown()).await;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Shared {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
+    }
+
+    fn next_id(&self) -> MessageId {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        MessageId(((self.id_prefix as u128) << 64) | n as u128)
+    }
+
+    pub(crate) async fn send(&self, queue: &Arc<str>, msg: Message) -> Result<MessageId> {
+        check_name(queue)?;
+        if msg.body.len() > self.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                size: msg.body.len(),
+                limit: self.config.max_message_size,
+            });
+        }
+        // Bounds the records queued for the writer; held until the send is durable.
+        let _permit = self
+            .send_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
+        let (id, producer_id) = match msg.id {
+            Some(id) => (id, true),
+            None => (self.next_id(), false),
+        };
+        loop {
+            let now = self.now_ms();
+            let header = EnqueueHeader {
+                id: id.0,
+                producer_id,
+                timestamp_ms: now,
+                expires_at_ms: msg.ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1)),
+                not_before_ms: msg.delay.map_or(0, |d| now + d.as_millis() as u64),
+            };
+            let outcome = {
+                let mut st = lock(&self.state);
+                let o = st.send(queue, header, msg.body.clone(), now);
+                st.flush(&self.log);
+                o
+            }?;
+            match outcome {
+                SendOutcome::Appended(rx) => {
+                    rx.await.map_err(|_| Error::Closed)??;
+                    return Ok(id);
+                }
+                SendOutcome::Duplicate => return Ok(id),
+                SendOutcome::WaitDuplicate(rx) => {
+                    if rx.await == Ok(true) {
+                        return Ok(id);
+                    }
+                    // The first send with this id failed: try to store this one.
+                }
+            }
+        }
+    }
+
+    async fn finish(rx: Result<tokio::sync::oneshot::Receiver<Result<()>>>) -> Result<()> {
+        rx?.await.map_err(|_| Error::Closed)?
+    }
+
+    pub(crate) async fn ack(&self, queue: &Arc<str>, tag: DeliveryTag) -> Result<()> {
+        let rx = {
+            let mut st = lock(&self.state);
+            let r = st.settle(queue, tag, SettleReason::Acked);
+            st.flush(&self.log);
+            r
+        };
+        Self::finish(rx).await
+    }
+
+    pub(crate) async fn nack(
+        &self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let rx = {
+            let now = self.now_ms();
+            let mut st = lock(&self.state);
+            let r = st.nack(queue, tag, delay.map(|d| d.as_millis() as u64), now);
+            st.flush(&self.log);
+            r
+        };
+        Self::finish(rx).await
+    }
+
+    pub(crate) async fn reject(&self, queue: &Arc<str>, tag: DeliveryTag) -> Result<()> {
+        let rx = {
+            let mut st = lock(&self.state);
+            let r = st.reject(queue, tag);
+            st.flush(&self.log);
+            r
+        };
+        Self::finish(rx).await
+    }
+
+    pub(crate) fn extend_visibility(
+        &self,
+        queue: &Arc<str>,
+        tag: DeliveryTag,
+        by: Duration,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        lock(&self.state).extend(queue, tag, by.as_millis() as u64, now)
+    }
+
+    pub(crate) async fn redrive(&self, queue: &Arc<str>) -> Result<u64> {
+        check_name(queue)?;
+        let (n, rx) = {
+            let mut st = lock(&self.state);
+            let r = st.redrive(queue);
+            st.flush(&self.log);
+            r
+        };
+        if let Some(rx) = rx {
+            rx.await.map_err(|_| Error::Closed)??;
+        }
+        Ok(n)
+    }
+}
+
+/// Fires visibility timeouts and delays. Holds only a `Weak` to the manager and
+/// exits once it is gone or closed.
+async fn scheduler_task(
+    shared: Weak<Shared>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    clock: Clock,
+) {
+    let mut manual = clock.subscribe();
+    loop {
+        let next = {
+            let Some(s) = shared.upgrade() else { return };
+            let mut st = lock(&s.state);
+            let next = st.run_timers(clock.now_ms());
+            st.flush(&s.log);
+            next
+        };
+        let now = clock.now_ms();
+        let timer = async {
+            match (&mut manual, next) {
+                (Some(rx), _) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                (None, Some(t)) => {
+                    tokio::time::sleep(Duration::from_millis(t.saturating_sub(now))).await
+                }
+                (None, None) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = timer => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConsumerOptions;
+
+    #[tokio::test]
+    async fn disk_full_fails_the_send_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let qm = QueueManager::open(dir.path(), Config::default())
+            .await
+            .unwrap();
+        let q = qm.queue("q");
+        q.send(Message::new("a")).await.unwrap();
+        qm.shared().log.fail_next_writes(1);
+        let err = q.send(Message::new("b").with_id(5u128)).await.unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+        assert_eq!(qm.stats("q").depth, 1);
+        // The failed id is not remembered as sent: a retry stores it.
+        q.send(Message::new("b").with_id(5u128)).await.unwrap();
+        assert_eq!(qm.stats("q").depth, 2);
+        drop(q);
+        drop(qm);
+        let qm = QueueManager::open(dir.path(), Config::default())
+            .await
+            .unwrap();
+        let mut c = qm.queue("q").consumer(ConsumerOptions::default());
+        let a = c.recv().await.unwrap();
+        let b = c.recv().await.unwrap();
+        assert_eq!((&a.body()[..], &b.body()[..]), (&b"a"[..], &b"b"[..]));
+    }
+}

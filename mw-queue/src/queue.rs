@@ -1,0 +1,131 @@
+//! [`Queue`]: a cheap handle to one named queue, with the send side and the
+//! tag-based settle operations a network broker needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::delivery::DeliveryTag;
+use crate::error::Result;
+use crate::index::QueueStats;
+use crate::manager::{check_name, lock, Shared};
+use crate::message::{Message, MessageId};
+
+/// A handle to one named queue of a [`QueueManager`](crate::QueueManager). Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+    name: Arc<str>,
+}
+
+impl Queue {
+    pub(crate) fn new(shared: Arc<Shared>, name: &str) -> Queue {
+        Queue {
+            shared,
+            name: name.into(),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a message. Returns its id once it is durable according to
+    /// [`Config::fsync`](crate::Config::fsync) (for `FsyncPolicy::Always`: after the
+    /// fsync of the batch that holds it). A message carrying a producer-chosen id
+    /// already seen within the dedup window returns `Ok` without storing it again.
+    ///
+    /// Waits (does not fail) while `Config::max_pending_sends` sends are already
+    /// waiting for the disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`](crate::Error::QueueFull),
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge),
+    /// [`Error::InvalidQueueName`](crate::Error::InvalidQueueName),
+    /// [`Error::DiskFull`](crate::Error::DiskFull) and other storage errors (the
+    /// message was then not stored), [`Error::Closed`](crate::Error::Closed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: a cancelled send may or may not have been stored. Resend
+    /// with the same producer-chosen id to be sure it is stored once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mw_queue::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let qm = mw_queue::QueueManager::open(dir.path(), Default::default()).await?;
+    /// use mw_queue::Message;
+    /// let q = qm.queue("jobs");
+    /// q.send(Message::new("x").with_id(7u128)).await?;
+    /// q.send(Message::new("x").with_id(7u128)).await?; // a retry: stored once
+    /// assert_eq!(q.stats().depth, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(&self, msg: Message) -> Result<MessageId> {
+        self.shared.send(&self.name, msg).await
+    }
+
+    /// Attaches a consumer. Consumers of one queue compete: each message goes to one.
+    pub fn consumer(&self, options: ConsumerOptions) -> Consumer {
+        Consumer::new(self.shared.clone(), self.name.clone(), options)
+    }
+
+    /// Acknowledges the delivery named by `tag` (see [`Delivery::ack`](crate::Delivery::ack)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeliveryNotFound`](crate::Error::DeliveryNotFound) for a stale tag;
+    /// storage errors.
+    pub async fn ack(&self, tag: DeliveryTag) -> Result<()> {
+        self.shared.ack(&self.name, tag).await
+    }
+
+    /// Returns the delivery named by `tag` to the queue (see [`Delivery::nack`](crate::Delivery::nack)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ack`](Queue::ack).
+    pub async fn nack(&self, tag: DeliveryTag, delay: Option<Duration>) -> Result<()> {
+        self.shared.nack(&self.name, tag, delay).await
+    }
+
+    /// Dead-letters the delivery named by `tag` (see [`Delivery::reject`](crate::Delivery::reject)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ack`](Queue::ack).
+    pub async fn reject(&self, tag: DeliveryTag) -> Result<()> {
+        self.shared.reject(&self.name, tag).await
+    }
+
+    /// Extends the visibility timeout of the delivery named by `tag` to `by` from now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeliveryNotFound`](crate::Error::DeliveryNotFound) for a stale tag.
+    pub fn extend_visibility(&self, tag: DeliveryTag, by: Duration) -> Result<()> {
+        self.shared.extend_visibility(&self.name, tag, by)
+    }
+
+    /// Moves every message of this queue's dead-letter queue back here. Returns how
+    /// many moved.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn redrive(&self) -> Result<u64> {
+        self.shared.redrive(&self.name).await
+    }
+
+    /// This queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        if check_name(&self.name).is_err() {
+            return QueueStats::default();
+        }
+        lock(&self.shared.state).stats(&self.name)
+    }
+}
