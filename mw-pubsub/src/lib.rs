@@ -55,14 +55,14 @@
 //! # Guarantees
 //!
 //! - Every subscriber sees each publisher's events in publish order (minus policy losses).
-//! - Fan-out shares one payload: every subscriber gets a clone of the publisher's [`Bytes`].
+//! - Fan-out shares one payload: every subscriber gets a clone of the publisher's [`Bytes`](bytes::Bytes).
 //! - A new subscription receives the matching retained messages ([`Bus::publish_retained`]) once,
 //!   before any event published after it subscribed.
 //! - Dropping a [`Subscription`] (or [`Attachment`]) unsubscribes and prunes the trie.
 //!
 //! # Building on the bus (networked broker, durable subscriptions)
 //!
-//! The core API is raw [`Bytes`] plus a [`Topic`], so a broker can forward payloads without
+//! The core API is raw [`Bytes`](bytes::Bytes) plus a [`Topic`], so a broker can forward payloads without
 //! decoding them. Two hooks:
 //!
 //! - A remote subscriber is a [`Subscription`] drained by a forwarding task, ideally with
@@ -71,6 +71,15 @@
 //! - A durable subscription (or any consumer that has its own bounded queue) is a
 //!   [`DeliverySink`] attached with [`Bus::attach`]: the bus calls it synchronously, for every
 //!   matching event, from within `publish`. It must not block.
+//!
+//! # Design notes
+//!
+//! - [`Bus::publish`] is a plain function, not `async` (the design sketch wrote
+//!   `bus.publish(..).await`): it never has anything to wait for, because a full subscriber
+//!   buffer is resolved by that subscriber's policy on the spot. Not being async keeps it usable
+//!   from any thread and costs no future per event.
+//! - [`Bus::subscribe`] takes [`SubscribeOptions`] explicitly, so every subscriber declares its
+//!   buffer and policy (`SubscribeOptions::default()` when it does not care).
 //!
 //! # Layout
 //!

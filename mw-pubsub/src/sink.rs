@@ -35,7 +35,7 @@ pub enum SinkDelivery {
 /// # Contract
 ///
 /// - **Never block and never await**: `deliver` runs on the publisher's thread while the bus
-///   holds its subscription table for reading. Hand the event to a bounded structure
+///   holds its subscription table locked (for reading; for writing during a retained publish). Hand the event to a bounded structure
 ///   (`tokio::sync::mpsc::Sender::try_send`, a ring buffer) and return; shed load with
 ///   [`SinkDelivery::Refused`] rather than wait.
 /// - **Never call back into the bus** from `deliver` (publish, subscribe, drop a subscription):

@@ -53,6 +53,8 @@ pub enum SlowConsumerPolicy {
 /// assert_eq!(SubscribeOptions::default().buffer, 1024);
 /// # let _ = options;
 /// ```
+// Deliberately not `#[non_exhaustive]`: callers build it with a struct literal. New knobs (such
+// as durability) belong to other entry points, like `Bus::attach`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Most events buffered for this subscriber, at least 1 and at most
