@@ -120,7 +120,7 @@ fn client_signatures() {
     let _: for<'a> fn(&'a IncrementClient) -> &'a Channel = IncrementClient::channel;
     let _: fn(&IncrementClient, Duration) -> IncrementClient = IncrementClient::with_timeout;
 
-    let _ = async {
+    drop(async {
         let c: IncrementClient = IncrementClient::connect("inproc:x").await?;
         let c2: IncrementClient = c.clone();
         let _ = format!("{c2:?}");
@@ -145,7 +145,7 @@ fn client_signatures() {
         let _: Result<String, RpcError> = c.start_other().await?.await;
         let _: Result<(), RpcError> = c.unit(1, String::new(), vec![]).await;
         Ok::<(), Box<dyn std::error::Error>>(())
-    };
+    });
 }
 
 /// The request/response enums exist with the documented shapes.

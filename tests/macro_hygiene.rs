@@ -60,7 +60,7 @@ mod no_prelude {
         async fn receipt(&self) {}
         async fn delivery(&self, _x: u8) {}
         async fn ticks(&self, count: u32) -> ::mw::rpc::Streaming<u64> {
-            ::std::boxed::Box::pin(::futures::stream::iter(0..(count as u64)))
+            ::std::boxed::Box::pin(::futures::stream::iter(0..<u64 as ::core::convert::From<u32>>::from(count)))
         }
         async fn explicit(&self) -> ::std::string::String {
             ::std::string::String::new()
@@ -82,7 +82,8 @@ mod no_prelude {
     }
 
     pub async fn client(c: HygieneClient) -> ::core::result::Result<u64, ::mw::rpc::RpcError> {
-        let _ = c.start_unary(1).await?;
+        let handle = c.start_unary(1).await?;
+        ::core::mem::drop(handle);
         c.fire(::std::string::String::new()).await?;
         let _ = c.ticks(1).await?;
         c.unary(1).await

@@ -65,6 +65,7 @@ pub struct Arg {
 
 /// How a method is called.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per method at compile time
 pub enum MethodKind {
     /// Request/response; the response is the return type.
     Unary,
