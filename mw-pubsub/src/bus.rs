@@ -248,6 +248,11 @@ impl Bus {
     /// subscriber, not copied. Pass a pre-built `&Topic` on hot paths to skip validation and
     /// allocation.
     ///
+    /// Cost: a read lock, a trie walk, and per matching subscriber a brief mutex plus two
+    /// reference-count increments. Nothing is allocated per subscriber, provided the payload clones
+    /// without allocating: `Bytes::from_static` and `BytesMut::freeze` payloads do; a
+    /// `Bytes::from(Vec<u8>)` allocates a shared header once, on its first clone.
+    ///
     /// # Errors
     ///
     /// A syntax error in `topic` (see [`Topic::new`]), or [`PubSubError::Closed`]. Reaching

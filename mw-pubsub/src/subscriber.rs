@@ -399,6 +399,10 @@ impl Subscription {
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
     }
+
+    /// Unsubscribes now, discarding anything still buffered; the same as dropping it. After
+    /// this returns no publish reaches it.
+    pub fn unsubscribe(self) {}
 }
 
 impl Stream for Subscription {
@@ -448,6 +452,44 @@ mod tests {
             out.push((e.payload[0], e.dropped_before));
         }
         out
+    }
+
+    proptest::proptest! {
+        /// With one publisher numbering its events, every loss shows up exactly as the jump in
+        /// numbers before the next event received, whatever the interleaving of pushes and pops.
+        #[test]
+        fn dropped_before_equals_the_gap_in_sequence_numbers(
+            buffer in 1usize..6,
+            oldest in proptest::bool::ANY,
+            ops in proptest::collection::vec(proptest::bool::weighted(0.7), 0..200),
+        ) {
+            let policy = if oldest { SlowConsumerPolicy::DropOldest } else { SlowConsumerPolicy::DropNewest };
+            let q = Queue::new(SubscribeOptions { buffer, policy });
+            let topic = Topic::from_static("t").unwrap();
+            let (mut next, mut expected, mut gaps) = (0u64, 0u64, 0u64);
+            let mut check = |e: Event| {
+                let seq = u64::from_be_bytes(e.payload[..].try_into().unwrap());
+                proptest::prop_assert_eq!(seq - expected, e.dropped_before);
+                gaps += e.dropped_before;
+                expected = seq + 1;
+                Ok(())
+            };
+            for push in ops {
+                if push {
+                    q.push(&topic, &Bytes::copy_from_slice(&next.to_be_bytes()));
+                    next += 1;
+                    proptest::prop_assert!(q.lock().events.len() <= buffer);
+                } else if let Some(e) = q.try_recv().unwrap() {
+                    check(e)?;
+                }
+            }
+            while let Some(e) = q.try_recv().unwrap() {
+                check(e)?;
+            }
+            let pending = q.lock().gap;
+            proptest::prop_assert_eq!(q.dropped.load(Ordering::Relaxed), gaps + pending);
+            proptest::prop_assert_eq!(next - expected, pending);
+        }
     }
 
     #[test]

@@ -377,6 +377,9 @@ async fn dropping_subscriptions_unsubscribes_and_prunes_the_trie() {
         .collect();
     assert_eq!(bus.publish("a.b.c", Bytes::new()).unwrap().matched, 5);
     assert_eq!(bus.stats().subscriptions, 6);
+    let mut subs = subs.into_iter();
+    subs.next().unwrap().unsubscribe();
+    assert_eq!(bus.publish("a.b.c", Bytes::new()).unwrap().matched, 4);
     drop(subs);
     let report = bus.publish("a.b.c", Bytes::new()).unwrap();
     assert_eq!((report.matched, report.reached()), (0, 0));
