@@ -628,3 +628,49 @@ async fn typed_publish_and_subscribe_round_trip_and_report_decode_errors() {
     assert_eq!(late.next().await.unwrap().unwrap().value.celsius, 30.0);
     assert_eq!(late.raw().dropped(), 0);
 }
+
+#[test]
+fn subscribing_during_retained_publishes_sees_each_value_once_in_order() {
+    let bus = Bus::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let publisher = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let topic = Topic::from_static("state.x").unwrap();
+            let mut i = 0u32;
+            // Bounded below the subscribers' buffer so that no subscriber can lose anything.
+            while !stop.load(Ordering::Relaxed) && i < 60_000 {
+                bus.publish_retained(&topic, n(i)).unwrap();
+                if i == 0 {
+                    ready_tx.send(()).unwrap();
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    ready_rx.recv().unwrap();
+    let mut subs = Vec::new();
+    for round in 0..200 {
+        subs.push(
+            bus.subscribe("state.*", opts(65_536, SlowConsumerPolicy::DropOldest))
+                .unwrap(),
+        );
+        if round % 20 == 19 {
+            // Churn: unsubscribe concurrently with the publisher too.
+            subs.drain(..10);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    for sub in &mut subs {
+        let got: Vec<u32> = drain(sub).iter().map(num).collect();
+        // The retained value came first, then live ones: consecutive, no duplicate, no gap.
+        assert!(!got.is_empty());
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+        assert_eq!(*got.last().unwrap(), published - 1);
+    }
+    drop(subs);
+    assert_eq!(bus.stats().trie_nodes, 1);
+}
