@@ -43,6 +43,7 @@ pub use mw_pubsub as pubsub;
 pub use mw_queue as queue;
 pub use mw_rpc as rpc;
 
+pub mod broker;
 pub mod demo;
 pub mod run;
 pub mod tour;

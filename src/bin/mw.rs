@@ -25,6 +25,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7700")]
         addr: String,
     },
+    /// Run the broker: queues, the event bus and a registry on one address.
+    Broker {
+        /// Address to listen on: HOST:PORT or unix:PATH.
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        addr: String,
+        /// Data directory for persistent queues (created if missing).
+        #[arg(long, default_value = "mw-data")]
+        data: std::path::PathBuf,
+    },
     /// Show what a registry knows.
     Lookup {
         /// The registry's address.
@@ -53,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Lookup { registry } => lookup(&registry).await,
         Command::Demo => demo().await,
+        Command::Broker { addr, data } => broker(&addr, data).await,
     };
     mw::run::exit_boxed("mw", result)
 }
@@ -69,4 +79,10 @@ async fn demo() -> Result<(), mw::run::BoxError> {
     let dir = tempfile::tempdir()?;
     let mut out = std::io::stdout();
     mw::tour::run(&mut out, dir.path()).await
+}
+
+async fn broker(addr: &str, data: std::path::PathBuf) -> Result<(), mw::run::BoxError> {
+    let broker = mw::broker::open(mw::broker::BrokerConfig::new(data)).await?;
+    mw::run::serve(broker.server, addr, None, &[]).await?;
+    Ok(())
 }
