@@ -523,13 +523,15 @@ impl Writer {
             }
             let chunk = &mut batch[start..end];
             let watermark = hook.committed(chunk, &self.locations);
+            // Deleting before answering makes "acked => its segment may be gone"
+            // observable to callers; it happens once per segment at most.
+            if let Err(e) = self.delete_below(watermark) {
+                tracing::error!(error = %e, "deleting consumed segments failed");
+            }
             for a in chunk.iter_mut() {
                 if let Some(done) = a.done.take() {
                     let _ = done.send(Ok(()));
                 }
-            }
-            if let Err(e) = self.delete_below(watermark) {
-                tracing::error!(error = %e, "deleting consumed segments failed");
             }
             start = end;
         }

@@ -1,0 +1,289 @@
+//! Storage behaviour seen through the public API: reopen, torn tails,
+//! corruption, group commit, crash safety, segment deletion, backlog memory.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use mw_queue::{Config, ConsumerOptions, Error, FsyncPolicy, Message, QueueManager};
+
+fn cfg() -> Config {
+    Config {
+        fsync: FsyncPolicy::Never,
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn sends_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = open(dir.path(), Config::default()).await;
+    let q = qm.queue("orders");
+    for i in 0..50 {
+        q.send(Message::new(format!("m{i}"))).await.unwrap();
+    }
+    qm.queue("other").send(Message::new("x")).await.unwrap();
+    drop(q);
+    qm.close().await.unwrap();
+    drop(qm);
+
+    let qm = open(dir.path(), Config::default()).await;
+    assert_eq!(qm.recovery_report().live_messages, 51);
+    assert!(qm.recovery_report().torn_tail.is_none());
+    assert_eq!(qm.stats("orders").depth, 50);
+    let mut c = qm.queue("orders").consumer(ConsumerOptions::default());
+    for i in 0..50 {
+        let d = recv(&mut c).await;
+        assert_eq!(body(&d), format!("m{i}"));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(qm.stats("orders").depth, 0);
+    let names: Vec<String> = qm.queues().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["orders", "other"]);
+}
+
+#[tokio::test]
+async fn torn_tail_is_truncated_and_complete_records_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let qm = open(dir.path(), cfg()).await;
+        for i in 0..10 {
+            qm.queue("q").send(Message::new(format!("m{i}"))).await.unwrap();
+        }
+        qm.close().await.unwrap();
+    }
+    let last = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    // Half a frame: a length promising 100 bytes, a CRC and 7 bytes of payload.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(&100u32.to_le_bytes()).unwrap();
+    f.write_all(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap();
+    drop(f);
+
+    let qm = open(dir.path(), cfg()).await;
+    let torn = qm.recovery_report().torn_tail.clone().expect("torn tail reported");
+    assert_eq!(torn.file, last);
+    assert_eq!(torn.offset, len);
+    assert_eq!(torn.discarded_bytes, 15);
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
+    assert_eq!(qm.stats("q").depth, 10);
+    // Appending after the truncation works and survives another reopen.
+    qm.queue("q").send(Message::new("after")).await.unwrap();
+    qm.close().await.unwrap();
+    drop(qm);
+    let qm = open(dir.path(), cfg()).await;
+    assert!(qm.recovery_report().torn_tail.is_none());
+    assert_eq!(qm.stats("q").depth, 11);
+}
+
+#[tokio::test]
+async fn mid_file_corruption_names_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let qm = open(dir.path(), cfg()).await;
+        for i in 0..10 {
+            qm.queue("q").send(Message::new(format!("body-{i:04}"))).await.unwrap();
+        }
+        qm.close().await.unwrap();
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Find the fifth body and flip a bit in it.
+    let pos = bytes.windows(9).position(|w| w == b"body-0004").unwrap();
+    bytes[pos] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let err = QueueManager::open(dir.path(), cfg()).await.unwrap_err();
+    match &err {
+        Error::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &seg);
+            assert!(*offset > 24 && (*offset as usize) < pos, "offset {offset} is the frame start");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(".seg") && msg.contains("offset"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_covers_many_sends_per_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = open(dir.path(), Config::default()).await; // FsyncPolicy::Always
+    let q = qm.queue("q");
+    let before = qm.log_stats();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for j in 0..5 {
+                    q.send(Message::new(format!("{i}-{j}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = qm.log_stats();
+    let fsyncs = s.fsyncs - before.fsyncs;
+    let records = s.synced_records - before.synced_records;
+    assert_eq!(records, 1000);
+    let per = records as f64 / fsyncs as f64;
+    println!("1000 sends by 200 tasks: {fsyncs} fsyncs, {per:.1} records/fsync, max {}", s.max_records_per_fsync);
+    assert!(per > 1.0, "group commit: {per} records per fsync");
+    assert!(s.max_records_per_fsync >= 10);
+    assert_eq!(qm.stats("q").depth, 1000);
+}
+
+#[tokio::test]
+async fn drop_without_close_keeps_acknowledged_sends_and_unacked_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let qm = open(dir.path(), Config::default()).await;
+        let q = qm.queue("q");
+        for i in 0..20 {
+            q.send(Message::new(format!("m{i}"))).await.unwrap();
+        }
+        let mut c = q.consumer(ConsumerOptions { prefetch: 5, ..Default::default() });
+        // Ack m0..m2; m3 and m4 are delivered but never settled.
+        for _ in 0..3 {
+            recv(&mut c).await.ack().await.unwrap();
+        }
+        let d3 = recv(&mut c).await;
+        let d4 = recv(&mut c).await;
+        assert_eq!((body(&d3), body(&d4)), ("m3".into(), "m4".into()));
+        // Dropped unsettled (as if the consumer died holding them): still in flight.
+        drop((d3, d4));
+        drop(c);
+        drop(q);
+        drop(qm);
+    }
+    let qm = open(dir.path(), Config::default()).await;
+    assert_eq!(qm.stats("q").depth, 17);
+    let mut c = qm.queue("q").consumer(ConsumerOptions::default());
+    let d = recv(&mut c).await;
+    assert_eq!((body(&d), d.attempt()), ("m3".into(), 2), "delivery count survives");
+    let d = recv(&mut c).await;
+    assert_eq!((body(&d), d.attempt()), ("m4".into(), 2));
+    let d = recv(&mut c).await;
+    assert_eq!((body(&d), d.attempt()), ("m5".into(), 1));
+}
+
+#[tokio::test]
+async fn consumed_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = open(
+        dir.path(),
+        Config {
+            segment_size: 4096,
+            ..cfg()
+        },
+    )
+    .await;
+    let q = qm.queue("q");
+    for i in 0..300 {
+        q.send(Message::new(format!("{i:0100}"))).await.unwrap();
+    }
+    let full = segments(dir.path()).len();
+    assert!(full >= 8, "{full} segments");
+    assert_eq!(qm.segment_count(), full);
+    let mut c = q.consumer(ConsumerOptions { prefetch: 50, ..Default::default() });
+    for i in 0..150 {
+        let d = recv(&mut c).await;
+        assert_eq!(body(&d), format!("{i:0100}"));
+        d.ack().await.unwrap();
+    }
+    let half = segments(dir.path()).len();
+    assert!(half < full && half > 1, "{half} of {full} segments left at half way");
+    for _ in 150..300 {
+        recv(&mut c).await.ack().await.unwrap();
+    }
+    // Everything is acked: only the active segment is left.
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(qm.log_stats().segments_deleted as usize + 1, qm.log_stats().segments_created as usize);
+    drop(c);
+    drop(q);
+    qm.close().await.unwrap();
+    drop(qm);
+    let qm = open(dir.path(), cfg()).await;
+    assert_eq!(qm.recovery_report().live_messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_index_stays_small_and_bodies_come_from_disk() {
+    const N: usize = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        body_cache_bytes: 0, // every body must be read back from its segment
+        segment_size: 8 << 20,
+        ..cfg()
+    };
+    let qm = open(dir.path(), config.clone()).await;
+    let q = qm.queue("backlog");
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for i in (t..N).step_by(8) {
+                    q.send(Message::new(format!("message number {i:08}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let m = qm.memory();
+    println!("{N} messages: {m:?}");
+    assert_eq!(m.messages, N as u64);
+    assert_eq!(m.cache_bytes, 0);
+    assert!(m.index_bytes / (N as u64) <= 40, "{} bytes per message", m.index_bytes / N as u64);
+    let mut c = q.consumer(ConsumerOptions { prefetch: 64, ..Default::default() });
+    let d = recv(&mut c).await;
+    assert!(body(&d).starts_with("message number "));
+    d.ack().await.unwrap();
+    drop(c);
+    drop(q);
+    qm.close().await.unwrap();
+    drop(qm);
+    // Replay builds the same compact index.
+    let qm = open(dir.path(), config).await;
+    let m = qm.memory();
+    assert_eq!(m.messages, N as u64 - 1);
+    assert!(m.index_bytes / (N as u64) <= 40, "{m:?}");
+}
+
+#[tokio::test]
+async fn second_manager_on_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = open(dir.path(), cfg()).await;
+    let err = QueueManager::open(dir.path(), cfg()).await.unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    qm.close().await.unwrap();
+    let again = QueueManager::open(dir.path(), cfg()).await;
+    assert!(again.is_ok(), "lock released by close");
+}
+
+#[tokio::test]
+async fn interval_policy_defers_fsync_and_close_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = open(
+        dir.path(),
+        Config {
+            fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+            ..Config::default()
+        },
+    )
+    .await;
+    let before = qm.log_stats();
+    for i in 0..10 {
+        qm.queue("q").send(Message::new(format!("{i}"))).await.unwrap();
+    }
+    assert_eq!(qm.log_stats().fsyncs, before.fsyncs, "no fsync per send");
+    qm.close().await.unwrap();
+    let s = qm.log_stats();
+    assert_eq!(s.fsyncs, before.fsyncs + 1);
+    assert_eq!(s.synced_records, before.synced_records + 10);
+}
