@@ -381,3 +381,36 @@ mod hygiene_of_names {
         assert_eq!(&futures::executor::block_on(f).unwrap()[..], &[15]);
     }
 }
+
+/// Edge cases: a service without methods, and a trait whose name is the server's
+/// usual type parameter.
+mod edge_cases {
+    /// No methods at all.
+    #[mw::service]
+    pub trait Empty {}
+
+    /// Named like the generated server's type parameter.
+    #[mw::service]
+    pub trait S {
+        /// One method.
+        async fn get(&self) -> u8;
+    }
+
+    struct Nothing;
+    impl Empty for Nothing {}
+    impl S for Nothing {
+        async fn get(&self) -> u8 {
+            7
+        }
+    }
+
+    #[test]
+    fn compile_and_dispatch() {
+        use mw::rpc::{ServerError, Service};
+        let e = EmptyServer::new(Nothing);
+        assert!(e.methods().is_empty());
+        assert!(matches!(e.call(1, bytes::Bytes::new()), Err(ServerError::UnknownMethod(1))));
+        let s: SServer<Nothing> = SServer::new(Nothing);
+        assert_eq!(s.methods()[0].name, "get");
+    }
+}

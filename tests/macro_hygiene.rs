@@ -60,7 +60,9 @@ mod no_prelude {
         async fn receipt(&self) {}
         async fn delivery(&self, _x: u8) {}
         async fn ticks(&self, count: u32) -> ::mw::rpc::Streaming<u64> {
-            ::std::boxed::Box::pin(::futures::stream::iter(0..<u64 as ::core::convert::From<u32>>::from(count)))
+            ::std::boxed::Box::pin(::futures::stream::iter(
+                0..<u64 as ::core::convert::From<u32>>::from(count),
+            ))
         }
         async fn explicit(&self) -> ::std::string::String {
             ::std::string::String::new()

@@ -369,6 +369,11 @@ fn expand_server(cx: &Cx) -> TokenStream {
     let server = &cx.server;
     let service_id = &cx.service_id;
     let server_name = server.to_string();
+    // The implementation type parameter; only the trait's name appears next to it.
+    let s = Ident::new(
+        if svc.ident == "S" { "Impl" } else { "S" },
+        Span::call_site(),
+    );
 
     // The generic parameter of the `Service` impl sits next to user types in
     // the argument tuples; give it a name no user type will have.
@@ -422,37 +427,37 @@ fn expand_server(cx: &Cx) -> TokenStream {
     let service_doc = doc(format!("Wire identity of {}.", cx.label));
     quote! {
         #struct_doc
-        #vis struct #server<S> {
-            inner: ::std::sync::Arc<S>,
+        #vis struct #server<#s> {
+            inner: ::std::sync::Arc<#s>,
         }
 
-        impl<S: #trait_name> #server<S> {
+        impl<#s: #trait_name> #server<#s> {
             #service_doc
             pub const SERVICE: #krate::ServiceId = #service_id;
 
             /// Serves `inner`.
-            pub fn new(inner: S) -> Self {
+            pub fn new(inner: #s) -> Self {
                 Self { inner: ::std::sync::Arc::new(inner) }
             }
 
             /// Serves an implementation that is already shared.
-            pub fn from_arc(inner: ::std::sync::Arc<S>) -> Self {
+            pub fn from_arc(inner: ::std::sync::Arc<#s>) -> Self {
                 Self { inner }
             }
 
             /// The implementation.
-            pub fn inner(&self) -> &::std::sync::Arc<S> {
+            pub fn inner(&self) -> &::std::sync::Arc<#s> {
                 &self.inner
             }
         }
 
-        impl<S> ::core::clone::Clone for #server<S> {
+        impl<#s> ::core::clone::Clone for #server<#s> {
             fn clone(&self) -> Self {
-                Self { inner: <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner) }
+                Self { inner: <::std::sync::Arc<#s> as ::core::clone::Clone>::clone(&self.inner) }
             }
         }
 
-        impl<S> ::core::fmt::Debug for #server<S> {
+        impl<#s> ::core::fmt::Debug for #server<#s> {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 ::core::fmt::DebugStruct::finish_non_exhaustive(
                     &mut ::core::fmt::Formatter::debug_struct(f, #server_name),

@@ -780,3 +780,25 @@ fn fallback_strips_helper_attributes() {
     assert!(s.contains("async fn a"), "{s}");
     assert!(s.contains("allow (async_fn_in_trait)"), "{s}");
 }
+
+#[test]
+fn err_streaming_without_item() {
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self) -> Streaming;
+            }
+        ),
+        "`Streaming<T>`",
+    );
+    one_err(
+        quote!(),
+        quote!(
+            trait T {
+                async fn a(&self) -> Streaming<u8, u8>;
+            }
+        ),
+        "`Streaming<T>`",
+    );
+}
