@@ -557,6 +557,10 @@ impl ConnState {
         let (abort, reg) = AbortHandle::new_pair();
         self.aborts.insert(id, abort);
         let run = Abortable::new(run, reg);
+        // A one-way call's deadline bounds only the caller's wait for its acknowledgement;
+        // once acknowledged nobody waits, so the handler must not be stopped by it. A caller
+        // that gives up before the acknowledgement sends a Cancel instead.
+        let deadline_ms = if kind == FrameKind::Oneway { 0 } else { deadline_ms };
         let fut: BoxFuture<'static, (u64, Outcome)> = if deadline_ms > 0 {
             let limit = Duration::from_millis(deadline_ms as u64);
             async move {
