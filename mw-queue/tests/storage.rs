@@ -50,20 +50,30 @@ async fn torn_tail_is_truncated_and_complete_records_kept() {
     {
         let qm = open(dir.path(), cfg()).await;
         for i in 0..10 {
-            qm.queue("q").send(Message::new(format!("m{i}"))).await.unwrap();
+            qm.queue("q")
+                .send(Message::new(format!("m{i}")))
+                .await
+                .unwrap();
         }
         qm.close().await.unwrap();
     }
     let last = segments(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
     // Half a frame: a length promising 100 bytes, a CRC and 7 bytes of payload.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
     f.write_all(&100u32.to_le_bytes()).unwrap();
     f.write_all(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap();
     drop(f);
 
     let qm = open(dir.path(), cfg()).await;
-    let torn = qm.recovery_report().torn_tail.clone().expect("torn tail reported");
+    let torn = qm
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("torn tail reported");
     assert_eq!(torn.file, last);
     assert_eq!(torn.offset, len);
     assert_eq!(torn.discarded_bytes, 15);
@@ -84,7 +94,10 @@ async fn mid_file_corruption_names_file_and_offset() {
     {
         let qm = open(dir.path(), cfg()).await;
         for i in 0..10 {
-            qm.queue("q").send(Message::new(format!("body-{i:04}"))).await.unwrap();
+            qm.queue("q")
+                .send(Message::new(format!("body-{i:04}")))
+                .await
+                .unwrap();
         }
         qm.close().await.unwrap();
     }
@@ -99,7 +112,10 @@ async fn mid_file_corruption_names_file_and_offset() {
     match &err {
         Error::Corrupt { file, offset, .. } => {
             assert_eq!(file, &seg);
-            assert!(*offset > 24 && (*offset as usize) < pos, "offset {offset} is the frame start");
+            assert!(
+                *offset > 24 && (*offset as usize) < pos,
+                "offset {offset} is the frame start"
+            );
         }
         other => panic!("expected corruption, got {other}"),
     }
@@ -131,7 +147,10 @@ async fn group_commit_covers_many_sends_per_fsync() {
     let records = s.synced_records - before.synced_records;
     assert_eq!(records, 1000);
     let per = records as f64 / fsyncs as f64;
-    println!("1000 sends by 200 tasks: {fsyncs} fsyncs, {per:.1} records/fsync, max {}", s.max_records_per_fsync);
+    println!(
+        "1000 sends by 200 tasks: {fsyncs} fsyncs, {per:.1} records/fsync, max {}",
+        s.max_records_per_fsync
+    );
     assert!(per > 1.0, "group commit: {per} records per fsync");
     assert!(s.max_records_per_fsync >= 10);
     assert_eq!(qm.stats("q").depth, 1000);
@@ -146,7 +165,10 @@ async fn drop_without_close_keeps_acknowledged_sends_and_unacked_deliveries() {
         for i in 0..20 {
             q.send(Message::new(format!("m{i}"))).await.unwrap();
         }
-        let mut c = q.consumer(ConsumerOptions { prefetch: 5, ..Default::default() });
+        let mut c = q.consumer(ConsumerOptions {
+            prefetch: 5,
+            ..Default::default()
+        });
         // Ack m0..m2; m3 and m4 are delivered but never settled.
         for _ in 0..3 {
             recv(&mut c).await.ack().await.unwrap();
@@ -164,7 +186,11 @@ async fn drop_without_close_keeps_acknowledged_sends_and_unacked_deliveries() {
     assert_eq!(qm.stats("q").depth, 17);
     let mut c = qm.queue("q").consumer(ConsumerOptions::default());
     let d = recv(&mut c).await;
-    assert_eq!((body(&d), d.attempt()), ("m3".into(), 2), "delivery count survives");
+    assert_eq!(
+        (body(&d), d.attempt()),
+        ("m3".into(), 2),
+        "delivery count survives"
+    );
     let d = recv(&mut c).await;
     assert_eq!((body(&d), d.attempt()), ("m4".into(), 2));
     let d = recv(&mut c).await;
@@ -189,20 +215,29 @@ async fn consumed_segments_are_deleted() {
     let full = segments(dir.path()).len();
     assert!(full >= 8, "{full} segments");
     assert_eq!(qm.segment_count(), full);
-    let mut c = q.consumer(ConsumerOptions { prefetch: 50, ..Default::default() });
+    let mut c = q.consumer(ConsumerOptions {
+        prefetch: 50,
+        ..Default::default()
+    });
     for i in 0..150 {
         let d = recv(&mut c).await;
         assert_eq!(body(&d), format!("{i:0100}"));
         d.ack().await.unwrap();
     }
     let half = segments(dir.path()).len();
-    assert!(half < full && half > 1, "{half} of {full} segments left at half way");
+    assert!(
+        half < full && half > 1,
+        "{half} of {full} segments left at half way"
+    );
     for _ in 150..300 {
         recv(&mut c).await.ack().await.unwrap();
     }
     // Everything is acked: only the active segment is left.
     assert_eq!(segments(dir.path()).len(), 1);
-    assert_eq!(qm.log_stats().segments_deleted as usize + 1, qm.log_stats().segments_created as usize);
+    assert_eq!(
+        qm.log_stats().segments_deleted as usize + 1,
+        qm.log_stats().segments_created as usize
+    );
     drop(c);
     drop(q);
     qm.close().await.unwrap();
@@ -227,7 +262,9 @@ async fn backlog_index_stays_small_and_bodies_come_from_disk() {
             let q = q.clone();
             tokio::spawn(async move {
                 for i in (t..N).step_by(8) {
-                    q.send(Message::new(format!("message number {i:08}"))).await.unwrap();
+                    q.send(Message::new(format!("message number {i:08}")))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -239,8 +276,15 @@ async fn backlog_index_stays_small_and_bodies_come_from_disk() {
     println!("{N} messages: {m:?}");
     assert_eq!(m.messages, N as u64);
     assert_eq!(m.cache_bytes, 0);
-    assert!(m.index_bytes / (N as u64) <= 40, "{} bytes per message", m.index_bytes / N as u64);
-    let mut c = q.consumer(ConsumerOptions { prefetch: 64, ..Default::default() });
+    assert!(
+        m.index_bytes / (N as u64) <= 40,
+        "{} bytes per message",
+        m.index_bytes / N as u64
+    );
+    let mut c = q.consumer(ConsumerOptions {
+        prefetch: 64,
+        ..Default::default()
+    });
     let d = recv(&mut c).await;
     assert!(body(&d).starts_with("message number "));
     d.ack().await.unwrap();
@@ -279,7 +323,10 @@ async fn interval_policy_defers_fsync_and_close_syncs() {
     .await;
     let before = qm.log_stats();
     for i in 0..10 {
-        qm.queue("q").send(Message::new(format!("{i}"))).await.unwrap();
+        qm.queue("q")
+            .send(Message::new(format!("{i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(qm.log_stats().fsyncs, before.fsyncs, "no fsync per send");
     qm.close().await.unwrap();

@@ -22,7 +22,9 @@ pub fn manual(clock: &Clock) -> Config {
 }
 
 pub async fn open(dir: &Path, config: Config) -> QueueManager {
-    QueueManager::open(dir, config).await.expect("open queue manager")
+    QueueManager::open(dir, config)
+        .await
+        .expect("open queue manager")
 }
 
 /// Segment files in `dir`, sorted.
