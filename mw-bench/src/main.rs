@@ -9,6 +9,7 @@
 //! `serve <target> --addr ADDR` subcommand (see [`child`]).
 
 mod child;
+mod machine;
 mod report;
 mod rpc;
 mod stats;

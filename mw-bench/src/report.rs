@@ -57,6 +57,9 @@ pub struct Row {
     pub ratios: Vec<(String, f64)>,
     /// Targets this series is judged by.
     pub targets: Vec<Target>,
+    /// Share of the machine's CPU that other processes used during the run (a noisy run
+    /// shows here), if known.
+    pub others_cpu_percent: Option<f64>,
 }
 
 impl Row {
@@ -82,6 +85,7 @@ impl Row {
             "ops": self.summary.ops,
             "ratios": ratios,
             "targets": targets,
+            "others_cpu_percent": self.others_cpu_percent.map(|p| round(p, 1)),
         })
     }
 }

@@ -12,6 +12,11 @@
 //! flight on one connection and with 64 in flight on each of 4 connections. The raw client
 //! pipelines instead of running tasks: a writer keeps W requests in flight (batching writes)
 //! while a reader consumes replies.
+//!
+//! All three servers start first and stay up (idle servers cost nothing). Each workload is
+//! then measured in rounds that alternate between the systems, starting with a different
+//! one each round, so that a change in background load (the machine is shared) hits all
+//! three alike; a series' figures are over all its rounds.
 
 use std::future::Future;
 use std::io;
@@ -27,8 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::child::{self, ChildServer};
+use crate::machine::{self, CpuSnapshot};
 use crate::report::{self, Row, Target};
-use crate::stats::{self, fmt_ratio, ratio, Summary};
+use crate::stats::{self, fmt_ratio, ratio, Summary, Tally};
 use crate::Error;
 
 /// Options of `mw-bench rpc`.
@@ -37,15 +43,26 @@ pub struct RpcArgs {
     /// Print one JSON object per series per line instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Sequential calls measured per system (after a warm-up of a tenth as many, at most 2,000).
+    /// Sequential calls measured per system, split over the rounds (after a warm-up of a
+    /// tenth as many, at most 2,000).
     #[arg(long, default_value_t = 20_000)]
     pub seq_calls: u64,
-    /// Measured seconds per throughput workload (after a warm-up of a sixth of that, at most 0.5 s).
+    /// Measured seconds per system and throughput workload, split over the rounds (each
+    /// round warms up for a sixth of its length first, at most 0.5 s).
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Rounds each workload is split into, alternating between the systems.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Short run for smoke testing (2,000 sequential calls, 0.3 s per throughput workload).
     #[arg(long)]
     pub quick: bool,
+    /// Only these systems (comma-separated: raw, mw, tarpc).
+    #[arg(long, value_delimiter = ',', value_parser = ["raw", "mw", "tarpc"])]
+    pub systems: Vec<String>,
+    /// Only these workloads (comma-separated: seq, 1conn_x256, 4conn_x64).
+    #[arg(long, value_delimiter = ',', value_parser = ["seq", "1conn_x256", "4conn_x64"])]
+    pub workloads: Vec<String>,
 }
 
 /// The servers `mw-bench serve` knows for this benchmark.
@@ -53,24 +70,34 @@ pub const SERVE_TARGETS: &[&str] = &["raw", "mw", "tarpc"];
 
 #[derive(Debug, Clone, Copy)]
 struct Plan {
+    rounds: u32,
     seq_warmup: u64,
+    /// Sequential calls per round.
     seq_calls: u64,
+    /// Warm-up of each throughput round.
     warmup: Duration,
+    /// Measured length of each throughput round.
     measure: Duration,
 }
 
 impl Plan {
     fn new(args: &RpcArgs) -> Plan {
-        let (seq_calls, seconds) = if args.quick {
-            (2_000, 0.3)
+        let (seq_calls, seconds, rounds) = if args.quick {
+            (2_000, 0.3, 1)
         } else {
-            (args.seq_calls.max(1), args.seconds.max(0.05))
+            (
+                args.seq_calls.max(1),
+                args.seconds.max(0.05),
+                args.rounds.max(1),
+            )
         };
+        let per_round = seconds / rounds as f64;
         Plan {
+            rounds,
             seq_warmup: (seq_calls / 10).clamp(1, 2_000),
-            seq_calls,
-            warmup: Duration::from_secs_f64((seconds / 6.0).min(0.5)),
-            measure: Duration::from_secs_f64(seconds),
+            seq_calls: seq_calls.div_ceil(rounds as u64),
+            warmup: Duration::from_secs_f64((per_round / 6.0).min(0.5)),
+            measure: Duration::from_secs_f64(per_round),
         }
     }
 }
@@ -130,81 +157,171 @@ impl Workload {
     }
 }
 
+type Results = Vec<(System, Workload, Tally)>;
+
+fn tally(results: &mut Results, s: System, w: Workload) -> &mut Tally {
+    let i = match results.iter().position(|(a, b, _)| *a == s && *b == w) {
+        Some(i) => i,
+        None => {
+            results.push((s, w, Tally::default()));
+            results.len() - 1
+        }
+    };
+    &mut results[i].2
+}
+
 /// Runs the whole comparison and prints it.
 pub fn run(args: &RpcArgs) -> Result<(), Error> {
     let plan = Plan::new(args);
-    let rt = child::runtime()?;
-    if !args.json {
-        println!(
-            "mw-bench rpc: inc(u64) over TCP 127.0.0.1, client and each server in separate processes \
-             (tokio multi-thread, 2 workers each, TCP_NODELAY)"
-        );
-        println!(
-            "sequential: {} calls after {} warm-up; throughput: {:.1} s measured after {:.1} s warm-up",
-            plan.seq_calls,
-            plan.seq_warmup,
-            plan.measure.as_secs_f64(),
-            plan.warmup.as_secs_f64()
-        );
-        println!();
-    }
-    let mut results: Vec<(System, Workload, Summary)> = Vec::new();
-    for system in System::ALL {
-        let mut server = ChildServer::spawn(system.name())?;
-        let addr = server.addr().to_string();
-        for workload in Workload::ALL {
-            if !args.json {
-                eprintln!("  measuring {} {} ...", system.name(), workload.label());
-            }
-            let summary = rt.block_on(measure(system, workload, &addr, plan))?;
-            results.push((system, workload, summary));
+    let pick = |names: &[String], name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    let systems: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|s| pick(&args.systems, s.name()))
+        .collect();
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| pick(&args.workloads, w.key()))
+        .collect();
+    let progress = |msg: String| {
+        if !args.json {
+            eprintln!("  {msg}");
         }
+    };
+    let rt = child::runtime()?;
+    let cpu_before = CpuSnapshot::now();
+    let mut servers = Vec::new();
+    for &system in &systems {
+        servers.push((system, ChildServer::spawn(system.name())?));
+    }
+    let addr_of = |s: System| -> String {
+        servers
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map(|(_, c)| c.addr().to_string())
+            .expect("server started")
+    };
+    let mut results: Results = Vec::new();
+    for &workload in &workloads {
+        if workload == Workload::Seq {
+            // One connection per system, warmed up once, kept across rounds.
+            let mut conns = Vec::new();
+            for &system in &systems {
+                progress(format!("{} {}: warm-up", system.name(), workload.label()));
+                let c = rt.block_on(SeqConn::connect(system, &addr_of(system)))?;
+                let (c, _) = rt.block_on(rt.spawn(seq_round(c, 0, plan.seq_warmup)))??;
+                conns.push(Some(c));
+            }
+            for round in 0..plan.rounds {
+                for k in 0..systems.len() {
+                    let i = (k + round as usize) % systems.len();
+                    let system = systems[i];
+                    progress(format!(
+                        "{} {}: round {}/{}",
+                        system.name(),
+                        workload.label(),
+                        round + 1,
+                        plan.rounds
+                    ));
+                    let c = conns[i]
+                        .take()
+                        .expect("connection returned by the last round");
+                    let first = plan.seq_warmup + round as u64 * plan.seq_calls;
+                    let (c, t) =
+                        rt.block_on(rt.spawn(seq_round(c, first, plan.seq_calls)))??;
+                    conns[i] = Some(c);
+                    tally(&mut results, system, workload).add(&t);
+                }
+            }
+        } else {
+            for round in 0..plan.rounds {
+                for k in 0..systems.len() {
+                    let system = systems[(k + round as usize) % systems.len()];
+                    progress(format!(
+                        "{} {}: round {}/{}",
+                        system.name(),
+                        workload.label(),
+                        round + 1,
+                        plan.rounds
+                    ));
+                    let t = rt.block_on(throughput(system, workload, &addr_of(system), plan))?;
+                    tally(&mut results, system, workload).add(&t);
+                }
+            }
+        }
+    }
+    drop(rt);
+    for (_, mut server) in servers {
         server.stop()?;
     }
-    let rows = rows(&results);
+    let others = cpu_before
+        .zip(CpuSnapshot::now())
+        .map(|(a, b)| a.others_percent(&b));
+    // Report in the canonical order whatever order the rounds ran in.
+    let mut summaries = Vec::new();
+    for s in System::ALL {
+        for w in Workload::ALL {
+            if let Some((_, _, t)) = results.iter().find(|(a, b, _)| *a == s && *b == w) {
+                summaries.push((s, w, t.summary()));
+            }
+        }
+    }
+    let rows = rows(&summaries, others);
     if args.json {
         report::print_json(&rows);
     } else {
-        eprintln!();
+        println!(
+            "mw-bench rpc: inc(u64) over TCP 127.0.0.1; client and each server in separate processes \
+             (tokio multi-thread, 2 workers each, TCP_NODELAY)"
+        );
+        println!(
+            "sequential: {} calls per system after {} warm-up; throughput: {:.1} s measured per \
+             system and workload; {} round(s), systems alternating",
+            plan.seq_calls * plan.rounds as u64,
+            plan.seq_warmup,
+            plan.measure.as_secs_f64() * plan.rounds as f64,
+            plan.rounds,
+        );
+        if let Some(p) = others {
+            println!(
+                "other processes used {p:.0}% of the machine's CPU during the run{}{}",
+                machine::loadavg()
+                    .map(|l| format!(" (load average now {l})"))
+                    .unwrap_or_default(),
+                if p > 5.0 {
+                    ": figures are disturbed, latency especially (busy vCPUs do not idle)"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!();
         report::print_table(&rows);
-        print_ratios(&results, &rows);
+        print_ratios(&summaries, &rows);
     }
     Ok(())
 }
 
-async fn measure(
+/// One throughput round of `workload` against `system`, with fresh connections.
+async fn throughput(
     system: System,
     workload: Workload,
     addr: &str,
     plan: Plan,
-) -> Result<Summary, Error> {
+) -> Result<Tally, Error> {
     let (conns, window) = workload.shape();
-    let addr = addr.to_string();
-    // Clients run on the runtime's workers (spawned), never on the thread in `block_on`.
-    match (system, workload) {
-        (System::Raw, Workload::Seq) => {
-            Ok(tokio::spawn(raw_seq(addr, plan.seq_warmup, plan.seq_calls)).await??)
-        }
-        (System::Raw, _) => raw_pipelined(&addr, conns, window, plan).await,
-        (System::Mw, Workload::Seq) => {
-            let c = MwCaller::connect(&addr).await?;
-            Ok(tokio::spawn(seq(c, plan.seq_warmup, plan.seq_calls)).await??)
-        }
-        (System::Mw, _) => {
+    match system {
+        System::Raw => raw_pipelined(addr, conns, window, plan).await,
+        System::Mw => {
             let mut clients = Vec::new();
             for _ in 0..conns {
-                clients.push(MwCaller::connect(&addr).await?);
+                clients.push(MwCaller::connect(addr).await?);
             }
             closed_loop(clients, window, plan).await
         }
-        (System::Tarpc, Workload::Seq) => {
-            let c = TarpcCaller::connect(&addr).await?;
-            Ok(tokio::spawn(seq(c, plan.seq_warmup, plan.seq_calls)).await??)
-        }
-        (System::Tarpc, _) => {
+        System::Tarpc => {
             let mut clients = Vec::new();
             for _ in 0..conns {
-                clients.push(TarpcCaller::connect(&addr).await?);
+                clients.push(TarpcCaller::connect(addr).await?);
             }
             closed_loop(clients, window, plan).await
         }
@@ -221,7 +338,7 @@ fn find(results: &[(System, Workload, Summary)], s: System, w: Workload) -> Opti
 const SEQ_P50_LIMIT: f64 = 1.2;
 const TP_VS_TARPC_MIN: f64 = 2.0;
 
-fn rows(results: &[(System, Workload, Summary)]) -> Vec<Row> {
+fn rows(results: &[(System, Workload, Summary)], others_cpu: Option<f64>) -> Vec<Row> {
     let mut rows = Vec::new();
     for &(system, workload, summary) in results {
         let mut ratios = Vec::new();
@@ -268,6 +385,7 @@ fn rows(results: &[(System, Workload, Summary)]) -> Vec<Row> {
             summary,
             ratios,
             targets,
+            others_cpu_percent: others_cpu,
         });
     }
     rows
@@ -275,35 +393,40 @@ fn rows(results: &[(System, Workload, Summary)]) -> Vec<Row> {
 
 fn print_ratios(results: &[(System, Workload, Summary)], rows: &[Row]) {
     let get = |s, w| find(results, s, w);
+    let r = |a: Option<f64>, b: Option<f64>| {
+        fmt_ratio(ratio(a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
+    };
     println!();
     println!("ratios (same run):");
     for w in Workload::ALL {
-        let (Some(raw), Some(mw), Some(tarpc)) = (
+        let (raw, mw, tarpc) = (
             get(System::Raw, w),
             get(System::Mw, w),
             get(System::Tarpc, w),
-        ) else {
+        );
+        if raw.is_none() && mw.is_none() && tarpc.is_none() {
             continue;
-        };
+        }
+        let p50 = |s: Option<Summary>| s.map(|s| s.p50_us);
+        let p99 = |s: Option<Summary>| s.map(|s| s.p99_us);
+        let ops = |s: Option<Summary>| s.map(|s| s.ops_per_s);
         if w == Workload::Seq {
             println!(
                 "  {:<24} mw p50 = {} raw, {} tarpc; mw p99 = {} raw, {} tarpc; tarpc p50 = {} raw",
                 w.label(),
-                fmt_ratio(ratio(mw.p50_us, raw.p50_us)),
-                fmt_ratio(ratio(mw.p50_us, tarpc.p50_us)),
-                fmt_ratio(ratio(mw.p99_us, raw.p99_us)),
-                fmt_ratio(ratio(mw.p99_us, tarpc.p99_us)),
-                fmt_ratio(ratio(tarpc.p50_us, raw.p50_us)),
+                r(p50(mw), p50(raw)),
+                r(p50(mw), p50(tarpc)),
+                r(p99(mw), p99(raw)),
+                r(p99(mw), p99(tarpc)),
+                r(p50(tarpc), p50(raw)),
             );
         } else {
             println!(
-                "  {:<24} mw = {} raw, {} tarpc; tarpc = {} raw; p50 under load: mw {:.0} µs, tarpc {:.0} µs",
+                "  {:<24} mw = {} raw, {} tarpc; tarpc = {} raw",
                 w.label(),
-                fmt_ratio(ratio(mw.ops_per_s, raw.ops_per_s)),
-                fmt_ratio(ratio(mw.ops_per_s, tarpc.ops_per_s)),
-                fmt_ratio(ratio(tarpc.ops_per_s, raw.ops_per_s)),
-                mw.p50_us,
-                tarpc.p50_us,
+                r(ops(mw), ops(raw)),
+                r(ops(mw), ops(tarpc)),
+                r(ops(tarpc), ops(raw)),
             );
         }
     }
@@ -320,7 +443,7 @@ fn print_ratios(results: &[(System, Workload, Summary)], rows: &[Row]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Shared client driver
+// Shared client drivers
 // ---------------------------------------------------------------------------------------
 
 /// One client handle able to call `inc`. Clones share the connection.
@@ -357,25 +480,48 @@ impl Phase {
     }
 }
 
-/// Sequential calls, one at a time: latency of each round trip.
-async fn seq<C: Caller>(c: C, warmup: u64, calls: u64) -> Result<Summary, Error> {
-    let mut hist = stats::histogram();
-    let mut start = Instant::now();
-    for i in 0..warmup + calls {
-        if i == warmup {
-            start = Instant::now();
-        }
-        let t0 = Instant::now();
-        let r = c.call(i).await?;
-        let d = t0.elapsed();
-        if r != i + 1 {
-            return Err(format!("inc({i}) returned {r}").into());
-        }
-        if i >= warmup {
-            stats::record(&mut hist, d);
+/// A connection for sequential calls.
+enum SeqConn {
+    Raw(RawConn),
+    Mw(MwCaller),
+    Tarpc(TarpcCaller),
+}
+
+impl SeqConn {
+    async fn connect(system: System, addr: &str) -> Result<SeqConn, Error> {
+        Ok(match system {
+            System::Raw => SeqConn::Raw(RawConn::connect(addr).await?),
+            System::Mw => SeqConn::Mw(MwCaller::connect(addr).await?),
+            System::Tarpc => SeqConn::Tarpc(TarpcCaller::connect(addr).await?),
+        })
+    }
+
+    async fn call(&mut self, n: u64) -> Result<u64, Error> {
+        match self {
+            SeqConn::Raw(c) => c.call(n).await,
+            SeqConn::Mw(c) => c.call(n).await,
+            SeqConn::Tarpc(c) => c.call(n).await,
         }
     }
-    Ok(Summary::new(&hist, calls, start.elapsed()))
+}
+
+/// `calls` sequential calls, one at a time, with arguments `first..`: each round trip's
+/// latency. Gives the connection back for the next round.
+async fn seq_round(mut c: SeqConn, first: u64, calls: u64) -> Result<(SeqConn, Tally), Error> {
+    let mut t = Tally::default();
+    let start = Instant::now();
+    for n in first..first + calls {
+        let t0 = Instant::now();
+        let r = c.call(n).await?;
+        let d = t0.elapsed();
+        if r != n + 1 {
+            return Err(format!("inc({n}) returned {r}").into());
+        }
+        stats::record(&mut t.hist, d);
+    }
+    t.elapsed = start.elapsed();
+    t.ops = calls;
+    Ok((c, t))
 }
 
 /// `per_client` tasks per client, each calling in a loop: a closed loop with that many
@@ -384,7 +530,7 @@ async fn closed_loop<C: Caller>(
     clients: Vec<C>,
     per_client: usize,
     plan: Plan,
-) -> Result<Summary, Error> {
+) -> Result<Tally, Error> {
     let phase = Arc::new(Phase::new());
     let mut tasks = Vec::new();
     for c in clients {
@@ -425,16 +571,19 @@ type TaskTally = (Histogram<u64>, u64);
 fn merge(
     parts: Vec<Result<Result<TaskTally, Error>, tokio::task::JoinError>>,
     elapsed: Duration,
-) -> Result<Summary, Error> {
-    let mut hist = stats::histogram();
-    let mut count = 0;
+) -> Result<Tally, Error> {
+    let mut t = Tally {
+        elapsed,
+        ..Tally::default()
+    };
     for p in parts {
         let (h, c) = p??;
-        hist.add(&h)
+        t.hist
+            .add(&h)
             .map_err(|e| format!("merging histograms: {e:?}"))?;
-        count += c;
+        t.ops += c;
     }
-    Ok(Summary::new(&hist, count, elapsed))
+    Ok(t)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,40 +664,40 @@ async fn raw_connect(addr: &str) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Raw ping-pong: write one request, read its reply, repeat.
-async fn raw_seq(addr: String, warmup: u64, calls: u64) -> Result<Summary, Error> {
-    let mut s = raw_connect(&addr).await?;
-    let mut w = BytesMut::with_capacity(64);
-    let mut r = BytesMut::with_capacity(64 * 1024);
-    let mut hist = stats::histogram();
-    let mut start = Instant::now();
-    for i in 0..warmup + calls {
-        if i == warmup {
-            start = Instant::now();
-        }
-        w.clear();
-        put_frame(&mut w, KIND_REQUEST, i, i);
-        let t0 = Instant::now();
-        s.write_all(&w).await?;
-        let (id, n) = loop {
-            if let Some((used, _, id, n)) = parse_frame(&r)? {
-                r.advance(used);
-                break (id, n);
+/// A raw connection for ping-pong: write one request, read its reply.
+struct RawConn {
+    s: TcpStream,
+    w: BytesMut,
+    r: BytesMut,
+}
+
+impl RawConn {
+    async fn connect(addr: &str) -> io::Result<RawConn> {
+        Ok(RawConn {
+            s: raw_connect(addr).await?,
+            w: BytesMut::with_capacity(64),
+            r: BytesMut::with_capacity(64 * 1024),
+        })
+    }
+
+    async fn call(&mut self, n: u64) -> Result<u64, Error> {
+        self.w.clear();
+        put_frame(&mut self.w, KIND_REQUEST, n, n);
+        self.s.write_all(&self.w).await?;
+        loop {
+            if let Some((used, _, id, reply)) = parse_frame(&self.r)? {
+                self.r.advance(used);
+                if id != n {
+                    return Err(format!("raw reply for id {id} to request {n}").into());
+                }
+                return Ok(reply);
             }
-            reserve_for_read(&mut r);
-            if s.read_buf(&mut r).await? == 0 {
+            reserve_for_read(&mut self.r);
+            if self.s.read_buf(&mut self.r).await? == 0 {
                 return Err("raw server closed the connection".into());
             }
-        };
-        let d = t0.elapsed();
-        if id != i || n != i + 1 {
-            return Err(format!("raw reply ({id}, {n}) to request ({i}, {i})").into());
-        }
-        if i >= warmup {
-            stats::record(&mut hist, d);
         }
     }
-    Ok(Summary::new(&hist, calls, start.elapsed()))
 }
 
 /// Raw pipelined throughput: per connection, a writer keeps `window` requests in flight
@@ -559,7 +708,7 @@ async fn raw_pipelined(
     conns: usize,
     window: usize,
     plan: Plan,
-) -> Result<Summary, Error> {
+) -> Result<Tally, Error> {
     let phase = Arc::new(Phase::new());
     let epoch = Instant::now();
     let mut tasks = Vec::new();

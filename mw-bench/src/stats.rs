@@ -49,6 +49,43 @@ impl Summary {
     }
 }
 
+/// Latencies and a count accumulated over one or more measured windows.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Latencies in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Operations completed.
+    pub ops: u64,
+    /// Total length of the measured windows.
+    pub elapsed: Duration,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            hist: histogram(),
+            ops: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl Tally {
+    /// Adds another window's figures.
+    pub fn add(&mut self, other: &Tally) {
+        self.hist
+            .add(&other.hist)
+            .expect("histograms with the same bounds add");
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+    }
+
+    /// Percentiles and throughput over all windows.
+    pub fn summary(&self) -> Summary {
+        Summary::new(&self.hist, self.ops, self.elapsed)
+    }
+}
+
 /// `a / b`, or NaN when either is missing or `b` is zero.
 pub fn ratio(a: f64, b: f64) -> f64 {
     if a.is_finite() && b.is_finite() && b != 0.0 {
