@@ -660,7 +660,9 @@ mod tests {
     use super::*;
     use crate::record::SettleReason;
 
-    struct Collect(Arc<Mutex<Vec<(u64, Location)>>>);
+    type Seen = Arc<Mutex<Vec<(u64, Location)>>>;
+
+    struct Collect(Seen);
     impl CommitHook for Collect {
         fn committed(&mut self, appends: &[Append], locations: &[Location]) -> u64 {
             let mut v = self.0.lock().unwrap();
@@ -680,7 +682,7 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path, segment_size: u64) -> (Log, u64, Arc<Mutex<Vec<(u64, Location)>>>) {
+    fn open(dir: &Path, segment_size: u64) -> (Log, u64, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let r = Log::recover(
             dir,
