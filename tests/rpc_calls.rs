@@ -96,7 +96,10 @@ async fn round_trips_of_every_argument_shape(t: Transport) {
     assert_eq!(c.hello().await.unwrap(), "hello");
     assert_eq!(c.shout("grüß dich".into()).await.unwrap(), "GRÜSS DICH");
     assert_eq!(c.shout(String::new()).await.unwrap(), "");
-    assert_eq!(c.sum(vec![1, 2, 3, u32::MAX]).await.unwrap(), 6 + 4_294_967_295);
+    assert_eq!(
+        c.sum(vec![1, 2, 3, u32::MAX]).await.unwrap(),
+        6 + 4_294_967_295
+    );
     assert_eq!(c.sum(Vec::new()).await.unwrap(), 0);
     // A large argument and result: well above one socket buffer, far below the frame limit.
     let big = "x".repeat(1 << 20);

@@ -97,7 +97,10 @@ impl Oneway for OnewayImpl {
     }
 }
 
-async fn setup(t: Transport, config: ServerConfig) -> (common::TestServer, OnewayClient, Arc<Probe>) {
+async fn setup(
+    t: Transport,
+    config: ServerConfig,
+) -> (common::TestServer, OnewayClient, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let p = probe.clone();
     let server = start_server(t, config, move |b| b.add(OnewayServer::new(OnewayImpl(p)))).await;
@@ -111,7 +114,10 @@ async fn unacknowledged_oneway_returns_while_its_handler_is_blocked(t: Transport
     probe.started.reaches(1, "first fire handler started").await;
     // The first handler is blocked at the gate; sending more does not wait for it.
     within("fire 2", c.fire(2)).await.unwrap();
-    probe.started.reaches(2, "second fire handler started").await;
+    probe
+        .started
+        .reaches(2, "second fire handler started")
+        .await;
     assert_eq!(probe.ran.get(), 0, "both handlers are blocked at the gate");
     probe.gate.open();
     probe.ran.reaches(2, "both fire handlers finished").await;
@@ -131,7 +137,9 @@ async fn receipt_returns_while_slot_busy_but_delivery_waits_for_the_handler(t: T
     let held = c.start_hold().await.unwrap();
     probe.held.reaches(1, "hold started").await;
 
-    within("fire while the slot is busy", c.fire(1)).await.unwrap();
+    within("fire while the slot is busy", c.fire(1))
+        .await
+        .unwrap();
     let mut deliver = Box::pin(c.deliver(3));
     // The first poll sends the request; the call then waits for the delivery ack.
     assert!(futures::poll!(deliver.as_mut()).is_pending());
@@ -172,7 +180,10 @@ async fn acknowledged_oneway_outlives_the_callers_deadline(t: Transport) {
         within("witness", witness.hang()).await,
         Err(RpcError::Timeout(_))
     ));
-    probe.hang_dropped.reaches(1, "witness handler dropped").await;
+    probe
+        .hang_dropped
+        .reaches(1, "witness handler dropped")
+        .await;
     assert_eq!(
         probe.slow_dropped.get(),
         0,

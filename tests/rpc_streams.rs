@@ -96,7 +96,10 @@ async fn stream_items_arrive_in_order_then_end(t: Transport) {
     assert!(within("b end", b.next()).await.is_none());
     // Once ended, a stream stays ended.
     assert!(a.next().await.is_none());
-    probe.dropped.reaches(5, "every finished producer dropped").await;
+    probe
+        .dropped
+        .reaches(5, "every finished producer dropped")
+        .await;
     server.shutdown().await;
 }
 
