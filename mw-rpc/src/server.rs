@@ -350,9 +350,11 @@ async fn serve_connection(
                 st.finish(id, outcome);
                 st.start_queued();
             }
-            _ = st.outbox.ready(), if reading && !draining && !room => {}
-            next = reader.next(), if reading && !draining && room => match next {
-                Some(Ok(frame)) => st.on_frame(frame),
+            // Still read while draining: credits and cancels keep in-flight streams and
+            // calls moving; new calls are refused (see `on_frame`).
+            _ = st.outbox.ready(), if reading && !room => {}
+            next = reader.next(), if reading && room => match next {
+                Some(Ok(frame)) => st.on_frame(frame, draining),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "closing connection after bad frame");
                     let _ = st.outbox.push_with(FrameKind::Error, 0, 0, |b| {
@@ -382,8 +384,16 @@ impl ConnState {
         });
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    fn on_frame(&mut self, frame: Frame, draining: bool) {
         match frame.kind {
+            // A call that crossed our GoAway: tell the caller it did not run.
+            FrameKind::Request | FrameKind::Oneway if draining => {
+                if frame.kind == FrameKind::Request
+                    || frame.flags & (flags::ACK_RECEIPT | flags::ACK_DELIVERY) != 0
+                {
+                    self.error(frame.id, code::SHUTTING_DOWN, "server is shutting down");
+                }
+            }
             FrameKind::Request | FrameKind::Oneway => self.on_call(frame),
             FrameKind::Cancel => {
                 if let Some(h) = self.aborts.remove(&frame.id) {
@@ -560,7 +570,11 @@ impl ConnState {
         // A one-way call's deadline bounds only the caller's wait for its acknowledgement;
         // once acknowledged nobody waits, so the handler must not be stopped by it. A caller
         // that gives up before the acknowledgement sends a Cancel instead.
-        let deadline_ms = if kind == FrameKind::Oneway { 0 } else { deadline_ms };
+        let deadline_ms = if kind == FrameKind::Oneway {
+            0
+        } else {
+            deadline_ms
+        };
         let fut: BoxFuture<'static, (u64, Outcome)> = if deadline_ms > 0 {
             let limit = Duration::from_millis(deadline_ms as u64);
             async move {
