@@ -630,10 +630,20 @@ impl State {
         }
     }
 
-    fn exhausted(&self, meta: &Meta) -> bool {
-        self.limits
-            .max_attempts
-            .is_some_and(|max| meta.deliveries >= max)
+    /// Whether a failed delivery of `meta` in `queue` ends its retries. Messages in a
+    /// dead-letter queue are retried forever (dropping them would lose the very
+    /// messages the DLQ exists to keep).
+    fn exhausted(&self, queue: &str, meta: &Meta) -> bool {
+        let in_dlq = self
+            .limits
+            .dlq_suffix
+            .as_deref()
+            .is_some_and(|s| queue.ends_with(s));
+        !in_dlq
+            && self
+                .limits
+                .max_attempts
+                .is_some_and(|max| meta.deliveries >= max)
     }
 
     /// Returns a delivery to its queue (after `delay_ms`), or dead-letters it when
@@ -653,7 +663,7 @@ impl State {
             .take_in_flight(tag)
             .ok_or_else(|| Self::not_in_flight(queue, tag))?;
         q.notify.notify_waiters();
-        if self.exhausted(&meta) {
+        if self.exhausted(queue, &meta) {
             return Ok(self
                 .dead_letter(queue, tag.lsn, meta, true)
                 .expect("waiter"));
@@ -848,7 +858,7 @@ impl State {
                 q.notify.notify_waiters();
             }
             for (lsn, meta) in expired {
-                if self.exhausted(&meta) {
+                if self.exhausted(&name, &meta) {
                     self.dead_letter(&name, lsn, meta, false);
                 } else {
                     self.queues

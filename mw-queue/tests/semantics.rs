@@ -152,10 +152,20 @@ async fn exhausted_messages_go_to_the_dead_letter_queue_and_redrive_back() {
     drop(qm);
     let qm = open(dir.path(), config).await;
     assert_eq!(qm.stats("orders").dead_letters, 2);
-    let mut dlq = qm.queue("orders.dlq").consumer(ConsumerOptions::default());
+    let mut dlq = qm.queue("orders.dlq").consumer(ConsumerOptions {
+        prefetch: 1,
+        ..Default::default()
+    });
     let d = recv(&mut dlq).await;
     assert_eq!(body(&d), "poison", "dead letters keep send order");
     d.nack(None).await.unwrap();
+    for attempt in 2..=4 {
+        // A dead-letter queue retries forever: it has no dead-letter queue itself.
+        let d = recv(&mut dlq).await;
+        assert_eq!((body(&d), d.attempt()), ("poison".into(), attempt));
+        d.nack(None).await.unwrap();
+    }
+    assert_eq!(qm.stats("orders.dlq").depth, 2);
     drop(dlq);
 
     assert_eq!(qm.redrive("orders").await.unwrap(), 2);
@@ -336,10 +346,9 @@ async fn competing_consumers_share_without_duplicates() {
     }
     let mut all = Vec::new();
     for c in consumers {
+        // (No per-consumer order check: a consumer that stops returns its
+        // prefetched messages, which another may get after newer ones.)
         let got = c.await.unwrap();
-        let mut sorted = got.clone();
-        sorted.sort();
-        assert_eq!(got, sorted, "each consumer sees FIFO order");
         all.extend(got);
     }
     all.sort();
