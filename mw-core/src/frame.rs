@@ -23,6 +23,8 @@ use crate::error::FrameError;
 pub const LENGTH_LEN: usize = 4;
 /// Bytes of the fixed header that follows the length prefix: kind, flags, id.
 pub const HEADER_LEN: usize = 10;
+/// Most memory reserved ahead of data still to arrive for a partial frame.
+const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 /// Default limit on `length` (header + body): 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 
@@ -205,7 +207,9 @@ impl Decoder for FrameCodec {
             )));
         }
         if src.len() < LENGTH_LEN + len {
-            src.reserve(LENGTH_LEN + len - src.len());
+            // Grow with the data that actually arrives, not with the claimed length: a
+            // peer that sends 4 bytes must not make us reserve megabytes.
+            src.reserve((LENGTH_LEN + len - src.len()).min(MAX_RESERVE_AHEAD));
             return Ok(None);
         }
         let kind_byte = src[LENGTH_LEN];

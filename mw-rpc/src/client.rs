@@ -23,7 +23,7 @@ use mw_core::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::RpcError;
 use crate::service::{Ack, ServiceId};
@@ -44,6 +44,10 @@ pub struct ClientConfig {
     /// flight when it broke still fail with [`RpcError::Disconnected`] either way, since
     /// mw cannot know whether they ran.
     pub reconnect: bool,
+    /// Calls and streams outstanding at once on the connection; further calls wait for a
+    /// slot. Default 1024, within what a default server accepts per connection (256
+    /// running + 1024 queued), so a default client is never refused as overloaded.
+    pub max_in_flight: usize,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +57,7 @@ impl Default for ClientConfig {
             default_timeout: Duration::from_secs(30),
             stream_window: 64,
             reconnect: false,
+            max_in_flight: 1024,
         }
     }
 }
@@ -74,6 +79,16 @@ struct Conn {
     next_id: AtomicU64,
     /// Set once the reader ended or the server said GoAway: no new calls on this connection.
     dead: AtomicBool,
+    /// Slots for outstanding calls ([`ClientConfig::max_in_flight`]).
+    slots: Arc<Semaphore>,
+}
+
+impl Drop for Conn {
+    /// The last channel clone is gone: close the connection (the writer flushes, shuts the
+    /// socket down; the server sees end-of-stream and the reader task ends).
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 impl Conn {
@@ -125,6 +140,7 @@ async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcErr
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         dead: AtomicBool::new(false),
+        slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
     });
     tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
     Ok(conn)
@@ -145,6 +161,12 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
             }
         };
         match frame.kind {
+            // Id 0 is the connection itself: the server says why it is about to close.
+            FrameKind::Error if frame.id == 0 => {
+                let e = wire::decode_error(frame.body);
+                tracing::warn!(error = %e, "server reported a connection error");
+                failure = e;
+            }
             FrameKind::Response | FrameKind::Error | FrameKind::Ack | FrameKind::Pong => {
                 let slot = conn.pending().remove(&frame.id);
                 match slot {
@@ -201,6 +223,7 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
     for slot in slots {
         let err = || match &failure {
             RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
+            RpcError::Overloaded(m) => RpcError::Overloaded(m.clone()),
             _ => RpcError::Disconnected,
         };
         match slot {
@@ -321,8 +344,25 @@ impl Channel {
         args: &A,
         deadline_ms: u32,
         slot: Option<Slot>,
-    ) -> Result<(Arc<Conn>, u64), RpcError> {
+    ) -> Result<(Arc<Conn>, u64, Option<OwnedSemaphorePermit>), RpcError> {
+        if svc.name.len() > 255 {
+            return Err(RpcError::BadArguments(format!(
+                "service name {:?} is longer than 255 bytes",
+                svc.name
+            )));
+        }
         let conn = self.conn().await?;
+        // Only calls that await something hold a slot; fire-and-forget ones finish at once.
+        let permit = match slot {
+            Some(_) => Some(
+                conn.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| RpcError::Disconnected)?,
+            ),
+            None => None,
+        };
         conn.outbox
             .ready()
             .await
@@ -342,7 +382,7 @@ impl Channel {
                 e => e,
             });
         }
-        Ok((conn, id))
+        Ok((conn, id, permit))
     }
 
     fn deadline_ms(&self) -> u32 {
@@ -396,7 +436,7 @@ impl Channel {
         let (tx, rx) = oneshot::channel();
         let timeout = self.timeout;
         let sleep = tokio::time::sleep(timeout);
-        let (conn, id) = self
+        let (conn, id, slot) = self
             .send(
                 FrameKind::Request,
                 0,
@@ -412,10 +452,12 @@ impl Channel {
                 conn,
                 id,
                 done: false,
+                _slot: slot,
             },
             rx,
             sleep: Box::pin(sleep),
             timeout,
+            expect: FrameKind::Response,
             decode,
         })
     }
@@ -483,7 +525,7 @@ impl Channel {
         let (tx, rx) = oneshot::channel();
         let timeout = self.timeout;
         let sleep = tokio::time::sleep(timeout);
-        let (conn, id) = self
+        let (conn, id, slot) = self
             .send(
                 FrameKind::Oneway,
                 frame_flags,
@@ -499,10 +541,12 @@ impl Channel {
                 conn,
                 id,
                 done: false,
+                _slot: slot,
             },
             rx,
             sleep: Box::pin(sleep),
             timeout,
+            expect: FrameKind::Ack,
             decode: |_| Ok(()),
         };
         handle.await
@@ -523,7 +567,7 @@ impl Channel {
         let window = self.shared.config.stream_window.max(1);
         // Capacity: the credit window plus room for the terminal message.
         let (tx, rx) = mpsc::channel(window as usize + 2);
-        let (conn, id) = self
+        let (conn, id, slot) = self
             .send(
                 FrameKind::Request,
                 flags::STREAM,
@@ -542,6 +586,7 @@ impl Channel {
                 conn,
                 id,
                 done: false,
+                _slot: slot,
             },
             rx,
             window,
@@ -564,14 +609,15 @@ impl Channel {
             conn.forget(id);
             return Err(RpcError::Disconnected);
         }
-        let guard = CallGuard {
+        let mut guard = CallGuard {
             conn,
             id,
             done: false,
+            _slot: None,
         };
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(_))) => {
-                std::mem::forget(guard);
+                guard.done = true;
                 Ok(start.elapsed())
             }
             Ok(Ok(Err(e))) => Err(e),
@@ -581,18 +627,29 @@ impl Channel {
     }
 }
 
+/// Decodes a value that must use every byte (as the server does for arguments).
+fn decode_exact<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RpcError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(RpcError::Protocol(format!(
+            "{what} has {} unexpected trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(RpcError::Protocol(format!("{what} does not decode: {e}"))),
+    }
+}
+
 fn decode_plain<T: DeserializeOwned>(body: Bytes) -> Result<T, RpcError> {
-    postcard::from_bytes(&body)
-        .map_err(|e| RpcError::Protocol(format!("reply does not decode: {e}")))
+    decode_exact(&body, "reply")
 }
 
 fn decode_fallible<T: DeserializeOwned, E: DeserializeOwned>(
     body: Bytes,
 ) -> Result<T, RpcError<E>> {
-    match postcard::from_bytes::<Result<T, E>>(&body) {
+    match decode_exact::<Result<T, E>>(&body, "reply").map_err(RpcError::widen) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(RpcError::Application(e)),
-        Err(e) => Err(RpcError::Protocol(format!("reply does not decode: {e}"))),
+        Err(e) => Err(e),
     }
 }
 
@@ -601,6 +658,8 @@ struct CallGuard {
     conn: Arc<Conn>,
     id: u64,
     done: bool,
+    /// The call's share of [`ClientConfig::max_in_flight`], released with the guard.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for CallGuard {
@@ -620,6 +679,8 @@ pub struct ReplyHandle<T, E = Infallible> {
     rx: oneshot::Receiver<Result<(FrameKind, Bytes), RpcError>>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    /// The frame kind a success arrives as: `Response` for calls, `Ack` for one-way calls.
+    expect: FrameKind,
     decode: fn(Bytes) -> Result<T, RpcError<E>>,
 }
 
@@ -652,9 +713,7 @@ impl<T, E> Future for ReplyHandle<T, E> {
             Poll::Ready(reply) => {
                 this.guard.done = true;
                 return Poll::Ready(match reply {
-                    Ok(Ok((FrameKind::Response, body))) | Ok(Ok((FrameKind::Ack, body))) => {
-                        (this.decode)(body)
-                    }
+                    Ok(Ok((kind, body))) if kind == this.expect => (this.decode)(body),
                     Ok(Ok((FrameKind::Error, body))) => Err(match wire::decode_error(body) {
                         RpcError::Timeout(_) => RpcError::Timeout(this.timeout),
                         e => e.widen(),
@@ -719,9 +778,7 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                     );
                     this.consumed = 0;
                 }
-                Poll::Ready(Some(postcard::from_bytes(&body).map_err(|e| {
-                    RpcError::Protocol(format!("stream item does not decode: {e}"))
-                })))
+                Poll::Ready(Some(decode_exact(&body, "stream item")))
             }
             Poll::Ready(Some(StreamMsg::End)) => {
                 this.guard.done = true;

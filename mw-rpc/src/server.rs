@@ -4,8 +4,10 @@
 //! [`ServerConfig::max_in_flight`] of them concurrently (as futures polled by that task,
 //! not spawned tasks: no cross-thread hand-off on the hot path) and writes replies into
 //! the connection's batching outbox. Requests beyond that wait in a bounded per-connection
-//! queue of [`ServerConfig::max_queued`]; when it is full the task stops reading, and TCP
-//! pushes back on the client. A handler that blocks the thread blocks its connection:
+//! queue of [`ServerConfig::max_queued`]; calls arriving while it is full are refused with
+//! `OVERLOADED` (a default [`crate::Channel`] never sends that many). While the client does
+//! not read its replies (the outbox is over its high-water mark) the task stops reading,
+//! and TCP pushes back on the client. A handler that blocks the thread blocks its connection:
 //! use `spawn_blocking` for blocking work.
 //!
 //! One-way calls asking for a receipt are acknowledged when they enter that queue (the
@@ -51,8 +53,8 @@ pub struct ServerConfig {
     /// Calls (and streams) running at once per connection. Default 256: enough to keep
     /// a pipelining client busy; each costs one future's memory.
     pub max_in_flight: usize,
-    /// Accepted calls waiting for a slot, per connection. Default 1024. When full the
-    /// server stops reading that connection (backpressure) rather than buffering more.
+    /// Accepted calls waiting for a slot, per connection. Default 1024. When full, further
+    /// calls are refused with [`RpcError::Overloaded`] rather than buffered.
     pub max_queued: usize,
     /// Concurrent connections. Default 10,000; further connections are closed at once.
     pub max_connections: usize,
@@ -207,7 +209,10 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let Ok(permit) = limit.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, "connection limit reached; closing new connection");
+                            tracing::warn!(%peer, "connection limit reached; refusing new connection");
+                            let config = self.shared.config.transport.clone();
+                            // Tell the client why before closing, off the accept loop.
+                            tracker.spawn(refuse_connection(stream, config));
                             continue;
                         };
                         let shared = self.shared.clone();
@@ -298,8 +303,17 @@ struct Queued {
     id: u64,
     kind: FrameKind,
     frame_flags: u8,
-    deadline_ms: u32,
+    deadline: Option<tokio::time::Instant>,
     handler: Handler,
+}
+
+/// What the connection knows about one accepted call, from acceptance to its last frame.
+#[derive(Default)]
+struct CallState {
+    /// Set once the call runs; aborting drops the handler future.
+    abort: Option<AbortHandle>,
+    /// Stream calls only: items the client has granted.
+    credits: Option<Arc<Semaphore>>,
 }
 
 type InFlight = FuturesUnordered<BoxFuture<'static, (u64, Outcome)>>;
@@ -309,8 +323,26 @@ struct ConnState {
     outbox: Outbox,
     inflight: InFlight,
     queued: VecDeque<Queued>,
-    aborts: HashMap<u64, AbortHandle>,
-    credits: HashMap<u64, Arc<Semaphore>>,
+    /// Every accepted call not yet finished (queued or running), by id.
+    calls: HashMap<u64, CallState>,
+    draining: bool,
+}
+
+/// Completes the handshake with a client over the connection limit, tells it why with an
+/// `Error` frame (id 0, `OVERLOADED`) and closes.
+async fn refuse_connection(stream: Stream, config: TransportConfig) {
+    if let Ok((_reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
+        let _ = outbox.push_with(FrameKind::Error, 0, 0, |b| {
+            wire::error_body(
+                b,
+                code::OVERLOADED,
+                "connection limit reached; try again later",
+            );
+            Ok::<_, CoreError>(())
+        });
+        outbox.close();
+        let _ = writer.await;
+    }
 }
 
 async fn serve_connection(
@@ -327,40 +359,42 @@ async fn serve_connection(
         outbox,
         inflight: FuturesUnordered::new(),
         queued: VecDeque::new(),
-        aborts: HashMap::new(),
-        credits: HashMap::new(),
+        calls: HashMap::new(),
+        draining: false,
     };
-    let mut draining = false;
     let mut reading = true;
     let mut result = Ok(());
     loop {
-        if (draining || !reading) && st.inflight.is_empty() && st.queued.is_empty() {
+        if (st.draining || !reading) && st.inflight.is_empty() && st.queued.is_empty() {
             break;
         }
-        let room =
-            st.queued.len() < st.shared.config.max_queued && st.outbox.queued_bytes() < high_water;
+        // Control frames (Cancel, Credit, Ping) must keep flowing while calls wait, so the
+        // connection is read even when the call queue is full (new calls are then refused
+        // with OVERLOADED) and while draining (new calls get SHUTTING_DOWN). Reading pauses
+        // only while the client is not reading our replies: that is its own backpressure.
+        let room = st.outbox.queued_bytes() < high_water;
         tokio::select! {
             biased;
-            _ = hard.cancelled() => break,
-            _ = graceful.cancelled(), if !draining => {
-                draining = true;
+            _ = hard.cancelled() => {
+                for id in st.calls.keys() {
+                    st.error(*id, code::CANCELLED, "server shut down before the call finished");
+                }
+                break;
+            }
+            _ = graceful.cancelled(), if !st.draining => {
+                st.draining = true;
                 let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
             }
             Some((id, outcome)) = st.inflight.next(), if !st.inflight.is_empty() => {
                 st.finish(id, outcome);
                 st.start_queued();
             }
-            // Still read while draining: credits and cancels keep in-flight streams and
-            // calls moving; new calls are refused (see `on_frame`).
             _ = st.outbox.ready(), if reading && !room => {}
             next = reader.next(), if reading && room => match next {
-                Some(Ok(frame)) => st.on_frame(frame, draining),
+                Some(Ok(frame)) => st.on_frame(frame),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "closing connection after bad frame");
-                    let _ = st.outbox.push_with(FrameKind::Error, 0, 0, |b| {
-                        wire::error_body(b, code::PROTOCOL, &e.to_string());
-                        Ok::<_, CoreError>(())
-                    });
+                    st.error(0, code::PROTOCOL, &e.to_string());
                     result = Err(CoreError::Frame(e));
                     break;
                 }
@@ -368,8 +402,10 @@ async fn serve_connection(
             },
         }
     }
-    for (_, h) in st.aborts.drain() {
-        h.abort();
+    for (_, call) in st.calls.drain() {
+        if let Some(h) = call.abort {
+            h.abort();
+        }
     }
     st.outbox.close();
     let _ = writer.await;
@@ -384,22 +420,15 @@ impl ConnState {
         });
     }
 
-    fn on_frame(&mut self, frame: Frame, draining: bool) {
+    fn on_frame(&mut self, frame: Frame) {
         match frame.kind {
-            // A call that crossed our GoAway: tell the caller it did not run.
-            FrameKind::Request | FrameKind::Oneway if draining => {
-                if frame.kind == FrameKind::Request
-                    || frame.flags & (flags::ACK_RECEIPT | flags::ACK_DELIVERY) != 0
-                {
-                    self.error(frame.id, code::SHUTTING_DOWN, "server is shutting down");
-                }
-            }
             FrameKind::Request | FrameKind::Oneway => self.on_call(frame),
             FrameKind::Cancel => {
-                if let Some(h) = self.aborts.remove(&frame.id) {
-                    h.abort();
-                } else if let Some(pos) = self.queued.iter().position(|q| q.id == frame.id) {
-                    self.queued.remove(pos);
+                if let Some(call) = self.calls.remove(&frame.id) {
+                    match call.abort {
+                        Some(h) => h.abort(),
+                        None => self.queued.retain(|q| q.id != frame.id),
+                    }
                 }
             }
             FrameKind::Credit => {
@@ -410,12 +439,10 @@ impl ConnState {
                         frame.body[2],
                         frame.body[3],
                     ]);
-                    if let Some(sem) = self.credits.get(&frame.id) {
-                        // Bounded by what the client grants; capped so a hostile client
-                        // cannot overflow the semaphore.
-                        sem.add_permits(
-                            (n as usize).min(Semaphore::MAX_PERMITS / 2 - sem.available_permits()),
-                        );
+                    if let Some(sem) = self.calls.get(&frame.id).and_then(|c| c.credits.as_ref()) {
+                        // Capped so a hostile client cannot overflow the semaphore.
+                        let cap = Semaphore::MAX_PERMITS / 2 - sem.available_permits();
+                        sem.add_permits((n as usize).min(cap));
                     }
                 }
             }
@@ -432,41 +459,66 @@ impl ConnState {
     }
 
     fn on_call(&mut self, frame: Frame) {
-        let wants_reply = frame.kind == FrameKind::Request
-            || frame.flags & (flags::ACK_RECEIPT | flags::ACK_DELIVERY) != 0;
+        let ack_receipt = frame.flags & flags::ACK_RECEIPT != 0;
+        let ack_delivery = frame.flags & flags::ACK_DELIVERY != 0;
+        let wants_reply = frame.kind == FrameKind::Request || ack_receipt || ack_delivery;
+        let refuse = |st: &Self, code: u16, msg: &str| {
+            if wants_reply {
+                st.error(frame.id, code, msg);
+            } else {
+                tracing::debug!(
+                    id = frame.id,
+                    code,
+                    msg,
+                    "one-way call refused (the caller asked for no reply)"
+                );
+            }
+        };
+        if frame.id == 0 {
+            return refuse(self, code::PROTOCOL, "call id 0 is reserved");
+        }
+        if self.calls.contains_key(&frame.id) {
+            return refuse(
+                self,
+                code::PROTOCOL,
+                &format!("call id {} is already in use on this connection", frame.id),
+            );
+        }
+        if self.draining {
+            return refuse(
+                self,
+                code::SHUTTING_DOWN,
+                "server is shutting down; the call was not run",
+            );
+        }
+        if self.queued.len() >= self.shared.config.max_queued {
+            let msg = format!(
+                "{} calls running and {} queued on this connection; the call was not run",
+                self.inflight.len(),
+                self.queued.len()
+            );
+            return refuse(self, code::OVERLOADED, &msg);
+        }
         let (header, args) = match wire::parse_call(frame.body) {
             Ok(x) => x,
-            Err(msg) => {
-                if wants_reply {
-                    self.error(frame.id, code::BAD_REQUEST, &msg);
-                }
-                return;
-            }
+            Err(msg) => return refuse(self, code::BAD_REQUEST, &msg),
         };
         let service = match self.shared.registry.find(&header.service, header.version) {
             Ok(s) => s,
-            Err((c, msg)) => {
-                if wants_reply {
-                    self.error(frame.id, c, &msg);
-                }
-                return;
-            }
+            Err((c, msg)) => return refuse(self, c, &msg),
         };
         let handler = match service.call(header.method, args) {
             Ok(h) => h,
             Err(e) => {
-                if wants_reply {
-                    let (c, msg) = match &e {
-                        ServerError::UnknownMethod(m) => (
-                            code::UNKNOWN_METHOD,
-                            format!("service {} has no method number {m}", service.id()),
-                        ),
-                        ServerError::BadArguments(_) => (code::BAD_REQUEST, e.to_string()),
-                        _ => (code::INTERNAL, e.to_string()),
-                    };
-                    self.error(frame.id, c, &msg);
-                }
-                return;
+                let (c, msg) = match &e {
+                    ServerError::UnknownMethod(m) => (
+                        code::UNKNOWN_METHOD,
+                        format!("service {} has no method number {m}", service.id()),
+                    ),
+                    ServerError::BadArguments(_) => (code::BAD_REQUEST, e.to_string()),
+                    _ => (code::INTERNAL, e.to_string()),
+                };
+                return refuse(self, c, &msg);
             }
         };
         let is_stream = frame.flags & flags::STREAM != 0 && frame.kind == FrameKind::Request;
@@ -476,20 +528,32 @@ impl ConnState {
             } else {
                 "method is a streaming method; call it with the STREAM flag"
             };
-            self.error(frame.id, code::PROTOCOL, msg);
-            return;
+            return refuse(self, code::PROTOCOL, msg);
         }
-        if frame.kind == FrameKind::Oneway && frame.flags & flags::ACK_RECEIPT != 0 {
+        // Delivery implies receipt: one acknowledgement, at the later point.
+        if frame.kind == FrameKind::Oneway && ack_receipt && !ack_delivery {
             let _ = self.outbox.push(FrameKind::Ack, 0, frame.id, &[]);
         }
-        if is_stream {
-            self.credits.insert(frame.id, Arc::new(Semaphore::new(0)));
-        }
+        let credits = is_stream.then(|| Arc::new(Semaphore::new(0)));
+        self.calls.insert(
+            frame.id,
+            CallState {
+                abort: None,
+                credits,
+            },
+        );
+        // The deadline runs from arrival: time spent queued counts against it. A one-way
+        // call's deadline bounds only the caller's wait for its acknowledgement; once
+        // acknowledged nobody waits, so the handler is not stopped by it (a caller that
+        // gives up before the acknowledgement sends a Cancel instead).
+        let deadline = (header.deadline_ms > 0 && frame.kind == FrameKind::Request).then(|| {
+            tokio::time::Instant::now() + Duration::from_millis(header.deadline_ms as u64)
+        });
         self.queued.push_back(Queued {
             id: frame.id,
             kind: frame.kind,
             frame_flags: frame.flags,
-            deadline_ms: header.deadline_ms,
+            deadline,
             handler,
         });
         self.start_queued();
@@ -509,13 +573,16 @@ impl ConnState {
             id,
             kind,
             frame_flags,
-            deadline_ms,
+            deadline,
             handler,
         } = q;
         let outbox = self.outbox.clone();
         let iterative = self.shared.iterative.clone();
         let ack_delivery = kind == FrameKind::Oneway && frame_flags & flags::ACK_DELIVERY != 0;
-        let credits = self.credits.get(&id).cloned();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let credits = call.credits.clone();
         let run = async move {
             // Held for the whole call in iterative mode: one call at a time, server-wide.
             let _turn = match &iterative {
@@ -529,75 +596,44 @@ impl ConnState {
                 Handler::Unary(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(r) if kind == FrameKind::Request => Outcome::Reply(r),
                     Ok(_) => Outcome::Quiet,
-                    Err(p) => Outcome::Reply(Err(ServerError::Panicked(panic_message(&p)))),
-                },
-                Handler::Stream(mut items) => {
-                    let credits = credits.expect("stream calls have a credit semaphore");
-                    loop {
-                        match credits.acquire().await {
-                            Ok(p) => p.forget(),
-                            Err(_) => return Outcome::Aborted,
-                        }
-                        let next = AssertUnwindSafe(items.next()).catch_unwind().await;
-                        let pushed = match next {
-                            Ok(Some(Ok(item))) => {
-                                if outbox.ready().await.is_err() {
-                                    return Outcome::Aborted;
-                                }
-                                outbox.push(FrameKind::StreamItem, 0, id, &item)
-                            }
-                            Ok(Some(Err(e))) => return Outcome::Reply(Err(e)),
-                            Ok(None) => {
-                                let _ = outbox.push(FrameKind::StreamEnd, 0, id, &[]);
-                                return Outcome::Quiet;
-                            }
-                            Err(p) => {
-                                return Outcome::Reply(Err(ServerError::Panicked(panic_message(
-                                    &p,
-                                ))))
-                            }
-                        };
-                        if pushed.is_err() {
-                            return Outcome::Aborted;
-                        }
+                    Err(p) if kind == FrameKind::Request => {
+                        Outcome::Reply(Err(ServerError::Panicked(panic_message(&p))))
                     }
-                }
+                    Err(p) => {
+                        tracing::warn!(id, panic = %panic_message(&p), "one-way handler panicked");
+                        Outcome::Quiet
+                    }
+                },
+                Handler::Stream(items) => run_stream(id, items, credits, &outbox).await,
             }
         };
         let (abort, reg) = AbortHandle::new_pair();
-        self.aborts.insert(id, abort);
+        call.abort = Some(abort);
         let run = Abortable::new(run, reg);
-        // A one-way call's deadline bounds only the caller's wait for its acknowledgement;
-        // once acknowledged nobody waits, so the handler must not be stopped by it. A caller
-        // that gives up before the acknowledgement sends a Cancel instead.
-        let deadline_ms = if kind == FrameKind::Oneway {
-            0
-        } else {
-            deadline_ms
-        };
-        let fut: BoxFuture<'static, (u64, Outcome)> = if deadline_ms > 0 {
-            let limit = Duration::from_millis(deadline_ms as u64);
-            async move {
-                match tokio::time::timeout(limit, run).await {
+        let fut: BoxFuture<'static, (u64, Outcome)> = match deadline {
+            Some(at) => async move {
+                match tokio::time::timeout_at(at, run).await {
                     Ok(Ok(o)) => (id, o),
                     Ok(Err(_)) => (id, Outcome::Aborted),
                     Err(_) => (id, Outcome::DeadlineExceeded),
                 }
             }
-            .boxed()
-        } else {
-            run.map(move |r| (id, r.unwrap_or(Outcome::Aborted)))
-                .boxed()
+            .boxed(),
+            None => run
+                .map(move |r| (id, r.unwrap_or(Outcome::Aborted)))
+                .boxed(),
         };
         self.inflight.push(fut);
     }
 
     fn finish(&mut self, id: u64, outcome: Outcome) {
-        self.aborts.remove(&id);
-        self.credits.remove(&id);
+        self.calls.remove(&id);
         match outcome {
             Outcome::Reply(Ok(body)) => {
-                let _ = self.outbox.push(FrameKind::Response, 0, id, &body);
+                if let Err(e) = self.outbox.push(FrameKind::Response, 0, id, &body) {
+                    // Too large for a frame: the caller must hear why, not time out.
+                    self.error(id, code::INTERNAL, &format!("result cannot be sent: {e}"));
+                }
             }
             Outcome::Reply(Err(e)) => {
                 let c = match e {
@@ -612,8 +648,49 @@ impl ConnState {
                 code::DEADLINE_EXCEEDED,
                 "deadline exceeded on the server",
             ),
-            // Cancelled by the client: it is no longer listening.
+            // Cancelled by the client (it no longer listens) or already answered.
             Outcome::Aborted | Outcome::Quiet => {}
+        }
+    }
+}
+
+/// Drives a server stream: each item waits for one unit of credit; the end does not.
+async fn run_stream(
+    id: u64,
+    mut items: futures::stream::BoxStream<'static, Result<Bytes, ServerError>>,
+    credits: Option<Arc<Semaphore>>,
+    outbox: &Outbox,
+) -> Outcome {
+    let Some(credits) = credits else {
+        return Outcome::Reply(Err(ServerError::Encode(
+            "stream call without credit state".into(),
+        )));
+    };
+    loop {
+        let item = match AssertUnwindSafe(items.next()).catch_unwind().await {
+            Ok(Some(Ok(item))) => item,
+            Ok(Some(Err(e))) => return Outcome::Reply(Err(e)),
+            Ok(None) => {
+                let _ = outbox.push(FrameKind::StreamEnd, 0, id, &[]);
+                return Outcome::Quiet;
+            }
+            Err(p) => return Outcome::Reply(Err(ServerError::Panicked(panic_message(&p)))),
+        };
+        match credits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Outcome::Aborted,
+        }
+        if outbox.ready().await.is_err() {
+            return Outcome::Aborted;
+        }
+        match outbox.push(FrameKind::StreamItem, 0, id, &item) {
+            Ok(()) => {}
+            Err(CoreError::Closed) => return Outcome::Aborted,
+            Err(e) => {
+                return Outcome::Reply(Err(ServerError::Encode(format!(
+                    "stream item cannot be sent: {e}"
+                ))))
+            }
         }
     }
 }

@@ -24,7 +24,11 @@ pub struct ServiceId {
 
 impl ServiceId {
     /// A service identity.
+    ///
+    /// # Panics
+    /// If `name` is longer than 255 bytes (at compile time when used in a `const`).
     pub const fn new(name: &'static str, version: u32) -> Self {
+        assert!(name.len() <= 255, "service names are at most 255 bytes");
         ServiceId { name, version }
     }
 }
