@@ -880,6 +880,7 @@ impl State {
         locations: &[Location],
         now: u64,
     ) -> u64 {
+        let mut touched: Vec<Arc<Notify>> = Vec::new();
         for (a, loc) in appends.iter().zip(locations) {
             match &a.record {
                 Record::Enqueue {
@@ -932,12 +933,18 @@ impl State {
                         self.wake_scheduler_for(header.not_before_ms);
                     } else {
                         q.ready.push_back(slot);
-                        q.notify.notify_waiters();
+                        // One wake-up per queue per batch, not per message.
+                        if !touched.last().is_some_and(|n| Arc::ptr_eq(n, &q.notify)) {
+                            touched.push(q.notify.clone());
+                        }
                     }
                 }
                 Record::Settle { target, .. } => self.settled_on_disk(*target),
                 Record::Deliver { .. } | Record::Nack { .. } | Record::Move { .. } => {}
             }
+        }
+        for n in touched {
+            n.notify_waiters();
         }
         self.watermark(now)
     }

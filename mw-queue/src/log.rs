@@ -186,10 +186,17 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(PathBuf, File)> {
         .create_new(true)
         .open(&path)
         .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all_at(&segment::encode_header(first_seq), 0)
-        .map_err(|e| Error::io("write", &path, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-    sync_dir(dir)?;
+    let init = file
+        .write_all_at(&segment::encode_header(first_seq), 0)
+        .map_err(|e| Error::io("write", &path, e))
+        .and_then(|()| file.sync_all().map_err(|e| Error::io("fsync", &path, e)))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = init {
+        // Remove the half-made file so a later roll (after space is freed) can
+        // create it again; recovery would also accept it as a torn header.
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((path, file))
 }
 
