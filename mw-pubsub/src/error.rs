@@ -145,6 +145,31 @@ pub enum PubSubError {
         #[source]
         source: postcard::Error,
     },
+
+    /// The broker refused a request made through a [`RemoteBus`](crate::RemoteBus) (bad name,
+    /// limit reached, unknown durable subscription, ...). Only this request failed.
+    #[error("broker refused the request: {0}")]
+    Remote(crate::remote::RemoteError),
+
+    /// Talking to the broker failed: unreachable, disconnected, timed out, protocol mismatch.
+    #[error("broker call failed")]
+    Rpc(#[source] mw_rpc::RpcError),
+
+    /// The broker's storage for durable subscriptions (mw-queue) failed.
+    #[error("durable storage failed")]
+    Storage(#[source] mw_queue::Error),
+}
+
+impl From<mw_rpc::RpcError> for PubSubError {
+    fn from(e: mw_rpc::RpcError) -> Self {
+        PubSubError::Rpc(e)
+    }
+}
+
+impl From<mw_rpc::RpcError<crate::remote::RemoteError>> for PubSubError {
+    fn from(e: mw_rpc::RpcError<crate::remote::RemoteError>) -> Self {
+        crate::remote::from_rpc(e)
+    }
 }
 
 /// `Result` with [`PubSubError`] as the default error.

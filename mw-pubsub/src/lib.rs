@@ -92,6 +92,7 @@
 //! | `sink` | [`DeliverySink`], [`Attachment`]: the hook for durable and network consumers |
 //! | `retained` | the bounded store of retained messages |
 //! | `typed` | [`Bus::publish_typed`], [`TypedSubscription`]: postcard on top of the raw bus |
+//! | [`remote`] | the networked bus: the `mw.pubsub` service a broker hosts, [`RemoteBus`] (its client), durable subscriptions |
 //! | `event`, `report`, `config`, `error` | [`Event`]; [`PublishReport`], [`BusStats`]; [`Config`]; [`PubSubError`] |
 
 #![deny(missing_docs)]
@@ -100,6 +101,7 @@ mod bus;
 mod config;
 mod error;
 mod event;
+pub mod remote;
 mod report;
 mod retained;
 mod sink;
@@ -112,6 +114,10 @@ pub use bus::Bus;
 pub use config::Config;
 pub use error::{PubSubError, Result};
 pub use event::Event;
+pub use remote::{
+    DurableEvent, DurableSubscription, RemoteBus, RemoteConfig, RemoteError, RemoteSubscription,
+    RemoteTypedSubscription,
+};
 pub use report::{BusStats, PublishReport};
 pub use sink::{Attachment, DeliverySink, SinkDelivery};
 pub use subscriber::{CloseReason, SlowConsumerPolicy, SubscribeOptions, Subscription};

@@ -22,7 +22,7 @@ use crate::report::PublishReport;
 use crate::subscriber::{SubscribeOptions, Subscription};
 use crate::topic::{IntoPattern, IntoTopic, Topic};
 
-fn encode<T: Serialize + ?Sized>(topic: &Topic, value: &T) -> Result<Bytes> {
+pub(crate) fn encode<T: Serialize + ?Sized>(topic: &Topic, value: &T) -> Result<Bytes> {
     postcard::to_stdvec(value)
         .map(Bytes::from)
         .map_err(|source| PubSubError::Encode {
@@ -113,7 +113,7 @@ pub struct TypedSubscription<T> {
     _type: PhantomData<fn() -> T>,
 }
 
-fn decode<T: DeserializeOwned>(event: Event) -> Result<TypedEvent<T>> {
+pub(crate) fn decode<T: DeserializeOwned>(event: Event) -> Result<TypedEvent<T>> {
     match postcard::from_bytes(&event.payload) {
         Ok(value) => Ok(TypedEvent {
             topic: event.topic,

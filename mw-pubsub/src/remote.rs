@@ -1,0 +1,106 @@
+//! The networked bus: the `mw.pubsub` RPC service a broker hosts ([`PubSubService`]) and its
+//! client, [`RemoteBus`], which mirrors the embedded [`Bus`](crate::Bus) API.
+//!
+//! ```no_run
+//! use mw_pubsub::{RemoteBus, SubscribeOptions};
+//!
+//! # async fn run() -> mw_pubsub::Result<()> {
+//! let bus = RemoteBus::connect("127.0.0.1:7800").await?;
+//! let mut temps = bus.subscribe("sensors.*.temp", SubscribeOptions::default()).await?;
+//! bus.publish("sensors.kitchen.temp", "21.5").await?;      // fire-and-forget, batched
+//! let report = bus.publish_report("sensors.hall.temp", "19.0").await?;
+//! assert_eq!(report.reached(), 1);
+//! let event = temps.recv().await?;
+//! println!("{} {:?}", event.topic, event.payload);
+//!
+//! // Durable: keeps collecting on the broker while this process is away.
+//! let mut orders = bus.subscribe_durable("billing", "orders.>").await?;
+//! let d = orders.recv().await?;
+//! d.ack().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it maps onto the embedded bus
+//!
+//! | client | broker |
+//! |---|---|
+//! | [`RemoteBus::publish`] (queued, sent in batches by one task per connection, one-way) | [`Bus::publish`](crate::Bus::publish) for each event, in order |
+//! | [`RemoteBus::publish_report`] / [`publish_retained`](RemoteBus::publish_retained) (unary) | [`Bus::publish`](crate::Bus::publish) / [`Bus::publish_retained`](crate::Bus::publish_retained), the report sent back |
+//! | [`RemoteBus::subscribe`] → [`RemoteSubscription`] | a [`Subscription`](crate::Subscription) with the declared buffer and policy, drained into batches on a credit-controlled stream |
+//! | [`RemoteBus::subscribe_durable`] → [`DurableSubscription`] | a [`DeliverySink`](crate::DeliverySink) storing into the mw-queue queue `durable.<name>`; a consumer of that queue streams the events, acked by tag |
+//!
+//! Publishes made through one `RemoteBus` (and its clones) reach the broker in call order,
+//! whichever of the calls above made them, so every subscriber sees one publisher's events in
+//! its publish order.
+//!
+//! # Slow subscribers over the network
+//!
+//! The broker forwards a subscription only while the subscriber grants stream credit (the
+//! client's [`ClientConfig::stream_window`](mw_rpc::ClientConfig::stream_window) batches of at most
+//! [`MAX_BATCH_EVENTS`] events). A subscriber that does not keep up stops granting credit, its
+//! events collect in its broker-side buffer and its policy applies there: the broker's memory for
+//! it is bounded by its declared buffer plus the window, whatever the publishers do. Losses
+//! arrive in order as [`Event::dropped_before`](crate::Event::dropped_before) and add up in
+//! [`RemoteSubscription::dropped`]; under [`Disconnect`](crate::SlowConsumerPolicy::Disconnect)
+//! the subscriber gets what was buffered, then [`PubSubError::SlowConsumer`].
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`wire`] | argument and item types, [`RemoteError`], the packed batch encoding |
+//! | `service` | the [`PubSub`] service trait and [`PubSubService`] (the broker side) |
+//! | `durable` | durable subscriptions: the sink, the writer task, sessions, definitions file |
+//! | `client` | [`RemoteBus`], [`RemoteSubscription`], [`RemoteTypedSubscription`], [`DurableSubscription`] |
+
+mod client;
+mod durable;
+mod service;
+pub mod wire;
+
+pub use client::{
+    DurableEvent, DurableSubscription, RemoteBus, RemoteConfig, RemoteSubscription,
+    RemoteTypedSubscription,
+};
+pub use durable::{check_name as check_durable_name, DEFINITIONS_FILE, HANDOFF, QUEUE_PREFIX};
+pub use service::{
+    PubSub, PubSubClient, PubSubRequest, PubSubResponse, PubSubServer, PubSubService,
+    MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+};
+pub use wire::{RemoteError, RemoteStats};
+
+use crate::error::PubSubError;
+use mw_rpc::RpcError;
+
+/// A refusal from the broker as the embedded API would report it: slow-consumer disconnects and
+/// a closed bus get their own [`PubSubError`] variants, the rest is [`PubSubError::Remote`].
+pub(crate) fn from_remote(e: RemoteError) -> PubSubError {
+    match e {
+        RemoteError::SlowConsumer(capacity) => PubSubError::SlowConsumer {
+            capacity: capacity as usize,
+        },
+        RemoteError::Closed => PubSubError::Closed,
+        other => PubSubError::Remote(other),
+    }
+}
+
+/// Converts the error of a fallible `mw.pubsub` call.
+pub(crate) fn from_rpc(e: RpcError<RemoteError>) -> PubSubError {
+    let plain = match e {
+        RpcError::Application(r) => return from_remote(r),
+        RpcError::Timeout(d) => RpcError::Timeout(d),
+        RpcError::Disconnected => RpcError::Disconnected,
+        RpcError::Cancelled => RpcError::Cancelled,
+        RpcError::UnknownService(s) => RpcError::UnknownService(s),
+        RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),
+        RpcError::VersionMismatch(s) => RpcError::VersionMismatch(s),
+        RpcError::BadArguments(s) => RpcError::BadArguments(s),
+        RpcError::Protocol(s) => RpcError::Protocol(s),
+        RpcError::Overloaded(s) => RpcError::Overloaded(s),
+        RpcError::ShuttingDown => RpcError::ShuttingDown,
+        RpcError::Internal(s) => RpcError::Internal(s),
+        RpcError::Transport(t) => RpcError::Transport(t),
+        other => RpcError::Protocol(other.to_string()),
+    };
+    PubSubError::Rpc(plain)
+}

@@ -1,0 +1,467 @@
+//! What travels between [`RemoteBus`](super::RemoteBus) and the broker: the argument and item
+//! types of the `mw.pubsub` service and the packed encoding of event batches.
+//!
+//! # Event batches
+//!
+//! Publishing and delivering many small events one RPC frame each would spend more CPU on frame
+//! dispatch than on the events, so both directions carry a [`Blob`] holding a batch of events,
+//! one after another:
+//!
+//! ```text
+//! event
+//! +------------------+-------------+-------------------------+-------------------+---------+
+//! | topic_len varint | topic bytes | dropped_before varint   | payload_len varint| payload |
+//! +------------------+-------------+-------------------------+-------------------+---------+
+//! topic_len 0: same topic as the previous event of the batch (no topic bytes follow)
+//! varint: LEB128, as postcard encodes unsigned integers
+//! dropped_before: always 0 in publish batches
+//! ```
+//!
+//! Repeating topics cost one byte, and the decoder re-uses the previous [`Topic`] instead of
+//! validating and allocating it again.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::PubSubError;
+use crate::event::Event;
+use crate::report::PublishReport;
+use crate::subscriber::SlowConsumerPolicy;
+use crate::topic::Topic;
+
+/// Opaque bytes that postcard encodes as one length-prefixed byte string (not a sequence of
+/// numbers), so encoding and decoding are one copy.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Blob(pub Bytes);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(Bytes::from(v)))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// [`SlowConsumerPolicy`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WirePolicy {
+    /// [`SlowConsumerPolicy::DropOldest`].
+    DropOldest,
+    /// [`SlowConsumerPolicy::DropNewest`].
+    DropNewest,
+    /// [`SlowConsumerPolicy::Disconnect`].
+    Disconnect,
+}
+
+impl From<SlowConsumerPolicy> for WirePolicy {
+    fn from(p: SlowConsumerPolicy) -> Self {
+        match p {
+            SlowConsumerPolicy::DropOldest => WirePolicy::DropOldest,
+            SlowConsumerPolicy::DropNewest => WirePolicy::DropNewest,
+            SlowConsumerPolicy::Disconnect => WirePolicy::Disconnect,
+        }
+    }
+}
+
+impl From<WirePolicy> for SlowConsumerPolicy {
+    fn from(p: WirePolicy) -> Self {
+        match p {
+            WirePolicy::DropOldest => SlowConsumerPolicy::DropOldest,
+            WirePolicy::DropNewest => SlowConsumerPolicy::DropNewest,
+            WirePolicy::Disconnect => SlowConsumerPolicy::Disconnect,
+        }
+    }
+}
+
+/// [`PublishReport`] on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReport {
+    /// [`PublishReport::matched`].
+    pub matched: u64,
+    /// [`PublishReport::delivered`].
+    pub delivered: u64,
+    /// [`PublishReport::rejected`].
+    pub rejected: u64,
+    /// [`PublishReport::displaced`].
+    pub displaced: u64,
+    /// [`PublishReport::disconnected`].
+    pub disconnected: u64,
+    /// [`PublishReport::retained`].
+    pub retained: bool,
+}
+
+impl From<PublishReport> for WireReport {
+    fn from(r: PublishReport) -> Self {
+        WireReport {
+            matched: r.matched as u64,
+            delivered: r.delivered as u64,
+            rejected: r.rejected as u64,
+            displaced: r.displaced as u64,
+            disconnected: r.disconnected as u64,
+            retained: r.retained,
+        }
+    }
+}
+
+impl From<WireReport> for PublishReport {
+    fn from(r: WireReport) -> Self {
+        PublishReport {
+            matched: r.matched as usize,
+            delivered: r.delivered as usize,
+            rejected: r.rejected as usize,
+            displaced: r.displaced as usize,
+            disconnected: r.disconnected as usize,
+            retained: r.retained,
+        }
+    }
+}
+
+/// Why the broker refused a request: the wire form of [`PubSubError`], sent to the one client
+/// at fault (the broker keeps serving everyone else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// A topic, pattern or durable name is malformed; the message says where.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// The subscriber buffer asked for is 0 or above the broker's limit.
+    #[error("invalid buffer: {0}")]
+    InvalidBuffer(String),
+    /// The broker holds as many subscriptions as it allows.
+    #[error("too many subscriptions: the limit is {0}")]
+    TooManySubscriptions(u64),
+    /// The retained store is full.
+    #[error("retained store is full: {0} topics already hold a retained message")]
+    RetainedFull(u64),
+    /// The subscription was closed because its broker-side buffer overflowed under
+    /// [`SlowConsumerPolicy::Disconnect`].
+    #[error("subscription disconnected as a slow consumer: its buffer of {0} events was full")]
+    SlowConsumer(u64),
+    /// The bus is closed (the broker is shutting down).
+    #[error("bus is closed")]
+    Closed,
+    /// The durable subscription exists with another pattern.
+    #[error("durable subscription `{name}` exists with pattern `{existing}`, not `{requested}`")]
+    DurableConflict {
+        /// The durable name.
+        name: String,
+        /// Its stored pattern.
+        existing: String,
+        /// The pattern asked for.
+        requested: String,
+    },
+    /// No durable subscription by that name.
+    #[error("no durable subscription named `{0}`")]
+    UnknownDurable(String),
+    /// The broker's storage (mw-queue) failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A batch did not decode.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+}
+
+impl From<&PubSubError> for RemoteError {
+    fn from(e: &PubSubError) -> Self {
+        match e {
+            PubSubError::EmptyName
+            | PubSubError::NameTooLong { .. }
+            | PubSubError::EmptyToken { .. }
+            | PubSubError::InvalidChar { .. }
+            | PubSubError::PartialWildcard { .. }
+            | PubSubError::FullWildcardNotLast { .. }
+            | PubSubError::WildcardInTopic { .. } => RemoteError::InvalidName(e.to_string()),
+            PubSubError::ZeroBuffer | PubSubError::BufferTooLarge { .. } => {
+                RemoteError::InvalidBuffer(e.to_string())
+            }
+            PubSubError::TooManySubscriptions { limit } => {
+                RemoteError::TooManySubscriptions(*limit as u64)
+            }
+            PubSubError::RetainedFull { limit } => RemoteError::RetainedFull(*limit as u64),
+            PubSubError::SlowConsumer { capacity } => RemoteError::SlowConsumer(*capacity as u64),
+            PubSubError::Closed => RemoteError::Closed,
+            PubSubError::Remote(r) => r.clone(),
+            other => RemoteError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<PubSubError> for RemoteError {
+    fn from(e: PubSubError) -> Self {
+        RemoteError::from(&e)
+    }
+}
+
+/// One item of a [`subscribe`](super::PubSub::subscribe) stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscribeItem {
+    /// First item: the subscription is registered on the broker's bus; every event published
+    /// after this was sent reaches it.
+    Ready,
+    /// Events in publish order, packed as in the module docs, with their `dropped_before`.
+    Events(Blob),
+}
+
+/// One delivery of a durable subscription, to be acknowledged with
+/// [`ack`](super::PubSub::ack).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDelivery {
+    /// The queue's delivery tag (message position and attempt).
+    pub tag: mw_queue::DeliveryTag,
+    /// Which delivery of this message this is, 1 for the first.
+    pub attempt: u32,
+    /// The event, packed as one event of a batch.
+    pub event: Blob,
+}
+
+/// One item of a [`subscribe_durable`](super::PubSub::subscribe_durable) stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DurableItem {
+    /// First item: the durable subscription exists and is collecting; `created` if this call
+    /// created it.
+    Ready {
+        /// Whether this call created the durable subscription.
+        created: bool,
+    },
+    /// Stored events, oldest first.
+    Deliveries(Vec<WireDelivery>),
+}
+
+/// One live network subscription, as [`stats`](super::PubSub::stats) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSubscriptionStats {
+    /// The pattern subscribed to.
+    pub pattern: String,
+    /// Events waiting in its broker-side buffer now; never above `capacity`.
+    pub buffered: u64,
+    /// The declared buffer size.
+    pub capacity: u64,
+    /// The declared policy.
+    pub policy: WirePolicy,
+    /// Events it lost to its policy so far.
+    pub dropped: u64,
+    /// Events forwarded to the subscriber so far.
+    pub forwarded: u64,
+}
+
+/// One durable subscription, as [`stats`](super::PubSub::stats) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableStats {
+    /// Its name.
+    pub name: String,
+    /// Its pattern.
+    pub pattern: String,
+    /// Events stored and not yet acknowledged (ready, in flight or delayed).
+    pub depth: u64,
+    /// Connected subscribers reading it now.
+    pub sessions: u64,
+    /// Events refused because its bounded hand-off to storage was full.
+    pub refused: u64,
+}
+
+/// What the broker's pub/sub side holds, from [`stats`](super::PubSub::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStats {
+    /// In-memory subscriptions on the broker's bus (one per network subscriber).
+    pub subscriptions: u64,
+    /// Attached sinks (one per durable subscription).
+    pub sinks: u64,
+    /// Topics holding a retained message.
+    pub retained_topics: u64,
+    /// Every live network subscription.
+    pub remote: Vec<RemoteSubscriptionStats>,
+    /// Every durable subscription.
+    pub durable: Vec<DurableStats>,
+}
+
+// ---------------------------------------------------------------------------
+// Batch encoding.
+
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let Some(&b) = src.get(*pos) else {
+            return Err(RemoteError::Malformed(format!(
+                "batch ends inside a varint at byte {pos}"
+            )));
+        };
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(RemoteError::Malformed(format!(
+        "varint longer than 10 bytes before byte {pos}"
+    )))
+}
+
+/// Appends events to a batch, writing a topic only when it differs from the previous one.
+#[derive(Debug, Default)]
+pub struct BatchEncoder {
+    buf: BytesMut,
+    last_topic: Option<Topic>,
+    count: usize,
+}
+
+impl BatchEncoder {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one event.
+    pub fn push(&mut self, topic: &Topic, payload: &[u8], dropped_before: u64) {
+        if self.last_topic.as_ref() == Some(topic) {
+            put_varint(&mut self.buf, 0);
+        } else {
+            put_varint(&mut self.buf, topic.as_str().len() as u64);
+            self.buf.put_slice(topic.as_str().as_bytes());
+            self.last_topic = Some(topic.clone());
+        }
+        put_varint(&mut self.buf, dropped_before);
+        put_varint(&mut self.buf, payload.len() as u64);
+        self.buf.put_slice(payload);
+        self.count += 1;
+    }
+
+    /// Events appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no event was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes encoded so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes the batch, leaving the encoder empty (its buffer is reused).
+    pub fn finish(&mut self) -> Blob {
+        self.last_topic = None;
+        self.count = 0;
+        Blob(self.buf.split().freeze())
+    }
+}
+
+/// Decodes a batch, calling `f` for each event in order. Payloads are copied out of the batch
+/// so that a buffered event never pins the whole batch's memory.
+///
+/// # Errors
+///
+/// [`RemoteError::Malformed`] or [`RemoteError::InvalidName`] at the first bad event; the events
+/// before it have been passed to `f`.
+pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteError> {
+    let src = &blob.0[..];
+    let mut pos = 0;
+    let mut topic: Option<Topic> = None;
+    while pos < src.len() {
+        let len = get_varint(src, &mut pos)? as usize;
+        if len > 0 {
+            let Some(raw) = src.get(pos..pos.saturating_add(len)) else {
+                return Err(RemoteError::Malformed(format!(
+                    "topic of {len} bytes runs past the end of the batch at byte {pos}"
+                )));
+            };
+            let name = std::str::from_utf8(raw).map_err(|_| {
+                RemoteError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
+            })?;
+            topic = Some(Topic::new(name).map_err(|e| RemoteError::from(&e))?);
+            pos += len;
+        }
+        let Some(t) = &topic else {
+            return Err(RemoteError::Malformed(
+                "first event of a batch repeats a previous topic".into(),
+            ));
+        };
+        let dropped_before = get_varint(src, &mut pos)?;
+        let plen = get_varint(src, &mut pos)? as usize;
+        let Some(payload) = src.get(pos..pos.saturating_add(plen)) else {
+            return Err(RemoteError::Malformed(format!(
+                "payload of {plen} bytes runs past the end of the batch at byte {pos}"
+            )));
+        };
+        pos += plen;
+        let mut event = Event::new(t.clone(), Bytes::copy_from_slice(payload));
+        event.dropped_before = dropped_before;
+        f(event);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trips_and_shares_repeated_topics() {
+        let a = Topic::new("a.b").unwrap();
+        let c = Topic::new("c").unwrap();
+        let mut enc = BatchEncoder::new();
+        enc.push(&a, b"1", 0);
+        enc.push(&a, b"", 7);
+        enc.push(&c, &[0u8; 300], 0);
+        assert_eq!(enc.len(), 3);
+        let blob = enc.finish();
+        assert!(enc.is_empty());
+        let mut out = Vec::new();
+        decode_batch(&blob, |e| out.push(e)).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[0].topic.as_str(), &out[0].payload[..]), ("a.b", &b"1"[..]));
+        assert_eq!((out[1].topic.as_str(), out[1].dropped_before), ("a.b", 7));
+        assert_eq!((out[2].topic.as_str(), out[2].payload.len()), ("c", 300));
+    }
+
+    #[test]
+    fn blob_is_one_byte_string_in_postcard() {
+        let blob = Blob(Bytes::from_static(b"xyz"));
+        let enc = postcard::to_stdvec(&blob).unwrap();
+        assert_eq!(enc, [3, b'x', b'y', b'z']);
+        assert_eq!(postcard::from_bytes::<Blob>(&enc).unwrap(), blob);
+    }
+
+    #[test]
+    fn malformed_batches_are_typed_errors() {
+        let bad = |bytes: &'static [u8]| decode_batch(&Blob(Bytes::from_static(bytes)), |_| {});
+        assert!(matches!(bad(&[0, 0, 0]), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[5, b'a']), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[1, b'*', 0, 0]), Err(RemoteError::InvalidName(_))));
+        assert!(matches!(bad(&[1, b'a', 0, 9, 1]), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[0xff; 12]), Err(RemoteError::Malformed(_))));
+    }
+}
