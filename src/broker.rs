@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+use crate::pubsub::remote::{PubSubServer, PubSubService};
+use crate::pubsub::Bus;
+use crate::queue::QueueManager;
 use crate::rpc::registry::{RegistryImpl, RegistryServer};
 use crate::rpc::{Server, ServerBuilder, ServerConfig};
 use crate::run::BoxError;
@@ -35,6 +38,11 @@ impl BrokerConfig {
 pub struct Broker {
     /// The server hosting every service.
     pub server: Server,
+    /// The event bus the `mw.pubsub` service publishes to, shared with in-process users.
+    pub bus: Bus,
+    /// The queue manager on the data directory: durable subscriptions store their events in
+    /// it (queues `durable.<name>`), and the queue service serves it.
+    pub queues: QueueManager,
 }
 
 /// Opens the data directory and assembles every broker service into one server.
@@ -48,10 +56,18 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
             config.data_dir.display()
         )
     })?;
+    let queues = QueueManager::open(&config.data_dir, crate::queue::Config::default())
+        .await
+        .map_err(|e| format!("cannot open queues in {}: {e}", config.data_dir.display()))?;
+    let bus = Bus::default();
+    let pubsub = PubSubService::with_durable(bus.clone(), queues.clone(), &config.data_dir)?;
     let builder: ServerBuilder = Server::builder()
         .config(config.server.clone())
-        .add(RegistryServer::new(RegistryImpl::new()));
+        .add(RegistryServer::new(RegistryImpl::new()))
+        .add(PubSubServer::new(pubsub));
     Ok(Broker {
         server: builder.build(),
+        bus,
+        queues,
     })
 }

@@ -44,6 +44,7 @@ pub use mw_queue as queue;
 pub use mw_rpc as rpc;
 
 pub mod broker;
+pub mod cli_pubsub;
 pub mod demo;
 pub mod run;
 pub mod tour;

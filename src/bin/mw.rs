@@ -34,6 +34,36 @@ enum Command {
         #[arg(long, default_value = "mw-data")]
         data: std::path::PathBuf,
     },
+    /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus.
+    Pub {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Keep the message as the topic's retained message for late subscribers.
+        #[arg(long)]
+        retain: bool,
+        /// Topic, such as sensors.kitchen.temp.
+        topic: String,
+        /// The message; without it, each line of stdin is one message.
+        message: Option<String>,
+    },
+    /// Subscribe to PATTERN on a broker and print `TOPIC BODY` lines.
+    Sub {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Read (creating it if new) the durable subscription NAME, acknowledging each event.
+        #[arg(long)]
+        durable: Option<String>,
+        /// Exit after N events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Broker-side buffer in events (slow-consumer policy: drop oldest).
+        #[arg(long, default_value_t = 1024)]
+        buffer: usize,
+        /// Pattern: dot-separated, `*` matches one level, a final `>` the rest.
+        pattern: String,
+    },
     /// Show what a registry knows.
     Lookup {
         /// The registry's address.
@@ -63,6 +93,36 @@ async fn main() -> std::process::ExitCode {
         Command::Lookup { registry } => lookup(&registry).await,
         Command::Demo => demo().await,
         Command::Broker { addr, data } => broker(&addr, data).await,
+        Command::Pub {
+            broker,
+            retain,
+            topic,
+            message,
+        } => {
+            let args = mw::cli_pubsub::PubArgs {
+                broker,
+                topic,
+                message,
+                retain,
+            };
+            mw::cli_pubsub::publish(args).await
+        }
+        Command::Sub {
+            broker,
+            durable,
+            count,
+            buffer,
+            pattern,
+        } => {
+            let args = mw::cli_pubsub::SubArgs {
+                broker,
+                pattern,
+                durable,
+                count,
+                buffer,
+            };
+            mw::cli_pubsub::subscribe(args, &mut std::io::stdout()).await
+        }
     };
     mw::run::exit_boxed("mw", result)
 }

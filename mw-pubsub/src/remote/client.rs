@@ -468,7 +468,10 @@ impl RemoteSubscription {
     /// Cancel-safe: no event is lost if the future is dropped.
     pub async fn recv(&mut self) -> Result<Event> {
         poll_fn(|cx| self.poll_fill(cx)).await?;
-        Ok(self.pending.pop_front().expect("poll_fill filled the queue"))
+        Ok(self
+            .pending
+            .pop_front()
+            .expect("poll_fill filled the queue"))
     }
 
     /// Waits until at least one event is available, then moves up to `limit` into `buf`;

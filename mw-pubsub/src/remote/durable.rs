@@ -284,39 +284,36 @@ impl Durables {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
         };
         let ready = futures::stream::iter([Ok(DurableItem::Ready { created })]);
-        let deliveries = futures::stream::unfold(
-            Some((consumer, guard)),
-            |state| async move {
-                let (mut consumer, guard) = state?;
-                let first = match consumer.recv().await {
-                    Ok(d) => d,
-                    Err(e) => return Some((Err(RemoteError::Storage(e.to_string())), None)),
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_DELIVERIES {
-                    match consumer.recv().now_or_never() {
-                        Some(Ok(d)) => batch.push(d),
-                        _ => break,
-                    }
+        let deliveries = futures::stream::unfold(Some((consumer, guard)), |state| async move {
+            let (mut consumer, guard) = state?;
+            let first = match consumer.recv().await {
+                Ok(d) => d,
+                Err(e) => return Some((Err(RemoteError::Storage(e.to_string())), None)),
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_DELIVERIES {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(d)) => batch.push(d),
+                    _ => break,
                 }
-                let items = {
-                    let mut out = lock(&guard.durable.outstanding);
-                    batch
-                        .into_iter()
-                        .map(|d| {
-                            out.insert(d.tag(), guard.id);
-                            // Settled later through the queue by tag (see `ack`).
-                            WireDelivery {
-                                tag: d.tag(),
-                                attempt: d.attempt(),
-                                event: Blob(d.body().clone()),
-                            }
-                        })
-                        .collect()
-                };
-                Some((Ok(DurableItem::Deliveries(items)), Some((consumer, guard))))
-            },
-        );
+            }
+            let items = {
+                let mut out = lock(&guard.durable.outstanding);
+                batch
+                    .into_iter()
+                    .map(|d| {
+                        out.insert(d.tag(), guard.id);
+                        // Settled later through the queue by tag (see `ack`).
+                        WireDelivery {
+                            tag: d.tag(),
+                            attempt: d.attempt(),
+                            event: Blob(d.body().clone()),
+                        }
+                    })
+                    .collect()
+            };
+            Some((Ok(DurableItem::Deliveries(items)), Some((consumer, guard))))
+        });
         Box::pin(ready.chain(deliveries))
     }
 

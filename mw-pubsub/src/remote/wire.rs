@@ -442,7 +442,10 @@ mod tests {
         let mut out = Vec::new();
         decode_batch(&blob, |e| out.push(e)).unwrap();
         assert_eq!(out.len(), 3);
-        assert_eq!((out[0].topic.as_str(), &out[0].payload[..]), ("a.b", &b"1"[..]));
+        assert_eq!(
+            (out[0].topic.as_str(), &out[0].payload[..]),
+            ("a.b", &b"1"[..])
+        );
         assert_eq!((out[1].topic.as_str(), out[1].dropped_before), ("a.b", 7));
         assert_eq!((out[2].topic.as_str(), out[2].payload.len()), ("c", 300));
     }
@@ -460,8 +463,14 @@ mod tests {
         let bad = |bytes: &'static [u8]| decode_batch(&Blob(Bytes::from_static(bytes)), |_| {});
         assert!(matches!(bad(&[0, 0, 0]), Err(RemoteError::Malformed(_))));
         assert!(matches!(bad(&[5, b'a']), Err(RemoteError::Malformed(_))));
-        assert!(matches!(bad(&[1, b'*', 0, 0]), Err(RemoteError::InvalidName(_))));
-        assert!(matches!(bad(&[1, b'a', 0, 9, 1]), Err(RemoteError::Malformed(_))));
+        assert!(matches!(
+            bad(&[1, b'*', 0, 0]),
+            Err(RemoteError::InvalidName(_))
+        ));
+        assert!(matches!(
+            bad(&[1, b'a', 0, 9, 1]),
+            Err(RemoteError::Malformed(_))
+        ));
         assert!(matches!(bad(&[0xff; 12]), Err(RemoteError::Malformed(_))));
     }
 }
