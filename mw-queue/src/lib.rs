@@ -45,6 +45,7 @@
 //! | `consumer` | [`Consumer`], [`ConsumerOptions`]: credit-limited fetching |
 //! | `delivery` | [`Delivery`], [`DeliveryTag`] |
 //! | `message` | [`Message`], [`MessageId`] |
+//! | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
 //! | `config`, `clock`, `error` | [`Config`], [`Clock`], [`Error`] |
 //!
 //! Dependencies point one way: `segment` → `record` → `recovery` → `log` →
@@ -190,6 +191,7 @@ mod message;
 mod queue;
 mod record;
 mod recovery;
+pub mod remote;
 mod segment;
 
 pub use clock::Clock;

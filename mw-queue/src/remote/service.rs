@@ -1,0 +1,300 @@
+//! The `mw.queue` v1 service: its interface ([`QueueService`]) and the broker-side
+//! implementation over a [`QueueManager`] ([`QueueServiceImpl`]).
+
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use super::wire::{QueueError, QueueInfo, WireDelivery, WireMessage};
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::delivery::{Delivery, DeliveryTag};
+use crate::error::Error;
+use crate::manager::QueueManager;
+use crate::message::Message;
+use mw_rpc::Streaming;
+
+/// Most messages accepted in one `send_batch` call.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest prefetch a remote consumer may ask for (larger requests are clamped).
+pub const MAX_PREFETCH: u32 = 10_000;
+/// Most deliveries packed into one stream item of `consume`.
+pub const MAX_DELIVERIES_PER_ITEM: usize = 256;
+
+/// One item of a `consume` stream: a batch of deliveries, or the error that ended it.
+pub type ConsumeItem = Result<Vec<WireDelivery>, QueueError>;
+
+/// The broker's queue interface (`mw.queue`, version 1).
+///
+/// Every method that changes state answers only once the change is durable according
+/// to the broker's [`FsyncPolicy`](crate::FsyncPolicy) (`Always` by default: after the
+/// fsync of the group commit holding it).
+#[mw_rpc::service(name = "mw.queue", version = 1)]
+pub trait QueueService {
+    /// Stores `message` on `queue`; answers with its id once durable (persistent
+    /// synchronous). A producer-chosen id already stored within the broker's dedup
+    /// window is answered `Ok` but stored once, so resending after a lost reply is safe.
+    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError>;
+    /// Stores many messages in one round trip and one group commit, in order. One result
+    /// per message: some may fail (queue full) while others are stored.
+    async fn send_batch(
+        &self,
+        queue: String,
+        messages: Vec<WireMessage>,
+    ) -> Result<Vec<Result<u128, QueueError>>, QueueError>;
+    /// Attaches a consumer holding at most `prefetch` unsettled deliveries, and streams
+    /// its deliveries (several per item when available). `visibility_ms` overrides the
+    /// broker's visibility timeout for these deliveries. The stream ends with an error
+    /// item or when the broker closes; dropping it detaches the consumer.
+    async fn consume(
+        &self,
+        queue: String,
+        prefetch: u32,
+        visibility_ms: Option<u64>,
+    ) -> Streaming<ConsumeItem>;
+    /// Acknowledges a delivery: the message is gone for good once this answers `Ok`.
+    async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError>;
+    /// Returns a delivery to the queue, visible again after `delay_ms` (or at once).
+    async fn nack(
+        &self,
+        queue: String,
+        tag: DeliveryTag,
+        delay_ms: Option<u64>,
+    ) -> Result<(), QueueError>;
+    /// Moves a delivery to the dead-letter queue.
+    async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError>;
+    /// Keeps a delivery invisible to other consumers for `by_ms` from now.
+    async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64)
+        -> Result<(), QueueError>;
+    /// Every queue (dead-letter queues included) with its counters, by name.
+    async fn queues(&self) -> Vec<QueueInfo>;
+    /// Moves `queue`'s dead letters back to it; answers how many moved.
+    async fn redrive(&self, queue: String) -> Result<u64, QueueError>;
+}
+
+/// The broker side of [`QueueService`]: serves the queues of one [`QueueManager`].
+///
+/// ```no_run
+/// # async fn f(qm: mw_queue::QueueManager) -> Result<(), mw_rpc::RpcError> {
+/// use mw_queue::remote::{QueueServiceImpl, QueueServiceServer};
+/// let server = mw_rpc::Server::builder()
+///     .add(QueueServiceServer::new(QueueServiceImpl::new(qm)))
+///     .build()
+///     .spawn("127.0.0.1:7800")
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Remote consumers
+///
+/// Each `consume` stream owns one [`Consumer`] inside the broker. Deliveries are sent
+/// as stream items and the broker keeps only their tags; the client settles them with
+/// `ack`/`nack`/`reject` by tag. When the stream ends (the client dropped it, cancelled
+/// it, or its connection broke), the consumer is dropped: messages it had fetched but
+/// not yet sent return to the queue at once. Deliveries already sent and never settled
+/// stay in flight and are redelivered, to any consumer, when their visibility timeout
+/// expires (at-least-once: the client may have processed them).
+///
+/// # Queue names
+///
+/// Remote names are stricter than embedded ones: 1 to 255 bytes with no whitespace and
+/// no control characters, so that every name prints on one line. Others are refused
+/// with [`QueueError::InvalidQueueName`] and create nothing.
+#[derive(Debug, Clone)]
+pub struct QueueServiceImpl {
+    qm: QueueManager,
+}
+
+impl QueueServiceImpl {
+    /// Serves the queues of `qm`.
+    pub fn new(qm: QueueManager) -> Self {
+        QueueServiceImpl { qm }
+    }
+
+    /// The manager served.
+    pub fn manager(&self) -> &QueueManager {
+        &self.qm
+    }
+}
+
+/// Refuses names a remote client may not use (see [`QueueServiceImpl`]).
+pub(crate) fn check_remote_name(name: &str) -> Result<(), QueueError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::InvalidQueueName(name.to_string()))
+    }
+}
+
+impl QueueService for QueueServiceImpl {
+    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
+        check_remote_name(&queue)?;
+        let id = self.qm.queue(&queue).send(Message::from(message)).await?;
+        Ok(id.0)
+    }
+
+    async fn send_batch(
+        &self,
+        queue: String,
+        messages: Vec<WireMessage>,
+    ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
+        check_remote_name(&queue)?;
+        if messages.len() > MAX_BATCH {
+            return Err(QueueError::BadRequest(format!(
+                "batch of {} messages exceeds the limit of {MAX_BATCH}",
+                messages.len()
+            )));
+        }
+        let q = self.qm.queue(&queue);
+        // All sends are polled in order before any waits for the disk, so they join the
+        // same group commit and keep their order (the send permits are handed out FIFO).
+        let sends = messages.into_iter().map(|m| {
+            let q = q.clone();
+            async move { q.send(Message::from(m)).await }
+        });
+        let results = futures::future::join_all(sends).await;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(|id| id.0).map_err(QueueError::from))
+            .collect())
+    }
+
+    async fn consume(
+        &self,
+        queue: String,
+        prefetch: u32,
+        visibility_ms: Option<u64>,
+    ) -> Streaming<ConsumeItem> {
+        if let Err(e) = check_remote_name(&queue) {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
+        let consumer = self.qm.queue(&queue).consumer(ConsumerOptions {
+            prefetch: prefetch.clamp(1, MAX_PREFETCH),
+            visibility_timeout: visibility_ms.map(Duration::from_millis),
+        });
+        Box::pin(futures::stream::unfold(
+            ConsumeState {
+                consumer: Some(consumer),
+                pending_error: None,
+            },
+            next_batch,
+        ))
+    }
+
+    async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        check_remote_name(&queue)?;
+        Ok(self.qm.queue(&queue).ack(tag).await?)
+    }
+
+    async fn nack(
+        &self,
+        queue: String,
+        tag: DeliveryTag,
+        delay_ms: Option<u64>,
+    ) -> Result<(), QueueError> {
+        check_remote_name(&queue)?;
+        let delay = delay_ms.map(Duration::from_millis);
+        Ok(self.qm.queue(&queue).nack(tag, delay).await?)
+    }
+
+    async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        check_remote_name(&queue)?;
+        Ok(self.qm.queue(&queue).reject(tag).await?)
+    }
+
+    async fn extend(
+        &self,
+        queue: String,
+        tag: DeliveryTag,
+        by_ms: u64,
+    ) -> Result<(), QueueError> {
+        check_remote_name(&queue)?;
+        let by = Duration::from_millis(by_ms);
+        Ok(self.qm.queue(&queue).extend_visibility(tag, by)?)
+    }
+
+    async fn queues(&self) -> Vec<QueueInfo> {
+        self.qm
+            .queues()
+            .into_iter()
+            .map(|(name, s)| QueueInfo::new(name, s))
+            .collect()
+    }
+
+    async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
+        check_remote_name(&queue)?;
+        Ok(self.qm.redrive(&queue).await?)
+    }
+}
+
+/// State of one `consume` stream. `consumer` is `None` once the stream has ended.
+struct ConsumeState {
+    consumer: Option<Consumer>,
+    /// An error met while topping up a batch, reported as the next item.
+    pending_error: Option<Error>,
+}
+
+fn to_wire(d: Delivery) -> WireDelivery {
+    // The `Delivery` itself is dropped here, which does not settle it: the client
+    // settles by tag.
+    WireDelivery {
+        id: d.id().0,
+        tag: d.tag(),
+        sent_at_ms: d.sent_at_ms(),
+        body: d.body().clone(),
+    }
+}
+
+async fn next_batch(mut st: ConsumeState) -> Option<(ConsumeItem, ConsumeState)> {
+    let consumer = st.consumer.as_mut()?;
+    if let Some(e) = st.pending_error.take() {
+        return finish(st, e);
+    }
+    let first = match consumer.recv().await {
+        Ok(d) => d,
+        Err(e) => return finish(st, e),
+    };
+    let mut batch = vec![to_wire(first)];
+    // Top the item up with whatever is ready now, without waiting: many deliveries per
+    // frame under load, one per frame when trickling. `recv` is cancel-safe, so a fetch
+    // started here is kept and resumed by the next call.
+    while batch.len() < MAX_DELIVERIES_PER_ITEM {
+        match consumer.recv().now_or_never() {
+            Some(Ok(d)) => batch.push(to_wire(d)),
+            Some(Err(e)) => {
+                st.pending_error = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    Some((Ok(batch), st))
+}
+
+/// Ends the stream after reporting `e` (a closing manager ends it quietly).
+fn finish(mut st: ConsumeState, e: Error) -> Option<(ConsumeItem, ConsumeState)> {
+    st.consumer = None;
+    match e {
+        Error::Closed => None,
+        e => Some((Err(QueueError::from(e)), st)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_remote_name;
+
+    #[test]
+    fn remote_names_are_printable_words() {
+        assert!(check_remote_name("orders").is_ok());
+        assert!(check_remote_name("orders.dlq").is_ok());
+        assert!(check_remote_name("ünïcode-ok_1").is_ok());
+        assert!(check_remote_name("").is_err());
+        assert!(check_remote_name("a b").is_err());
+        assert!(check_remote_name("a\nb").is_err());
+        assert!(check_remote_name("bell\u{7}").is_err());
+        assert!(check_remote_name(&"x".repeat(256)).is_err());
+    }
+}
