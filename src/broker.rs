@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::pubsub::remote::{PubSubServer, PubSubService};
 use crate::pubsub::Bus;
+use crate::queue::remote::{QueueServiceImpl, QueueServiceServer};
 use crate::queue::QueueManager;
 use crate::rpc::registry::{RegistryImpl, RegistryServer};
 use crate::rpc::{Server, ServerBuilder, ServerConfig};
@@ -20,6 +21,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Connection limits and scheduling of the shared server.
     pub server: ServerConfig,
+    /// Queue manager settings (fsync policy, visibility timeout, length limit, ...).
+    pub queue: crate::queue::Config,
 }
 
 impl BrokerConfig {
@@ -28,6 +31,7 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.into(),
             server: ServerConfig::default(),
+            queue: crate::queue::Config::default(),
         }
     }
 }
@@ -56,7 +60,7 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
             config.data_dir.display()
         )
     })?;
-    let queues = QueueManager::open(&config.data_dir, crate::queue::Config::default())
+    let queues = QueueManager::open(&config.data_dir, config.queue.clone())
         .await
         .map_err(|e| format!("cannot open queues in {}: {e}", config.data_dir.display()))?;
     let bus = Bus::default();
@@ -64,7 +68,8 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
     let builder: ServerBuilder = Server::builder()
         .config(config.server.clone())
         .add(RegistryServer::new(RegistryImpl::new()))
-        .add(PubSubServer::new(pubsub));
+        .add(PubSubServer::new(pubsub))
+        .add(QueueServiceServer::new(QueueServiceImpl::new(queues.clone())));
     Ok(Broker {
         server: builder.build(),
         bus,

@@ -144,5 +144,7 @@ async fn demo() -> Result<(), mw::run::BoxError> {
 async fn broker(addr: &str, data: std::path::PathBuf) -> Result<(), mw::run::BoxError> {
     let broker = mw::broker::open(mw::broker::BrokerConfig::new(data)).await?;
     mw::run::serve(broker.server, addr, None, &[]).await?;
+    // The server has drained: sync what is pending and release the data directory.
+    broker.queues.close().await?;
     Ok(())
 }
