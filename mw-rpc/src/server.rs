@@ -398,7 +398,13 @@ async fn serve_connection(
                     result = Err(CoreError::Frame(e));
                     break;
                 }
-                None => reading = false,
+                None => {
+                    reading = false;
+                    // Nobody will grant credit or read items any more: end the streams now,
+                    // or a stream waiting for credit (a subscription) would hold its
+                    // resources, and this task, forever. Unary calls still run to the end.
+                    st.abort_streams();
+                }
             },
         }
     }
@@ -413,6 +419,24 @@ async fn serve_connection(
 }
 
 impl ConnState {
+    fn abort_streams(&mut self) {
+        let streams: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.credits.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        // As if the client had cancelled each (see `FrameKind::Cancel` below).
+        for id in streams {
+            if let Some(call) = self.calls.remove(&id) {
+                match call.abort {
+                    Some(h) => h.abort(),
+                    None => self.queued.retain(|q| q.id != id),
+                }
+            }
+        }
+    }
+
     fn error(&self, id: u64, code: u16, message: &str) {
         let _ = self.outbox.push_with(FrameKind::Error, 0, id, |b| {
             wire::error_body(b, code, message);
