@@ -401,6 +401,9 @@ impl Drop for SessionGuard {
             for t in &mine {
                 out.remove(t);
             }
+            // Returned oldest first, so the queue keeps publish order where it can.
+            let mut mine = mine;
+            mine.sort_by_key(|t| t.lsn());
             mine
         };
         if tags.is_empty() {

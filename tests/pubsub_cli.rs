@@ -1,0 +1,158 @@
+//! `mw broker`, `mw pub` and `mw sub` as separate processes, as a user runs them: the real
+//! binary, readiness read from its output, every child killed through its own handle.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+const MW: &str = env!("CARGO_BIN_EXE_mw");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A child process killed and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines on a thread so the test can wait with a bound.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
+    rx.recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("no line from {what} within {WAIT:?}"))
+}
+
+fn start_broker(dir: &std::path::Path) -> (Proc, String) {
+    let mut child = Command::new(MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mw broker starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let proc = Proc(child);
+    let line = next_line(&out, "mw broker");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (proc, addr)
+}
+
+/// Starts `mw sub` and waits for its `subscribed to` line on stderr.
+fn start_sub(addr: &str, extra: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+    let mut child = Command::new(MW)
+        .args(["sub", "--broker", addr])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw sub starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let err: ChildStderr = child.stderr.take().unwrap();
+    let err = lines_of(err);
+    let proc = Proc(child);
+    let ready = next_line(&err, "mw sub stderr");
+    assert!(ready.starts_with("subscribed to"), "{ready:?}");
+    (proc, out)
+}
+
+fn run_pub(addr: &str, args: &[&str], stdin: Option<&str>) {
+    let mut child = Command::new(MW)
+        .args(["pub", "--broker", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw pub starts");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mw pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mw_pub_and_mw_sub_talk_through_a_real_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+
+    let (mut sub, out) = start_sub(&addr, &["sensors.*.temp", "--count", "3"]);
+    run_pub(&addr, &["sensors.kitchen.temp", "21.5"], None);
+    run_pub(&addr, &["sensors.hall.temp"], Some("19.0\n19.5\n"));
+    run_pub(&addr, &["sensors.kitchen.humidity", "40"], None);
+    let got: Vec<String> = (0..3).map(|_| next_line(&out, "mw sub")).collect();
+    assert_eq!(
+        got,
+        [
+            "sensors.kitchen.temp 21.5",
+            "sensors.hall.temp 19.0",
+            "sensors.hall.temp 19.5"
+        ]
+    );
+    // --count 3: it exits by itself, successfully.
+    let status = sub.0.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn mw_sub_durable_gets_what_was_published_while_it_was_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+
+    // Create the durable subscription, then stop the subscriber.
+    let (sub, _out) = start_sub(&addr, &["orders.>", "--durable", "shipping"]);
+    drop(sub);
+    run_pub(&addr, &["orders.eu"], Some("one\ntwo\n"));
+
+    let (mut sub, out) = start_sub(
+        &addr,
+        &["orders.>", "--durable", "shipping", "--count", "2"],
+    );
+    assert_eq!(next_line(&out, "durable mw sub"), "orders.eu one");
+    assert_eq!(next_line(&out, "durable mw sub"), "orders.eu two");
+    assert!(sub.0.wait().unwrap().success());
+}
+
+#[test]
+fn unreachable_broker_and_bad_topic_are_reported_plainly() {
+    let out = Command::new(MW)
+        .args(["pub", "--broker", "127.0.0.1:1", "a.b", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach broker at 127.0.0.1:1"), "{err}");
+
+    let out = Command::new(MW)
+        .args(["sub", "--broker", "127.0.0.1:1", "a..b"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("empty token"), "{err}");
+}
