@@ -69,7 +69,9 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         .config(config.server.clone())
         .add(RegistryServer::new(RegistryImpl::new()))
         .add(PubSubServer::new(pubsub))
-        .add(QueueServiceServer::new(QueueServiceImpl::new(queues.clone())));
+        .add(QueueServiceServer::new(QueueServiceImpl::new(
+            queues.clone(),
+        )));
     Ok(Broker {
         server: builder.build(),
         bus,

@@ -45,6 +45,7 @@ pub use mw_rpc as rpc;
 
 pub mod broker;
 pub mod cli_pubsub;
+pub mod cli_queue;
 pub mod demo;
 pub mod run;
 pub mod tour;

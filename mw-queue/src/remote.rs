@@ -45,7 +45,9 @@ mod client;
 mod service;
 mod wire;
 
-pub use client::{RemoteConsumer, RemoteDelivery, RemoteError, RemoteQueue, RemoteQueues, RemoteResult};
+pub use client::{
+    RemoteConsumer, RemoteDelivery, RemoteError, RemoteQueue, RemoteQueues, RemoteResult,
+};
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
     QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PREFETCH,

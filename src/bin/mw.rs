@@ -64,6 +64,33 @@ enum Command {
         /// Pattern: dot-separated, `*` matches one level, a final `>` the rest.
         pattern: String,
     },
+    /// Send MESSAGE (or each line of stdin) to QUEUE on a broker; prints each message id once stored.
+    Send {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// The queue.
+        queue: String,
+        /// The message; without it, each line of stdin is one message.
+        message: Option<String>,
+    },
+    /// Receive from QUEUE on a broker: print each message body, then acknowledge it.
+    Recv {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Exit after N messages (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// The queue.
+        queue: String,
+    },
+    /// List a broker's queues: depth, in flight, consumers, dead letters.
+    Queues {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+    },
     /// Show what a registry knows.
     Lookup {
         /// The registry's address.
@@ -91,6 +118,31 @@ async fn main() -> std::process::ExitCode {
                 .map_err(Into::into)
         }
         Command::Lookup { registry } => lookup(&registry).await,
+        Command::Send {
+            broker,
+            queue,
+            message,
+        } => {
+            let args = mw::cli_queue::SendArgs {
+                broker,
+                queue,
+                message,
+            };
+            mw::cli_queue::send(args, &mut std::io::stdout()).await
+        }
+        Command::Recv {
+            broker,
+            count,
+            queue,
+        } => {
+            let args = mw::cli_queue::RecvArgs {
+                broker,
+                queue,
+                count,
+            };
+            mw::cli_queue::recv(args, &mut std::io::stdout()).await
+        }
+        Command::Queues { broker } => mw::cli_queue::queues(&broker, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker { addr, data } => broker(&addr, data).await,
         Command::Pub {

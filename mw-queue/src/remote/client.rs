@@ -39,6 +39,10 @@ pub enum RemoteError {
     /// `RpcError::Application` (that is [`RemoteError::Queue`]).
     #[error("call to the broker failed")]
     Rpc(#[source] RpcError<QueueError>),
+    /// A consumer made with [`RemoteQueue::consumer_with_limit`] has received all the
+    /// deliveries it asked for.
+    #[error("consumer has received the {0} deliveries it asked for")]
+    LimitReached(u64),
 }
 
 impl RemoteError {
@@ -56,7 +60,7 @@ impl RemoteError {
                     | RpcError::VersionMismatch(_)
                     | RpcError::BadArguments(_)
             ),
-            RemoteError::Connect { .. } => false,
+            RemoteError::Connect { .. } | RemoteError::LimitReached(_) => false,
         }
     }
 
@@ -236,18 +240,45 @@ impl RemoteQueue {
     /// [`RemoteError::Rpc`] if the connection is broken. An invalid queue name is
     /// reported by the first [`recv`](RemoteConsumer::recv).
     pub async fn consumer(&self, options: ConsumerOptions) -> RemoteResult<RemoteConsumer> {
+        self.open_consumer(options, None).await
+    }
+
+    /// Like [`consumer`](RemoteQueue::consumer), for at most `limit` deliveries: the
+    /// broker hands out no more than that and then detaches the consumer, so a program
+    /// that wants `limit` messages and settles each leaves nothing in flight behind
+    /// (`mw recv --count N` uses this). After `limit` deliveries,
+    /// [`recv`](RemoteConsumer::recv) fails with [`RemoteError::LimitReached`].
+    ///
+    /// # Errors
+    ///
+    /// As [`consumer`](RemoteQueue::consumer).
+    pub async fn consumer_with_limit(
+        &self,
+        options: ConsumerOptions,
+        limit: u64,
+    ) -> RemoteResult<RemoteConsumer> {
+        self.open_consumer(options, Some(limit)).await
+    }
+
+    async fn open_consumer(
+        &self,
+        options: ConsumerOptions,
+        limit: Option<u64>,
+    ) -> RemoteResult<RemoteConsumer> {
         let visibility = options
             .visibility_timeout
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64);
         let stream = self
             .client
-            .consume(self.name.to_string(), options.prefetch, visibility)
+            .consume(self.name.to_string(), options.prefetch, visibility, limit)
             .await?;
         Ok(RemoteConsumer {
             queue: self.clone(),
             stream,
             buffer: VecDeque::new(),
             ended: None,
+            limit,
+            received: 0,
         })
     }
 
@@ -308,6 +339,10 @@ pub struct RemoteConsumer {
     buffer: VecDeque<WireDelivery>,
     /// Set once the stream has ended, with what every later `recv` reports.
     ended: Option<QueueError>,
+    /// Deliveries asked for, if limited.
+    limit: Option<u64>,
+    /// Deliveries received from the broker so far.
+    received: u64,
 }
 
 impl std::fmt::Debug for RemoteConsumer {
@@ -332,7 +367,8 @@ impl RemoteConsumer {
     /// [`RemoteError::Rpc`] (`Disconnected`) when the connection to the broker broke;
     /// [`RemoteError::Queue`] when the broker ended the consumer
     /// ([`QueueError::Closed`] when it shut down, [`QueueError::InvalidQueueName`], a
-    /// storage error). The consumer is finished after an error.
+    /// storage error); [`RemoteError::LimitReached`] for a limited consumer. The
+    /// consumer is finished after an error.
     ///
     /// # Cancel safety
     ///
@@ -345,11 +381,17 @@ impl RemoteConsumer {
                     inner: d,
                 });
             }
+            if let Some(limit) = self.limit.filter(|l| self.received >= *l) {
+                return Err(RemoteError::LimitReached(limit));
+            }
             if let Some(e) = &self.ended {
                 return Err(RemoteError::Queue(e.clone()));
             }
             match self.stream.next().await {
-                Some(Ok(Ok(batch))) => self.buffer.extend(batch),
+                Some(Ok(Ok(batch))) => {
+                    self.received += batch.len() as u64;
+                    self.buffer.extend(batch);
+                }
                 Some(Ok(Err(e))) => self.ended = Some(e),
                 None => self.ended = Some(QueueError::Closed),
                 Some(Err(e)) => {

@@ -43,13 +43,16 @@ pub trait QueueService {
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError>;
     /// Attaches a consumer holding at most `prefetch` unsettled deliveries, and streams
     /// its deliveries (several per item when available). `visibility_ms` overrides the
-    /// broker's visibility timeout for these deliveries. The stream ends with an error
+    /// broker's visibility timeout for these deliveries. With `limit`, the stream ends
+    /// after handing out that many deliveries, and the consumer is detached at once (so
+    /// nothing beyond `limit` is left in flight). The stream also ends with an error
     /// item or when the broker closes; dropping it detaches the consumer.
     async fn consume(
         &self,
         queue: String,
         prefetch: u32,
         visibility_ms: Option<u64>,
+        limit: Option<u64>,
     ) -> Streaming<ConsumeItem>;
     /// Acknowledges a delivery: the message is gone for good once this answers `Ok`.
     async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError>;
@@ -63,8 +66,7 @@ pub trait QueueService {
     /// Moves a delivery to the dead-letter queue.
     async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError>;
     /// Keeps a delivery invisible to other consumers for `by_ms` from now.
-    async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64)
-        -> Result<(), QueueError>;
+    async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64) -> Result<(), QueueError>;
     /// Every queue (dead-letter queues included) with its counters, by name.
     async fn queues(&self) -> Vec<QueueInfo>;
     /// Moves `queue`'s dead letters back to it; answers how many moved.
@@ -166,18 +168,28 @@ impl QueueService for QueueServiceImpl {
         queue: String,
         prefetch: u32,
         visibility_ms: Option<u64>,
+        limit: Option<u64>,
     ) -> Streaming<ConsumeItem> {
         if let Err(e) = check_remote_name(&queue) {
             return Box::pin(futures::stream::once(async move { Err(e) }));
         }
+        if limit == Some(0) {
+            return Box::pin(futures::stream::empty());
+        }
+        let mut prefetch = prefetch.clamp(1, MAX_PREFETCH);
+        if let Some(l) = limit {
+            // Never take more than will be handed out.
+            prefetch = prefetch.min(l.min(u64::from(MAX_PREFETCH)) as u32);
+        }
         let consumer = self.qm.queue(&queue).consumer(ConsumerOptions {
-            prefetch: prefetch.clamp(1, MAX_PREFETCH),
+            prefetch,
             visibility_timeout: visibility_ms.map(Duration::from_millis),
         });
         Box::pin(futures::stream::unfold(
             ConsumeState {
                 consumer: Some(consumer),
                 pending_error: None,
+                remaining: limit,
             },
             next_batch,
         ))
@@ -204,12 +216,7 @@ impl QueueService for QueueServiceImpl {
         Ok(self.qm.queue(&queue).reject(tag).await?)
     }
 
-    async fn extend(
-        &self,
-        queue: String,
-        tag: DeliveryTag,
-        by_ms: u64,
-    ) -> Result<(), QueueError> {
+    async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64) -> Result<(), QueueError> {
         check_remote_name(&queue)?;
         let by = Duration::from_millis(by_ms);
         Ok(self.qm.queue(&queue).extend_visibility(tag, by)?)
@@ -234,6 +241,8 @@ struct ConsumeState {
     consumer: Option<Consumer>,
     /// An error met while topping up a batch, reported as the next item.
     pending_error: Option<Error>,
+    /// Deliveries still to hand out when the stream has a limit.
+    remaining: Option<u64>,
 }
 
 fn to_wire(d: Delivery) -> WireDelivery {
@@ -257,10 +266,13 @@ async fn next_batch(mut st: ConsumeState) -> Option<(ConsumeItem, ConsumeState)>
         Err(e) => return finish(st, e),
     };
     let mut batch = vec![to_wire(first)];
+    let max = st.remaining.map_or(MAX_DELIVERIES_PER_ITEM, |r| {
+        r.min(MAX_DELIVERIES_PER_ITEM as u64) as usize
+    });
     // Top the item up with whatever is ready now, without waiting: many deliveries per
     // frame under load, one per frame when trickling. `recv` is cancel-safe, so a fetch
     // started here is kept and resumed by the next call.
-    while batch.len() < MAX_DELIVERIES_PER_ITEM {
+    while batch.len() < max {
         match consumer.recv().now_or_never() {
             Some(Ok(d)) => batch.push(to_wire(d)),
             Some(Err(e)) => {
@@ -268,6 +280,14 @@ async fn next_batch(mut st: ConsumeState) -> Option<(ConsumeItem, ConsumeState)>
                 break;
             }
             None => break,
+        }
+    }
+    if let Some(r) = &mut st.remaining {
+        *r -= batch.len() as u64;
+        if *r == 0 {
+            // Detach now: what the consumer prefetched returns to the queue at once,
+            // without counting an attempt.
+            st.consumer = None;
         }
     }
     Some((Ok(batch), st))
