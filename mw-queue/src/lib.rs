@@ -184,6 +184,7 @@ mod config;
 mod consumer;
 mod delivery;
 mod error;
+pub mod forward;
 mod index;
 mod log;
 mod manager;

@@ -1,0 +1,284 @@
+//! The broker's `mw.queue` service as a [`NextHop`] ([`RemoteHop`], [`RemoteConnect`]),
+//! and [`RoutingQueueService`]: that service with a [`Router`] behind it, so a broker
+//! forwards the queues it does not own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mw_rpc::{ClientConfig, Streaming};
+use tokio::sync::Mutex;
+
+use super::hop::{Connect, HopError, NextHop};
+use super::routing::Router;
+use crate::delivery::DeliveryTag;
+use crate::message::Message;
+use crate::remote::{
+    ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
+    RemoteQueues, WireMessage, MAX_BATCH,
+};
+
+/// Deadline of one call to a hop by default: long enough for a batch and a busy
+/// disk, short enough that a hung hop is retried (and its messages kept invisible)
+/// rather than waited on forever.
+pub const DEFAULT_HOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker (or any `mw.queue` server) at an address, as a [`NextHop`]: sends
+/// with [`RemoteQueue::send_batch`](crate::remote::RemoteQueue::send_batch) and
+/// keeps the ids, so the broker's dedup window stores resends once.
+///
+/// Connects on first use and again after any failed call (so a broker that
+/// restarts is found again). Every call has a deadline
+/// ([`DEFAULT_HOP_TIMEOUT`] unless set with [`with_timeout`](RemoteHop::with_timeout)).
+#[derive(Debug)]
+pub struct RemoteHop {
+    addr: String,
+    config: ClientConfig,
+    client: Mutex<Option<RemoteQueues>>,
+}
+
+impl RemoteHop {
+    /// The hop at `addr` (`HOST:PORT`, `unix:PATH`, `inproc:NAME`). Does not connect yet.
+    pub fn new(addr: &str) -> RemoteHop {
+        RemoteHop::with_timeout(addr, DEFAULT_HOP_TIMEOUT)
+    }
+
+    /// Like [`new`](RemoteHop::new), with this deadline for each call.
+    pub fn with_timeout(addr: &str, timeout: Duration) -> RemoteHop {
+        RemoteHop {
+            addr: addr.to_string(),
+            config: ClientConfig {
+                default_timeout: timeout,
+                ..ClientConfig::default()
+            },
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn try_send(&self, queue: &str, msgs: Vec<Message>) -> Result<(), HopError> {
+        // Held across the call: one transmission queue has one forwarder, and one call
+        // at a time keeps the order on the wire.
+        let mut slot = self.client.lock().await;
+        let client = match &*slot {
+            Some(c) => c.clone(),
+            None => {
+                let c = RemoteQueues::connect_with(&self.addr, self.config.clone())
+                    .await
+                    .map_err(|e| classify(&e))?;
+                *slot = Some(c.clone());
+                c
+            }
+        };
+        let q = client.queue(queue);
+        let mut msgs = msgs;
+        while !msgs.is_empty() {
+            let rest = msgs.split_off(msgs.len().min(MAX_BATCH));
+            let results = match q.send_batch(msgs).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(e, RemoteError::Rpc(_) | RemoteError::Connect { .. }) {
+                        *slot = None; // reconnect on the next attempt
+                    }
+                    return Err(classify(&e));
+                }
+            };
+            // The first refusal decides; messages before it are stored, later ones may
+            // be, and a resend stores each of those once.
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(classify(&RemoteError::Queue(e)));
+            }
+            msgs = rest;
+        }
+        Ok(())
+    }
+}
+
+/// Refusals that cannot change are [`HopError::Refused`]; everything else (including
+/// a hop that does not speak `mw.queue`, a configuration mistake that may be fixed) is
+/// retried.
+fn classify(e: &RemoteError) -> HopError {
+    let text = error_chain(e);
+    match e {
+        RemoteError::Queue(q) if q.is_permanent() => HopError::Refused(text),
+        _ => HopError::Unavailable(text),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl NextHop for RemoteHop {
+    fn send<'a>(
+        &'a self,
+        queue: &'a str,
+        msgs: Vec<Message>,
+    ) -> BoxFuture<'a, Result<(), HopError>> {
+        Box::pin(self.try_send(queue, msgs))
+    }
+}
+
+/// Reaches hops with [`RemoteHop`] (what `mw broker --route` uses).
+#[derive(Debug, Clone)]
+pub struct RemoteConnect {
+    /// Deadline of each call to a hop. Default: [`DEFAULT_HOP_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+impl Default for RemoteConnect {
+    fn default() -> Self {
+        RemoteConnect {
+            timeout: DEFAULT_HOP_TIMEOUT,
+        }
+    }
+}
+
+impl Connect for RemoteConnect {
+    fn connect(&self, addr: &str) -> Arc<dyn NextHop> {
+        Arc::new(RemoteHop::with_timeout(addr, self.timeout))
+    }
+}
+
+/// The `mw.queue` service with a [`Router`] behind it: a send to a routed queue is
+/// stored in that hop's transmission queue (and answered once durable there);
+/// everything else is [`QueueServiceImpl`] over the router's queue manager.
+///
+/// ```no_run
+/// # async fn f(router: mw_queue::forward::Router) -> Result<(), mw_rpc::RpcError> {
+/// use mw_queue::forward::RoutingQueueService;
+/// use mw_queue::remote::QueueServiceServer;
+/// let server = mw_rpc::Server::builder()
+///     .add(QueueServiceServer::new(RoutingQueueService::new(router)))
+///     .build()
+///     .spawn("127.0.0.1:7801")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RoutingQueueService {
+    router: Router,
+    local: QueueServiceImpl,
+}
+
+impl RoutingQueueService {
+    /// Serves the router's queue manager, forwarding routed queues.
+    pub fn new(router: Router) -> Self {
+        let local = QueueServiceImpl::new(router.queue_manager().clone());
+        RoutingQueueService { router, local }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+/// The name rule of the `mw.queue` service (1 to 255 bytes, no whitespace or control
+/// characters), applied to routed queues before they are stored for forwarding.
+fn check_remote_name(name: &str) -> Result<(), QueueError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::InvalidQueueName(name.to_string()))
+    }
+}
+
+impl QueueService for RoutingQueueService {
+    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
+        if self.router.route(&queue).is_none() {
+            return self.local.send(queue, message).await;
+        }
+        check_remote_name(&queue)?;
+        let id = self.router.send(&queue, Message::from(message)).await?;
+        Ok(id.0)
+    }
+
+    async fn send_batch(
+        &self,
+        queue: String,
+        messages: Vec<WireMessage>,
+    ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
+        if self.router.route(&queue).is_none() {
+            return self.local.send_batch(queue, messages).await;
+        }
+        check_remote_name(&queue)?;
+        if messages.len() > MAX_BATCH {
+            return Err(QueueError::BadRequest(format!(
+                "batch of {} messages exceeds the limit of {MAX_BATCH}",
+                messages.len()
+            )));
+        }
+        // Polled in order before any waits for the disk: one group commit, order kept.
+        let sends = messages.into_iter().map(|m| {
+            let router = self.router.clone();
+            let queue = queue.clone();
+            async move { router.send(&queue, Message::from(m)).await }
+        });
+        Ok(futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.map(|id| id.0).map_err(QueueError::from))
+            .collect())
+    }
+
+    async fn consume(
+        &self,
+        queue: String,
+        prefetch: u32,
+        visibility_ms: Option<u64>,
+        limit: Option<u64>,
+    ) -> Streaming<ConsumeItem> {
+        self.local
+            .consume(queue, prefetch, visibility_ms, limit)
+            .await
+    }
+
+    async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        self.local.ack(queue, tag).await
+    }
+
+    async fn nack(
+        &self,
+        queue: String,
+        tag: DeliveryTag,
+        delay_ms: Option<u64>,
+    ) -> Result<(), QueueError> {
+        self.local.nack(queue, tag, delay_ms).await
+    }
+
+    async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        self.local.reject(queue, tag).await
+    }
+
+    async fn extend(
+        &self,
+        queue: String,
+        tag: DeliveryTag,
+        by_ms: u64,
+    ) -> Result<(), QueueError> {
+        self.local.extend(queue, tag, by_ms).await
+    }
+
+    async fn queues(&self) -> Vec<QueueInfo> {
+        self.local.queues().await
+    }
+
+    async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
+        self.local.redrive(queue).await
+    }
+}
