@@ -1,0 +1,397 @@
+//! Queues over the network: a broker (in-process, or the real `mw broker` binary for the
+//! CLI verbs) and `RemoteQueues` clients on real sockets. Send, consume and ack round trip;
+//! a consumer that goes away without acking gets its message redelivered to another;
+//! prefetch holds over the network; the broker's refusals arrive typed; malformed
+//! requests are refused while other clients keep working; `mw send`, `mw recv` and
+//! `mw queues` as processes.
+
+mod queue_support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mw::queue::remote::{QueueError, RemoteError, RemoteQueues};
+use mw::queue::{Config, ConsumerOptions, Message, MessageId};
+use queue_support::{dead_addr, run_mw, start_broker, TestBroker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {STEP:?}: {what}"))
+}
+
+fn opts(prefetch: u32) -> ConsumerOptions {
+    ConsumerOptions {
+        prefetch,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn remote_send_consume_ack_round_trip() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("orders");
+
+    let a = q.send(Message::new("one widget")).await.unwrap();
+    let b = q.send(Message::new("two").with_id(42u128)).await.unwrap();
+    assert_eq!(b, MessageId(42));
+    let batch = q
+        .send_batch(vec![Message::new("three"), Message::new("four")])
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 2);
+    // Confirmed means stored at the broker.
+    assert_eq!(broker.queues.stats("orders").depth, 4);
+
+    let mut c = q.consumer(opts(10)).await.unwrap();
+    let mut bodies = Vec::new();
+    for expected_id in [Some(a), Some(b), None, None] {
+        let d = within("delivery", c.recv()).await.unwrap();
+        assert_eq!(d.attempt(), 1);
+        assert_eq!(d.queue(), "orders");
+        if let Some(id) = expected_id {
+            assert_eq!(d.id(), id);
+        }
+        bodies.push(String::from_utf8(d.body().to_vec()).unwrap());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(bodies, ["one widget", "two", "three", "four"], "FIFO");
+
+    let info = remote.queues().await.unwrap();
+    let orders = info.iter().find(|i| i.name == "orders").unwrap();
+    assert_eq!(
+        (orders.depth, orders.in_flight, orders.consumers),
+        (0, 0, 1)
+    );
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn nack_redelivers_and_reject_dead_letters() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("jobs");
+    q.send(Message::new("flaky")).await.unwrap();
+    let mut c = q.consumer(opts(1)).await.unwrap();
+    let d = within("first delivery", c.recv()).await.unwrap();
+    d.nack(None).await.unwrap();
+    let d = within("redelivery", c.recv()).await.unwrap();
+    assert_eq!(d.attempt(), 2);
+    d.reject().await.unwrap();
+    let info = remote.queues().await.unwrap();
+    let jobs = info.iter().find(|i| i.name == "jobs").unwrap();
+    assert_eq!((jobs.depth, jobs.dead_letters), (0, 1));
+    assert_eq!(q.redrive().await.unwrap(), 1);
+    let d = within("redriven delivery", c.recv()).await.unwrap();
+    assert_eq!(&d.body()[..], b"flaky");
+    d.ack().await.unwrap();
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn resend_with_the_same_id_is_stored_once() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("outbox");
+    // What a store-and-forward sender does after losing a reply: resend, same id.
+    let first = q.send(Message::new("m").with_id(7u128)).await.unwrap();
+    let again = q.send(Message::new("m").with_id(7u128)).await.unwrap();
+    let batch = q
+        .send_batch(vec![Message::new("m").with_id(7u128)])
+        .await
+        .unwrap();
+    assert_eq!((first, again), (MessageId(7), MessageId(7)));
+    assert_eq!(batch[0].as_ref().unwrap(), &MessageId(7));
+    assert_eq!(broker.queues.stats("outbox").depth, 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn consumer_that_disconnects_without_acking_has_its_message_redelivered_to_another() {
+    let broker = TestBroker::start(Config {
+        visibility_timeout: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await;
+    let sender = RemoteQueues::connect(&broker.addr).await.unwrap();
+    sender
+        .queue("work")
+        .send(Message::new("job"))
+        .await
+        .unwrap();
+
+    // The first consumer, on its own connection, takes the job and vanishes.
+    let first = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let mut c1 = first.queue("work").consumer(opts(1)).await.unwrap();
+    let d = within("first delivery", c1.recv()).await.unwrap();
+    assert_eq!(d.attempt(), 1);
+    let id = d.id();
+    drop(d);
+    drop(c1);
+    drop(first);
+
+    // Another consumer gets it once the visibility timeout expires.
+    let second = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let mut c2 = second.queue("work").consumer(opts(1)).await.unwrap();
+    let d = within("redelivery to another consumer", c2.recv())
+        .await
+        .unwrap();
+    assert_eq!((d.id(), d.attempt()), (id, 2));
+    d.ack().await.unwrap();
+    drop(c2);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_limited_consumer_leaves_nothing_in_flight_behind() {
+    // Visibility timeout far beyond the test's bound: anything stranded would hang it.
+    let broker = TestBroker::start(Config {
+        visibility_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    })
+    .await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("tray");
+    for i in 0..5 {
+        q.send(Message::new(format!("m{i}"))).await.unwrap();
+    }
+    let mut c = q.consumer_with_limit(opts(100), 2).await.unwrap();
+    for _ in 0..2 {
+        within("limited delivery", c.recv())
+            .await
+            .unwrap()
+            .ack()
+            .await
+            .unwrap();
+    }
+    let end = within("end of limited consumer", c.recv()).await;
+    assert!(matches!(end, Err(RemoteError::LimitReached(2))), "{end:?}");
+    drop(c);
+    // The other three are available at once to the next consumer.
+    let mut c = q.consumer(opts(10)).await.unwrap();
+    for i in 2..5 {
+        let d = within("remaining delivery", c.recv()).await.unwrap();
+        assert_eq!(d.body(), format!("m{i}").as_bytes());
+        assert_eq!(d.attempt(), 1, "returned without counting an attempt");
+        d.ack().await.unwrap();
+    }
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn prefetch_bounds_unsettled_deliveries_over_the_network() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("bins");
+    let msgs = (0..10).map(|i| Message::new(format!("{i}"))).collect();
+    for r in q.send_batch(msgs).await.unwrap() {
+        r.unwrap();
+    }
+    let mut greedy = q.consumer(opts(3)).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(within("prefetched delivery", greedy.recv()).await.unwrap());
+    }
+    let stats = broker.queues.stats("bins");
+    assert_eq!((stats.in_flight, stats.depth), (3, 7));
+    // Everything else is left for a competing consumer.
+    let other = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let mut c2 = other.queue("bins").consumer(opts(100)).await.unwrap();
+    let mut seen: HashSet<Vec<u8>> = held.iter().map(|d| d.body().to_vec()).collect();
+    for _ in 0..7 {
+        let d = within("competing delivery", c2.recv()).await.unwrap();
+        assert!(seen.insert(d.body().to_vec()), "delivered twice");
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seen.len(), 10);
+    for d in held {
+        d.ack().await.unwrap();
+    }
+    drop((greedy, c2));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn broker_refusals_reach_the_client_typed() {
+    let broker = TestBroker::start(Config {
+        max_queue_len: Some(2),
+        max_message_size: 1024,
+        ..Config::default()
+    })
+    .await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("machine");
+    q.send(Message::new("a")).await.unwrap();
+    q.send(Message::new("b")).await.unwrap();
+    let full = q.send(Message::new("c")).await.unwrap_err();
+    match &full {
+        RemoteError::Queue(QueueError::QueueFull { queue, limit }) => {
+            assert_eq!((queue.as_str(), *limit), ("machine", 2));
+        }
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert_eq!(full.to_string(), "queue machine is full (2 messages)");
+    assert!(!full.is_permanent(), "a full queue may drain");
+
+    let big = remote
+        .queue("other")
+        .send(Message::new(vec![0u8; 2048]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            big,
+            RemoteError::Queue(QueueError::MessageTooLarge {
+                size: 2048,
+                limit: 1024
+            })
+        ),
+        "{big:?}"
+    );
+    assert!(big.is_permanent());
+
+    // A batch into a nearly full queue: per-message results.
+    let results = remote
+        .queue("pair")
+        .send_batch(vec![
+            Message::new("1"),
+            Message::new("2"),
+            Message::new("3"),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert!(matches!(results[2], Err(QueueError::QueueFull { .. })));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_and_other_clients_keep_working() {
+    let broker = TestBroker::start(Config::default()).await;
+    let good = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let bad = RemoteQueues::connect(&broker.addr).await.unwrap();
+
+    let long = "x".repeat(256);
+    for name in ["", "has space", "new\nline", "bell\u{7}", long.as_str()] {
+        let e = bad.queue(name).send(Message::new("x")).await.unwrap_err();
+        assert!(
+            matches!(e, RemoteError::Queue(QueueError::InvalidQueueName(ref n)) if n == name),
+            "{name:?}: {e:?}"
+        );
+        let mut c = bad.queue(name).consumer(opts(1)).await.unwrap();
+        let e = within("invalid consumer", c.recv()).await.unwrap_err();
+        assert!(
+            matches!(e, RemoteError::Queue(QueueError::InvalidQueueName(_))),
+            "{e:?}"
+        );
+    }
+    let e = bad
+        .queue("q")
+        .ack(mw::queue::DeliveryTag::new(999, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        RemoteError::Queue(QueueError::DeliveryNotFound { .. })
+    ));
+
+    // Garbage on a raw connection: the broker drops that connection only.
+    let mut raw = tokio::net::TcpStream::connect(&broker.addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: nonsense\r\n\r\n\xff\xff\xff\xff")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = within("broker closes the garbage connection", async {
+        let mut buf = [0u8; 4096];
+        // Bounded: at most 1 MiB of refusal before we give up reading.
+        while sink.len() < 1 << 20 {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+
+    // The invalid names created nothing, and a good client is served as ever.
+    let q = good.queue("fine");
+    q.send(Message::new("still here")).await.unwrap();
+    let mut c = q.consumer(opts(1)).await.unwrap();
+    let d = within("good delivery", c.recv()).await.unwrap();
+    assert_eq!(&d.body()[..], b"still here");
+    d.ack().await.unwrap();
+    let names: Vec<String> = good
+        .queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["fine"]);
+    drop(c);
+    broker.stop().await;
+}
+
+#[test]
+fn cli_send_recv_and_queues_against_a_real_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+
+    let out = run_mw(
+        &["send", "--broker", &addr, "cans"],
+        Some("cola\nlemon\norange\n"),
+    );
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert_eq!(out.stdout.len(), 3, "one id per line: {:?}", out.stdout);
+    assert!(out
+        .stdout
+        .iter()
+        .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+    let out = run_mw(&["send", "--broker", &addr, "cans", "water"], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert_eq!(out.stdout.len(), 1);
+
+    let out = run_mw(&["queues", "--broker", &addr], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert_eq!(out.stdout[0].split_whitespace().next(), Some("QUEUE"));
+    let row: Vec<&str> = out.stdout[1].split_whitespace().collect();
+    assert_eq!(row, ["cans", "4", "0", "0", "0"], "{:?}", out.stdout);
+
+    let out = run_mw(&["recv", "--broker", &addr, "cans", "--count", "3"], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert_eq!(out.stdout, ["cola", "lemon", "orange"]);
+    // Acked, and nothing left in flight by the exiting consumer.
+    let out = run_mw(&["queues", "--broker", &addr], None);
+    let row: Vec<&str> = out.stdout[1].split_whitespace().collect();
+    assert_eq!(row, ["cans", "1", "0", "0", "0"], "{:?}", out.stdout);
+    let out = run_mw(&["recv", "--broker", &addr, "cans", "--count", "1"], None);
+    assert_eq!(out.stdout, ["water"]);
+}
+
+#[test]
+fn cli_errors_are_one_plain_line_and_a_failure_code() {
+    let nobody = dead_addr();
+    let out = run_mw(&["send", "--broker", &nobody, "q", "x"], None);
+    assert!(!out.status.success());
+    assert_eq!(out.stderr.len(), 1, "{:?}", out.stderr);
+    assert!(
+        out.stderr[0].starts_with(&format!("mw: cannot connect to broker at {nobody}")),
+        "{:?}",
+        out.stderr
+    );
+    let out = run_mw(&["queues", "--broker", &nobody], None);
+    assert!(!out.status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let out = run_mw(&["send", "--broker", &addr, "bad name", "x"], None);
+    assert!(!out.status.success());
+    assert_eq!(out.stderr, ["mw: invalid queue name \"bad name\""]);
+}

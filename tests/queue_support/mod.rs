@@ -1,0 +1,163 @@
+//! Helpers shared by the queue tests: the real `mw` binary as a child process (killed
+//! and reaped through its own handle when dropped), its output read on threads so every
+//! wait is bounded, and an in-process broker on `127.0.0.1:0`.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+pub const MW: &str = env!("CARGO_BIN_EXE_mw");
+/// Bound on any single wait for a process.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process, killed (SIGKILL on Unix) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// SIGKILLs the process now and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Lines of `r`, read on a thread so the test can wait for them with a bound.
+pub fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts `mw broker --addr 127.0.0.1:0 --data DIR` and returns it with the address from
+/// its `listening on ADDR` line.
+pub fn start_broker(dir: &Path) -> (Proc, String) {
+    let mut child = Command::new(MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mw broker starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let proc = Proc(child);
+    let line = out
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("mw broker printed nothing within {WAIT:?}"));
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (proc, addr)
+}
+
+/// What a finished `mw` client process printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+/// Runs `mw ARGS` with `stdin` to completion (bounded by [`WAIT`]; killed if it takes
+/// longer).
+pub fn run_mw(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(MW)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw starts");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let (tx, rx) = mpsc::channel();
+    let collect = |r: Box<dyn Read + Send>, tx: mpsc::Sender<(bool, Vec<String>)>, is_out| {
+        thread::spawn(move || {
+            let lines = BufReader::new(r).lines().map_while(Result::ok).collect();
+            let _ = tx.send((is_out, lines));
+        });
+    };
+    collect(Box::new(child.stdout.take().unwrap()), tx.clone(), true);
+    collect(Box::new(child.stderr.take().unwrap()), tx, false);
+    let mut proc = Proc(child);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (is_out, lines) = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("mw {args:?} did not finish within {WAIT:?}"));
+        if is_out {
+            stdout = lines;
+        } else {
+            stderr = lines;
+        }
+    }
+    // Both pipes are closed: the process has exited (or closed them on its way out).
+    let status = proc.0.wait().expect("wait for mw");
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// An address nothing listens on (bound, read back, released).
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// An in-process broker (the same assembly as `mw broker`) on `127.0.0.1:0`.
+pub struct TestBroker {
+    pub addr: String,
+    pub queues: mw::queue::QueueManager,
+    server: Option<mw::rpc::RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    pub async fn start(queue: mw::queue::Config) -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = mw::broker::BrokerConfig::new(dir.path());
+        config.queue = queue;
+        let broker = mw::broker::open(config).await.expect("broker opens");
+        let queues = broker.queues.clone();
+        let server = broker
+            .server
+            .spawn("127.0.0.1:0")
+            .await
+            .expect("broker listens");
+        TestBroker {
+            addr: server.local_addr().to_string(),
+            queues,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let _ = self.queues.close().await;
+    }
+}
