@@ -363,3 +363,97 @@ pub fn error_of(frame: &mw::core::Frame) -> (u16, String) {
     let code = u16::from_be_bytes([frame.body[0], frame.body[1]]);
     (code, String::from_utf8_lossy(&frame.body[2..]).into_owned())
 }
+
+// ---------------------------------------------------------------------------
+// A server that can die abruptly.
+
+/// A server on its own runtime and thread, so that the test can kill it: dropping the
+/// runtime drops every task at once, closing every connection without a GoAway and
+/// dropping running handlers — what a crashed server process looks like to clients.
+#[derive(Debug)]
+pub struct IsolatedServer {
+    /// The real address.
+    pub addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    dead: Option<tokio::sync::oneshot::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl IsolatedServer {
+    /// Starts a server at `endpoint` on a new thread with its own runtime.
+    pub async fn start(
+        endpoint: &Endpoint,
+        config: ServerConfig,
+        services: impl FnOnce(ServerBuilder) -> ServerBuilder + Send + 'static,
+    ) -> IsolatedServer {
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (dead_tx, dead_rx) = tokio::sync::oneshot::channel();
+        let bind = endpoint.addr.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            rt.block_on(async move {
+                let running = services(Server::builder().config(config))
+                    .build()
+                    .spawn(&bind)
+                    .await;
+                let running = match running {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = addr_tx.send(Ok(running.local_addr().to_string()));
+                let _ = stop_rx.await;
+                // No shutdown: the runtime's end stops the server.
+                drop(running);
+            });
+            drop(rt);
+            let _ = dead_tx.send(());
+        });
+        let addr = within("isolated server start", addr_rx)
+            .await
+            .expect("server thread alive")
+            .unwrap_or_else(|e| panic!("cannot start server on {}: {e}", endpoint.addr));
+        IsolatedServer {
+            addr,
+            stop: Some(stop_tx),
+            dead: Some(dead_rx),
+            thread: Some(thread),
+            dir: endpoint.dir.clone(),
+        }
+    }
+
+    /// The endpoint, to start another server at the same address.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Kills the server: its runtime is dropped with everything on it.
+    pub async fn kill(mut self) {
+        let _ = self.stop.take().expect("alive").send(());
+        within("server runtime dropped", self.dead.take().expect("alive"))
+            .await
+            .expect("server thread ended normally");
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server thread");
+        }
+    }
+}
+
+impl Drop for IsolatedServer {
+    fn drop(&mut self) {
+        // Not killed explicitly (e.g. a failed assertion): stop it without waiting.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

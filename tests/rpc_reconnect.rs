@@ -1,0 +1,232 @@
+//! Connection loss: a call in flight when the server dies fails with `Disconnected`
+//! instead of hanging; a client with `reconnect: true` reaches a server restarted at the
+//! same address, one without it keeps reporting `Disconnected`; and dropping the last
+//! clone of a channel closes its connection.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use common::{eventually, start_server_at, within, Counter, Endpoint, IsolatedServer, Transport};
+use futures::StreamExt;
+use mw::core::FrameKind;
+use mw::rpc::{Channel, ClientConfig, RpcError, ServerConfig};
+
+#[mw::service(name = "flaky", version = 1)]
+pub trait Flaky {
+    async fn inc(&self, n: u64) -> u64;
+    /// Never answers.
+    async fn hang(&self) -> u64;
+}
+
+#[derive(Default)]
+struct Probe {
+    started: Arc<Counter>,
+    dropped: Arc<Counter>,
+}
+
+struct FlakyImpl(Arc<Probe>);
+
+impl Flaky for FlakyImpl {
+    async fn inc(&self, n: u64) -> u64 {
+        n + 1
+    }
+    async fn hang(&self) -> u64 {
+        let _guard = self.0.dropped.guard();
+        self.0.started.incr();
+        std::future::pending::<()>().await;
+        unreachable!()
+    }
+}
+
+fn flaky(probe: &Arc<Probe>) -> impl FnOnce(mw::rpc::ServerBuilder) -> mw::rpc::ServerBuilder {
+    let p = probe.clone();
+    move |b| b.add(FlakyServer::new(FlakyImpl(p)))
+}
+
+async fn client(addr: &str, reconnect: bool) -> FlakyClient {
+    let config = ClientConfig {
+        reconnect,
+        ..Default::default()
+    };
+    FlakyClient::new(Channel::connect_with(addr, config).await.expect("connect"))
+}
+
+async fn call_in_flight_when_server_dies_is_disconnected(t: Transport) {
+    let probe = Arc::new(Probe::default());
+    let server =
+        IsolatedServer::start(&Endpoint::new(t), ServerConfig::default(), flaky(&probe)).await;
+    let plain = client(&server.addr, false).await;
+    let reconnecting = client(&server.addr, true).await;
+    let calls = [
+        tokio::spawn({
+            let c = plain.clone();
+            async move { c.hang().await }
+        }),
+        tokio::spawn({
+            let c = reconnecting.clone();
+            async move { c.hang().await }
+        }),
+    ];
+    probe.started.reaches(2, "both calls running").await;
+    server.kill().await;
+    probe
+        .dropped
+        .reaches(2, "handlers died with the server")
+        .await;
+    for (call, who) in calls.into_iter().zip(["plain", "reconnecting"]) {
+        match within("call in flight", call).await.unwrap() {
+            Err(RpcError::Disconnected) => {}
+            other => panic!("{who} client: expected Disconnected, got {other:?}"),
+        }
+    }
+    assert!(plain.channel().is_closed());
+    assert!(reconnecting.channel().is_closed());
+}
+
+async fn stream_in_flight_when_server_dies_ends_with_disconnected(t: Transport) {
+    #[mw::service(name = "ticker", version = 1)]
+    pub trait Ticker {
+        async fn ticks(&self) -> mw::rpc::Streaming<u64>;
+    }
+    struct T;
+    impl Ticker for T {
+        async fn ticks(&self) -> mw::rpc::Streaming<u64> {
+            Box::pin(futures::stream::iter(0..))
+        }
+    }
+    let server = IsolatedServer::start(&Endpoint::new(t), ServerConfig::default(), |b| {
+        b.add(TickerServer::new(T))
+    })
+    .await;
+    let c = TickerClient::connect(&server.addr).await.unwrap();
+    let mut s = c.ticks().await.unwrap();
+    assert_eq!(within("first tick", s.next()).await.unwrap().unwrap(), 0);
+    server.kill().await;
+    // Items already received may still come; then the stream reports the loss and ends.
+    let mut last = None;
+    for _ in 0..10_000 {
+        match within("stream after the server died", s.next()).await {
+            Some(Ok(_)) => continue,
+            other => {
+                last = Some(other);
+                break;
+            }
+        }
+    }
+    match last {
+        Some(Some(Err(RpcError::Disconnected))) => {}
+        other => panic!("expected the stream to end with Disconnected, got {other:?}"),
+    }
+    assert!(s.next().await.is_none());
+}
+
+/// Restarting at the same address: a Unix socket path or an in-process name. (A TCP
+/// port freed by one test could be taken by a parallel test before the restart.)
+async fn reconnecting_client_reaches_restarted_server(t: Transport) {
+    let probe = Arc::new(Probe::default());
+    let server =
+        IsolatedServer::start(&Endpoint::new(t), ServerConfig::default(), flaky(&probe)).await;
+    let endpoint = server.endpoint();
+    let reconnecting = client(&server.addr, true).await;
+    let plain = client(&server.addr, false).await;
+    assert_eq!(reconnecting.inc(1).await.unwrap(), 2);
+    assert_eq!(plain.inc(1).await.unwrap(), 2);
+
+    server.kill().await;
+    eventually("clients notice the lost connection", || {
+        reconnecting.channel().is_closed() && plain.channel().is_closed()
+    })
+    .await;
+    // While nothing listens: the reconnect attempt fails fast, the plain client is
+    // disconnected.
+    assert!(matches!(
+        within("call while down", reconnecting.inc(2)).await,
+        Err(RpcError::Transport(_))
+    ));
+    assert!(matches!(plain.inc(2).await, Err(RpcError::Disconnected)));
+
+    let restarted = start_server_at(&endpoint, ServerConfig::default(), flaky(&probe)).await;
+    assert_eq!(restarted.addr, endpoint.addr);
+    assert_eq!(
+        within("call after restart", reconnecting.inc(5))
+            .await
+            .unwrap(),
+        6
+    );
+    assert!(!reconnecting.channel().is_closed());
+    // Clones share the new connection.
+    assert_eq!(reconnecting.clone().inc(6).await.unwrap(), 7);
+    assert!(matches!(plain.inc(5).await, Err(RpcError::Disconnected)));
+    restarted.shutdown().await;
+}
+
+/// A fake server that completes the handshake, answers pings and reports when the
+/// client's side of the connection ends.
+async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
+    let endpoint = Endpoint::new(t);
+    let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().to_string();
+    let closed = Counter::new();
+    let server = tokio::spawn({
+        let closed = closed.clone();
+        async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (mut reader, outbox, _writer) =
+                mw::core::server_connection(stream, &Default::default())
+                    .await
+                    .expect("handshake");
+            while let Some(Ok(frame)) = reader.next().await {
+                if frame.kind == FrameKind::Ping {
+                    outbox.push(FrameKind::Pong, 0, frame.id, &[]).unwrap();
+                }
+            }
+            closed.incr();
+        }
+    });
+    let channel = within("connect", Channel::connect(&addr)).await.unwrap();
+    let clone = channel.clone();
+    drop(channel);
+    // A clone still holds the connection: a round trip on it still works.
+    within("ping on the clone", clone.ping()).await.unwrap();
+    assert_eq!(closed.get(), 0, "connection closed while a clone was alive");
+    drop(clone);
+    closed
+        .reaches(
+            1,
+            "server sees the connection end after the last clone dropped",
+        )
+        .await;
+    within("fake server", server).await.unwrap();
+}
+
+per_transport!(
+    call_in_flight_when_server_dies_is_disconnected,
+    stream_in_flight_when_server_dies_ends_with_disconnected,
+    dropping_the_last_channel_clone_closes_the_connection,
+);
+
+mod reconnecting_client_reaches_restarted_server {
+    use crate::common::{run, Transport};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unix() {
+        run(
+            super::reconnecting_client_reaches_restarted_server,
+            Transport::Unix,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inproc() {
+        run(
+            super::reconnecting_client_reaches_restarted_server,
+            Transport::InProc,
+        )
+        .await
+    }
+}
