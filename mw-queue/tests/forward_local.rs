@@ -28,11 +28,17 @@ async fn messages_wait_while_the_hop_is_down_then_arrive_once_in_order_in_batche
     let sent = bodies("m", 100);
     for body in &sent {
         // Returns once durable in the local transmission queue, the hop being down.
-        router.send("orders.eu", Message::new(body.clone())).await.unwrap();
+        router
+            .send("orders.eu", Message::new(body.clone()))
+            .await
+            .unwrap();
     }
     bounded("forwarder meets the hop down", hop.failed.notified()).await;
     assert_eq!(router.pending(), 100);
-    assert_eq!(src.stats(&xmit_queue("dst")).depth + src.stats(&xmit_queue("dst")).in_flight, 100);
+    assert_eq!(
+        src.stats(&xmit_queue("dst")).depth + src.stats(&xmit_queue("dst")).in_flight,
+        100
+    );
     assert_eq!(dst.stats("orders.eu").depth, 0);
 
     hop.set_up(true);
@@ -43,7 +49,10 @@ async fn messages_wait_while_the_hop_is_down_then_arrive_once_in_order_in_batche
     let batches = hop.batches.lock().unwrap().clone();
     assert_eq!(batches.iter().sum::<usize>(), 100);
     assert!(batches.iter().all(|&n| n <= 16), "{batches:?}");
-    assert!(batches.iter().any(|&n| n > 1), "a backlog goes in batches: {batches:?}");
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "a backlog goes in batches: {batches:?}"
+    );
     let status = &router.hops()[0];
     assert_eq!((status.pending, status.stats.forwarded), (0, 100));
     assert!(status.stats.retries >= 1 && status.stats.hop_up);
@@ -60,7 +69,10 @@ async fn a_crash_between_the_hops_confirm_and_the_local_ack_resends_but_stores_o
         hop.hang_after_next_confirm();
         let router = Router::start(src.clone(), table("orders.*=dst"), to(&hop), fast());
         for body in &sent {
-            router.send("orders.eu", Message::new(body.clone())).await.unwrap();
+            router
+                .send("orders.eu", Message::new(body.clone()))
+                .await
+                .unwrap();
         }
         hop.set_up(true);
         // The hop stored a batch and confirmed it; the forwarder "crashes" before it
@@ -76,9 +88,15 @@ async fn a_crash_between_the_hops_confirm_and_the_local_ack_resends_but_stores_o
     let src = open(a.path()).await;
     let hop = Switch::new(Arc::new(dst.clone()), true);
     let router = Router::start(src.clone(), table("orders.*=dst"), to(&hop), fast());
-    bounded("drained after restart", router.drained()).await.unwrap();
+    bounded("drained after restart", router.drained())
+        .await
+        .unwrap();
     assert_eq!(drain(&dst, "orders.eu", 20).await, sent);
-    assert_eq!(dst.stats("orders.eu").depth, 0, "the resent batch was stored once");
+    assert_eq!(
+        dst.stats("orders.eu").depth,
+        0,
+        "the resent batch was stored once"
+    );
 }
 
 #[tokio::test]
@@ -117,13 +135,22 @@ async fn routers_relay_over_two_hops_and_keep_local_queues_local() {
 
     assert_eq!(r1.route("orders.eu"), Some("r2"));
     assert_eq!(r1.route("billing"), None);
-    r1.send("billing", Message::new("stays here")).await.unwrap();
+    r1.send("billing", Message::new("stays here"))
+        .await
+        .unwrap();
     for i in 0..10u128 {
         let id = MessageId(1000 + i);
         let body = format!("o-{i}");
-        assert_eq!(r1.send("orders.eu", Message::new(body.clone()).with_id(id)).await.unwrap(), id);
+        assert_eq!(
+            r1.send("orders.eu", Message::new(body.clone()).with_id(id))
+                .await
+                .unwrap(),
+            id
+        );
         // A producer retry with the same id is acknowledged but stored once.
-        r1.send("orders.eu", Message::new(body).with_id(id)).await.unwrap();
+        r1.send("orders.eu", Message::new(body).with_id(id))
+            .await
+            .unwrap();
     }
     bounded("r1 drained", r1.drained()).await.unwrap();
     bounded("r2 drained", r2.drained()).await.unwrap();
@@ -142,7 +169,9 @@ async fn outbox_sends_while_the_broker_is_away_and_delivers_after_a_client_resta
     };
     {
         let hop = Switch::new(Arc::new(broker.clone()), false);
-        let outbox = Outbox::with_hop(a.path(), hop.clone(), config()).await.unwrap();
+        let outbox = Outbox::with_hop(a.path(), hop.clone(), config())
+            .await
+            .unwrap();
         for body in bodies("x", 20) {
             outbox.send("orders", Message::new(body)).await.unwrap();
         }
@@ -150,7 +179,9 @@ async fn outbox_sends_while_the_broker_is_away_and_delivers_after_a_client_resta
         outbox.close().await.unwrap();
     }
     let hop = Switch::new(Arc::new(broker.clone()), false);
-    let outbox = Outbox::with_hop(a.path(), hop.clone(), config()).await.unwrap();
+    let outbox = Outbox::with_hop(a.path(), hop.clone(), config())
+        .await
+        .unwrap();
     assert_eq!(outbox.pending(), 20, "pending messages survive the restart");
     for body in bodies("y", 5) {
         outbox.send("orders", Message::new(body)).await.unwrap();

@@ -172,14 +172,9 @@ impl Forwarder {
     /// [`Error::Closed`] if the forwarder stops first.
     pub async fn wait_for(
         &self,
-        mut pred: impl FnMut(&ForwarderStats) -> bool,
+        pred: impl FnMut(&ForwarderStats) -> bool,
     ) -> Result<ForwarderStats, Error> {
-        let mut rx = self.stats.clone();
-        let r = rx.wait_for(|s| pred(s) || s.stopped).await;
-        match r {
-            Ok(s) if pred(&s) => Ok(s.clone()),
-            _ => Err(Error::Closed),
-        }
+        wait_stats(self.stats.clone(), pred).await
     }
 
     /// Stops the forwarder and waits for its task to end. A send in progress is
@@ -215,6 +210,18 @@ pub(super) async fn wait_drained(
         if stopped || rx.changed().await.is_err() {
             return Err(Error::Closed);
         }
+    }
+}
+
+/// Waits until the stats satisfy `pred`; `Closed` if the forwarder stops first.
+pub(super) async fn wait_stats(
+    mut rx: watch::Receiver<ForwarderStats>,
+    mut pred: impl FnMut(&ForwarderStats) -> bool,
+) -> Result<ForwarderStats, Error> {
+    let r = rx.wait_for(|s| pred(s) || s.stopped).await;
+    match r {
+        Ok(s) if pred(&s) => Ok(s.clone()),
+        _ => Err(Error::Closed),
     }
 }
 

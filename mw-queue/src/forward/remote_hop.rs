@@ -14,8 +14,8 @@ use super::routing::Router;
 use crate::delivery::DeliveryTag;
 use crate::message::Message;
 use crate::remote::{
-    ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
-    RemoteQueues, WireMessage, MAX_BATCH,
+    ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError, RemoteQueues,
+    WireMessage, MAX_BATCH,
 };
 
 /// Deadline of one call to a hop by default: long enough for a batch and a busy
@@ -265,12 +265,7 @@ impl QueueService for RoutingQueueService {
         self.local.reject(queue, tag).await
     }
 
-    async fn extend(
-        &self,
-        queue: String,
-        tag: DeliveryTag,
-        by_ms: u64,
-    ) -> Result<(), QueueError> {
+    async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64) -> Result<(), QueueError> {
         self.local.extend(queue, tag, by_ms).await
     }
 

@@ -439,6 +439,32 @@ impl Router {
         Ok(())
     }
 
+    /// Waits until the forwarder of `hop` reports stats satisfying `pred` (for
+    /// instance `|s| s.retries > 0`: it has met the hop down), and returns them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) if there is no forwarder for `hop` or
+    /// it stopped first.
+    pub async fn wait_for_hop(
+        &self,
+        hop: &str,
+        pred: impl FnMut(&ForwarderStats) -> bool,
+    ) -> Result<ForwarderStats> {
+        let rx = {
+            let fw = self
+                .inner
+                .forwarders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            fw.get(hop).map(|f| f.stats.clone())
+        };
+        match rx {
+            Some(rx) => super::forwarder::wait_stats(rx, pred).await,
+            None => Err(crate::Error::Closed),
+        }
+    }
+
     /// Stops every forwarder (messages they held are resent after a restart).
     pub async fn shutdown(&self) {
         let fws: Vec<Forwarder> = {
