@@ -10,6 +10,7 @@
 
 mod child;
 mod machine;
+mod pubsub;
 mod report;
 mod rpc;
 mod stats;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// RPC: sequential latency and pipelined throughput of mw, raw TCP and tarpc.
     Rpc(rpc::RpcArgs),
+    /// Pub/sub: 1 publisher to 1/10/100 subscribers over TCP and embedded, delivered msgs/s and latency.
+    Pubsub(pubsub::PubsubArgs),
     /// Internal: run one benchmark server until killed (started by the parent).
     #[command(hide = true)]
     Serve {
@@ -48,6 +51,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Rpc(args) => rpc::run(&args),
+        Command::Pubsub(args) => pubsub::run(&args),
         Command::Serve { target, addr } => serve(&target, &addr),
     };
     if let Err(e) = result {
@@ -61,6 +65,9 @@ fn serve(target: &str, addr: &str) -> Result<(), Error> {
     // Each benchmark module claims its targets here.
     if rpc::SERVE_TARGETS.contains(&target) {
         return rt.block_on(rpc::serve(target, addr));
+    }
+    if pubsub::SERVE_TARGETS.contains(&target) {
+        return rt.block_on(pubsub::serve(target, addr));
     }
     Err(format!("unknown server target {target:?}").into())
 }

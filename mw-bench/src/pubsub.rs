@@ -1,0 +1,367 @@
+//! `mw-bench pubsub`: fan-out throughput and publish-to-delivery latency of the event bus.
+//!
+//! ```text
+//! cargo run --release -p mw-bench -- pubsub [--json] [--quick]
+//! ```
+//!
+//! One publisher sends to 1, 10 and 100 subscribers, with 16- and 256-byte payloads:
+//!
+//! - **tcp**: the broker (`mw.pubsub` on a plain [`Bus`]) runs in a child process; the publisher
+//!   and every subscriber are separate [`RemoteBus`] connections over 127.0.0.1 from this
+//!   process (so the figure includes client CPU on the same 2 cores, as in ANCHORS.md).
+//! - **embedded**: the same workload on an in-process [`Bus`], subscribers as tasks.
+//!
+//! Every payload starts with the publish time (ns since a process-local origin) and a sequence
+//! number; each subscriber records publish-to-delivery latency for every event and counts
+//! gaps. Subscriptions use buffer 65,536 with `DropNewest`, and the publisher is credit-paced:
+//! it stays at most [`WINDOW`] events ahead of the slowest subscriber, as the NATS anchor was.
+//! So nothing may be lost; `lost` is reported per run and must be 0.
+//!
+//! Delivered msgs/s = events received by all subscribers / time from the first publish to the
+//! last delivery.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use mw_pubsub::remote::{PubSubServer, PubSubService};
+use mw_pubsub::{Bus, Event, RemoteBus, SlowConsumerPolicy, SubscribeOptions, Topic};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::child::{self, ChildServer};
+use crate::stats::{fmt_rate, fmt_us, histogram, Summary};
+use crate::Error;
+
+/// Server targets of this benchmark (`mw-bench serve <target>`).
+pub const SERVE_TARGETS: &[&str] = &["pubsub-broker"];
+
+/// Most events the publisher may be ahead of the slowest subscriber.
+pub const WINDOW: u64 = 16_384;
+const BUFFER: usize = 65_536;
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Flags of `mw-bench pubsub`.
+#[derive(Debug, clap::Args)]
+pub struct PubsubArgs {
+    /// One JSON object per series instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// A tenth of the messages, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Deliveries per run (split over the subscribers). Default 2,000,000.
+    #[arg(long, default_value_t = 2_000_000)]
+    deliveries: u64,
+}
+
+/// Serves `mw.pubsub` over a plain bus (no durable storage) until killed.
+pub async fn serve(_target: &str, addr: &str) -> Result<(), Error> {
+    let server = mw_rpc::Server::builder()
+        .add(PubSubServer::new(PubSubService::new(Bus::default())))
+        .build()
+        .spawn(addr)
+        .await?;
+    child::announce(server.local_addr());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+struct Outcome {
+    system: &'static str,
+    subscribers: usize,
+    size: usize,
+    summary: Summary,
+    lost: u64,
+}
+
+/// Progress shared between the publisher and the subscribers, for pacing.
+struct Progress {
+    received: Vec<AtomicU64>,
+    advanced: Notify,
+}
+
+impl Progress {
+    fn slowest(&self) -> u64 {
+        self.received
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+fn payload(origin: Instant, seq: u64, size: usize) -> Bytes {
+    let mut v = vec![0u8; size.max(16)];
+    let ts = origin.elapsed().as_nanos() as u64;
+    v[..8].copy_from_slice(&ts.to_le_bytes());
+    v[8..16].copy_from_slice(&seq.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// What one subscriber saw.
+struct Seen {
+    hist: Histogram<u64>,
+    received: u64,
+    lost: u64,
+    last_at: Instant,
+}
+
+/// Per-subscriber bookkeeping of one event: latency, and a gap in sequence numbers as loss.
+fn account(origin: Instant, e: &Event, seen: &mut Seen, next: &mut u64) {
+    let ts = u64::from_le_bytes(e.payload[..8].try_into().expect("16-byte payload"));
+    let seq = u64::from_le_bytes(e.payload[8..16].try_into().expect("16-byte payload"));
+    let now = origin.elapsed().as_nanos() as u64;
+    seen.hist.saturating_record(now.saturating_sub(ts).max(1));
+    seen.lost += seq.saturating_sub(*next);
+    *next = seq + 1;
+    seen.received += 1;
+}
+
+async fn pace(progress: &Progress, sent: u64) {
+    while sent.saturating_sub(progress.slowest()) >= WINDOW {
+        let notified = progress.advanced.notified();
+        if sent.saturating_sub(progress.slowest()) < WINDOW {
+            break;
+        }
+        // Bounded: subscribers notify on every batch; the timeout only guards a stall.
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+}
+
+async fn run_tcp(
+    addr: &str,
+    subscribers: usize,
+    size: usize,
+    messages: u64,
+) -> Result<Outcome, Error> {
+    let origin = Instant::now();
+    let progress = Arc::new(Progress {
+        received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        advanced: Notify::new(),
+    });
+    let opts = SubscribeOptions {
+        buffer: BUFFER,
+        policy: SlowConsumerPolicy::DropNewest,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let bus = RemoteBus::connect(addr).await?;
+        let mut sub = bus.subscribe("bench.feed", opts).await?;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let _bus = bus;
+            let mut seen = Seen {
+                hist: histogram(),
+                received: 0,
+                lost: 0,
+                last_at: Instant::now(),
+            };
+            let mut next = 0;
+            let mut buf = Vec::with_capacity(1024);
+            while seen.received + seen.lost < messages {
+                buf.clear();
+                // Bounded: a subscriber that hears nothing for 5 s stops (its shortfall
+                // counts as lost) instead of hanging the benchmark.
+                let got = tokio::time::timeout(IDLE, sub.recv_many(&mut buf, 1024)).await;
+                if !matches!(got, Ok(Ok(_))) {
+                    break;
+                }
+                for e in &buf {
+                    account(origin, e, &mut seen, &mut next);
+                }
+                progress.received[i].store(seen.received + seen.lost, Ordering::Release);
+                progress.advanced.notify_waiters();
+            }
+            seen.lost += sub.dropped().saturating_sub(seen.lost);
+            seen.last_at = Instant::now();
+            seen
+        }));
+    }
+    let publisher = RemoteBus::connect(addr).await?;
+    let topic = Topic::new("bench.feed")?;
+    let start = Instant::now();
+    for seq in 0..messages {
+        if seq % 256 == 0 {
+            pace(&progress, seq).await;
+        }
+        publisher
+            .publish(&topic, payload(origin, seq, size))
+            .await?;
+    }
+    publisher.flush().await?;
+    collect("tcp", subscribers, size, messages, start, tasks).await
+}
+
+async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<Outcome, Error> {
+    let origin = Instant::now();
+    let bus = Bus::default();
+    let progress = Arc::new(Progress {
+        received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        advanced: Notify::new(),
+    });
+    let opts = SubscribeOptions {
+        buffer: BUFFER,
+        policy: SlowConsumerPolicy::DropNewest,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let mut sub = bus.subscribe("bench.feed", opts)?;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Seen {
+                hist: histogram(),
+                received: 0,
+                lost: 0,
+                last_at: Instant::now(),
+            };
+            let mut next = 0;
+            let mut buf = Vec::with_capacity(1024);
+            while seen.received + seen.lost < messages {
+                buf.clear();
+                // Bounded: a subscriber that hears nothing for 5 s stops (its shortfall
+                // counts as lost) instead of hanging the benchmark.
+                let got = tokio::time::timeout(IDLE, sub.recv_many(&mut buf, 1024)).await;
+                if !matches!(got, Ok(Ok(_))) {
+                    break;
+                }
+                for e in &buf {
+                    account(origin, e, &mut seen, &mut next);
+                }
+                progress.received[i].store(seen.received + seen.lost, Ordering::Release);
+                progress.advanced.notify_waiters();
+            }
+            seen.lost += sub.dropped().saturating_sub(seen.lost);
+            seen.last_at = Instant::now();
+            seen
+        }));
+    }
+    let topic = Topic::new("bench.feed")?;
+    let start = Instant::now();
+    for seq in 0..messages {
+        if seq % 256 == 0 {
+            pace(&progress, seq).await;
+        }
+        bus.publish(&topic, payload(origin, seq, size))?;
+    }
+    collect("embedded", subscribers, size, messages, start, tasks).await
+}
+
+async fn collect(
+    system: &'static str,
+    subscribers: usize,
+    size: usize,
+    messages: u64,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
+) -> Result<Outcome, Error> {
+    let mut hist = histogram();
+    let (mut received, mut lost) = (0, 0);
+    let mut end = start;
+    for t in tasks {
+        let seen = t.await?;
+        hist.add(&seen.hist)?;
+        received += seen.received;
+        lost += seen.lost + (messages - (seen.received + seen.lost).min(messages));
+        end = end.max(seen.last_at);
+    }
+    Ok(Outcome {
+        system,
+        subscribers,
+        size,
+        summary: Summary::new(&hist, received, end - start),
+        lost,
+    })
+}
+
+/// Runs every series and prints the table (or JSON lines).
+pub fn run(args: &PubsubArgs) -> Result<(), Error> {
+    let deliveries = if args.quick {
+        args.deliveries / 10
+    } else {
+        args.deliveries
+    };
+    let rt = child::runtime()?;
+    let broker = ChildServer::spawn("pubsub-broker")?;
+    let mut outcomes = Vec::new();
+    for system in ["tcp", "embedded"] {
+        for subscribers in [1usize, 10, 100] {
+            for size in [16usize, 256] {
+                let messages = (deliveries / subscribers as u64).max(1);
+                if !args.json {
+                    eprintln!("  {system} 1->{subscribers} {size} B: {messages} messages");
+                }
+                let o = rt.block_on(async {
+                    match system {
+                        "tcp" => run_tcp(broker.addr(), subscribers, size, messages).await,
+                        _ => run_embedded(subscribers, size, messages).await,
+                    }
+                })?;
+                outcomes.push(o);
+            }
+        }
+    }
+    drop(broker);
+    let redis_note = if which("redis-server") {
+        "redis-server is installed but not driven by this benchmark yet"
+    } else {
+        "redis-server / nats-server not installed: peers skipped (anchors: NATS 1.73M, redis 273k, mosquitto 136k msgs/s for 1->1 16 B)"
+    };
+    if args.json {
+        for o in &outcomes {
+            println!(
+                "{}",
+                json!({
+                    "series": format!("pubsub-{}", o.system),
+                    "workload": format!("1x{} {}B", o.subscribers, o.size),
+                    "delivered_per_s": o.summary.ops_per_s.round(),
+                    "delivered": o.summary.ops,
+                    "p50_us": o.summary.p50_us,
+                    "p99_us": o.summary.p99_us,
+                    "p999_us": o.summary.p999_us,
+                    "lost": o.lost,
+                })
+            );
+        }
+        println!("{}", json!({ "note": redis_note }));
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:<10} {:>6} {:>14} {:>9} {:>9} {:>9} {:>6}",
+        "system", "fan-out", "bytes", "delivered/s", "p50 µs", "p99 µs", "p99.9 µs", "lost"
+    );
+    for o in &outcomes {
+        println!(
+            "{:<9} {:<10} {:>6} {:>14} {:>9} {:>9} {:>9} {:>6}",
+            o.system,
+            format!("1->{}", o.subscribers),
+            o.size,
+            fmt_rate(o.summary.ops_per_s),
+            fmt_us(o.summary.p50_us),
+            fmt_us(o.summary.p99_us),
+            fmt_us(o.summary.p999_us),
+            o.lost
+        );
+    }
+    println!("policy: buffer {BUFFER} DropNewest, publisher credit-paced to {WINDOW} events ahead of the slowest subscriber");
+    println!("{redis_note}");
+    let target = outcomes
+        .iter()
+        .find(|o| o.system == "tcp" && o.subscribers == 1 && o.size == 16)
+        .map(|o| o.summary.ops_per_s)
+        .unwrap_or(0.0);
+    println!(
+        "target tcp 1->1 16 B >= 1,000,000 delivered/s: {} ({})",
+        if target >= 1e6 { "PASS" } else { "MISS" },
+        fmt_rate(target)
+    );
+    Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false)
+}
