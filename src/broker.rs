@@ -23,6 +23,10 @@ pub struct BrokerConfig {
     pub server: ServerConfig,
     /// Queue manager settings (fsync policy, visibility timeout, length limit, ...).
     pub queue: crate::queue::Config,
+    /// Store-and-forward routes (`mw broker --route 'orders.*=HOST:PORT'`): sends to a
+    /// queue matching a route are stored in the transmission queue `xmit.<hop>` and
+    /// forwarded to that hop's `mw.queue` service. Empty: every queue is local.
+    pub routes: crate::queue::forward::RoutingTable,
 }
 
 impl BrokerConfig {
@@ -32,6 +36,7 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             server: ServerConfig::default(),
             queue: crate::queue::Config::default(),
+            routes: crate::queue::forward::RoutingTable::new(),
         }
     }
 }
@@ -47,6 +52,9 @@ pub struct Broker {
     /// The queue manager on the data directory: durable subscriptions store their events in
     /// it (queues `durable.<name>`), and the queue service serves it.
     pub queues: QueueManager,
+    /// The router forwarding routed queues, when [`BrokerConfig::routes`] is not empty.
+    /// Stop it (`router.shutdown()`) before closing `queues`.
+    pub router: Option<crate::queue::forward::Router>,
 }
 
 /// Opens the data directory and assembles every broker service into one server.
@@ -68,13 +76,28 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
     let builder: ServerBuilder = Server::builder()
         .config(config.server.clone())
         .add(RegistryServer::new(RegistryImpl::new()))
-        .add(PubSubServer::new(pubsub))
-        .add(QueueServiceServer::new(QueueServiceImpl::new(
+        .add(PubSubServer::new(pubsub));
+    let router = (!config.routes.is_empty()).then(|| {
+        use crate::queue::forward::{ForwarderConfig, RemoteConnect, Router};
+        Router::start(
             queues.clone(),
-        )));
+            config.routes.clone(),
+            RemoteConnect::default(),
+            ForwarderConfig::default(),
+        )
+    });
+    let builder = match &router {
+        Some(r) => builder.add(QueueServiceServer::new(
+            crate::queue::forward::RoutingQueueService::new(r.clone()),
+        )),
+        None => builder.add(QueueServiceServer::new(QueueServiceImpl::new(
+            queues.clone(),
+        ))),
+    };
     Ok(Broker {
         server: builder.build(),
         bus,
         queues,
+        router,
     })
 }

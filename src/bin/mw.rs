@@ -33,6 +33,11 @@ enum Command {
         /// Data directory for persistent queues (created if missing).
         #[arg(long, default_value = "mw-data")]
         data: std::path::PathBuf,
+        /// Forward queues matching PATTERN to the broker at ADDR (store and forward):
+        /// `orders.eu=HOST:PORT` (one queue), `orders.*=...` (a prefix), `*=...` (the
+        /// rest). Repeat for more routes; the most specific match wins.
+        #[arg(long = "route", value_name = "PATTERN=ADDR")]
+        routes: Vec<mw::queue::forward::Route>,
     },
     /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus.
     Pub {
@@ -144,7 +149,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Queues { broker } => mw::cli_queue::queues(&broker, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
-        Command::Broker { addr, data } => broker(&addr, data).await,
+        Command::Broker { addr, data, routes } => broker(&addr, data, routes).await,
         Command::Pub {
             broker,
             retain,
@@ -193,9 +198,19 @@ async fn demo() -> Result<(), mw::run::BoxError> {
     mw::tour::run(&mut out, dir.path()).await
 }
 
-async fn broker(addr: &str, data: std::path::PathBuf) -> Result<(), mw::run::BoxError> {
-    let broker = mw::broker::open(mw::broker::BrokerConfig::new(data)).await?;
+async fn broker(
+    addr: &str,
+    data: std::path::PathBuf,
+    routes: Vec<mw::queue::forward::Route>,
+) -> Result<(), mw::run::BoxError> {
+    let mut config = mw::broker::BrokerConfig::new(data);
+    config.routes = routes.into_iter().collect();
+    let broker = mw::broker::open(config).await?;
     mw::run::serve(broker.server, addr, None, &[]).await?;
+    if let Some(router) = &broker.router {
+        // Messages a forwarder holds stay in its transmission queue for the next start.
+        router.shutdown().await;
+    }
     // The server has drained: sync what is pending and release the data directory.
     broker.queues.close().await?;
     Ok(())
