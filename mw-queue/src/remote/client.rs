@@ -321,6 +321,27 @@ impl RemoteQueue {
         Ok(self.client.extend(self.name.to_string(), tag, by).await?)
     }
 
+    /// This queue's counters (all zero for a queue the broker does not know). Asks for
+    /// the broker's whole queue list, so it costs one call however many queues there are.
+    ///
+    /// # Errors
+    ///
+    /// Call failures.
+    pub async fn stats(&self) -> RemoteResult<QueueInfo> {
+        let all = self.client.queues().await?;
+        Ok(all
+            .into_iter()
+            .find(|i| *i.name == *self.name)
+            .unwrap_or_else(|| QueueInfo {
+                name: self.name.to_string(),
+                depth: 0,
+                delayed: 0,
+                in_flight: 0,
+                consumers: 0,
+                dead_letters: 0,
+            }))
+    }
+
     /// Moves this queue's dead letters back to it; returns how many moved.
     ///
     /// # Errors
