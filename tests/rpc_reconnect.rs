@@ -203,6 +203,58 @@ async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
     within("fake server", server).await.unwrap();
 }
 
+/// A server that vanishes with our request unread resets the connection (TCP RST,
+/// `ECONNRESET` on a Unix socket). For the caller that is a lost connection like any
+/// other — `Disconnected` — not a protocol violation. (In-process pipes cannot reset.)
+async fn connection_reset_by_server_is_disconnected(t: Transport) {
+    use tokio::io::AsyncReadExt;
+    let endpoint = Endpoint::new(t);
+    let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().to_string();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        mw::core::handshake::server_handshake(&mut stream, 1, 1)
+            .await
+            .expect("handshake");
+        // Read the start of the (1 MiB) request, then close with the rest unread.
+        let mut start = [0u8; 4096];
+        stream.read_exact(&mut start).await.expect("request start");
+        drop(stream);
+    });
+    let c = FlakyClient::connect(&addr).await.expect("connect");
+    let big = (vec![0u8; 1 << 20],);
+    let call = c.channel().call::<_, u64>(FlakyClient::SERVICE, 1, &big);
+    match within("call on a connection the server resets", call).await {
+        Err(RpcError::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    within("fake server", server).await.unwrap();
+}
+
+mod connection_reset_by_server_is_disconnected {
+    use crate::common::{run, Transport};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp() {
+        run(
+            super::connection_reset_by_server_is_disconnected,
+            Transport::Tcp,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unix() {
+        run(
+            super::connection_reset_by_server_is_disconnected,
+            Transport::Unix,
+        )
+        .await
+    }
+}
+
 per_transport!(
     call_in_flight_when_server_dies_is_disconnected,
     stream_in_flight_when_server_dies_ends_with_disconnected,
