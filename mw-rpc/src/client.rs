@@ -154,6 +154,12 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
         let Some(conn) = conn.upgrade() else { return };
         let frame = match next {
             Ok(f) => f,
+            // The transport failed (e.g. reset by the peer): the connection is lost, which
+            // callers see as `Disconnected`, not as a protocol violation.
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(error = %e, "connection to server lost");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "dropping connection after bad frame from server");
                 failure = RpcError::Protocol(e.to_string());
