@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::pubsub::remote::{PubSubServer, PubSubService};
 use crate::pubsub::Bus;
-use crate::queue::remote::{QueueServiceImpl, QueueServiceServer};
+use crate::queue::remote::QueueServiceServer;
 use crate::queue::QueueManager;
 use crate::rpc::registry::{RegistryImpl, RegistryServer};
 use crate::rpc::{Server, ServerBuilder, ServerConfig};
@@ -52,9 +52,10 @@ pub struct Broker {
     /// The queue manager on the data directory: durable subscriptions store their events in
     /// it (queues `durable.<name>`), and the queue service serves it.
     pub queues: QueueManager,
-    /// The router forwarding routed queues, when [`BrokerConfig::routes`] is not empty.
+    /// The router behind the queue service: forwards the queues of
+    /// [`BrokerConfig::routes`] (and transmission queues left from an earlier start).
     /// Stop it (`router.shutdown()`) before closing `queues`.
-    pub router: Option<crate::queue::forward::Router>,
+    pub router: crate::queue::forward::Router,
 }
 
 /// Opens the data directory and assembles every broker service into one server.
@@ -77,23 +78,17 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         .config(config.server.clone())
         .add(RegistryServer::new(RegistryImpl::new()))
         .add(PubSubServer::new(pubsub));
-    let router = (!config.routes.is_empty()).then(|| {
-        use crate::queue::forward::{ForwarderConfig, RemoteConnect, Router};
-        Router::start(
-            queues.clone(),
-            config.routes.clone(),
-            RemoteConnect::default(),
-            ForwarderConfig::default(),
-        )
-    });
-    let builder = match &router {
-        Some(r) => builder.add(QueueServiceServer::new(
-            crate::queue::forward::RoutingQueueService::new(r.clone()),
-        )),
-        None => builder.add(QueueServiceServer::new(QueueServiceImpl::new(
-            queues.clone(),
-        ))),
-    };
+    // Always a router, even without routes: it also forwards transmission queues left
+    // from an earlier start with routes, so nothing stays stranded.
+    let router = crate::queue::forward::Router::start(
+        queues.clone(),
+        config.routes.clone(),
+        crate::queue::forward::RemoteConnect::default(),
+        crate::queue::forward::ForwarderConfig::default(),
+    );
+    let builder = builder.add(QueueServiceServer::new(
+        crate::queue::forward::RoutingQueueService::new(router.clone()),
+    ));
     Ok(Broker {
         server: builder.build(),
         bus,

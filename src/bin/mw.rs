@@ -207,10 +207,8 @@ async fn broker(
     config.routes = routes.into_iter().collect();
     let broker = mw::broker::open(config).await?;
     mw::run::serve(broker.server, addr, None, &[]).await?;
-    if let Some(router) = &broker.router {
-        // Messages a forwarder holds stay in its transmission queue for the next start.
-        router.shutdown().await;
-    }
+    // Messages a forwarder holds stay in its transmission queue for the next start.
+    broker.router.shutdown().await;
     // The server has drained: sync what is pending and release the data directory.
     broker.queues.close().await?;
     Ok(())
