@@ -76,9 +76,8 @@ async fn setup(t: Transport, mode: ExecutionMode) -> (common::TestServer, Arc<Pr
     (server, probe)
 }
 
-/// Two connections, a call on each: the first waits at the gate; returns both handles
-/// once the second call has certainly reached the server and been given its chance to
-/// start (a ping on its connection is answered after the call is dispatched).
+/// Two connections with a gated call on each; returns both handles and the second client.
+/// (The second call has been sent, not necessarily received, when this returns.)
 async fn two_calls_on_two_connections(
     server: &common::TestServer,
 ) -> (
@@ -96,6 +95,9 @@ async fn iterative_server_never_overlaps_calls(t: Transport) {
     let (server, probe) = setup(t, ExecutionMode::Iterative).await;
     let (first, second, b) = two_calls_on_two_connections(&server).await;
     probe.started.reaches(1, "first call running").await;
+    // The server handles a connection's frames in order and polls a dispatched call
+    // before reading the next frame: once pings sent after the second call are answered,
+    // that call has had every chance to start, which only the iterative turn prevents.
     for _ in 0..3 {
         within("ping", b.channel().ping()).await.unwrap();
     }
