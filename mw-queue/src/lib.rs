@@ -47,6 +47,7 @@
 //! | `message` | [`Message`], [`MessageId`] |
 //! | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
 //! | `config`, `clock`, `error` | [`Config`], [`Clock`], [`Error`] |
+//! | [`forward`] | store and forward: [`forward::Forwarder`], [`forward::Router`] with its [`forward::RoutingTable`], [`forward::Outbox`] |
 //!
 //! Dependencies point one way: `segment` → `record` → `recovery` → `log` →
 //! `index` → `manager` → `queue`/`consumer`/`delivery`.

@@ -79,7 +79,7 @@ pub struct Route {
 
 /// A route string that does not parse.
 ///
-/// Its own type rather than a variant of the crate's [`Error`]: it comes from
+/// Its own type rather than a variant of the crate's [`Error`](crate::Error): it comes from
 /// configuration parsing, never from queue operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -250,6 +250,11 @@ pub struct HopStatus {
 /// because the forwarder crashed or was restarted that often while holding it
 /// goes to the transmission queue's dead-letter queue. A manager that routes
 /// should run with `max_attempts: None` or have that dead-letter queue watched.
+///
+/// Routes must not form a loop (R1 → R2 → R1 for the same queue): the message
+/// would come back to a manager whose dedup window already holds its id, which
+/// acknowledges it without storing it again, so it would be lost. Nothing
+/// detects loops today.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
