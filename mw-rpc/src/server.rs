@@ -123,6 +123,8 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If the same name and version is added twice, or the name is longer than 255 bytes.
+    // A builder verb, not arithmetic: `std::ops::Add` would not fit a by-value builder.
+    #[allow(clippy::should_implement_trait)]
     pub fn add<S: Service>(mut self, service: S) -> Self {
         let id = service.id();
         assert!(
