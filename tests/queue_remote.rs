@@ -72,6 +72,28 @@ async fn remote_send_consume_ack_round_trip() {
 }
 
 #[tokio::test]
+async fn batches_are_stored_and_delivered_in_order() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("ordered");
+    let n = 3000u32;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let msgs = chunk.iter().map(|i| Message::new(i.to_string())).collect();
+        for r in q.send_batch(msgs).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let mut c = q.consumer(opts(500)).await.unwrap();
+    for i in 0..n {
+        let d = within("ordered delivery", c.recv()).await.unwrap();
+        assert_eq!(d.body(), i.to_string().as_bytes(), "FIFO across batches");
+        d.ack().await.unwrap();
+    }
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn nack_redelivers_and_reject_dead_letters() {
     let broker = TestBroker::start(Config::default()).await;
     let remote = RemoteQueues::connect(&broker.addr).await.unwrap();

@@ -291,19 +291,10 @@ impl Shared {
             .acquire()
             .await
             .map_err(|_| Error::Closed)?;
-        let (id, producer_id) = match msg.id {
-            Some(id) => (id, true),
-            None => (self.next_id(), false),
-        };
+        let id = msg.id.unwrap_or_else(|| self.next_id());
         loop {
             let now = self.now_ms();
-            let header = EnqueueHeader {
-                id: id.0,
-                producer_id,
-                timestamp_ms: now,
-                expires_at_ms: msg.ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1)),
-                not_before_ms: msg.delay.map_or(0, |d| now + d.as_millis() as u64),
-            };
+            let header = Self::header(&msg, id, now);
             let outcome = {
                 let mut st = lock(&self.state);
                 let o = st.send(queue, header, msg.body.clone(), now);
@@ -324,6 +315,93 @@ impl Shared {
                 }
             }
         }
+    }
+
+    fn header(msg: &Message, id: MessageId, now: u64) -> EnqueueHeader {
+        EnqueueHeader {
+            id: id.0,
+            producer_id: msg.id.is_some(),
+            timestamp_ms: now,
+            expires_at_ms: msg.ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1)),
+            not_before_ms: msg.delay.map_or(0, |d| now + d.as_millis() as u64),
+        }
+    }
+
+    /// Sends `msgs` in order: all are enqueued under one lock (consecutive in the log,
+    /// so they share group commits), then awaited together. One result per message.
+    pub(crate) async fn send_batch(
+        &self,
+        queue: &Arc<str>,
+        msgs: Vec<Message>,
+    ) -> Vec<Result<MessageId>> {
+        enum Step {
+            Done(Result<MessageId>),
+            Durable(MessageId, tokio::sync::oneshot::Receiver<Result<()>>),
+            /// A duplicate of a send in progress elsewhere: resend if that one fails.
+            Duplicate(Message, tokio::sync::oneshot::Receiver<bool>),
+        }
+        if let Err(e) = check_name(queue) {
+            return msgs.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results = Vec::with_capacity(msgs.len());
+        // Permits are taken per chunk: a chunk never needs more than exist.
+        let chunk = self.config.max_pending_sends.clamp(1, u32::MAX as usize);
+        let mut msgs = msgs.into_iter().peekable();
+        while msgs.peek().is_some() {
+            let part: Vec<Message> = msgs.by_ref().take(chunk).collect();
+            let Ok(permit) = self.send_permits.acquire_many(part.len() as u32).await else {
+                results.extend(part.iter().map(|_| Err(Error::Closed)));
+                continue;
+            };
+            let steps: Vec<Step> = {
+                let now = self.now_ms();
+                let mut st = lock(&self.state);
+                let steps = part
+                    .into_iter()
+                    .map(|msg| {
+                        if msg.body.len() > self.config.max_message_size {
+                            return Step::Done(Err(Error::MessageTooLarge {
+                                size: msg.body.len(),
+                                limit: self.config.max_message_size,
+                            }));
+                        }
+                        let id = msg.id.unwrap_or_else(|| self.next_id());
+                        let header = Self::header(&msg, id, now);
+                        match st.send(queue, header, msg.body.clone(), now) {
+                            Ok(SendOutcome::Appended(rx)) => Step::Durable(id, rx),
+                            Ok(SendOutcome::Duplicate) => Step::Done(Ok(id)),
+                            Ok(SendOutcome::WaitDuplicate(rx)) => Step::Duplicate(msg, rx),
+                            Err(e) => Step::Done(Err(e)),
+                        }
+                    })
+                    .collect();
+                st.flush(&self.log);
+                steps
+            };
+            let mut retry = Vec::new();
+            for step in steps {
+                results.push(match step {
+                    Step::Done(r) => r,
+                    Step::Durable(id, rx) => match rx.await {
+                        Ok(r) => r.map(|()| id),
+                        Err(_) => Err(Error::Closed),
+                    },
+                    Step::Duplicate(msg, rx) => match (rx.await, msg.id) {
+                        (Ok(true), Some(id)) => Ok(id),
+                        _ => {
+                            retry.push((results.len(), msg));
+                            Err(Error::Closed) // replaced below
+                        }
+                    },
+                });
+            }
+            // Our permits go first: a retry takes its own.
+            drop(permit);
+            for (i, msg) in retry {
+                results[i] = self.send(queue, msg).await;
+            }
+        }
+        results
     }
 
     async fn finish(rx: Result<tokio::sync::oneshot::Receiver<Result<()>>>) -> Result<()> {

@@ -69,6 +69,32 @@ impl Queue {
         self.shared.send(&self.name, msg).await
     }
 
+    /// Sends many messages at once, in order: they are enqueued together (consecutive
+    /// in the queue and the log, sharing group commits) and each result says whether
+    /// that message was stored, as for [`send`](Queue::send). A full queue may refuse
+    /// the tail of a batch and accept its head.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: a cancelled batch may be partly stored. Resend it with the same
+    /// producer-chosen ids to be sure each message is stored once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mw_queue::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let qm = mw_queue::QueueManager::open(dir.path(), Default::default()).await?;
+    /// use mw_queue::Message;
+    /// let q = qm.queue("jobs");
+    /// let results = q.send_batch((0..3).map(|i| Message::new(format!("{i}"))).collect()).await;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// assert_eq!(q.stats().depth, 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_batch(&self, msgs: Vec<Message>) -> Vec<Result<MessageId>> {
+        self.shared.send_batch(&self.name, msgs).await
+    }
+
     /// Attaches a consumer. Consumers of one queue compete: each message goes to one.
     pub fn consumer(&self, options: ConsumerOptions) -> Consumer {
         Consumer::new(self.shared.clone(), self.name.clone(), options)

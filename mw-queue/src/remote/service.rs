@@ -149,14 +149,9 @@ impl QueueService for QueueServiceImpl {
                 messages.len()
             )));
         }
-        let q = self.qm.queue(&queue);
-        // All sends are polled in order before any waits for the disk, so they join the
-        // same group commit and keep their order (the send permits are handed out FIFO).
-        let sends = messages.into_iter().map(|m| {
-            let q = q.clone();
-            async move { q.send(Message::from(m)).await }
-        });
-        let results = futures::future::join_all(sends).await;
+        let messages = messages.into_iter().map(Message::from).collect();
+        // Enqueued together and in order: consecutive in the log, one group commit.
+        let results = self.qm.queue(&queue).send_batch(messages).await;
         Ok(results
             .into_iter()
             .map(|r| r.map(|id| id.0).map_err(QueueError::from))
