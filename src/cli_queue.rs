@@ -113,6 +113,10 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let mut received = 0u64;
     let interrupted = crate::run::wait_for_signal();
     tokio::pin!(interrupted);
+    // Acks run in the background so that printing the next message need not wait for
+    // the previous ack's fsync; there are at most `prefetch` of them, since the broker
+    // sends nothing more until deliveries are settled.
+    let mut acks = tokio::task::JoinSet::new();
     while args.count.is_none_or(|n| received < n) {
         let d = tokio::select! {
             d = consumer.recv() => d?,
@@ -120,8 +124,15 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         };
         writeln!(out, "{}", String::from_utf8_lossy(d.body()))?;
         out.flush()?;
-        d.ack().await?;
+        acks.spawn(d.ack());
         received += 1;
+        while let Some(done) = acks.try_join_next() {
+            done??;
+        }
+    }
+    // Everything printed is acked before we exit.
+    while let Some(done) = acks.join_next().await {
+        done??;
     }
     Ok(())
 }
