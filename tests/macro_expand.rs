@@ -409,7 +409,10 @@ mod edge_cases {
         use mw::rpc::{ServerError, Service};
         let e = EmptyServer::new(Nothing);
         assert!(e.methods().is_empty());
-        assert!(matches!(e.call(1, bytes::Bytes::new()), Err(ServerError::UnknownMethod(1))));
+        assert!(matches!(
+            e.call(1, bytes::Bytes::new()),
+            Err(ServerError::UnknownMethod(1))
+        ));
         let s: SServer<Nothing> = SServer::new(Nothing);
         assert_eq!(s.methods()[0].name, "get");
     }
