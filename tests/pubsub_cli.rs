@@ -88,7 +88,19 @@ fn run_pub(addr: &str, args: &[&str], stdin: Option<&str>) {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    let out = child.wait_with_output().unwrap();
+    // Bounded: a hung `mw pub` fails the test (and is killed) instead of hanging the run.
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("mw pub did not exit within 30 s");
+        }
+    };
     assert!(
         out.status.success(),
         "mw pub failed: {}",

@@ -38,6 +38,22 @@ enum Command {
         /// rest). Repeat for more routes; the most specific match wins.
         #[arg(long = "route", value_name = "PATTERN=ADDR")]
         routes: Vec<mw::queue::forward::Route>,
+        /// When confirmed sends are fsynced: `always` (group commit: nothing acknowledged
+        /// is lost even on power failure), `interval:MS`, or `never` (leave it to the OS).
+        #[arg(long, default_value = "always", value_parser = parse_fsync)]
+        fsync: mw::queue::FsyncPolicy,
+        /// Seconds a delivery stays invisible to other consumers before it is redelivered
+        /// unless acked.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        visibility_timeout: u64,
+        /// Deliveries after which a message moves to its queue's dead-letter queue
+        /// (`QUEUE.dlq`); 0 means never.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        max_attempts: u32,
+        /// Refuse new sends to a queue holding this many messages (a clear `queue full`
+        /// error); unlimited when absent.
+        #[arg(long, value_name = "N")]
+        max_queue_len: Option<u64>,
     },
     /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus.
     Pub {
@@ -149,7 +165,23 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Queues { broker } => mw::cli_queue::queues(&broker, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
-        Command::Broker { addr, data, routes } => broker(&addr, data, routes).await,
+        Command::Broker {
+            addr,
+            data,
+            routes,
+            fsync,
+            visibility_timeout,
+            max_attempts,
+            max_queue_len,
+        } => {
+            let mut config = mw::broker::BrokerConfig::new(data);
+            config.routes = routes.into_iter().collect();
+            config.queue.fsync = fsync;
+            config.queue.visibility_timeout = std::time::Duration::from_secs(visibility_timeout);
+            config.queue.max_attempts = (max_attempts > 0).then_some(max_attempts);
+            config.queue.max_queue_len = max_queue_len;
+            broker(&addr, config).await
+        }
         Command::Pub {
             broker,
             retain,
@@ -198,13 +230,23 @@ async fn demo() -> Result<(), mw::run::BoxError> {
     mw::tour::run(&mut out, dir.path()).await
 }
 
-async fn broker(
-    addr: &str,
-    data: std::path::PathBuf,
-    routes: Vec<mw::queue::forward::Route>,
-) -> Result<(), mw::run::BoxError> {
-    let mut config = mw::broker::BrokerConfig::new(data);
-    config.routes = routes.into_iter().collect();
+/// `always`, `never` or `interval:MS`.
+fn parse_fsync(s: &str) -> Result<mw::queue::FsyncPolicy, String> {
+    match s {
+        "always" => Ok(mw::queue::FsyncPolicy::Always),
+        "never" => Ok(mw::queue::FsyncPolicy::Never),
+        _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms > 0 => Ok(mw::queue::FsyncPolicy::Interval(
+                std::time::Duration::from_millis(ms),
+            )),
+            _ => Err(format!(
+                "{s:?}: expected always, never or interval:MS (MS > 0)"
+            )),
+        },
+    }
+}
+
+async fn broker(addr: &str, config: mw::broker::BrokerConfig) -> Result<(), mw::run::BoxError> {
     let broker = mw::broker::open(config).await?;
     mw::run::serve(broker.server, addr, None, &[]).await?;
     // Messages a forwarder holds stay in its transmission queue for the next start.
