@@ -82,6 +82,14 @@ pub struct Config {
     /// that a consumer keeping up never reads the disk; beyond it, bodies are read
     /// back from the segment on delivery. Default: 32 MiB.
     pub body_cache_bytes: usize,
+    /// Most never-delivered messages of one queue kept in memory as ready slots
+    /// (16 bytes each). Beyond it a queue's backlog is *spilled*: it is remembered
+    /// as runs of (segment, resume offset, count), 24 bytes per segment the backlog
+    /// touches instead of 16 bytes per message, and read back from the segments
+    /// in order (on the blocking pool) as consumers drain the in-memory head. So a
+    /// backlog of millions of messages costs memory per segment, not per message.
+    /// At least 1. Default: 16 384.
+    pub ready_head: usize,
     /// Time source for TTLs, delays and visibility timeouts. Default:
     /// [`Clock::system`]; tests use [`Clock::manual`].
     pub clock: Clock,
@@ -100,6 +108,7 @@ impl Default for Config {
             max_message_size: 4 << 20,
             max_pending_sends: 65_536,
             body_cache_bytes: 32 << 20,
+            ready_head: 16_384,
             clock: Clock::system(),
         }
     }

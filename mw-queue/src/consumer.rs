@@ -243,13 +243,20 @@ async fn fetch(
         tokio::pin!(notified);
         // Register interest before looking, so a message committed in between wakes us.
         notified.as_mut().enable();
-        let taken = {
+        let (taken, refill) = {
             let now = shared.now_ms();
             let mut st = lock(&shared.state);
             let t = st.take(&queue, consumer, options.prefetch, visibility, now);
             st.flush(&shared.log);
-            t?
+            // Read spilled messages back once the in-memory head runs low; the refill
+            // wakes this queue's consumers when it lands.
+            let refill = st.refill_job(&queue, None);
+            (t, refill)
         };
+        if let Some(job) = refill {
+            drop(shared.spawn_refill(job));
+        }
+        let taken = taken?;
         if taken.is_empty() {
             notified.await;
             continue;

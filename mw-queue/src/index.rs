@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
+use crate::backlog::{RefillJob, RefillRead, RunSnapshot, SegmentReader};
 use crate::delivery::DeliveryTag;
 use crate::error::{Error, Result};
 use crate::log::{Append, Log};
@@ -38,6 +39,18 @@ pub(crate) struct Slot {
     pub lsn: u64,
     pub offset: u32,
     pub len: u32,
+}
+
+/// A stretch of a queue's spilled backlog: its never-delivered messages in one
+/// segment, from `offset` on (see the `backlog` module for what counts).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// First LSN of the segment (its name). Every message of the run has a larger LSN.
+    segment: u64,
+    /// Where to resume scanning.
+    offset: u32,
+    /// Messages of the queue left in the run.
+    count: u64,
 }
 
 /// A message outside the ready deque.
@@ -91,7 +104,16 @@ struct DedupEntry {
 /// One named queue.
 #[derive(Debug)]
 pub(crate) struct QueueState {
+    /// The in-memory head of the never-delivered backlog, in LSN order.
     ready: VecDeque<Slot>,
+    /// The rest of it, spilled: every message here is newer than every one in `ready`.
+    runs: VecDeque<Run>,
+    /// Messages in `runs`.
+    spilled: u64,
+    /// A refill of `ready` from `runs` is under way (at most one per queue).
+    refilling: bool,
+    /// A failed refill, reported to the next taker.
+    refill_error: Option<Error>,
     retry: BTreeMap<u64, Meta>,
     delayed: BTreeMap<(u64, u64), Meta>,
     delayed_due: HashMap<u64, u64>,
@@ -109,6 +131,10 @@ impl QueueState {
     fn new() -> Self {
         QueueState {
             ready: VecDeque::new(),
+            runs: VecDeque::new(),
+            spilled: 0,
+            refilling: false,
+            refill_error: None,
             retry: BTreeMap::new(),
             delayed: BTreeMap::new(),
             delayed_due: HashMap::new(),
@@ -123,7 +149,104 @@ impl QueueState {
 
     /// Messages not in flight (ready, returned and delayed).
     fn depth(&self) -> u64 {
-        (self.ready.len() + self.retry.len() + self.delayed.len()) as u64
+        (self.ready.len() + self.retry.len() + self.delayed.len()) as u64 + self.spilled
+    }
+
+    /// Whether new never-delivered messages go to the runs instead of `ready`.
+    fn spilling(&self, head: usize) -> bool {
+        !self.runs.is_empty() || self.ready.len() >= head
+    }
+
+    /// Adds a never-delivered, not delayed message: to the head, or spilled.
+    fn push_ready(&mut self, slot: Slot, segment: u64, head: usize) {
+        if !self.spilling(head) {
+            self.ready.push_back(slot);
+            return;
+        }
+        self.spilled += 1;
+        match self.runs.back_mut() {
+            Some(r) if r.segment == segment => r.count += 1,
+            _ => self.runs.push_back(Run {
+                segment,
+                offset: slot.offset,
+                count: 1,
+            }),
+        }
+    }
+
+    /// Adds a message whose enqueue record carries a not-before time that has
+    /// passed. Such messages never join a run (a run could not tell them from ones
+    /// that were delayed when sent), so while spilling they wait with the returned ones.
+    fn push_due(&mut self, slot: Slot, segment: u64, head: usize) {
+        if self.spilling(head) {
+            self.retry.insert(
+                slot.lsn,
+                Meta {
+                    offset: slot.offset,
+                    len: slot.len,
+                    deliveries: 0,
+                },
+            );
+        } else {
+            self.push_ready(slot, segment, head);
+        }
+    }
+
+    /// Starts a refill if the head is low and runs remain: marks it under way and
+    /// returns what to read (`want` messages, at least one).
+    fn refill_job(&mut self, name: &Arc<str>, head: usize, want: Option<usize>) -> Option<RefillJob> {
+        let low = (head / 2).max(1);
+        if self.refilling || self.runs.is_empty() || (want.is_none() && self.ready.len() >= low) {
+            return None;
+        }
+        let want = want.unwrap_or(head.saturating_sub(self.ready.len())).max(1);
+        let mut runs = Vec::new();
+        let mut n = 0u64;
+        for r in &self.runs {
+            runs.push(RunSnapshot {
+                segment: r.segment,
+                offset: r.offset,
+                count: r.count,
+            });
+            n += r.count;
+            if n >= want as u64 {
+                break;
+            }
+        }
+        self.refilling = true;
+        Some(RefillJob {
+            queue: name.clone(),
+            runs,
+            want,
+        })
+    }
+
+    /// Applies a finished refill and wakes the consumers.
+    fn apply_refill(&mut self, read: Result<RefillRead>) {
+        self.refilling = false;
+        match read {
+            Ok(read) => {
+                let mut j = 0;
+                for (taken, offset) in read.progress {
+                    let r = &mut self.runs[j];
+                    r.count -= taken;
+                    r.offset = offset;
+                    if r.count == 0 {
+                        self.runs.remove(j);
+                    } else {
+                        j += 1;
+                    }
+                }
+                self.spilled -= read.slots.len() as u64;
+                debug_assert!(self.ready.back().map_or(true, |b| read
+                    .slots
+                    .first()
+                    .map_or(true, |f| b.lsn < f.lsn)));
+                self.ready.extend(read.slots);
+            }
+            Err(e) => self.refill_error = Some(e),
+        }
+        self.notify.notify_waiters();
     }
 
     fn len(&self) -> u64 {
@@ -191,6 +314,7 @@ impl QueueState {
 
     fn memory_bytes(&self) -> usize {
         self.ready.capacity() * std::mem::size_of::<Slot>()
+            + self.runs.capacity() * std::mem::size_of::<Run>()
             + self.retry.len() * 40
             + self.delayed.len() * 48
             + self.delayed_due.capacity() * 17
@@ -229,6 +353,12 @@ pub struct MemoryStats {
     pub cache_bytes: u64,
     /// Producer-chosen ids inside the dedup window.
     pub dedup_entries: u64,
+    /// Never-delivered messages held in memory as ready slots (every queue's head).
+    pub ready_slots: u64,
+    /// Never-delivered messages spilled: not in memory, read back from their segments.
+    pub spilled_messages: u64,
+    /// Runs describing the spilled messages (about one per queue per segment).
+    pub spilled_runs: u64,
 }
 
 /// Fixed limits the state needs.
@@ -240,6 +370,8 @@ pub(crate) struct Limits {
     pub dedup_window_ms: u64,
     pub max_queue_len: Option<u64>,
     pub cache_budget: usize,
+    /// `Config::ready_head`, at least 1.
+    pub ready_head: usize,
 }
 
 /// A message handed to a consumer by [`State::take`].
@@ -486,12 +618,22 @@ impl State {
             .queues
             .get_mut(&**queue)
             .expect("consumer's queue exists");
+        if let Some(e) = q.refill_error.take() {
+            return Err(e);
+        }
         let outstanding = q.consumers.get(&consumer).map_or(0, |c| c.outstanding);
         let credit = prefetch.saturating_sub(outstanding);
         let mut taken = Vec::new();
         let mut records = Vec::new();
         while (taken.len() as u32) < credit {
-            let from_ready = match (q.ready.front(), q.retry.first_key_value()) {
+            // With the head empty and runs left, a returned message goes first only if
+            // it is older than every spilled one; otherwise wait for the refill.
+            let bound = match (q.ready.is_empty(), q.runs.front()) {
+                (true, Some(r)) => r.segment,
+                _ => u64::MAX,
+            };
+            let retry = q.retry.first_key_value().filter(|(k, _)| **k < bound);
+            let from_ready = match (q.ready.front(), retry) {
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
@@ -555,6 +697,33 @@ impl State {
             self.wake_scheduler_for(deadline);
         }
         Ok(taken)
+    }
+
+    /// Starts a refill of `queue`'s head from its runs if it is low (or, with `want`,
+    /// of that many messages whatever the head holds). The caller runs the job and
+    /// hands the result to [`apply_refill`](State::apply_refill).
+    pub(crate) fn refill_job(&mut self, queue: &Arc<str>, want: Option<usize>) -> Option<RefillJob> {
+        let head = self.limits.ready_head;
+        self.queues.get_mut(&**queue)?.refill_job(queue, head, want)
+    }
+
+    /// Applies a refill started by [`refill_job`](State::refill_job).
+    pub(crate) fn apply_refill(&mut self, queue: &str, read: Result<RefillRead>) {
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.apply_refill(read);
+        }
+    }
+
+    /// The notifier of `queue`'s consumers, if the queue exists.
+    pub(crate) fn notify_of(&self, queue: &str) -> Option<Arc<Notify>> {
+        self.queues.get(queue).map(|q| q.notify.clone())
+    }
+
+    /// Whether `queue` has spilled messages, and whether a refill is under way.
+    pub(crate) fn runs_of(&self, queue: &str) -> (bool, bool) {
+        self.queues
+            .get(queue)
+            .map_or((false, false), |q| (!q.runs.is_empty(), q.refilling))
     }
 
     fn not_in_flight(queue: &str, tag: DeliveryTag) -> Error {
@@ -747,6 +916,7 @@ impl State {
         };
         let dlq = dlq.clone();
         let d = self.queues.get_mut(&*dlq).expect("exists");
+        debug_assert!(d.runs.is_empty(), "the caller reads spilled messages back first");
         let mut moved: Vec<(u64, Meta)> = d
             .ready
             .drain(..)
@@ -913,6 +1083,7 @@ impl State {
                             },
                         );
                     }
+                    let head = self.limits.ready_head;
                     let q = self.queue_mut(queue);
                     q.pending_sends = q.pending_sends.saturating_sub(1);
                     let slot = Slot {
@@ -932,7 +1103,11 @@ impl State {
                         );
                         self.wake_scheduler_for(header.not_before_ms);
                     } else {
-                        q.ready.push_back(slot);
+                        if header.not_before_ms == 0 {
+                            q.push_ready(slot, loc.segment, head);
+                        } else {
+                            q.push_due(slot, loc.segment, head);
+                        }
                         // One wake-up per queue per batch, not per message.
                         if !touched.last().is_some_and(|n| Arc::ptr_eq(n, &q.notify)) {
                             touched.push(q.notify.clone());
@@ -986,8 +1161,64 @@ impl State {
         }
     }
 
-    /// Replays one recovered record.
-    pub(crate) fn replay(&mut self, lsn: u64, view: RecordView<'_>, loc: Location, now: u64) {
+    /// Takes `target` out of `queue` during replay, reading spilled messages back
+    /// first if it is one of them.
+    ///
+    /// The first record after its `ENQUEUE` that touches a never-delivered message
+    /// (a `DELIVER`, or a `MOVE` by redrive) touches the oldest one of its queue:
+    /// the head is taken in order and refilled from the runs in order, and messages
+    /// with a not-before time (which may go out of order) never join a run. So a
+    /// target found nowhere else is the first spilled message, and one refill of
+    /// the head (which happens in the middle of the scan, on the blocking pool)
+    /// brings it in.
+    fn take_replayed(
+        &mut self,
+        queue: &str,
+        target: u64,
+        reader: &dyn SegmentReader,
+    ) -> Result<Option<Meta>> {
+        let head = self.limits.ready_head;
+        let Some((name, _)) = self.queues.get_key_value(queue) else {
+            return Ok(None);
+        };
+        let name = name.clone();
+        let q = self.queues.get_mut(queue).expect("just found");
+        loop {
+            if let Some(meta) = q.take_waiting(target) {
+                return Ok(Some(meta));
+            }
+            let spilled = q.runs.front().is_some_and(|r| target >= r.segment)
+                && q.ready.back().map_or(true, |b| b.lsn < target);
+            if !spilled {
+                return Ok(None);
+            }
+            let job = q
+                .refill_job(&name, head, Some(head.saturating_sub(q.ready.len())))
+                .expect("runs left and no refill under way");
+            let read = crate::backlog::read_runs(reader, &job);
+            let failed = read.as_ref().err().cloned();
+            q.apply_refill(read);
+            if let Some(e) = failed {
+                q.refill_error = None;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Replays one recovered record. `reader` reads spilled messages back when a
+    /// record refers to one.
+    ///
+    /// # Errors
+    ///
+    /// Reading spilled messages back failed.
+    pub(crate) fn replay(
+        &mut self,
+        lsn: u64,
+        view: RecordView<'_>,
+        loc: Location,
+        now: u64,
+        reader: &dyn SegmentReader,
+    ) -> Result<()> {
         match view {
             RecordView::Enqueue { queue, header, .. } => {
                 let seg = self.segs.entry(loc.segment).or_default();
@@ -1006,8 +1237,14 @@ impl State {
                         self.dedup_order.push_back((until, header.id));
                     }
                 }
+                let head = self.limits.ready_head;
                 let name = self.queue_name(queue);
                 let q = self.queue_mut(&name);
+                let slot = Slot {
+                    lsn,
+                    offset: loc.offset,
+                    len: loc.len,
+                };
                 if header.not_before_ms > now {
                     q.insert_delayed(
                         lsn,
@@ -1018,12 +1255,10 @@ impl State {
                             deliveries: 0,
                         },
                     );
+                } else if header.not_before_ms == 0 {
+                    q.push_ready(slot, loc.segment, head);
                 } else {
-                    q.ready.push_back(Slot {
-                        lsn,
-                        offset: loc.offset,
-                        len: loc.len,
-                    });
+                    q.push_due(slot, loc.segment, head);
                 }
             }
             RecordView::Deliver {
@@ -1031,18 +1266,15 @@ impl State {
                 target,
                 delivery,
             } => {
-                if let Some(q) = self.queues.get_mut(queue) {
-                    if let Some(mut meta) = q.take_waiting(target) {
-                        meta.deliveries = meta.deliveries.max(delivery);
-                        q.retry.insert(target, meta);
-                    }
+                if let Some(mut meta) = self.take_replayed(queue, target, reader)? {
+                    meta.deliveries = meta.deliveries.max(delivery);
+                    let q = self.queues.get_mut(queue).expect("taken from it");
+                    q.retry.insert(target, meta);
                 }
             }
             RecordView::Settle { queue, target, .. } => {
-                if let Some(q) = self.queues.get_mut(queue) {
-                    if q.take_waiting(target).is_some() {
-                        self.settled_on_disk(target);
-                    }
+                if self.take_replayed(queue, target, reader)?.is_some() {
+                    self.settled_on_disk(target);
                 }
             }
             RecordView::Nack {
@@ -1050,22 +1282,17 @@ impl State {
                 target,
                 not_before_ms,
             } => {
-                if let Some(q) = self.queues.get_mut(queue) {
-                    if let Some(meta) = q.take_waiting(target) {
-                        if not_before_ms > now {
-                            q.insert_delayed(target, not_before_ms, meta);
-                        } else {
-                            q.retry.insert(target, meta);
-                        }
+                if let Some(meta) = self.take_replayed(queue, target, reader)? {
+                    let q = self.queues.get_mut(queue).expect("taken from it");
+                    if not_before_ms > now {
+                        q.insert_delayed(target, not_before_ms, meta);
+                    } else {
+                        q.retry.insert(target, meta);
                     }
                 }
             }
             RecordView::Move { queue, target, to } => {
-                let meta = self
-                    .queues
-                    .get_mut(queue)
-                    .and_then(|q| q.take_waiting(target));
-                if let Some(meta) = meta {
+                if let Some(meta) = self.take_replayed(queue, target, reader)? {
                     let to = self.queue_name(to);
                     self.queue_mut(&to).retry.insert(
                         target,
@@ -1077,6 +1304,7 @@ impl State {
                 }
             }
         }
+        Ok(())
     }
 
     /// After replay: drops segments that hold nothing live; returns the live count.
@@ -1125,6 +1353,9 @@ impl State {
             self.dedup.capacity() * 48 + self.dedup_order.capacity() * 24 + self.segs.len() * 40;
         for q in self.queues.values() {
             m.messages += q.len();
+            m.ready_slots += q.ready.len() as u64;
+            m.spilled_messages += q.spilled;
+            m.spilled_runs += q.runs.len() as u64;
             bytes += q.memory_bytes();
         }
         m.index_bytes = bytes as u64;

@@ -180,6 +180,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod backlog;
 mod clock;
 mod config;
 mod consumer;

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use crate::backlog::{read_full, SegmentReader};
 use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordView};
@@ -319,6 +320,18 @@ impl Log {
         }
     }
 
+    /// The open file of segment `first` (named by its first LSN).
+    fn segment_file(&self, first: u64) -> Result<Arc<File>> {
+        let segs = self.inner.segments.read().expect("segments lock poisoned");
+        segs.get(&first).cloned().ok_or_else(|| {
+            Error::corrupt(
+                segment::path(&self.inner.dir, first),
+                0,
+                "segment holding spilled messages is gone",
+            )
+        })
+    }
+
     /// The path of the segment holding `lsn` (for error messages).
     pub(crate) fn segment_path(&self, lsn: u64) -> PathBuf {
         let segs = self.inner.segments.read().expect("segments lock poisoned");
@@ -371,6 +384,17 @@ impl Log {
     #[cfg(test)]
     pub(crate) fn fail_next_writes(&self, n: u64) {
         self.inner.fail_writes.store(n, Ordering::SeqCst);
+    }
+}
+
+impl SegmentReader for Log {
+    fn read_at(&self, first: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let file = self.segment_file(first)?;
+        read_full(&file, &self.path(first), offset, buf)
+    }
+
+    fn path(&self, first: u64) -> PathBuf {
+        segment::path(&self.inner.dir, first)
     }
 }
 

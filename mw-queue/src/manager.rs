@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{self, DirReader, RefillJob};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::DeliveryTag;
@@ -131,6 +132,7 @@ impl QueueManager {
             dedup_window_ms: config.dedup_window.as_millis() as u64,
             max_queue_len: config.max_queue_len,
             cache_budget: config.body_cache_bytes,
+            ready_head: config.ready_head.max(1),
         };
         let log_config = LogConfig {
             fsync: config.fsync,
@@ -143,9 +145,16 @@ impl QueueManager {
         let recovered = tokio::task::spawn_blocking(move || {
             let mut state = state;
             let now = clock.now_ms();
+            let reader = DirReader::new(&dir2);
+            let mut replay_error = None;
             let recovered = Log::recover(&dir2, log_config, |lsn, view, loc| {
-                state.replay(lsn, view, loc, now)
+                if replay_error.is_none() {
+                    replay_error = state.replay(lsn, view, loc, now, &reader).err();
+                }
             })?;
+            if let Some(e) = replay_error {
+                return Err(e);
+            }
             state.set_next_lsn(recovered.next_seq);
             let live = state.finish_replay(now);
             Ok::<_, Error>((state, recovered, live))
@@ -454,13 +463,53 @@ impl Shared {
         lock(&self.state).extend(queue, tag, by.as_millis() as u64, now)
     }
 
-    pub(crate) async fn redrive(&self, queue: &Arc<str>) -> Result<u64> {
+    /// Starts reading spilled messages of `job.queue` back on the blocking pool; the
+    /// result is applied to the index (and the queue's consumers woken) when it is
+    /// read, whether or not anybody awaits the returned handle.
+    pub(crate) fn spawn_refill(self: &Arc<Self>, job: RefillJob) -> tokio::task::JoinHandle<()> {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = backlog::read_runs(&shared.log, &job);
+            lock(&shared.state).apply_refill(&job.queue, read);
+        })
+    }
+
+    pub(crate) async fn redrive(self: &Arc<Self>, queue: &Arc<str>) -> Result<u64> {
         check_name(queue)?;
-        let (n, rx) = {
-            let mut st = lock(&self.state);
-            let r = st.redrive(queue);
-            st.flush(&self.log);
-            r
+        let dlq: Option<Arc<str>> = lock(&self.state).dlq_name(queue).map(Into::into);
+        let (n, rx) = loop {
+            // Spilled messages of the dead-letter queue are read back into memory first:
+            // each needs its own move record.
+            let notify = dlq.as_ref().and_then(|d| lock(&self.state).notify_of(d));
+            let notified = notify.as_ref().map(|n| n.notified());
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            let job = {
+                let mut st = lock(&self.state);
+                let (runs, refilling) = dlq.as_ref().map_or((false, false), |d| st.runs_of(d));
+                if !runs {
+                    let r = st.redrive(queue);
+                    st.flush(&self.log);
+                    break r;
+                }
+                if refilling {
+                    None
+                } else {
+                    dlq.as_ref().and_then(|d| st.refill_job(d, Some(usize::MAX)))
+                }
+            };
+            match job {
+                Some(job) => {
+                    let _ = self.spawn_refill(job).await;
+                }
+                None => {
+                    if let Some(n) = notified.as_mut().as_pin_mut() {
+                        n.await;
+                    }
+                }
+            }
         };
         if let Some(rx) = rx {
             rx.await.map_err(|_| Error::Closed)??;
