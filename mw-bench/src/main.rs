@@ -11,6 +11,7 @@
 mod child;
 mod machine;
 mod pubsub;
+mod queue;
 mod report;
 mod rpc;
 mod stats;
@@ -36,6 +37,8 @@ enum Command {
     Rpc(rpc::RpcArgs),
     /// Pub/sub: 1 publisher to 1/10/100 subscribers over TCP and embedded, delivered msgs/s and latency.
     Pubsub(pubsub::PubsubArgs),
+    /// Queues: fsync floor, confirmed sends to a broker child (group commit), RSS under backlog.
+    Queue(queue::QueueArgs),
     /// Internal: run one benchmark server until killed (started by the parent).
     #[command(hide = true)]
     Serve {
@@ -44,6 +47,12 @@ enum Command {
         /// Address to bind; the real one is printed as `listening on <addr>`.
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
+        /// Data directory (queue-broker).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// Fsync policy, always or never (queue-broker).
+        #[arg(long)]
+        fsync: Option<String>,
     },
 }
 
@@ -52,7 +61,16 @@ fn main() {
     let result = match cli.command {
         Command::Rpc(args) => rpc::run(&args),
         Command::Pubsub(args) => pubsub::run(&args),
-        Command::Serve { target, addr } => serve(&target, &addr),
+        Command::Queue(args) => queue::run(&args),
+        Command::Serve {
+            target,
+            addr,
+            data,
+            fsync,
+        } if queue::SERVE_TARGETS.contains(&target.as_str()) => child::runtime()
+            .map_err(Error::from)
+            .and_then(|rt| rt.block_on(queue::serve(&addr, data, fsync))),
+        Command::Serve { target, addr, .. } => serve(&target, &addr),
     };
     if let Err(e) = result {
         eprintln!("mw-bench: {e}");

@@ -1,0 +1,1123 @@
+//! `mw-bench queue`: durable queues over TCP, judged against the disk's fsync floor.
+//!
+//! ```text
+//! cargo run --release -p mw-bench -- queue [--json] [--quick] [--data DIR] [--backlog N]
+//! ```
+//!
+//! One run measures, in order:
+//!
+//! 1. **The floor**: append 100 B (and 4 KiB) to a file in the data directory and
+//!    `File::sync_data` (fdatasync) it, in a loop: p50/p99/p99.9 and syncs/s. The
+//!    filesystem type of the data directory is printed; a tmpfs directory is flagged,
+//!    since fsync there measures nothing.
+//! 2. **Confirmed sends**: a broker child process (`mw-bench serve queue-broker`, which
+//!    runs `mw::broker::open` exactly as `mw broker` does, with `--fsync always|never`)
+//!    and, from this process over 127.0.0.1, producers of 100-byte messages with
+//!    [`RemoteQueue::send`] (returns once durable at the broker) and one consumer that
+//!    acks every delivery. Producer shapes: 1 connection x 1 send in flight (the bare
+//!    confirm latency), 1 x 64 and 8 x 64 (64 concurrent send loops per connection, as
+//!    an application pipelining its sends would). The consumer uses prefetch 2,048 and
+//!    keeps up to 512 acks in flight. After a warm-up, one window of `--seconds` is
+//!    measured: confirmed msgs/s, confirm latency (hdrhistogram), consumer acks/s, and
+//!    the broker's [`LogStats`](mw_queue::LogStats) over the window, which the child
+//!    prints on request (`stats` on its stdin): **messages per fsync** = confirmed sends
+//!    / fsyncs (records per fsync also counts the consumer's `DELIVER`/`SETTLE` records).
+//! 3. **Memory while a backlog builds**: a fresh broker (fsync `always`) and no consumer;
+//!    `--backlog` messages are sent with `send_batch` (batches of 500, 8 in flight over 2
+//!    connections, to build the backlog quickly) while the child's `VmRSS` is sampled
+//!    every `backlog / 50` messages. Printed: RSS at start, middle and end, and the slope
+//!    in bytes per message (least squares over all samples, and over the second half).
+//!
+//! The default backlog is 2,000,000 (about a minute here); `--backlog 10000000`
+//! reproduces the full claim. Client and broker share the machine's 2 vCPUs, as in
+//! ANCHORS.md; the CPU used by other processes during each window is reported.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use mw_queue::remote::RemoteQueues;
+use mw_queue::{ConsumerOptions, FsyncPolicy, Message};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::child::{self, READY_PREFIX};
+use crate::machine::{self, CpuSnapshot};
+use crate::report::{Row, Target};
+use crate::stats::{self, fmt_rate, fmt_ratio, fmt_us, histogram, Summary};
+use crate::Error;
+
+/// Server targets of this benchmark (`mw-bench serve <target>`).
+pub const SERVE_TARGETS: &[&str] = &["queue-broker"];
+
+/// RabbitMQ 3.10 quorum queue, durable publish + confirm, 100 B, 1000 in flight (ANCHORS.md).
+const RABBITMQ_QUORUM: f64 = 28_500.0;
+/// redis 7.0 `appendfsync always`, 50 clients (ANCHORS.md).
+const REDIS_ALWAYS: f64 = 69_000.0;
+/// Target: confirmed msgs/s with group commit.
+const TARGET_RATE: f64 = 100_000.0;
+/// Target: messages per fsync under load.
+const TARGET_PER_FSYNC: f64 = 64.0;
+/// "Flat" RSS: growth per backlog message at most the documented index cost (a 16-byte
+/// slot in a `VecDeque`, up to 32 while it has spare capacity), i.e. no bodies held.
+const TARGET_RSS_SLOPE: f64 = 32.0;
+/// ANCHORS.md: 4 KiB append + fdatasync p50, used when the floor is not measured.
+const ANCHOR_FSYNC_P50_US: f64 = 163.0;
+
+const BODY: usize = 100;
+const PREFETCH: u32 = 2_048;
+const MAX_ACKS_IN_FLIGHT: usize = 512;
+const BACKLOG_BATCH: usize = 500;
+const BACKLOG_CONNS: usize = 2;
+const BACKLOG_TASKS_PER_CONN: usize = 4;
+const BACKLOG_SAMPLES: u64 = 50;
+
+/// Flags of `mw-bench queue`.
+#[derive(Debug, clap::Args)]
+pub struct QueueArgs {
+    /// One JSON object per series instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Short windows and a small backlog, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Data directory (a temporary directory is made inside it and removed afterwards).
+    /// Default: the current directory, which must be on the disk being measured.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Messages in the backlog of the memory series. `--backlog 10000000` reproduces the
+    /// full claim (about 4-5 minutes here).
+    #[arg(long, default_value_t = 2_000_000)]
+    backlog: u64,
+    /// Measured window of each confirmed-send series, seconds (after a 1 s warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Concurrent send loops per producer connection in the pipelined series.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Run only these parts (floor, sends, backlog; repeatable). Default: all.
+    #[arg(long, value_parser = ["floor", "sends", "backlog"])]
+    only: Vec<String>,
+}
+
+impl QueueArgs {
+    fn part(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The broker child
+// ---------------------------------------------------------------------------------------
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, Error> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!("--fsync {other:?}: expected always or never").into()),
+    }
+}
+
+/// Runs `mw::broker` on `data` with the given fsync policy until its stdin closes.
+/// Each `stats` line on stdin is answered with one JSON line of log and memory counters.
+pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> Result<(), Error> {
+    let data = data.ok_or("serve queue-broker needs --data DIR")?;
+    let mut config = mw::broker::BrokerConfig::new(data);
+    config.queue.fsync = parse_fsync(fsync.as_deref().unwrap_or("always"))?;
+    let broker = mw::broker::open(config).await?;
+    let queues = broker.queues.clone();
+    let router = broker.router.clone();
+    let running = broker.server.spawn(addr).await?;
+    child::announce(running.local_addr());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+        // Dropping `tx` on EOF (the parent closed stdin or died) ends the loop below.
+    });
+    while let Some(line) = rx.recv().await {
+        match line.trim() {
+            "stats" => {
+                let log = queues.log_stats();
+                let mem = queues.memory();
+                let v = json!({
+                    "appends": log.appends,
+                    "writes": log.writes,
+                    "bytes_written": log.bytes_written,
+                    "fsyncs": log.fsyncs,
+                    "synced_records": log.synced_records,
+                    "max_records_per_fsync": log.max_records_per_fsync,
+                    "segments_created": log.segments_created,
+                    "segments_deleted": log.segments_deleted,
+                    "messages": mem.messages,
+                    "index_bytes": mem.index_bytes,
+                    "cache_bytes": mem.cache_bytes,
+                    "dedup_entries": mem.dedup_entries,
+                });
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{v}");
+                let _ = out.flush();
+            }
+            other => eprintln!("queue-broker: unknown command {other:?}"),
+        }
+    }
+    running.shutdown().await;
+    router.shutdown().await;
+    queues.close().await?;
+    Ok(())
+}
+
+/// The broker's counters at one instant (see [`serve`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct BrokerStats {
+    fsyncs: u64,
+    synced_records: u64,
+    max_records_per_fsync: u64,
+    messages: u64,
+    index_bytes: u64,
+    cache_bytes: u64,
+}
+
+impl BrokerStats {
+    fn from_json(v: &Value) -> BrokerStats {
+        let f = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        BrokerStats {
+            fsyncs: f("fsyncs"),
+            synced_records: f("synced_records"),
+            max_records_per_fsync: f("max_records_per_fsync"),
+            messages: f("messages"),
+            index_bytes: f("index_bytes"),
+            cache_bytes: f("cache_bytes"),
+        }
+    }
+}
+
+/// A `serve queue-broker` child: its address, pid, and a stdin/stdout control channel.
+struct BrokerChild {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    addr: String,
+}
+
+impl BrokerChild {
+    fn spawn(data: &Path, fsync: &str) -> Result<BrokerChild, Error> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                "serve",
+                "queue-broker",
+                "--addr",
+                "127.0.0.1:0",
+                "--fsync",
+                fsync,
+            ])
+            .arg("--data")
+            .arg(data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout was piped"));
+        let mut b = BrokerChild {
+            child,
+            stdin,
+            stdout,
+            addr: String::new(),
+        };
+        let mut line = String::new();
+        b.stdout.read_line(&mut line)?;
+        match line.trim_end().strip_prefix(READY_PREFIX) {
+            Some(addr) => b.addr = addr.to_string(),
+            None => {
+                return Err(format!("queue-broker printed {line:?} instead of its address").into())
+            }
+        }
+        Ok(b)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the child for its counters (blocking; call through `block_in_place`).
+    fn stats(&mut self) -> Result<BrokerStats, Error> {
+        let stdin = self.stdin.as_mut().ok_or("broker stdin closed")?;
+        stdin.write_all(b"stats\n")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err("queue-broker exited".into());
+        }
+        Ok(BrokerStats::from_json(&serde_json::from_str(&line)?))
+    }
+
+    fn stats_async(&mut self) -> Result<BrokerStats, Error> {
+        tokio::task::block_in_place(|| self.stats())
+    }
+
+    /// The child's resident set size in bytes.
+    fn rss(&self) -> Option<u64> {
+        proc_status_kb(self.pid(), "VmRSS:").map(|kb| kb * 1024)
+    }
+
+    /// User + system CPU time of the child so far, seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        proc_cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// Closes stdin (the child shuts down gracefully and syncs), waits up to 20 s, kills.
+    fn stop(mut self) {
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BrokerChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(stat_path).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    if f.len() < 2 {
+        return None;
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((f[0] + f[1]) as f64 / hz)
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The floor
+// ---------------------------------------------------------------------------------------
+
+/// The filesystem type of `path`, by `statfs` magic.
+fn fs_type(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return "unknown".into();
+    };
+    // SAFETY: `buf` is a plain C struct for statfs to fill; `c` is NUL-terminated.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
+        return "unknown".into();
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    match buf.f_type as u64 {
+        0xEF53 => "ext4".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        0x6969 => "nfs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0x8584_58F6 => "ramfs".into(),
+        0x6573_5546 => "fuse".into(),
+        t => format!("0x{t:x}"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Floor {
+    size: usize,
+    summary: Summary,
+}
+
+/// Appends `size` bytes and fdatasyncs, in a loop for `seconds`.
+fn measure_floor(dir: &Path, size: usize, seconds: f64) -> Result<Floor, Error> {
+    let path = dir.join(format!("floor-{size}.dat"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let buf = vec![0xA5u8; size];
+    // Warm-up: the first syncs include creating the file's extent.
+    for _ in 0..20 {
+        file.write_all(&buf)?;
+        file.sync_data()?;
+    }
+    let mut hist = histogram();
+    let mut n = 0u64;
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(seconds);
+    while start.elapsed() < limit {
+        let t = Instant::now();
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        stats::record(&mut hist, t.elapsed());
+        n += 1;
+    }
+    let elapsed = start.elapsed();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(Floor {
+        size,
+        summary: Summary::new(&hist, n, elapsed),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Confirmed sends
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Series {
+    fsync: &'static str,
+    producers: usize,
+    window: usize,
+    send: Summary,
+    consumed_per_s: f64,
+    msgs_per_fsync: f64,
+    records_per_fsync: f64,
+    fsyncs_per_s: f64,
+    max_records_per_fsync: u64,
+    broker_cpu_us_per_msg: f64,
+    client_cpu_us_per_msg: f64,
+    others_cpu_percent: Option<f64>,
+}
+
+impl Series {
+    fn workload(&self) -> String {
+        format!("{}x{}", self.producers, self.window)
+    }
+}
+
+struct Shared {
+    confirmed: AtomicU64,
+    consumed: AtomicU64,
+    recording: std::sync::atomic::AtomicBool,
+}
+
+async fn run_series(
+    broker: &mut BrokerChild,
+    fsync: &'static str,
+    producers: usize,
+    window: usize,
+    seconds: f64,
+) -> Result<Series, Error> {
+    let queue = format!("bench.{fsync}.{producers}x{window}");
+    let shared = Arc::new(Shared {
+        confirmed: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        recording: false.into(),
+    });
+    let stop_producers = CancellationToken::new();
+    let stop_consumer = CancellationToken::new();
+
+    // The consumer: its own connection, acks kept in flight concurrently.
+    let consumer_conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+    let mut consumer = consumer_conn
+        .queue(&queue)
+        .consumer(ConsumerOptions {
+            prefetch: PREFETCH,
+            ..Default::default()
+        })
+        .await?;
+    let consumer_task = {
+        let shared = shared.clone();
+        let stop = stop_consumer.clone();
+        tokio::spawn(async move {
+            let _conn = consumer_conn;
+            let mut acks = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    Some(r) = acks.next(), if !acks.is_empty() => {
+                        r?;
+                        shared.consumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    d = consumer.recv(), if acks.len() < MAX_ACKS_IN_FLIGHT => {
+                        acks.push(d?.ack());
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        })
+    };
+
+    // The producers: `producers` connections, `window` send loops each.
+    let body = Bytes::from(vec![0x5Au8; BODY]);
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        for _ in 0..window {
+            let q = conn.queue(&queue);
+            let shared = shared.clone();
+            let stop = stop_producers.clone();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut hist = histogram();
+                while !stop.is_cancelled() {
+                    let t = Instant::now();
+                    q.send(Message::new(body.clone())).await?;
+                    let d = t.elapsed();
+                    shared.confirmed.fetch_add(1, Ordering::Relaxed);
+                    if shared.recording.load(Ordering::Relaxed) {
+                        stats::record(&mut hist, d);
+                    }
+                }
+                Ok::<Histogram<u64>, Error>(hist)
+            }));
+        }
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s0 = broker.stats_async()?;
+    let cpu0 = CpuSnapshot::now();
+    let bcpu0 = broker.cpu_seconds();
+    let own0 = proc_cpu_seconds("/proc/self/stat");
+    let c0 = shared.confirmed.load(Ordering::Relaxed);
+    let k0 = shared.consumed.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    shared.recording.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    shared.recording.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let c1 = shared.confirmed.load(Ordering::Relaxed);
+    let k1 = shared.consumed.load(Ordering::Relaxed);
+    let s1 = broker.stats_async()?;
+    let cpu1 = CpuSnapshot::now();
+    let bcpu1 = broker.cpu_seconds();
+    let own1 = proc_cpu_seconds("/proc/self/stat");
+
+    stop_producers.cancel();
+    let mut hist = histogram();
+    for t in tasks {
+        let h = t.await??;
+        hist.add(&h).expect("histograms with the same bounds add");
+    }
+    stop_consumer.cancel();
+    consumer_task.await??;
+
+    let confirmed = c1 - c0;
+    let secs = elapsed.as_secs_f64();
+    let fsyncs = s1.fsyncs.saturating_sub(s0.fsyncs);
+    let broker_cpu = match (bcpu0, bcpu1) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let own_cpu = match (own0, own1) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    // CpuSnapshot counts the running child as "others": take its share back out.
+    let ncpu = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+    let others = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if broker_cpu.is_finite() => {
+            Some((a.others_percent(&b) - broker_cpu / (secs * ncpu) * 100.0).max(0.0))
+        }
+        _ => None,
+    };
+    let per_msg = |cpu: f64| {
+        if confirmed > 0 {
+            cpu / confirmed as f64 * 1e6
+        } else {
+            f64::NAN
+        }
+    };
+    Ok(Series {
+        fsync,
+        producers,
+        window,
+        send: Summary::new(&hist, confirmed, elapsed),
+        consumed_per_s: (k1 - k0) as f64 / secs,
+        msgs_per_fsync: stats::ratio(confirmed as f64, fsyncs as f64),
+        records_per_fsync: stats::ratio(
+            s1.synced_records.saturating_sub(s0.synced_records) as f64,
+            fsyncs as f64,
+        ),
+        fsyncs_per_s: fsyncs as f64 / secs,
+        max_records_per_fsync: s1.max_records_per_fsync,
+        broker_cpu_us_per_msg: per_msg(broker_cpu),
+        client_cpu_us_per_msg: per_msg(own_cpu),
+        others_cpu_percent: others,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Memory while a backlog builds
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Backlog {
+    messages: u64,
+    samples: Vec<(u64, u64)>,
+    elapsed: Duration,
+    slope: f64,
+    slope_second_half: f64,
+    end_stats: BrokerStats,
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(u64, u64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return f64::NAN;
+    }
+    let mx = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1 as f64).sum::<f64>() / n;
+    let sxy: f64 = points
+        .iter()
+        .map(|p| (p.0 as f64 - mx) * (p.1 as f64 - my))
+        .sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
+    stats::ratio(sxy, sxx)
+}
+
+async fn run_backlog(broker: &mut BrokerChild, total: u64, quiet: bool) -> Result<Backlog, Error> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let tickets = Arc::new(AtomicU64::new(0));
+    let batches = total.div_ceil(BACKLOG_BATCH as u64);
+    let body = Bytes::from(vec![0x5Au8; BODY]);
+    let mut samples = vec![(0, broker.rss().unwrap_or(0))];
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for _ in 0..BACKLOG_CONNS {
+        let conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        for _ in 0..BACKLOG_TASKS_PER_CONN {
+            let q = conn.queue("bench.backlog");
+            let (sent, tickets, body) = (sent.clone(), tickets.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = tickets.fetch_add(1, Ordering::Relaxed);
+                    if i >= batches {
+                        return Ok::<(), Error>(());
+                    }
+                    let n = (total - i * BACKLOG_BATCH as u64).min(BACKLOG_BATCH as u64);
+                    let msgs = (0..n).map(|_| Message::new(body.clone())).collect();
+                    for r in q.send_batch(msgs).await? {
+                        r?;
+                    }
+                    sent.fetch_add(n, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    let step = (total / BACKLOG_SAMPLES).max(1);
+    let mut next = step;
+    loop {
+        let done = tasks.iter().all(|t| t.is_finished());
+        let s = sent.load(Ordering::Relaxed);
+        if s >= next || (done && s > samples.last().map_or(0, |p| p.0)) {
+            samples.push((s, broker.rss().unwrap_or(0)));
+            if !quiet && samples.len() % 10 == 1 {
+                eprintln!(
+                    "    backlog {s} messages, broker RSS {:.1} MiB, {:.0} s",
+                    mib(samples.last().map_or(0, |p| p.1)),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            next = (s / step + 1) * step;
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    for t in tasks {
+        t.await??;
+    }
+    let end_stats = broker.stats_async()?;
+    let half = samples.len() / 2;
+    Ok(Backlog {
+        messages: sent.load(Ordering::Relaxed),
+        slope: slope(&samples),
+        slope_second_half: slope(&samples[half..]),
+        samples,
+        elapsed,
+        end_stats,
+    })
+}
+
+impl Backlog {
+    /// The first, middle and last (messages, RSS bytes) samples.
+    fn start_middle_end(&self) -> ((u64, u64), (u64, u64), (u64, u64)) {
+        let at = |i: usize| self.samples.get(i).copied().unwrap_or((0, 0));
+        (
+            at(0),
+            at(self.samples.len() / 2),
+            at(self.samples.len().saturating_sub(1)),
+        )
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver
+// ---------------------------------------------------------------------------------------
+
+/// Runs the whole benchmark and prints the table (or JSON lines).
+pub fn run(args: &QueueArgs) -> Result<(), Error> {
+    let seconds = if args.quick { 1.0 } else { args.seconds };
+    let floor_seconds = if args.quick { 0.5 } else { 3.0 };
+    let backlog = if args.quick {
+        args.backlog.min(100_000)
+    } else {
+        args.backlog
+    };
+    let parent = match &args.data {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+    std::fs::create_dir_all(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".mw-bench-queue-")
+        .tempdir_in(&parent)?;
+    let dir = tmp.path().to_path_buf();
+    let fs = fs_type(&dir);
+    let load_before = machine::loadavg().unwrap_or_default();
+    let say = |s: String| {
+        if !args.json {
+            eprintln!("{s}");
+        }
+    };
+    say(format!(
+        "mw-bench queue: data dir {} ({fs}), load {load_before}",
+        dir.display()
+    ));
+    if fs == "tmpfs" || fs == "ramfs" {
+        eprintln!("WARNING: the data directory is on {fs}: fsync there does not reach a disk");
+    }
+
+    // 1. The floor.
+    let mut floors = Vec::new();
+    if args.part("floor") {
+        for size in [BODY, 4096] {
+            say(format!(
+                "  floor: {size} B append + fdatasync, {floor_seconds} s"
+            ));
+            floors.push(measure_floor(&dir, size, floor_seconds)?);
+        }
+    }
+    // Without a measured floor, the anchor's 4 KiB p50.
+    let floor_4k_p50 = floors
+        .get(1)
+        .map_or(ANCHOR_FSYNC_P50_US, |f| f.summary.p50_us);
+    let latency_target_us = 2.0 * floor_4k_p50 + 1000.0;
+
+    // 2. Confirmed sends.
+    let rt = child::runtime()?;
+    let mut series = Vec::new();
+    let shapes = [(1usize, 1usize), (1, args.window), (8, args.window)];
+    let policies: &[&'static str] = if args.part("sends") {
+        &["always", "never"]
+    } else {
+        &[]
+    };
+    for &fsync in policies {
+        let data = dir.join(format!("broker-{fsync}"));
+        let mut broker = BrokerChild::spawn(&data, fsync)?;
+        for (producers, window) in shapes {
+            say(format!(
+                "  confirmed sends: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s"
+            ));
+            let s = rt.block_on(run_series(&mut broker, fsync, producers, window, seconds))?;
+            series.push(s);
+        }
+        broker.stop();
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    // 3. Memory while a backlog builds.
+    let mut bl = None;
+    if args.part("backlog") {
+        say(format!(
+            "  backlog: {backlog} messages, no consumer, fsync always"
+        ));
+        let data = dir.join("broker-backlog");
+        let mut broker = BrokerChild::spawn(&data, "always")?;
+        bl = Some(rt.block_on(run_backlog(&mut broker, backlog, args.json))?);
+        broker.stop();
+    }
+    drop(rt);
+    let load_after = machine::loadavg().unwrap_or_default();
+
+    // Targets, judged on the most loaded group-commit series.
+    let mut targets = Vec::new();
+    let loaded = series
+        .iter()
+        .filter(|s| s.fsync == "always")
+        .max_by_key(|s| s.producers * s.window);
+    if let Some(loaded) = loaded {
+        targets.push(Target::at_least(
+            format!(
+                "confirmed msgs/s >= 100,000 with group commit (always {})",
+                loaded.workload()
+            ),
+            loaded.send.ops_per_s,
+            TARGET_RATE,
+        ));
+        targets.push(Target::at_least(
+            format!(
+                "messages per fsync >= 64 under load (always {})",
+                loaded.workload()
+            ),
+            loaded.msgs_per_fsync,
+            TARGET_PER_FSYNC,
+        ));
+        targets.push(Target::at_most(
+            format!(
+                "p99 confirm <= 2 x fsync p50 + 1 ms = {latency_target_us:.0} µs (always {})",
+                loaded.workload()
+            ),
+            loaded.send.p99_us,
+            latency_target_us,
+        ));
+    }
+    if let Some(bl) = &bl {
+        targets.push(Target::at_most(
+            format!(
+                "broker RSS flat while the backlog builds (2nd-half slope <= {TARGET_RSS_SLOPE} B/msg)"
+            ),
+            bl.slope_second_half,
+            TARGET_RSS_SLOPE,
+        ));
+    }
+
+    let out = Output {
+        fs: &fs,
+        dir: &dir,
+        floors: &floors,
+        series: &series,
+        backlog: bl.as_ref(),
+        targets: &targets,
+        latency_target_us,
+        load: (&load_before, &load_after),
+    };
+    if args.json {
+        out.print_json();
+    } else {
+        out.print_table();
+    }
+    Ok(())
+}
+
+/// Everything one run measured, for printing.
+struct Output<'a> {
+    fs: &'a str,
+    dir: &'a Path,
+    floors: &'a [Floor],
+    series: &'a [Series],
+    backlog: Option<&'a Backlog>,
+    targets: &'a [Target],
+    latency_target_us: f64,
+    load: (&'a str, &'a str),
+}
+
+fn series_ratios(s: &Series, latency_target_us: f64) -> Vec<(String, f64)> {
+    vec![
+        (
+            "vs_rabbitmq_quorum".into(),
+            stats::ratio(s.send.ops_per_s, RABBITMQ_QUORUM),
+        ),
+        (
+            "vs_redis_always".into(),
+            stats::ratio(s.send.ops_per_s, REDIS_ALWAYS),
+        ),
+        (
+            "p99_vs_latency_target".into(),
+            stats::ratio(s.send.p99_us, latency_target_us),
+        ),
+        (
+            "msgs_per_fsync_vs_64".into(),
+            stats::ratio(s.msgs_per_fsync, TARGET_PER_FSYNC),
+        ),
+    ]
+}
+
+impl Output<'_> {
+    fn print_json(&self) {
+        for f in self.floors {
+            let row = Row {
+                series: "fsync-floor".into(),
+                workload: format!("append {} B + fdatasync", f.size),
+                summary: f.summary,
+                ratios: vec![],
+                targets: vec![],
+                others_cpu_percent: None,
+            };
+            let mut v = row.to_json();
+            v["filesystem"] = json!(self.fs);
+            v["data_dir"] = json!(self.dir.display().to_string());
+            println!("{v}");
+        }
+        for s in self.series {
+            let row = Row {
+                series: format!("mw-queue-tcp-fsync-{}", s.fsync),
+                workload: format!("{} 100B", s.workload()),
+                summary: s.send,
+                ratios: series_ratios(s, self.latency_target_us),
+                targets: vec![],
+                others_cpu_percent: s.others_cpu_percent,
+            };
+            let mut v = row.to_json();
+            v["consumer_acks_per_s"] = json!(s.consumed_per_s.round());
+            v["msgs_per_fsync"] = json!(round2(s.msgs_per_fsync));
+            v["records_per_fsync"] = json!(round2(s.records_per_fsync));
+            v["fsyncs_per_s"] = json!(s.fsyncs_per_s.round());
+            v["max_records_per_fsync"] = json!(s.max_records_per_fsync);
+            v["broker_cpu_us_per_msg"] = json!(round2(s.broker_cpu_us_per_msg));
+            v["client_cpu_us_per_msg"] = json!(round2(s.client_cpu_us_per_msg));
+            println!("{v}");
+        }
+        if let Some(bl) = self.backlog {
+            let (s0, sm, se) = bl.start_middle_end();
+            println!(
+                "{}",
+                json!({
+                    "series": "broker-rss-backlog",
+                    "workload": format!("{} x 100B, no consumer, fsync always", bl.messages),
+                    "messages": bl.messages,
+                    "seconds": round2(bl.elapsed.as_secs_f64()),
+                    "rss_start_bytes": s0.1,
+                    "rss_middle_bytes": sm.1,
+                    "rss_end_bytes": se.1,
+                    "slope_bytes_per_msg": round2(bl.slope),
+                    "slope_second_half_bytes_per_msg": round2(bl.slope_second_half),
+                    "index_bytes": bl.end_stats.index_bytes,
+                    "cache_bytes": bl.end_stats.cache_bytes,
+                    "samples": bl.samples,
+                })
+            );
+        }
+        let t: Vec<Value> = self
+            .targets
+            .iter()
+            .map(|t| json!({"rule": t.rule, "value": round2(t.value), "pass": t.pass}))
+            .collect();
+        println!(
+            "{}",
+            json!({"series": "targets", "targets": t, "load": [self.load.0, self.load.1]})
+        );
+    }
+
+    fn print_table(&self) {
+        let fs = self.fs;
+        println!(
+            "data dir {} on {fs}{}; load average before {} / after {}",
+            self.dir.display(),
+            if fs == "tmpfs" || fs == "ramfs" {
+                " (NOT A DISK: fsync figures are meaningless)"
+            } else {
+                ""
+            },
+            self.load.0,
+            self.load.1
+        );
+        if !self.floors.is_empty() {
+            println!();
+            println!("1. fsync floor: append + File::sync_data (fdatasync), one thread");
+            println!(
+                "{:<10} {:>9} {:>9} {:>9} {:>10}",
+                "append", "p50 µs", "p99 µs", "p99.9 µs", "syncs/s"
+            );
+            for f in self.floors {
+                println!(
+                    "{:<10} {:>9} {:>9} {:>9} {:>10}",
+                    format!("{} B", f.size),
+                    fmt_us(f.summary.p50_us),
+                    fmt_us(f.summary.p99_us),
+                    fmt_us(f.summary.p999_us),
+                    fmt_rate(f.summary.ops_per_s)
+                );
+            }
+            println!("(anchor: 4 KiB append + fdatasync p50 163 µs, ~5.8k syncs/s)");
+        }
+        if !self.series.is_empty() {
+            self.print_series();
+        }
+        if let Some(bl) = self.backlog {
+            println!();
+            println!(
+                "3. broker RSS while a backlog of {} x 100 B builds (no consumer, fsync always, send_batch {BACKLOG_BATCH} x {} in flight): {:.1} s, {} msgs/s",
+                fmt_rate(bl.messages as f64),
+                BACKLOG_CONNS * BACKLOG_TASKS_PER_CONN,
+                bl.elapsed.as_secs_f64(),
+                fmt_rate(bl.messages as f64 / bl.elapsed.as_secs_f64().max(1e-9))
+            );
+            let (s0, sm, se) = bl.start_middle_end();
+            for (label, (m, rss)) in [("start", s0), ("middle", sm), ("end", se)] {
+                println!(
+                    "  {label:<7} {:>12} msgs  RSS {:>8.1} MiB",
+                    fmt_rate(m as f64),
+                    mib(rss)
+                );
+            }
+            println!(
+                "  slope {:.1} B/msg (least squares over {} samples), second half {:.1} B/msg; body is {BODY} B",
+                bl.slope,
+                bl.samples.len(),
+                bl.slope_second_half
+            );
+            println!(
+                "  broker's own estimate at the end: index {:.1} MiB ({:.1} B/msg), body cache {:.1} MiB (bounded by Config::body_cache_bytes, 32 MiB), {} messages",
+                mib(bl.end_stats.index_bytes),
+                stats::ratio(bl.end_stats.index_bytes as f64, bl.end_stats.messages as f64),
+                mib(bl.end_stats.cache_bytes),
+                fmt_rate(bl.end_stats.messages as f64)
+            );
+        }
+        println!();
+        println!("targets");
+        for t in self.targets {
+            println!("  {}  {:<82} {}", t.verdict(), t.rule, fmt_opt(t.value));
+        }
+    }
+
+    fn print_series(&self) {
+        println!();
+        println!("2. confirmed sends, 100 B, TCP to a broker child; 1 consumer acking (prefetch {PREFETCH}, {MAX_ACKS_IN_FLIGHT} acks in flight)");
+        println!(
+            "{:<7} {:<6} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
+            "fsync",
+            "prod",
+            "confirmed/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "consumer/s",
+            "msg/fsync",
+            "rec/fsync",
+            "fsyncs/s",
+            "cpu µs/msg b+c",
+            "others"
+        );
+        let never = |s: &Series, v: f64| {
+            if s.fsync == "never" {
+                "-".into()
+            } else {
+                fmt_opt(v)
+            }
+        };
+        for s in self.series {
+            println!(
+                "{:<7} {:<6} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
+                s.fsync,
+                s.workload(),
+                fmt_rate(s.send.ops_per_s),
+                fmt_us(s.send.p50_us),
+                fmt_us(s.send.p99_us),
+                fmt_us(s.send.p999_us),
+                fmt_rate(s.consumed_per_s),
+                never(s, s.msgs_per_fsync),
+                never(s, s.records_per_fsync),
+                fmt_rate(s.fsyncs_per_s),
+                format!(
+                    "{}+{}",
+                    fmt_opt(s.broker_cpu_us_per_msg),
+                    fmt_opt(s.client_cpu_us_per_msg)
+                ),
+                s.others_cpu_percent
+                    .map_or("-".into(), |p| format!("{p:.0}%"))
+            );
+        }
+        println!("prod = producer connections x concurrent sends per connection; msg/fsync = confirmed sends / fsyncs; rec/fsync also counts DELIVER/SETTLE records;");
+        println!("cpu = broker + bench-client CPU per confirmed message (both on the same 2 vCPUs); others = CPU share of other processes");
+        println!();
+        let floor = if self.floors.len() > 1 {
+            "measured 4 KiB fsync p50"
+        } else {
+            "anchor 4 KiB fsync p50"
+        };
+        println!(
+            "ratios (anchors: RabbitMQ quorum 28.5k, redis appendfsync always 69k msgs/s; latency target 2 x {floor} + 1 ms = {:.0} µs)",
+            self.latency_target_us
+        );
+        println!(
+            "{:<7} {:<6} {:>12} {:>12} {:>14} {:>14}",
+            "fsync", "prod", "x RabbitMQ", "x redis", "p99 x target", "msg/fsync x 64"
+        );
+        for s in self.series {
+            let r = series_ratios(s, self.latency_target_us);
+            println!(
+                "{:<7} {:<6} {:>12} {:>12} {:>14} {:>14}",
+                s.fsync,
+                s.workload(),
+                fmt_ratio(r[0].1),
+                fmt_ratio(r[1].1),
+                fmt_ratio(r[2].1),
+                if s.fsync == "never" {
+                    "-".into()
+                } else {
+                    fmt_ratio(r[3].1)
+                }
+            );
+        }
+    }
+}
+
+fn round2(v: f64) -> Option<f64> {
+    v.is_finite().then(|| (v * 100.0).round() / 100.0)
+}
+
+fn fmt_opt(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 1000.0 {
+        fmt_rate(v)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line() {
+        let pts: Vec<(u64, u64)> = (0..10).map(|i| (i * 1000, 5_000 + i * 16_000)).collect();
+        assert!((slope(&pts) - 16.0).abs() < 1e-9);
+        assert!(slope(&pts[..1]).is_nan());
+    }
+
+    #[test]
+    fn fsync_policies() {
+        assert_eq!(parse_fsync("always").unwrap(), FsyncPolicy::Always);
+        assert_eq!(parse_fsync("never").unwrap(), FsyncPolicy::Never);
+        assert!(parse_fsync("sometimes").is_err());
+    }
+}
