@@ -110,7 +110,10 @@ fn is_member(view: &RecordView<'_>, queue: &str) -> bool {
 }
 
 /// Scans the runs of `job` in order and returns up to `job.want` of their messages.
-pub(crate) fn read_runs<R: SegmentReader + ?Sized>(reader: &R, job: &RefillJob) -> Result<RefillRead> {
+pub(crate) fn read_runs<R: SegmentReader + ?Sized>(
+    reader: &R,
+    job: &RefillJob,
+) -> Result<RefillRead> {
     let mut out = RefillRead::default();
     let mut buf = vec![0u8; CHUNK];
     for run in &job.runs {
@@ -126,8 +129,9 @@ pub(crate) fn read_runs<R: SegmentReader + ?Sized>(reader: &R, job: &RefillJob) 
                 match segment::parse_frame(&buf[i..n]) {
                     Frame::Valid { payload, frame_len } => {
                         let at = pos + i as u64;
-                        let (lsn, view) = record::decode(payload)
-                            .map_err(|reason| Error::corrupt(reader.path(run.segment), at, reason))?;
+                        let (lsn, view) = record::decode(payload).map_err(|reason| {
+                            Error::corrupt(reader.path(run.segment), at, reason)
+                        })?;
                         i += frame_len;
                         if is_member(&view, &job.queue) {
                             out.slots.push(Slot {
@@ -145,9 +149,9 @@ pub(crate) fn read_runs<R: SegmentReader + ?Sized>(reader: &R, job: &RefillJob) 
                     Frame::Incomplete if n == buf.len() => {
                         if i == 0 {
                             // A frame larger than the buffer: grow it to fit.
-                            let need = buf
-                                .get(..4)
-                                .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
+                            let need = buf.get(..4).map_or(0, |b| {
+                                u32::from_le_bytes(b.try_into().expect("4")) as usize
+                            });
                             buf.resize((FRAME_HEADER_LEN + need).max(buf.len() * 2), 0);
                         }
                         pos += i as u64;
@@ -157,7 +161,10 @@ pub(crate) fn read_runs<R: SegmentReader + ?Sized>(reader: &R, job: &RefillJob) 
                         return Err(Error::corrupt(
                             reader.path(run.segment),
                             pos + i as u64,
-                            format!("spilled backlog of {} ends early ({left} messages missing)", job.queue),
+                            format!(
+                                "spilled backlog of {} ends early ({left} messages missing)",
+                                job.queue
+                            ),
                         ))
                     }
                 }

@@ -194,7 +194,12 @@ impl QueueState {
 
     /// Starts a refill if the head is low and runs remain: marks it under way and
     /// returns what to read (`want` messages, at least one).
-    fn refill_job(&mut self, name: &Arc<str>, head: usize, want: Option<usize>) -> Option<RefillJob> {
+    fn refill_job(
+        &mut self,
+        name: &Arc<str>,
+        head: usize,
+        want: Option<usize>,
+    ) -> Option<RefillJob> {
         let low = (head / 2).max(1);
         if self.refilling || self.runs.is_empty() || (want.is_none() && self.ready.len() >= low) {
             return None;
@@ -238,10 +243,10 @@ impl QueueState {
                     }
                 }
                 self.spilled -= read.slots.len() as u64;
-                debug_assert!(self.ready.back().map_or(true, |b| read
-                    .slots
-                    .first()
-                    .map_or(true, |f| b.lsn < f.lsn)));
+                debug_assert!(self
+                    .ready
+                    .back()
+                    .map_or(true, |b| read.slots.first().map_or(true, |f| b.lsn < f.lsn)));
                 self.ready.extend(read.slots);
             }
             Err(e) => self.refill_error = Some(e),
@@ -702,7 +707,11 @@ impl State {
     /// Starts a refill of `queue`'s head from its runs if it is low (or, with `want`,
     /// of that many messages whatever the head holds). The caller runs the job and
     /// hands the result to [`apply_refill`](State::apply_refill).
-    pub(crate) fn refill_job(&mut self, queue: &Arc<str>, want: Option<usize>) -> Option<RefillJob> {
+    pub(crate) fn refill_job(
+        &mut self,
+        queue: &Arc<str>,
+        want: Option<usize>,
+    ) -> Option<RefillJob> {
         let head = self.limits.ready_head;
         self.queues.get_mut(&**queue)?.refill_job(queue, head, want)
     }
@@ -916,7 +925,10 @@ impl State {
         };
         let dlq = dlq.clone();
         let d = self.queues.get_mut(&*dlq).expect("exists");
-        debug_assert!(d.runs.is_empty(), "the caller reads spilled messages back first");
+        debug_assert!(
+            d.runs.is_empty(),
+            "the caller reads spilled messages back first"
+        );
         let mut moved: Vec<(u64, Meta)> = d
             .ready
             .drain(..)

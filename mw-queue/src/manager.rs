@@ -497,7 +497,8 @@ impl Shared {
                 if refilling {
                     None
                 } else {
-                    dlq.as_ref().and_then(|d| st.refill_job(d, Some(usize::MAX)))
+                    dlq.as_ref()
+                        .and_then(|d| st.refill_job(d, Some(usize::MAX)))
                 }
             };
             match job {
