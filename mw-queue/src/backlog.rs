@@ -17,9 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::index::Slot;
 use crate::record::{self, RecordView};
 use crate::segment::{self, Frame, FRAME_HEADER_LEN};
+
+/// A never-delivered message in LSN order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub lsn: u64,
+    pub offset: u32,
+    pub len: u32,
+}
 
 /// Reads bytes of a segment by its first LSN.
 pub(crate) trait SegmentReader {

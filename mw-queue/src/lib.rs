@@ -40,6 +40,7 @@
 //! | `recovery` | scanning segments on open, torn-tail truncation, [`RecoveryReport`] |
 //! | `log` | the writer thread, group commit, [`FsyncPolicy`], segment roll and deletion, reads, [`LogStats`] |
 //! | `index` | the in-memory index and every queue state transition, [`QueueStats`], [`MemoryStats`] |
+//! | `backlog` | reading a queue's spilled backlog back from its segments |
 //! | `manager` | [`QueueManager`]: open, replay, the timer task, shared operations |
 //! | `queue` | [`Queue`]: send, tag-based settling, redrive |
 //! | `consumer` | [`Consumer`], [`ConsumerOptions`]: credit-limited fetching |
@@ -49,8 +50,8 @@
 //! | `config`, `clock`, `error` | [`Config`], [`Clock`], [`Error`] |
 //! | [`forward`] | store and forward: [`forward::Forwarder`], [`forward::Router`] with its [`forward::RoutingTable`], [`forward::Outbox`] |
 //!
-//! Dependencies point one way: `segment` → `record` → `recovery` → `log` →
-//! `index` → `manager` → `queue`/`consumer`/`delivery`.
+//! Dependencies point one way: `segment` → `record` → `recovery` → `backlog` →
+//! `log` → `index` → `manager` → `queue`/`consumer`/`delivery`.
 //!
 //! # Segment format
 //!
@@ -142,12 +143,18 @@
 //!
 //! # Memory
 //!
-//! Message bodies are not kept in memory: the index keeps 16 bytes per
-//! never-delivered message (LSN, offset, length) and bodies are read back from
-//! the segment on delivery, except for a bounded cache of recently sent bodies
+//! Message bodies are not kept in memory, and neither is a long backlog: the
+//! index keeps 16 bytes (LSN, offset, length) for each of the first
+//! [`Config::ready_head`] never-delivered messages of a queue, and remembers the
+//! rest as runs of (segment, offset, count), 24 bytes per segment, read back
+//! from the segments in order on the blocking pool as consumers drain the head.
+//! So a queue's memory is bounded by its head and the number of segments, not
+//! by the number of messages waiting. Bodies are read back from the segment on
+//! delivery, except for a bounded cache of recently sent bodies
 //! ([`Config::body_cache_bytes`]) that lets a consumer keeping up avoid the
 //! disk. See the `index` module for the full table; [`QueueManager::memory`]
-//! reports the totals.
+//! reports the totals ([`MemoryStats::ready_slots`], [`MemoryStats::spilled_messages`],
+//! [`MemoryStats::spilled_runs`]).
 //!
 //! # Semantics
 //!
