@@ -101,6 +101,17 @@ pub struct QueueArgs {
     /// Concurrent send loops per producer connection in the pipelined series.
     #[arg(long, default_value_t = 64)]
     window: usize,
+    /// Producer shapes of the confirmed-send series, `CONNSxIN_FLIGHT` (repeatable).
+    /// Default: 1x1, 1xWINDOW, 8xWINDOW.
+    #[arg(long, value_parser = parse_shape)]
+    shape: Vec<(usize, usize)>,
+    /// Fsync policies of the confirmed-send series (repeatable). Default: always, never.
+    #[arg(long, value_parser = ["always", "never"])]
+    fsync: Vec<String>,
+    /// Confirmed-send series without the consumer (isolates the send path; the
+    /// workload is marked `nc`).
+    #[arg(long)]
+    no_consumer: bool,
     /// Run only these parts (floor, sends, backlog; repeatable). Default: all.
     #[arg(long, value_parser = ["floor", "sends", "backlog"])]
     only: Vec<String>,
@@ -110,6 +121,14 @@ impl QueueArgs {
     fn part(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == name)
     }
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected CONNSxIN_FLIGHT, e.g. 8x64"))?;
+    let n = |v: &str| v.parse::<usize>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((n(a)?, n(b)?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -402,6 +421,7 @@ struct Series {
     fsync: &'static str,
     producers: usize,
     window: usize,
+    with_consumer: bool,
     send: Summary,
     consumed_per_s: f64,
     msgs_per_fsync: f64,
@@ -415,7 +435,8 @@ struct Series {
 
 impl Series {
     fn workload(&self) -> String {
-        format!("{}x{}", self.producers, self.window)
+        let nc = if self.with_consumer { "" } else { " nc" };
+        format!("{}x{}{nc}", self.producers, self.window)
     }
 }
 
@@ -431,6 +452,7 @@ async fn run_series(
     producers: usize,
     window: usize,
     seconds: f64,
+    with_consumer: bool,
 ) -> Result<Series, Error> {
     let queue = format!("bench.{fsync}.{producers}x{window}");
     let shared = Arc::new(Shared {
@@ -442,18 +464,19 @@ async fn run_series(
     let stop_consumer = CancellationToken::new();
 
     // The consumer: its own connection, acks kept in flight concurrently.
-    let consumer_conn = RemoteQueues::connect(broker.addr.as_str()).await?;
-    let mut consumer = consumer_conn
-        .queue(&queue)
-        .consumer(ConsumerOptions {
-            prefetch: PREFETCH,
-            ..Default::default()
-        })
-        .await?;
-    let consumer_task = {
+    let mut consumer_task = None;
+    if with_consumer {
+        let consumer_conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        let mut consumer = consumer_conn
+            .queue(&queue)
+            .consumer(ConsumerOptions {
+                prefetch: PREFETCH,
+                ..Default::default()
+            })
+            .await?;
         let shared = shared.clone();
         let stop = stop_consumer.clone();
-        tokio::spawn(async move {
+        consumer_task = Some(tokio::spawn(async move {
             let _conn = consumer_conn;
             let mut acks = FuturesUnordered::new();
             loop {
@@ -470,8 +493,8 @@ async fn run_series(
                 }
             }
             Ok::<(), Error>(())
-        })
-    };
+        }));
+    }
 
     // The producers: `producers` connections, `window` send loops each.
     let body = Bytes::from(vec![0x5Au8; BODY]);
@@ -525,7 +548,9 @@ async fn run_series(
         hist.add(&h).expect("histograms with the same bounds add");
     }
     stop_consumer.cancel();
-    consumer_task.await??;
+    if let Some(t) = consumer_task {
+        t.await??;
+    }
 
     let confirmed = c1 - c0;
     let secs = elapsed.as_secs_f64();
@@ -557,6 +582,7 @@ async fn run_series(
         fsync,
         producers,
         window,
+        with_consumer,
         send: Summary::new(&hist, confirmed, elapsed),
         consumed_per_s: (k1 - k0) as f64 / secs,
         msgs_per_fsync: stats::ratio(confirmed as f64, fsyncs as f64),
@@ -740,20 +766,39 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     // 2. Confirmed sends.
     let rt = child::runtime()?;
     let mut series = Vec::new();
-    let shapes = [(1usize, 1usize), (1, args.window), (8, args.window)];
-    let policies: &[&'static str] = if args.part("sends") {
-        &["always", "never"]
+    let shapes = if args.shape.is_empty() {
+        vec![(1usize, 1usize), (1, args.window), (8, args.window)]
     } else {
-        &[]
+        args.shape.clone()
     };
-    for &fsync in policies {
+    let policies: Vec<&'static str> = if args.part("sends") {
+        ["always", "never"]
+            .into_iter()
+            .filter(|p| args.fsync.is_empty() || args.fsync.iter().any(|f| f == p))
+            .collect()
+    } else {
+        vec![]
+    };
+    for &fsync in &policies {
+        for &(producers, window) in &shapes {
+            if producers == 0 || window == 0 {
+                return Err("--shape: connections and in-flight sends must be at least 1".into());
+            }
+        }
         let data = dir.join(format!("broker-{fsync}"));
         let mut broker = BrokerChild::spawn(&data, fsync)?;
-        for (producers, window) in shapes {
+        for &(producers, window) in &shapes {
             say(format!(
                 "  confirmed sends: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s"
             ));
-            let s = rt.block_on(run_series(&mut broker, fsync, producers, window, seconds))?;
+            let s = rt.block_on(run_series(
+                &mut broker,
+                fsync,
+                producers,
+                window,
+                seconds,
+                !args.no_consumer,
+            ))?;
             series.push(s);
         }
         broker.stop();
@@ -964,6 +1009,14 @@ impl Output<'_> {
                 );
             }
             println!("(anchor: 4 KiB append + fdatasync p50 163 µs, ~5.8k syncs/s)");
+            if let Some(f) = self.floors.get(1) {
+                if f.summary.p50_us > 2.0 * ANCHOR_FSYNC_P50_US {
+                    println!(
+                        "WARNING: fsync p50 is {} the anchor: the disk is busy (other processes syncing?); re-run when it is quiet",
+                        fmt_ratio(f.summary.p50_us / ANCHOR_FSYNC_P50_US)
+                    );
+                }
+            }
         }
         if !self.series.is_empty() {
             self.print_series();
@@ -1111,6 +1164,13 @@ mod tests {
         let pts: Vec<(u64, u64)> = (0..10).map(|i| (i * 1000, 5_000 + i * 16_000)).collect();
         assert!((slope(&pts) - 16.0).abs() < 1e-9);
         assert!(slope(&pts[..1]).is_nan());
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(parse_shape("8x64").unwrap(), (8, 64));
+        assert!(parse_shape("8").is_err());
+        assert!(parse_shape("ax1").is_err());
     }
 
     #[test]
