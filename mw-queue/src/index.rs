@@ -38,8 +38,9 @@
 //! runs and wakes the queue's consumers (who registered for the wake-up before
 //! looking, so none is lost). While the head is empty and runs remain, a returned
 //! message is taken only if it is older than the first run's segment (else the
-//! consumer waits for the refill, which keeps send order). A failed refill is
-//! reported to the next taker and retried by the take after it. A spilled message
+//! consumer waits for the refill, which keeps send order). A failed refill (an I/O
+//! error, or corruption) is reported to the next taker, whose take starts the
+//! next attempt. A spilled message
 //! is unsettled, so the per-segment live counts keep its segment on disk.
 //!
 //! Replay applies the same rule, so reopening a large backlog builds runs, not
