@@ -1061,7 +1061,7 @@ impl Output<'_> {
 
     fn print_series(&self) {
         println!();
-        println!("2. confirmed sends, 100 B, TCP to a broker child; 1 consumer acking (prefetch {PREFETCH}, {MAX_ACKS_IN_FLIGHT} acks in flight)");
+        println!("2. confirmed sends, 100 B, TCP to a broker child; 1 consumer acking (prefetch {PREFETCH}, {MAX_ACKS_IN_FLIGHT} acks in flight) unless marked nc");
         println!(
             "{:<7} {:<6} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
             "fsync",
