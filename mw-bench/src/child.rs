@@ -96,3 +96,31 @@ impl Drop for ChildServer {
         }
     }
 }
+
+/// The child target that keeps every vCPU busy at the lowest priority.
+pub const BUSY_VCPUS: &str = "busy-vcpus";
+
+/// Runs one nice-19 busy loop per CPU until killed (the `busy-vcpus` target).
+///
+/// On a VM, a vCPU that goes idle halts and costs a wake-up of tens of µs when work
+/// arrives; a lowest-priority spinner keeps it running without taking time from anything
+/// else (ANCHORS.md measured the floor both ways).
+pub fn busy_vcpus() -> ! {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for _ in 0..n {
+        std::thread::spawn(|| {
+            // SAFETY: setpriority has no memory-safety preconditions; `who = 0` with
+            // PRIO_PROCESS is the calling thread on Linux.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            }
+            loop {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    announce(&BUSY_VCPUS);
+    loop {
+        std::thread::park();
+    }
+}
