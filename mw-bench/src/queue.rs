@@ -231,7 +231,14 @@ struct BrokerChild {
 
 impl BrokerChild {
     fn spawn(data: &Path, fsync: &str) -> Result<BrokerChild, Error> {
-        let exe = std::env::current_exe()?;
+        // /proc/self/exe still names this binary if a build in the shared target
+        // directory replaced the file during the run (current_exe() would not).
+        let proc_exe = Path::new("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            proc_exe.to_path_buf()
+        } else {
+            std::env::current_exe()?
+        };
         let mut child = Command::new(exe)
             .args([
                 "serve",
