@@ -38,7 +38,14 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts `current_exe serve <target> --addr 127.0.0.1:0` and waits for its ready line.
     pub fn spawn(target: &str) -> io::Result<ChildServer> {
-        let exe = std::env::current_exe()?;
+        // /proc/self/exe is this very binary even if a build in the shared target directory
+        // has replaced the file since we started (current_exe() would name the new one).
+        let proc_exe = std::path::Path::new("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            proc_exe.to_path_buf()
+        } else {
+            std::env::current_exe()?
+        };
         let mut child = Command::new(exe)
             .args(["serve", target, "--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
@@ -73,6 +80,11 @@ impl ChildServer {
         Ok(server)
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The address the child listens on.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -94,33 +106,5 @@ impl Drop for ChildServer {
         if self.child.is_some() {
             let _ = self.stop();
         }
-    }
-}
-
-/// The child target that keeps every vCPU busy at the lowest priority.
-pub const BUSY_VCPUS: &str = "busy-vcpus";
-
-/// Runs one nice-19 busy loop per CPU until killed (the `busy-vcpus` target).
-///
-/// On a VM, a vCPU that goes idle halts and costs a wake-up of tens of µs when work
-/// arrives; a lowest-priority spinner keeps it running without taking time from anything
-/// else (ANCHORS.md measured the floor both ways).
-pub fn busy_vcpus() -> ! {
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-    for _ in 0..n {
-        std::thread::spawn(|| {
-            // SAFETY: setpriority has no memory-safety preconditions; `who = 0` with
-            // PRIO_PROCESS is the calling thread on Linux.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-            }
-            loop {
-                std::hint::spin_loop();
-            }
-        });
-    }
-    announce(&BUSY_VCPUS);
-    loop {
-        std::thread::park();
     }
 }

@@ -68,3 +68,44 @@ pub fn loadavg() -> Option<String> {
     let s = fs::read_to_string("/proc/loadavg").ok()?;
     Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
+
+/// Restricts every thread of process `pid` (0: this process) to the CPUs in `cpus`, or lets
+/// them run anywhere again with `None`. Threads started later inherit the mask of the
+/// thread that starts them.
+///
+/// # Errors
+/// If /proc cannot be read or the kernel refuses the mask.
+pub fn pin_process(pid: u32, cpus: Option<&[usize]>) -> std::io::Result<()> {
+    let dir = if pid == 0 {
+        "/proc/self/task".to_string()
+    } else {
+        format!("/proc/{pid}/task")
+    };
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let all: Vec<usize> =
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    for &c in cpus.unwrap_or(&all) {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    for entry in fs::read_dir(dir)? {
+        let Some(tid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        let rc =
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            // A thread that exited since the directory was read is not an error.
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}

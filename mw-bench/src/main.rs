@@ -79,9 +79,6 @@ fn main() {
 }
 
 fn serve(target: &str, addr: &str) -> Result<(), Error> {
-    if target == child::BUSY_VCPUS {
-        child::busy_vcpus();
-    }
     let rt = child::runtime()?;
     // Each benchmark module claims its targets here.
     if rpc::SERVE_TARGETS.contains(&target) {

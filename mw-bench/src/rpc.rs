@@ -8,9 +8,12 @@
 //! - `tarpc`: tarpc 0.38, bincode over length-delimited TCP, `TCP_NODELAY`, large in-flight
 //!   limits, one spawned task per request (as ANCHORS.md measured it).
 //!
-//! Workloads: sequential round trips (latency; on request also `seq_busy`, with a nice-19 busy
-//! loop on every vCPU: on this VM an idle vCPU halts and waking it costs tens of µs per hop),
-//! then closed-loop throughput with 256 calls in
+//! Workloads: sequential round trips (latency), twice: `seq` as the scheduler places threads,
+//! and `seq_1cpu` with the client and all servers pinned to one vCPU. On this VM an idle vCPU
+//! halts and waking it costs tens of µs per hop, and which hops cross vCPUs depends on sticky
+//! thread placement: unpinned, the raw floor flips between ~15 and ~55 µs from run to run,
+//! while pinned every hop is a hand-off on one vCPU and the figures repeat within a few
+//! percent. Then closed-loop throughput with 256 calls in
 //! flight on one connection and with 64 in flight on each of 4 connections. The raw client
 //! pipelines instead of running tasks: a writer keeps W requests in flight (batching writes)
 //! while a reader consumes replies. Under load, latency is that of one call in
@@ -68,9 +71,8 @@ pub struct RpcArgs {
     /// Only these systems (comma-separated: raw, mw, tarpc).
     #[arg(long, value_delimiter = ',', value_parser = ["raw", "mw", "tarpc"])]
     pub systems: Vec<String>,
-    /// Only these workloads (comma-separated: seq, seq_busy, 1conn_x256, 4conn_x64). The
-    /// default is all but `seq_busy` (sequential with a nice-19 spinner on every vCPU).
-    #[arg(long, value_delimiter = ',', value_parser = ["seq", "seq_busy", "1conn_x256", "4conn_x64"])]
+    /// Only these workloads (comma-separated: seq, seq_1cpu, 1conn_x256, 4conn_x64).
+    #[arg(long, value_delimiter = ',', value_parser = ["seq", "seq_1cpu", "1conn_x256", "4conn_x64"])]
     pub workloads: Vec<String>,
 }
 
@@ -136,8 +138,9 @@ impl System {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Workload {
     Seq,
-    /// Sequential with a nice-19 spinner on every vCPU, so that no vCPU halts between calls.
-    SeqBusy,
+    /// Sequential with the client and every server pinned to one vCPU: each hop is a hand-off
+    /// on that vCPU, never a wake-up of another (halted) one.
+    SeqOneCpu,
     OneConn256,
     FourConn64,
 }
@@ -145,19 +148,19 @@ enum Workload {
 impl Workload {
     const ALL: [Workload; 4] = [
         Workload::Seq,
-        Workload::SeqBusy,
+        Workload::SeqOneCpu,
         Workload::OneConn256,
         Workload::FourConn64,
     ];
 
     fn is_seq(self) -> bool {
-        matches!(self, Workload::Seq | Workload::SeqBusy)
+        matches!(self, Workload::Seq | Workload::SeqOneCpu)
     }
 
     fn key(self) -> &'static str {
         match self {
             Workload::Seq => "seq",
-            Workload::SeqBusy => "seq_busy",
+            Workload::SeqOneCpu => "seq_1cpu",
             Workload::OneConn256 => "1conn_x256",
             Workload::FourConn64 => "4conn_x64",
         }
@@ -166,7 +169,7 @@ impl Workload {
     fn label(self) -> &'static str {
         match self {
             Workload::Seq => "seq round trip",
-            Workload::SeqBusy => "seq, vCPUs kept busy",
+            Workload::SeqOneCpu => "seq, all on one vCPU",
             Workload::OneConn256 => "1 conn x 256 in flight",
             Workload::FourConn64 => "4 conns x 64 in flight",
         }
@@ -175,7 +178,7 @@ impl Workload {
     /// (connections, calls in flight per connection) for throughput workloads.
     fn shape(self) -> (usize, usize) {
         match self {
-            Workload::Seq | Workload::SeqBusy => (1, 1),
+            Workload::Seq | Workload::SeqOneCpu => (1, 1),
             Workload::OneConn256 => (1, 256),
             Workload::FourConn64 => (4, 64),
         }
@@ -203,13 +206,9 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
         .into_iter()
         .filter(|s| pick(&args.systems, s.name()))
         .collect();
-    // `seq_busy` only on request: on this shared VM it turned out no steadier than `seq`.
     let workloads: Vec<Workload> = Workload::ALL
         .into_iter()
-        .filter(|w| match args.workloads.is_empty() {
-            true => *w != Workload::SeqBusy,
-            false => pick(&args.workloads, w.key()),
-        })
+        .filter(|w| pick(&args.workloads, w.key()))
         .collect();
     let progress = |msg: String| {
         if !args.json {
@@ -232,10 +231,14 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
     let mut results: Results = Vec::new();
     for &workload in &workloads {
         if workload.is_seq() {
-            let _spinners = match workload {
-                Workload::SeqBusy => Some(ChildServer::spawn(child::BUSY_VCPUS)?),
-                _ => None,
-            };
+            let pinned = workload == Workload::SeqOneCpu;
+            if pinned {
+                let cpu = [std::thread::available_parallelism().map_or(1, |n| n.get()) - 1];
+                machine::pin_process(0, Some(&cpu))?;
+                for (_, server) in &servers {
+                    machine::pin_process(server.pid().unwrap_or(0), Some(&cpu))?;
+                }
+            }
             // One connection per system, warmed up once, kept across rounds.
             let mut conns = Vec::new();
             for &system in &systems {
@@ -262,6 +265,13 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
                     let (c, t) = rt.block_on(rt.spawn(seq_round(c, first, plan.seq_calls)))??;
                     conns[i] = Some(c);
                     tally(&mut results, system, workload).add(&t);
+                }
+            }
+            drop(conns);
+            if pinned {
+                machine::pin_process(0, None)?;
+                for (_, server) in &servers {
+                    machine::pin_process(server.pid().unwrap_or(0), None)?;
                 }
             }
         } else {
@@ -408,8 +418,10 @@ fn rows(results: &[(System, Workload, Summary)], others_cpu: Option<f64>) -> Vec
                     get("p50_vs_raw"),
                     SEQ_P50_LIMIT,
                 )),
-                Workload::SeqBusy => targets.push(Target::at_most(
-                    format!("sequential p50 <= {SEQ_P50_LIMIT}x raw floor, vCPUs kept busy"),
+                Workload::SeqOneCpu => targets.push(Target::at_most(
+                    format!(
+                        "sequential p50 <= {SEQ_P50_LIMIT}x raw floor, all on one vCPU (steadier)"
+                    ),
                     get("p50_vs_raw"),
                     SEQ_P50_LIMIT,
                 )),
