@@ -48,6 +48,11 @@ pub struct ClientConfig {
     /// slot. Default 1024, within what a default server accepts per connection (256
     /// running + 1024 queued), so a default client is never refused as overloaded.
     pub max_in_flight: usize,
+    /// Liveness pings: every this often the client pings the server; a server that does
+    /// not answer within the same interval is declared gone and every outstanding call
+    /// fails with [`RpcError::Disconnected`]. Default off (`None`): deadlines alone bound
+    /// each call; turn it on for long-lived connections and streams (subscriptions).
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +63,7 @@ impl Default for ClientConfig {
             stream_window: 64,
             reconnect: false,
             max_in_flight: 1024,
+            keepalive: None,
         }
     }
 }
@@ -95,6 +101,28 @@ impl Conn {
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
         // Only inserts and removes happen under this lock; a poisoned map is still whole.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection dead, closes it and fails every outstanding call and stream.
+    fn fail_all(&self, failure: &RpcError) {
+        self.dead.store(true, Ordering::Release);
+        self.outbox.close();
+        let slots: Vec<Slot> = self.pending().drain().map(|(_, s)| s).collect();
+        let err = || match failure {
+            RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
+            RpcError::Overloaded(m) => RpcError::Overloaded(m.clone()),
+            _ => RpcError::Disconnected,
+        };
+        for slot in slots {
+            match slot {
+                Slot::Reply(tx) => {
+                    let _ = tx.send(Err(err()));
+                }
+                Slot::Stream(tx) => {
+                    let _ = tx.try_send(StreamMsg::Err(err()));
+                }
+            }
+        }
     }
 
     fn forget(&self, id: u64) -> bool {
@@ -143,6 +171,12 @@ async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcErr
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
     });
     tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
+    if let Some(every) = config.keepalive {
+        tokio::spawn(keepalive(
+            Arc::downgrade(&conn),
+            every.max(Duration::from_millis(10)),
+        ));
+    }
     Ok(conn)
 }
 
@@ -222,23 +256,39 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
             }
         }
     }
-    let Some(conn) = conn.upgrade() else { return };
-    conn.dead.store(true, Ordering::Release);
-    conn.outbox.close();
-    let slots: Vec<Slot> = conn.pending().drain().map(|(_, s)| s).collect();
-    for slot in slots {
-        let err = || match &failure {
-            RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
-            RpcError::Overloaded(m) => RpcError::Overloaded(m.clone()),
-            _ => RpcError::Disconnected,
-        };
-        match slot {
-            Slot::Reply(tx) => {
-                let _ = tx.send(Err(err()));
-            }
-            Slot::Stream(tx) => {
-                let _ = tx.try_send(StreamMsg::Err(err()));
-            }
+    if let Some(conn) = conn.upgrade() {
+        conn.fail_all(&failure);
+    }
+}
+
+/// Pings every `every`; if a pong does not come back within `every`, the connection is
+/// declared dead and every outstanding call fails with [`RpcError::Disconnected`] at once,
+/// instead of each waiting out its own deadline on a peer that went silent.
+async fn keepalive(conn: std::sync::Weak<Conn>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(c) = conn.upgrade() else { return };
+        if c.dead.load(Ordering::Acquire) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = c.next_id.fetch_add(1, Ordering::Relaxed);
+        c.pending().insert(id, Slot::Reply(tx));
+        if c.outbox.push(FrameKind::Ping, 0, id, &[]).is_err() {
+            return;
+        }
+        // Do not keep the connection alive ourselves while waiting.
+        drop(c);
+        let answered = matches!(tokio::time::timeout(every, rx).await, Ok(Ok(Ok(_))));
+        let Some(c) = conn.upgrade() else { return };
+        if !answered {
+            c.forget(id);
+            tracing::warn!(
+                ?every,
+                "no answer to keepalive ping; connection declared dead"
+            );
+            c.fail_all(&RpcError::Disconnected);
+            return;
         }
     }
 }
