@@ -83,8 +83,7 @@ pub fn pin_process(pid: u32, cpus: Option<&[usize]>) -> std::io::Result<()> {
     };
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let all: Vec<usize> =
-        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    let all: Vec<usize> = (0..cpu_count()).collect();
     for &c in cpus.unwrap_or(&all) {
         unsafe { libc::CPU_SET(c, &mut set) };
     }
@@ -108,4 +107,11 @@ pub fn pin_process(pid: u32, cpus: Option<&[usize]>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// CPUs online. Unlike `available_parallelism`, not narrowed by this thread's affinity.
+pub fn cpu_count() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
 }

@@ -233,7 +233,7 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
         if workload.is_seq() {
             let pinned = workload == Workload::SeqOneCpu;
             if pinned {
-                let cpu = [std::thread::available_parallelism().map_or(1, |n| n.get()) - 1];
+                let cpu = [machine::cpu_count() - 1];
                 machine::pin_process(0, Some(&cpu))?;
                 for (_, server) in &servers {
                     machine::pin_process(server.pid().unwrap_or(0), Some(&cpu))?;
