@@ -600,11 +600,45 @@ impl ConnState {
             kind,
             frame_flags,
             deadline,
-            handler,
+            mut handler,
         } = q;
+        let mut ack_delivery = kind == FrameKind::Oneway && frame_flags & flags::ACK_DELIVERY != 0;
+        // Fast path: most handlers finish on their first poll (no I/O, no waiting). Run it
+        // now and answer at once, sparing the abort handle, the in-flight slot, the
+        // deadline timer and their allocations. A handler still pending after this poll
+        // takes the general path below, which polls it again with a real waker (the noop
+        // waker registered here is replaced then).
+        if self.shared.iterative.is_none() {
+            if let Handler::Unary(fut) = &mut handler {
+                if ack_delivery {
+                    let _ = self.outbox.push(FrameKind::Ack, 0, id, &[]);
+                    ack_delivery = false;
+                }
+                let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+                let outcome = match polled {
+                    Ok(std::task::Poll::Pending) => None,
+                    Ok(std::task::Poll::Ready(r)) if kind == FrameKind::Request => {
+                        Some(Outcome::Reply(r))
+                    }
+                    Ok(std::task::Poll::Ready(_)) => Some(Outcome::Quiet),
+                    Err(p) if kind == FrameKind::Request => Some(Outcome::Reply(Err(
+                        ServerError::Panicked(panic_message(&p)),
+                    ))),
+                    Err(p) => {
+                        tracing::warn!(id, panic = %panic_message(&p), "one-way handler panicked");
+                        Some(Outcome::Quiet)
+                    }
+                };
+                if let Some(outcome) = outcome {
+                    self.finish(id, outcome);
+                    return;
+                }
+            }
+        }
         let outbox = self.outbox.clone();
         let iterative = self.shared.iterative.clone();
-        let ack_delivery = kind == FrameKind::Oneway && frame_flags & flags::ACK_DELIVERY != 0;
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };

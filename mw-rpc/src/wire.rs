@@ -51,7 +51,44 @@ pub struct CallHeader {
     /// Method number.
     pub method: u32,
     /// Service name.
-    pub service: String,
+    pub service: ServiceName,
+}
+
+/// A service name as received: a zero-copy slice of the frame, checked to be UTF-8.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ServiceName(Bytes);
+
+impl ServiceName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 when the header was parsed (or built from a `&str`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for ServiceName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for ServiceName {
+    fn from(s: &str) -> Self {
+        ServiceName(Bytes::copy_from_slice(s.as_bytes()))
+    }
 }
 
 /// Writes the call header for `service`/`version`/`method` into `dst`.
@@ -89,9 +126,10 @@ pub fn parse_call(mut body: Bytes) -> Result<(CallHeader, Bytes), String> {
         return Err(format!("service name of {n} bytes runs past the frame"));
     }
     let name = body.split_to(n);
-    let service = std::str::from_utf8(&name)
-        .map_err(|_| "service name is not UTF-8".to_string())?
-        .to_string();
+    if std::str::from_utf8(&name).is_err() {
+        return Err("service name is not UTF-8".to_string());
+    }
+    let service = ServiceName(name);
     Ok((
         CallHeader {
             deadline_ms,
