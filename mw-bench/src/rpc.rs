@@ -13,11 +13,13 @@
 //! halts and waking it costs tens of µs per hop, and which hops cross vCPUs depends on sticky
 //! thread placement: unpinned, the raw floor flips between ~15 and ~55 µs from run to run,
 //! while pinned every hop is a hand-off on one vCPU and the figures repeat within a few
-//! percent. Then closed-loop throughput with 256 calls in
-//! flight on one connection and with 64 in flight on each of 4 connections. The raw client
-//! pipelines instead of running tasks: a writer keeps W requests in flight (batching writes)
-//! while a reader consumes replies. Under load, latency is that of one call in
-//! [`LATENCY_SAMPLE`], from the call (raw: the write) to its reply.
+//! percent.
+//!
+//! Then closed-loop throughput with 256 calls in flight on one connection and with 64 in
+//! flight on each of 4 connections. The raw client pipelines instead of running tasks: a
+//! writer keeps W requests in flight (batching writes) while a reader consumes replies. Under
+//! load, latency is that of one call in [`LATENCY_SAMPLE`], from the call (raw: the write) to
+//! its reply.
 //!
 //! All three servers start first and stay up (idle servers cost nothing). Each workload is
 //! then measured in rounds that alternate between the systems, starting with a different
