@@ -427,6 +427,25 @@ impl Shared {
         Self::finish(rx).await
     }
 
+    /// Acks many deliveries under one lock (their records share a group commit), then
+    /// awaits them all. One result per tag, in order.
+    pub(crate) async fn ack_many(&self, queue: &Arc<str>, tags: &[DeliveryTag]) -> Vec<Result<()>> {
+        let rxs: Vec<_> = {
+            let mut st = lock(&self.state);
+            let rxs = tags
+                .iter()
+                .map(|&tag| st.settle(queue, tag, SettleReason::Acked))
+                .collect();
+            st.flush(&self.log);
+            rxs
+        };
+        let mut results = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            results.push(Self::finish(rx).await);
+        }
+        results
+    }
+
     pub(crate) async fn nack(
         &self,
         queue: &Arc<str>,

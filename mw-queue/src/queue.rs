@@ -110,6 +110,28 @@ impl Queue {
         self.shared.ack(&self.name, tag).await
     }
 
+    /// Acknowledges many deliveries at once: their records are written together
+    /// (sharing group commits). One result per tag, in order, as for
+    /// [`ack`](Queue::ack).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mw_queue::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let qm = mw_queue::QueueManager::open(dir.path(), Default::default()).await?;
+    /// use mw_queue::{ConsumerOptions, Message};
+    /// let q = qm.queue("jobs");
+    /// q.send_batch(vec![Message::new("a"), Message::new("b")]).await;
+    /// let mut c = q.consumer(ConsumerOptions::default());
+    /// let tags = vec![c.recv().await?.tag(), c.recv().await?.tag()];
+    /// assert!(q.ack_many(&tags).await.iter().all(|r| r.is_ok()));
+    /// assert_eq!(q.stats().depth + q.stats().in_flight, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack_many(&self, tags: &[DeliveryTag]) -> Vec<Result<()>> {
+        self.shared.ack_many(&self.name, tags).await
+    }
+
     /// Returns the delivery named by `tag` to the queue (see [`Delivery::nack`](crate::Delivery::nack)).
     ///
     /// # Errors

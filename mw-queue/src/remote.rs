@@ -13,13 +13,16 @@
 //! | [`Consumer::recv`](crate::Consumer::recv) | [`RemoteConsumer::recv`] |
 //! | [`Delivery::ack`](crate::Delivery::ack) / `nack` / `reject` | [`RemoteDelivery::ack`] / `nack` / `reject` |
 //! | [`QueueManager::queues`](crate::QueueManager::queues) | [`RemoteQueues::queues`] |
+//! | [`QueueManager::log_stats`](crate::QueueManager::log_stats) / [`memory`](crate::QueueManager::memory) | [`RemoteQueues::stats`] |
 //! | [`crate::Error`] | [`RemoteError`]: the broker's refusal ([`QueueError`]) or a failed call |
 //!
 //! # Semantics over the network
 //!
 //! * **Persistent synchronous send**: `send` answers once the message is durable at
 //!   the broker (under its fsync policy). Concurrent sends from many clients share
-//!   group commits.
+//!   group commits, and concurrent sends (and acks) on one connection are merged into
+//!   batch calls ([coalescing](RemoteQueues#coalescing)), each still answered for its
+//!   own message.
 //! * **Resends are stored once**: when a send fails on the way ([`RemoteError::Rpc`]:
 //!   disconnect, broker crash, timeout) the message may or may not be stored. Give
 //!   messages producer-chosen ids ([`Message::with_id`](crate::Message::with_id)) and
@@ -28,7 +31,8 @@
 //! * **Consumers**: each [`RemoteConsumer`] is one consumer inside the broker, fed over
 //!   a flow-controlled server stream that packs several deliveries per frame. Its
 //!   prefetch bounds the deliveries it holds unsettled anywhere (broker, wire, client).
-//!   Settling is by [`DeliveryTag`](crate::DeliveryTag), one call each.
+//!   Settling is by [`DeliveryTag`](crate::DeliveryTag): one call each, except that
+//!   concurrent acks are merged into `ack_many` calls.
 //! * **A consumer that goes away** (dropped, cancelled, connection lost, client
 //!   crashed): what the broker had fetched for it but not sent returns to the queue at
 //!   once; what it had received and not settled is redelivered, to any consumer, after
@@ -42,14 +46,16 @@
 //! `PROTOCOL.md`).
 
 mod client;
+mod coalesce;
 mod service;
 mod wire;
 
 pub use client::{
     RemoteConsumer, RemoteDelivery, RemoteError, RemoteQueue, RemoteQueues, RemoteResult,
+    COALESCE_IN_FLIGHT, COALESCE_MAX_BYTES, COALESCE_MAX_ITEMS,
 };
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
     QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PREFETCH,
 };
-pub use wire::{QueueError, QueueInfo, WireDelivery, WireMessage};
+pub use wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};

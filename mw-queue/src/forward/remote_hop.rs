@@ -14,8 +14,8 @@ use super::routing::Router;
 use crate::delivery::DeliveryTag;
 use crate::message::Message;
 use crate::remote::{
-    ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError, RemoteQueues,
-    WireMessage, MAX_BATCH,
+    BrokerStats, ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
+    RemoteQueues, WireMessage, MAX_BATCH,
 };
 
 /// Deadline of one call to a hop by default: long enough for a batch and a busy
@@ -275,5 +275,17 @@ impl QueueService for RoutingQueueService {
 
     async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
         self.local.redrive(queue).await
+    }
+
+    async fn ack_many(
+        &self,
+        queue: String,
+        tags: Vec<DeliveryTag>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        self.local.ack_many(queue, tags).await
+    }
+
+    async fn stats(&self) -> BrokerStats {
+        self.local.stats().await
     }
 }

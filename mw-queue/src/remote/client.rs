@@ -3,16 +3,18 @@
 //! [`Queue`](crate::Queue), [`Consumer`](crate::Consumer) and
 //! [`Delivery`](crate::Delivery).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use mw_rpc::{Channel, ClientConfig, ClientStream, RpcError};
 
-use super::service::{ConsumeItem, QueueServiceClient};
-use super::wire::{QueueError, QueueInfo, WireDelivery, WireMessage};
+use super::coalesce::{self, Batched, Coalescer, Limits};
+use super::service::{ConsumeItem, QueueServiceClient, MAX_BATCH};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
 use crate::consumer::ConsumerOptions;
 use crate::delivery::DeliveryTag;
 use crate::message::{Message, MessageId};
@@ -107,9 +109,143 @@ pub type RemoteResult<T> = Result<T, RemoteError>;
 /// d.ack().await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Coalescing
+///
+/// Concurrent [`RemoteQueue::send`]s on one `RemoteQueues` (and its clones) to the same
+/// queue are merged into `send_batch` calls, and concurrent acks
+/// ([`RemoteDelivery::ack`], [`RemoteQueue::ack`]) into `ack_many` calls: while fewer
+/// than [`COALESCE_IN_FLIGHT`] such calls are outstanding per queue, each operation goes
+/// out at once, alone; beyond that, operations wait and leave together, up to
+/// [`COALESCE_MAX_ITEMS`] items or [`COALESCE_MAX_BYTES`] of bodies per call, as soon as
+/// a call returns. No timer is involved, so an idle client sees no added latency; a busy
+/// one needs far fewer calls, and the broker fewer group commits. Each operation still
+/// gets its own result, and only once its own item is durable (or refused).
 #[derive(Debug, Clone)]
 pub struct RemoteQueues {
     client: QueueServiceClient,
+    links: Arc<Mutex<Links>>,
+}
+
+/// Calls outstanding at once per connection, queue and kind of coalesced operation
+/// (sends, acks) before further ones wait to be merged into a batch call (see
+/// [`RemoteQueues`]).
+pub const COALESCE_IN_FLIGHT: usize = 2;
+/// Most operations merged into one batch call.
+pub const COALESCE_MAX_ITEMS: usize = 1_000;
+/// Most message bytes merged into one `send_batch` call (a larger message goes alone).
+pub const COALESCE_MAX_BYTES: usize = 1 << 20;
+
+const _: () = assert!(COALESCE_MAX_ITEMS <= MAX_BATCH);
+
+/// The per-queue state of one connection, shared by every [`RemoteQueue`] handle of
+/// that name (held weakly: it goes when the last handle does).
+#[derive(Debug, Default)]
+struct Links {
+    by_name: HashMap<Arc<str>, Weak<Link>>,
+    /// Size at which dead entries are swept next.
+    sweep_at: usize,
+}
+
+/// One queue on one connection: its name, and the coalescers of its sends and acks.
+struct Link {
+    client: QueueServiceClient,
+    name: Arc<str>,
+    sends: Coalescer<WireMessage, MessageId>,
+    acks: Coalescer<DeliveryTag, ()>,
+    /// Set when the broker turned out not to know `ack_many` (an older broker): acks are
+    /// then sent one by one.
+    no_ack_many: AtomicBool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("name", &self.name)
+            .field("sends", &self.sends)
+            .field("acks", &self.acks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes a message counts for in a batch (body plus a rough envelope).
+fn message_weight(m: &WireMessage) -> usize {
+    m.body.len() + 48
+}
+
+impl Link {
+    fn new(client: QueueServiceClient, name: Arc<str>) -> Link {
+        let limits = Limits {
+            max_in_flight: COALESCE_IN_FLIGHT,
+            max_items: COALESCE_MAX_ITEMS,
+            max_bytes: COALESCE_MAX_BYTES,
+        };
+        Link {
+            client,
+            name,
+            sends: Coalescer::new(limits, message_weight),
+            acks: Coalescer::new(limits, |_| 16),
+            no_ack_many: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Batched<WireMessage, MessageId> for Link {
+    fn coalescer(&self) -> &Coalescer<WireMessage, MessageId> {
+        &self.sends
+    }
+
+    async fn call_one(&self, item: WireMessage) -> RemoteResult<MessageId> {
+        let id = self.client.send(self.name.to_string(), item).await?;
+        Ok(MessageId(id))
+    }
+
+    async fn call_many(
+        &self,
+        items: Vec<WireMessage>,
+    ) -> RemoteResult<Vec<RemoteResult<MessageId>>> {
+        let results = self.client.send_batch(self.name.to_string(), items).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(MessageId).map_err(RemoteError::Queue))
+            .collect())
+    }
+}
+
+impl Batched<DeliveryTag, ()> for Link {
+    fn coalescer(&self) -> &Coalescer<DeliveryTag, ()> {
+        &self.acks
+    }
+
+    async fn call_one(&self, tag: DeliveryTag) -> RemoteResult<()> {
+        Ok(self.client.ack(self.name.to_string(), tag).await?)
+    }
+
+    async fn call_many(&self, tags: Vec<DeliveryTag>) -> RemoteResult<Vec<RemoteResult<()>>> {
+        if !self.no_ack_many.load(Ordering::Relaxed) {
+            match self
+                .client
+                .ack_many(self.name.to_string(), tags.clone())
+                .await
+            {
+                Ok(results) => {
+                    return Ok(results
+                        .into_iter()
+                        .map(|r| r.map_err(RemoteError::Queue))
+                        .collect())
+                }
+                Err(RpcError::UnknownMethod(_)) => {
+                    // An older broker: ack one by one from now on.
+                    self.no_ack_many.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let acks = tags
+            .into_iter()
+            .map(|tag| Batched::<DeliveryTag, ()>::call_one(self, tag));
+        Ok(futures::future::join_all(acks).await)
+    }
 }
 
 impl RemoteQueues {
@@ -141,6 +277,7 @@ impl RemoteQueues {
     pub fn from_channel(channel: Channel) -> RemoteQueues {
         RemoteQueues {
             client: QueueServiceClient::new(channel),
+            links: Arc::default(),
         }
     }
 
@@ -152,10 +289,30 @@ impl RemoteQueues {
     /// A handle to the queue `name` at the broker (created there when first used).
     /// Makes no call.
     pub fn queue(&self, name: &str) -> RemoteQueue {
-        RemoteQueue {
-            client: self.client.clone(),
-            name: name.into(),
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.by_name.get(name).and_then(Weak::upgrade) {
+            return RemoteQueue { link };
         }
+        let name: Arc<str> = name.into();
+        let link = Arc::new(Link::new(self.client.clone(), name.clone()));
+        links.by_name.insert(name, Arc::downgrade(&link));
+        if links.by_name.len() >= links.sweep_at {
+            links.by_name.retain(|_, l| l.strong_count() > 0);
+            links.sweep_at = (links.by_name.len() * 2).max(64);
+        }
+        RemoteQueue { link }
+    }
+
+    /// The broker's storage counters: its log writer's ([`BrokerStats::fsyncs`],
+    /// [`records_per_fsync`](BrokerStats::records_per_fsync), ...) and its index's
+    /// memory.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteError::Rpc`] if the call fails (`UnknownMethod` from a broker older than
+    /// this call).
+    pub async fn stats(&self) -> RemoteResult<BrokerStats> {
+        Ok(self.client.stats().await?)
     }
 
     /// Every queue at the broker (dead-letter queues included) with its counters.
@@ -169,16 +326,26 @@ impl RemoteQueues {
 }
 
 /// A handle to one queue at a broker. Cheap to clone.
+///
+/// Handles made by the same [`RemoteQueues`] (or its clones) for the same name share
+/// the coalescing of sends and acks (see [`RemoteQueues`]).
 #[derive(Debug, Clone)]
 pub struct RemoteQueue {
-    client: QueueServiceClient,
-    name: Arc<str>,
+    link: Arc<Link>,
 }
 
 impl RemoteQueue {
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.link.name
+    }
+
+    fn client(&self) -> &QueueServiceClient {
+        &self.link.client
+    }
+
+    fn name_string(&self) -> String {
+        self.link.name.to_string()
     }
 
     /// Sends a message; returns its id once it is durable at the broker (persistent
@@ -198,15 +365,21 @@ impl RemoteQueue {
     /// [`RemoteError::Rpc`] when the call failed on the way: the message may or may not
     /// be stored.
     ///
+    /// # Coalescing and order
+    ///
+    /// Concurrent sends to this queue through the same [`RemoteQueues`] are merged into
+    /// `send_batch` calls (see [`RemoteQueues`]); each still answers for its own message
+    /// only, once that message is durable. Merged messages are stored in the order their
+    /// sends were called, so a producer that awaits each send before the next keeps its
+    /// order. Concurrent sends, as ever, have no order among themselves.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel-safe: a cancelled send may or may not have been stored (as above).
+    /// Cancelling it never affects other sends merged with it: they are stored and
+    /// answered as if it had not been there.
     pub async fn send(&self, message: Message) -> RemoteResult<MessageId> {
-        let id = self
-            .client
-            .send(self.name.to_string(), WireMessage::from(message))
-            .await?;
-        Ok(MessageId(id))
+        coalesce::submit(&self.link, WireMessage::from(message)).await
     }
 
     /// Sends many messages in one round trip; the broker stores them in order in one
@@ -223,7 +396,7 @@ impl RemoteQueue {
         messages: Vec<Message>,
     ) -> RemoteResult<Vec<Result<MessageId, QueueError>>> {
         let wire = messages.into_iter().map(WireMessage::from).collect();
-        let results = self.client.send_batch(self.name.to_string(), wire).await?;
+        let results = self.client().send_batch(self.name_string(), wire).await?;
         Ok(results.into_iter().map(|r| r.map(MessageId)).collect())
     }
 
@@ -269,8 +442,8 @@ impl RemoteQueue {
             .visibility_timeout
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64);
         let stream = self
-            .client
-            .consume(self.name.to_string(), options.prefetch, visibility, limit)
+            .client()
+            .consume(self.name_string(), options.prefetch, visibility, limit)
             .await?;
         Ok(RemoteConsumer {
             queue: self.clone(),
@@ -282,13 +455,38 @@ impl RemoteQueue {
         })
     }
 
-    /// Acknowledges the delivery named by `tag`.
+    /// Acknowledges the delivery named by `tag`; answers once the ack is durable at the
+    /// broker.
+    ///
+    /// Concurrent acks on this queue through the same [`RemoteQueues`] are merged into
+    /// `ack_many` calls (see [`RemoteQueues`]); each answers for its own tag.
     ///
     /// # Errors
     ///
-    /// [`QueueError::DeliveryNotFound`] for a stale tag; storage errors; call failures.
+    /// [`QueueError::DeliveryNotFound`] for a stale tag; storage errors; call failures
+    /// (then it may or may not be acked).
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled ack may or may not be applied; other acks merged with it are not
+    /// affected.
     pub async fn ack(&self, tag: DeliveryTag) -> RemoteResult<()> {
-        Ok(self.client.ack(self.name.to_string(), tag).await?)
+        coalesce::submit(&self.link, tag).await
+    }
+
+    /// Acknowledges many deliveries in one call (one group commit at the broker). One
+    /// result per tag, in order.
+    ///
+    /// # Errors
+    ///
+    /// The outer error: the whole call failed (none, some or all may be acked), or it
+    /// was refused as a whole (more than [`MAX_BATCH`] tags, invalid queue name,
+    /// `UnknownMethod` from a broker older than this call).
+    pub async fn ack_many(
+        &self,
+        tags: Vec<DeliveryTag>,
+    ) -> RemoteResult<Vec<Result<(), QueueError>>> {
+        Ok(self.client().ack_many(self.name_string(), tags).await?)
     }
 
     /// Returns the delivery named by `tag` to the queue, visible after `delay` (at once
@@ -299,7 +497,7 @@ impl RemoteQueue {
     /// As [`ack`](RemoteQueue::ack).
     pub async fn nack(&self, tag: DeliveryTag, delay: Option<Duration>) -> RemoteResult<()> {
         let delay = delay.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
-        Ok(self.client.nack(self.name.to_string(), tag, delay).await?)
+        Ok(self.client().nack(self.name_string(), tag, delay).await?)
     }
 
     /// Dead-letters the delivery named by `tag`.
@@ -308,7 +506,7 @@ impl RemoteQueue {
     ///
     /// As [`ack`](RemoteQueue::ack).
     pub async fn reject(&self, tag: DeliveryTag) -> RemoteResult<()> {
-        Ok(self.client.reject(self.name.to_string(), tag).await?)
+        Ok(self.client().reject(self.name_string(), tag).await?)
     }
 
     /// Keeps the delivery named by `tag` invisible to other consumers for `by` from now.
@@ -318,7 +516,7 @@ impl RemoteQueue {
     /// As [`ack`](RemoteQueue::ack).
     pub async fn extend_visibility(&self, tag: DeliveryTag, by: Duration) -> RemoteResult<()> {
         let by = by.as_millis().min(u64::MAX as u128) as u64;
-        Ok(self.client.extend(self.name.to_string(), tag, by).await?)
+        Ok(self.client().extend(self.name_string(), tag, by).await?)
     }
 
     /// This queue's counters (all zero for a queue the broker does not know). Asks for
@@ -328,12 +526,12 @@ impl RemoteQueue {
     ///
     /// Call failures.
     pub async fn stats(&self) -> RemoteResult<QueueInfo> {
-        let all = self.client.queues().await?;
+        let all = self.client().queues().await?;
         Ok(all
             .into_iter()
-            .find(|i| *i.name == *self.name)
+            .find(|i| *i.name == *self.link.name)
             .unwrap_or_else(|| QueueInfo {
-                name: self.name.to_string(),
+                name: self.name_string(),
                 depth: 0,
                 delayed: 0,
                 in_flight: 0,
@@ -348,7 +546,7 @@ impl RemoteQueue {
     ///
     /// Storage errors at the broker; call failures.
     pub async fn redrive(&self) -> RemoteResult<u64> {
-        Ok(self.client.redrive(self.name.to_string()).await?)
+        Ok(self.client().redrive(self.name_string()).await?)
     }
 }
 
@@ -369,7 +567,7 @@ pub struct RemoteConsumer {
 impl std::fmt::Debug for RemoteConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteConsumer")
-            .field("queue", &self.queue.name)
+            .field("queue", &self.queue.name())
             .field("buffered", &self.buffer.len())
             .finish_non_exhaustive()
     }
@@ -468,7 +666,8 @@ impl RemoteDelivery {
         self.inner.sent_at_ms
     }
 
-    /// Acknowledges it: gone for good once this returns `Ok`.
+    /// Acknowledges it: gone for good once this returns `Ok`. Concurrent acks on one
+    /// connection are merged into batch calls (see [`RemoteQueue::ack`]).
     ///
     /// # Errors
     ///

@@ -1,19 +1,22 @@
 //! The `mw.queue` v1 service: its interface ([`QueueService`]) and the broker-side
 //! implementation over a [`QueueManager`] ([`QueueServiceImpl`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::wire::{QueueError, QueueInfo, WireDelivery, WireMessage};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::delivery::{Delivery, DeliveryTag};
 use crate::error::Error;
 use crate::manager::QueueManager;
 use crate::message::Message;
+use crate::queue::Queue;
 use mw_rpc::Streaming;
 
-/// Most messages accepted in one `send_batch` call.
+/// Most messages accepted in one `send_batch` call (and tags in one `ack_many`).
 pub const MAX_BATCH: usize = 10_000;
 /// Largest prefetch a remote consumer may ask for (larger requests are clamped).
 pub const MAX_PREFETCH: u32 = 10_000;
@@ -71,6 +74,15 @@ pub trait QueueService {
     async fn queues(&self) -> Vec<QueueInfo>;
     /// Moves `queue`'s dead letters back to it; answers how many moved.
     async fn redrive(&self, queue: String) -> Result<u64, QueueError>;
+    /// Acknowledges many deliveries in one round trip and one group commit. One result
+    /// per tag, in order; each `Ok` means that message is gone for good.
+    async fn ack_many(
+        &self,
+        queue: String,
+        tags: Vec<DeliveryTag>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
+    /// The broker's storage counters (log writer and index memory) since it started.
+    async fn stats(&self) -> BrokerStats;
 }
 
 /// The broker side of [`QueueService`]: serves the queues of one [`QueueManager`].
@@ -104,17 +116,42 @@ pub trait QueueService {
 #[derive(Debug, Clone)]
 pub struct QueueServiceImpl {
     qm: QueueManager,
+    /// Handles of the queues named so far (names already checked), so that a call
+    /// finds its queue without building a handle.
+    handles: Arc<Mutex<HashMap<String, Queue>>>,
 }
+
+/// Most handles [`QueueServiceImpl`] keeps; beyond that the cache starts over (a
+/// client naming ever new queues costs a lookup miss per call, nothing more).
+const MAX_CACHED_HANDLES: usize = 4096;
 
 impl QueueServiceImpl {
     /// Serves the queues of `qm`.
     pub fn new(qm: QueueManager) -> Self {
-        QueueServiceImpl { qm }
+        QueueServiceImpl {
+            qm,
+            handles: Arc::default(),
+        }
     }
 
     /// The manager served.
     pub fn manager(&self) -> &QueueManager {
         &self.qm
+    }
+
+    /// The handle of `name`, if it is a valid remote name.
+    fn queue(&self, name: &str) -> Result<Queue, QueueError> {
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = handles.get(name) {
+            return Ok(q.clone());
+        }
+        check_remote_name(name)?;
+        if handles.len() >= MAX_CACHED_HANDLES {
+            handles.clear();
+        }
+        let q = self.qm.queue(name);
+        handles.insert(name.to_string(), q.clone());
+        Ok(q)
     }
 }
 
@@ -132,8 +169,7 @@ pub(crate) fn check_remote_name(name: &str) -> Result<(), QueueError> {
 
 impl QueueService for QueueServiceImpl {
     async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
-        check_remote_name(&queue)?;
-        let id = self.qm.queue(&queue).send(Message::from(message)).await?;
+        let id = self.queue(&queue)?.send(Message::from(message)).await?;
         Ok(id.0)
     }
 
@@ -142,7 +178,7 @@ impl QueueService for QueueServiceImpl {
         queue: String,
         messages: Vec<WireMessage>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
-        check_remote_name(&queue)?;
+        let q = self.queue(&queue)?;
         if messages.len() > MAX_BATCH {
             return Err(QueueError::BadRequest(format!(
                 "batch of {} messages exceeds the limit of {MAX_BATCH}",
@@ -151,7 +187,7 @@ impl QueueService for QueueServiceImpl {
         }
         let messages = messages.into_iter().map(Message::from).collect();
         // Enqueued together and in order: consecutive in the log, one group commit.
-        let results = self.qm.queue(&queue).send_batch(messages).await;
+        let results = q.send_batch(messages).await;
         Ok(results
             .into_iter()
             .map(|r| r.map(|id| id.0).map_err(QueueError::from))
@@ -165,9 +201,10 @@ impl QueueService for QueueServiceImpl {
         visibility_ms: Option<u64>,
         limit: Option<u64>,
     ) -> Streaming<ConsumeItem> {
-        if let Err(e) = check_remote_name(&queue) {
-            return Box::pin(futures::stream::once(async move { Err(e) }));
-        }
+        let q = match self.queue(&queue) {
+            Ok(q) => q,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
+        };
         if limit == Some(0) {
             return Box::pin(futures::stream::empty());
         }
@@ -176,7 +213,7 @@ impl QueueService for QueueServiceImpl {
             // Never take more than will be handed out.
             prefetch = prefetch.min(l.min(u64::from(MAX_PREFETCH)) as u32);
         }
-        let consumer = self.qm.queue(&queue).consumer(ConsumerOptions {
+        let consumer = q.consumer(ConsumerOptions {
             prefetch,
             visibility_timeout: visibility_ms.map(Duration::from_millis),
         });
@@ -191,8 +228,7 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
-        check_remote_name(&queue)?;
-        Ok(self.qm.queue(&queue).ack(tag).await?)
+        Ok(self.queue(&queue)?.ack(tag).await?)
     }
 
     async fn nack(
@@ -201,20 +237,17 @@ impl QueueService for QueueServiceImpl {
         tag: DeliveryTag,
         delay_ms: Option<u64>,
     ) -> Result<(), QueueError> {
-        check_remote_name(&queue)?;
         let delay = delay_ms.map(Duration::from_millis);
-        Ok(self.qm.queue(&queue).nack(tag, delay).await?)
+        Ok(self.queue(&queue)?.nack(tag, delay).await?)
     }
 
     async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
-        check_remote_name(&queue)?;
-        Ok(self.qm.queue(&queue).reject(tag).await?)
+        Ok(self.queue(&queue)?.reject(tag).await?)
     }
 
     async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64) -> Result<(), QueueError> {
-        check_remote_name(&queue)?;
         let by = Duration::from_millis(by_ms);
-        Ok(self.qm.queue(&queue).extend_visibility(tag, by)?)
+        Ok(self.queue(&queue)?.extend_visibility(tag, by)?)
     }
 
     async fn queues(&self) -> Vec<QueueInfo> {
@@ -226,8 +259,30 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
-        check_remote_name(&queue)?;
-        Ok(self.qm.redrive(&queue).await?)
+        Ok(self.queue(&queue)?.redrive().await?)
+    }
+
+    async fn ack_many(
+        &self,
+        queue: String,
+        tags: Vec<DeliveryTag>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let q = self.queue(&queue)?;
+        if tags.len() > MAX_BATCH {
+            return Err(QueueError::BadRequest(format!(
+                "batch of {} tags exceeds the limit of {MAX_BATCH}",
+                tags.len()
+            )));
+        }
+        let results = q.ack_many(&tags).await;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map_err(QueueError::from))
+            .collect())
+    }
+
+    async fn stats(&self) -> BrokerStats {
+        BrokerStats::new(self.qm.log_stats(), self.qm.memory())
     }
 }
 

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::DeliveryTag;
 use crate::error::Error;
-use crate::index::QueueStats;
+use crate::index::{MemoryStats, QueueStats};
+use crate::log::LogStats;
 use crate::message::{Message, MessageId};
 
 /// A [`Message`] as sent to the broker.
@@ -92,6 +93,75 @@ impl QueueInfo {
             in_flight: s.in_flight,
             consumers: s.consumers,
             dead_letters: s.dead_letters,
+        }
+    }
+}
+
+/// The broker's storage counters since it started, as answered by `stats`
+/// ([`RemoteQueues::stats`](super::RemoteQueues::stats)): its log writer's
+/// ([`LogStats`](crate::LogStats)) and its index's memory
+/// ([`MemoryStats`](crate::MemoryStats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerStats {
+    /// Log records appended (written successfully).
+    pub appends: u64,
+    /// Write calls (one per batch chunk).
+    pub writes: u64,
+    /// Bytes written to segments.
+    pub bytes_written: u64,
+    /// `fdatasync` calls on segment files.
+    pub fsyncs: u64,
+    /// Records made durable by those fsyncs (sum over all fsyncs).
+    pub synced_records: u64,
+    /// The most records a single fsync covered.
+    pub max_records_per_fsync: u64,
+    /// Segment files created.
+    pub segments_created: u64,
+    /// Segment files deleted because nothing in them was live.
+    pub segments_deleted: u64,
+    /// Messages known to the index (every state, every queue).
+    pub messages: u64,
+    /// Estimated bytes of index structures (excluding the body cache).
+    pub index_bytes: u64,
+    /// Bytes charged to the body cache.
+    pub cache_bytes: u64,
+    /// Producer-chosen ids inside the dedup window.
+    pub dedup_entries: u64,
+    /// Never-delivered messages held in memory as ready slots.
+    pub ready_slots: u64,
+    /// Never-delivered messages spilled to their segments (not in memory).
+    pub spilled_messages: u64,
+    /// Runs describing the spilled messages.
+    pub spilled_runs: u64,
+}
+
+impl BrokerStats {
+    pub(crate) fn new(log: LogStats, mem: MemoryStats) -> Self {
+        BrokerStats {
+            appends: log.appends,
+            writes: log.writes,
+            bytes_written: log.bytes_written,
+            fsyncs: log.fsyncs,
+            synced_records: log.synced_records,
+            max_records_per_fsync: log.max_records_per_fsync,
+            segments_created: log.segments_created,
+            segments_deleted: log.segments_deleted,
+            messages: mem.messages,
+            index_bytes: mem.index_bytes,
+            cache_bytes: mem.cache_bytes,
+            dedup_entries: mem.dedup_entries,
+            ready_slots: mem.ready_slots,
+            spilled_messages: mem.spilled_messages,
+            spilled_runs: mem.spilled_runs,
+        }
+    }
+
+    /// Mean number of records covered by one fsync (0 if none happened).
+    pub fn records_per_fsync(&self) -> f64 {
+        if self.fsyncs == 0 {
+            0.0
+        } else {
+            self.synced_records as f64 / self.fsyncs as f64
         }
     }
 }
