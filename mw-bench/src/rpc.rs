@@ -4,7 +4,8 @@
 //! - `raw`: a tokio TCP echo server speaking mw's frame layout (4-byte BE length of what
 //!   follows, kind, flags, 8-byte BE id, body = postcard `u64`) with no RPC layer at all.
 //!   This is the floor: nothing built on the same framing and runtime can be faster.
-//! - `mw`: `mw_rpc::Server` / `mw_rpc::Channel`.
+//! - `mw`: the service declared with `#[mw_rpc::service]`; the generated `IncrementServer` in an
+//!   `mw_rpc::Server`, the generated `IncrementClient` (an `mw_rpc::Channel`) calling it.
 //! - `tarpc`: tarpc 0.38, bincode over length-delimited TCP, `TCP_NODELAY`, large in-flight
 //!   limits, one spawned task per request (as ANCHORS.md measured it).
 //!
@@ -865,62 +866,41 @@ async fn serve_raw(addr: &str) -> Result<(), Error> {
 // ---------------------------------------------------------------------------------------
 
 mod mw_inc {
-    //! The `inc` service for mw, written out as `#[service]` would generate it (the same
-    //! dispatcher as mw-rpc/tests/handwritten_service.rs, hence the same wire bytes).
+    //! The `inc` service, declared with `#[service]` as an mw user would.
 
-    use bytes::Bytes;
-    use mw_rpc::__private::{decode, unary};
-    use mw_rpc::{Handler, MethodInfo, MethodKind, ServerError, Service, ServiceId};
-
-    pub const INC: ServiceId = ServiceId::new("inc", 1);
-    pub const METHOD_INC: u32 = 1;
+    #[mw_rpc::service(name = "inc", version = 1)]
+    pub trait Increment {
+        /// `n + 1`.
+        async fn inc(&self, n: u64) -> u64;
+    }
 
     pub struct Inc;
 
-    impl Service for Inc {
-        fn id(&self) -> ServiceId {
-            INC
-        }
-        fn methods(&self) -> &'static [MethodInfo] {
-            &[MethodInfo {
-                id: METHOD_INC,
-                name: "inc",
-                kind: MethodKind::Unary,
-            }]
-        }
-        fn call(&self, method: u32, args: Bytes) -> Result<Handler, ServerError> {
-            match method {
-                METHOD_INC => {
-                    let (n,): (u64,) = decode(&args)?;
-                    Ok(unary(async move { n.wrapping_add(1) }))
-                }
-                m => Err(ServerError::UnknownMethod(m)),
-            }
+    impl Increment for Inc {
+        async fn inc(&self, n: u64) -> u64 {
+            n.wrapping_add(1)
         }
     }
 }
 
 #[derive(Clone)]
-struct MwCaller(mw_rpc::Channel);
+struct MwCaller(mw_inc::IncrementClient);
 
 impl MwCaller {
     async fn connect(addr: &str) -> Result<MwCaller, Error> {
-        Ok(MwCaller(mw_rpc::Channel::connect(addr).await?))
+        Ok(MwCaller(mw_inc::IncrementClient::connect(addr).await?))
     }
 }
 
 impl Caller for MwCaller {
     async fn call(&self, n: u64) -> Result<u64, Error> {
-        Ok(self
-            .0
-            .call::<_, u64>(mw_inc::INC, mw_inc::METHOD_INC, &(n,))
-            .await?)
+        Ok(self.0.inc(n).await?)
     }
 }
 
 async fn serve_mw(addr: &str) -> Result<(), Error> {
     let server = mw_rpc::Server::builder()
-        .add(mw_inc::Inc)
+        .add(mw_inc::IncrementServer::new(mw_inc::Inc))
         .build()
         .spawn(addr)
         .await?;
