@@ -19,9 +19,10 @@
 //!    an application pipelining its sends would). The consumer uses prefetch 2,048 and
 //!    keeps up to 512 acks in flight. After a warm-up, one window of `--seconds` is
 //!    measured: confirmed msgs/s, confirm latency (hdrhistogram), consumer acks/s, and
-//!    the broker's [`LogStats`](mw_queue::LogStats) over the window, which the child
-//!    prints on request (`stats` on its stdin): **messages per fsync** = confirmed sends
-//!    / fsyncs (records per fsync also counts the consumer's `DELIVER`/`SETTLE` records).
+//!    the broker's [`LogStats`](mw_queue::LogStats) over the window, asked over the
+//!    network like any `mw broker`'s ([`RemoteQueues::stats`]): **messages per fsync** =
+//!    confirmed sends / fsyncs (records per fsync also counts the consumer's
+//!    `DELIVER`/`SETTLE` records).
 //! 3. **Memory while a backlog builds**: a fresh broker (fsync `always`) and no consumer;
 //!    `--backlog` messages are sent with `send_batch` (batches of 500, 8 in flight over 2
 //!    connections, to build the backlog quickly) while the child's `VmRSS` is sampled
@@ -43,7 +44,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use mw_queue::remote::RemoteQueues;
+use mw_queue::remote::{BrokerStats, RemoteQueues};
 use mw_queue::{ConsumerOptions, FsyncPolicy, Message};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -143,8 +144,8 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, Error> {
     }
 }
 
-/// Runs `mw::broker` on `data` with the given fsync policy until its stdin closes.
-/// Each `stats` line on stdin is answered with one JSON line of log and memory counters.
+/// Runs `mw::broker` on `data` with the given fsync policy until its stdin closes. Its
+/// counters are read over the network (`stats` of the `mw.queue` service).
 pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> Result<(), Error> {
     let data = data.ok_or("serve queue-broker needs --data DIR")?;
     let mut config = mw::broker::BrokerConfig::new(data);
@@ -154,79 +155,27 @@ pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> 
     let router = broker.router.clone();
     let running = broker.server.spawn(addr).await?;
     child::announce(running.local_addr());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Serve until stdin reaches EOF (the parent closed it or died).
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
-        for line in io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-        // Dropping `tx` on EOF (the parent closed stdin or died) ends the loop below.
+        let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+        let _ = tx.send(());
     });
-    while let Some(line) = rx.recv().await {
-        match line.trim() {
-            "stats" => {
-                let log = queues.log_stats();
-                let mem = queues.memory();
-                let v = json!({
-                    "appends": log.appends,
-                    "writes": log.writes,
-                    "bytes_written": log.bytes_written,
-                    "fsyncs": log.fsyncs,
-                    "synced_records": log.synced_records,
-                    "max_records_per_fsync": log.max_records_per_fsync,
-                    "segments_created": log.segments_created,
-                    "segments_deleted": log.segments_deleted,
-                    "messages": mem.messages,
-                    "index_bytes": mem.index_bytes,
-                    "cache_bytes": mem.cache_bytes,
-                    "dedup_entries": mem.dedup_entries,
-                });
-                let mut out = io::stdout().lock();
-                let _ = writeln!(out, "{v}");
-                let _ = out.flush();
-            }
-            other => eprintln!("queue-broker: unknown command {other:?}"),
-        }
-    }
+    let _ = rx.await;
     running.shutdown().await;
     router.shutdown().await;
     queues.close().await?;
     Ok(())
 }
 
-/// The broker's counters at one instant (see [`serve`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct BrokerStats {
-    fsyncs: u64,
-    synced_records: u64,
-    max_records_per_fsync: u64,
-    messages: u64,
-    index_bytes: u64,
-    cache_bytes: u64,
-}
-
-impl BrokerStats {
-    fn from_json(v: &Value) -> BrokerStats {
-        let f = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        BrokerStats {
-            fsyncs: f("fsyncs"),
-            synced_records: f("synced_records"),
-            max_records_per_fsync: f("max_records_per_fsync"),
-            messages: f("messages"),
-            index_bytes: f("index_bytes"),
-            cache_bytes: f("cache_bytes"),
-        }
-    }
-}
-
-/// A `serve queue-broker` child: its address, pid, and a stdin/stdout control channel.
+/// A `serve queue-broker` child: its address, pid, its stdin (closing it stops the
+/// child) and a connection for reading its counters.
 struct BrokerChild {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     addr: String,
+    control: Option<RemoteQueues>,
 }
 
 impl BrokerChild {
@@ -261,6 +210,7 @@ impl BrokerChild {
             stdin,
             stdout,
             addr: String::new(),
+            control: None,
         };
         let mut line = String::new();
         b.stdout.read_line(&mut line)?;
@@ -277,20 +227,13 @@ impl BrokerChild {
         self.child.id()
     }
 
-    /// Asks the child for its counters (blocking; call through `block_in_place`).
-    fn stats(&mut self) -> Result<BrokerStats, Error> {
-        let stdin = self.stdin.as_mut().ok_or("broker stdin closed")?;
-        stdin.write_all(b"stats\n")?;
-        stdin.flush()?;
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            return Err("queue-broker exited".into());
+    /// The child's counters, over its own control connection (made on first use).
+    async fn stats(&mut self) -> Result<BrokerStats, Error> {
+        if self.control.is_none() {
+            self.control = Some(RemoteQueues::connect(&self.addr).await?);
         }
-        Ok(BrokerStats::from_json(&serde_json::from_str(&line)?))
-    }
-
-    fn stats_async(&mut self) -> Result<BrokerStats, Error> {
-        tokio::task::block_in_place(|| self.stats())
+        let control = self.control.as_ref().expect("connected above");
+        Ok(control.stats().await?)
     }
 
     /// The child's resident set size in bytes.
@@ -530,7 +473,7 @@ async fn run_series(
     }
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s0 = broker.stats_async()?;
+    let s0 = broker.stats().await?;
     let cpu0 = CpuSnapshot::now();
     let bcpu0 = broker.cpu_seconds();
     let own0 = proc_cpu_seconds("/proc/self/stat");
@@ -543,7 +486,7 @@ async fn run_series(
     let elapsed = t0.elapsed();
     let c1 = shared.confirmed.load(Ordering::Relaxed);
     let k1 = shared.consumed.load(Ordering::Relaxed);
-    let s1 = broker.stats_async()?;
+    let s1 = broker.stats().await?;
     let cpu1 = CpuSnapshot::now();
     let bcpu1 = broker.cpu_seconds();
     let own1 = proc_cpu_seconds("/proc/self/stat");
@@ -689,7 +632,7 @@ async fn run_backlog(broker: &mut BrokerChild, total: u64, quiet: bool) -> Resul
     for t in tasks {
         t.await??;
     }
-    let end_stats = broker.stats_async()?;
+    let end_stats = broker.stats().await?;
     let half = samples.len() / 2;
     Ok(Backlog {
         messages: sent.load(Ordering::Relaxed),
