@@ -361,6 +361,200 @@ async fn malformed_requests_are_refused_and_other_clients_keep_working() {
     broker.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_on_one_connection_are_coalesced_and_each_answered() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let senders = 64usize;
+    let per_sender = 50usize;
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            // A handle per sender: handles of one name share the coalescing.
+            let q = remote.queue("many");
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..per_sender {
+                    let id = q.send(Message::new(format!("{s}:{i}"))).await.unwrap();
+                    ids.push(id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        for id in within("sender", t).await.unwrap() {
+            assert!(ids.insert(id), "id {id:?} answered twice");
+        }
+    }
+    let total = senders * per_sender;
+    assert_eq!(ids.len(), total);
+    // Confirmed means durable at the broker: everything is there before any receive.
+    assert_eq!(broker.queues.stats("many").depth, total as u64);
+
+    // One consumer, FIFO: every confirmed message once, each sender's in its order.
+    let q = remote.queue("many");
+    let mut c = q.consumer(opts(500)).await.unwrap();
+    let mut next = vec![0usize; senders];
+    let mut acks = Vec::new();
+    for _ in 0..total {
+        let d = within("delivery", c.recv()).await.unwrap();
+        assert!(ids.remove(&d.id()), "unknown or repeated id {:?}", d.id());
+        let body = String::from_utf8(d.body().to_vec()).unwrap();
+        let (s, i) = body.split_once(':').unwrap();
+        let (s, i): (usize, usize) = (s.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[s], "sender {s} out of order");
+        next[s] += 1;
+        // Acked concurrently (merged into ack_many calls) while receiving goes on:
+        // the prefetch of 500 holds only while they complete.
+        acks.push(tokio::spawn(d.ack()));
+    }
+    for r in within("acks", futures::future::join_all(acks)).await {
+        r.unwrap().unwrap();
+    }
+    let stats = broker.queues.stats("many");
+    assert_eq!((stats.depth, stats.in_flight), (0, 0));
+
+    // The broker's counters, read remotely, account for all of it.
+    let bs = remote.stats().await.unwrap();
+    assert!(bs.appends >= 2 * total as u64, "{bs:?}");
+    assert!(bs.fsyncs >= 1 && bs.synced_records >= bs.fsyncs, "{bs:?}");
+    assert!(bs.records_per_fsync() >= 1.0, "{bs:?}");
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_sender_does_not_affect_the_others_merged_with_it() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("partly");
+    let n = 300usize;
+    let mut sends: Vec<Option<_>> = (0..n)
+        .map(|i| {
+            let q = q.clone();
+            Some(Box::pin(async move {
+                q.send(Message::new(format!("{i}")).with_id(i as u128))
+                    .await
+            }))
+        })
+        .collect();
+    // Poll each once: the first go out alone, the rest wait to be merged.
+    for s in sends.iter_mut() {
+        let polled = futures::poll!(s.as_mut().unwrap().as_mut());
+        assert!(polled.is_pending());
+    }
+    // Cancel some while they wait...
+    let mut cancelled = HashSet::new();
+    for i in (2..n).step_by(7) {
+        sends[i] = None;
+        cancelled.insert(i);
+    }
+    // ...and, once the first answers have come back (so a batch is in flight), some more.
+    for i in 0..2 {
+        let r = within("first sends", sends[i].take().unwrap()).await;
+        assert_eq!(r.unwrap(), MessageId(i as u128));
+    }
+    for i in (3..n).step_by(11) {
+        if sends[i].take().is_some() {
+            cancelled.insert(i);
+        }
+    }
+    // Everyone else gets their own answer.
+    for (i, s) in sends.into_iter().enumerate() {
+        if let Some(s) = s {
+            assert_eq!(within("send", s).await.unwrap(), MessageId(i as u128));
+        }
+    }
+
+    // Every confirmed message is stored once; a cancelled one at most once.
+    let depth = broker.queues.stats("partly").depth as usize;
+    assert!(depth >= n - cancelled.len() && depth <= n, "{depth}");
+    let mut c = q.consumer(opts(500)).await.unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..depth {
+        let d = within("delivery", c.recv()).await.unwrap();
+        let i = d.id().0 as usize;
+        assert!(seen.insert(i), "{i} delivered twice");
+        d.ack().await.unwrap();
+    }
+    for i in 0..n {
+        assert!(
+            seen.contains(&i) || cancelled.contains(&i),
+            "confirmed message {i} lost"
+        );
+    }
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn batched_acks_settle_exactly_the_acked_deliveries() {
+    let broker = TestBroker::start(Config {
+        visibility_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("half");
+    let n = 200u128;
+    let msgs = (0..n).map(|i| Message::new("x").with_id(i)).collect();
+    for r in q.send_batch(msgs).await.unwrap() {
+        r.unwrap();
+    }
+    let mut c = q.consumer(opts(n as u32)).await.unwrap();
+    let mut acks = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..n {
+        let d = within("delivery", c.recv()).await.unwrap();
+        if d.id().0 % 2 == 0 {
+            acks.push(d.ack());
+        } else {
+            kept.push(d);
+        }
+    }
+    // Concurrent acks (merged into ack_many calls): each is applied when it answers.
+    for r in within("acks", futures::future::join_all(acks)).await {
+        r.unwrap();
+    }
+    let stats = broker.queues.stats("half");
+    assert_eq!((stats.depth, stats.in_flight), (0, n as u64 / 2));
+
+    // ack_many directly: one result per tag, a stale tag refused on its own.
+    let stale = kept[0].tag();
+    let tags = vec![kept[0].tag(), kept[1].tag()];
+    let results = q.ack_many(tags).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let results = q.ack_many(vec![stale, kept[2].tag()]).await.unwrap();
+    assert!(
+        matches!(results[0], Err(QueueError::DeliveryNotFound { .. })),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok());
+    let acked_odd: HashSet<u128> = kept.drain(..3).map(|d| d.id().0).collect();
+
+    // The unacked ones (and only they) come back after the visibility timeout.
+    drop(kept);
+    drop(c);
+    let mut c = q.consumer(opts(n as u32)).await.unwrap();
+    let expected = (n / 2 - 3) as usize;
+    let mut again = Vec::new();
+    for _ in 0..expected {
+        let d = within("redelivery", c.recv()).await.unwrap();
+        assert_eq!(d.id().0 % 2, 1, "acked message {:?} redelivered", d.id());
+        assert!(!acked_odd.contains(&d.id().0));
+        assert_eq!(d.attempt(), 2);
+        again.push(d.ack());
+    }
+    for r in within("acks of redeliveries", futures::future::join_all(again)).await {
+        r.unwrap();
+    }
+    let stats = broker.queues.stats("half");
+    assert_eq!((stats.depth, stats.in_flight), (0, 0));
+    drop(c);
+    broker.stop().await;
+}
+
 #[test]
 fn cli_send_recv_and_queues_against_a_real_broker() {
     let dir = tempfile::tempdir().unwrap();
