@@ -451,8 +451,8 @@ async fn a_cancelled_sender_does_not_affect_the_others_merged_with_it() {
         cancelled.insert(i);
     }
     // ...and, once the first answers have come back (so a batch is in flight), some more.
-    for i in 0..2 {
-        let r = within("first sends", sends[i].take().unwrap()).await;
+    for (i, s) in sends.iter_mut().enumerate().take(2) {
+        let r = within("first sends", s.take().unwrap()).await;
         assert_eq!(r.unwrap(), MessageId(i as u128));
     }
     for i in (3..n).step_by(11) {
