@@ -125,8 +125,18 @@ impl Conn {
         }
     }
 
+    /// Removes a call's slot (keeping the writer's in-flight hint current).
+    fn take(&self, id: u64) -> Option<Slot> {
+        let (slot, n) = {
+            let mut p = self.pending();
+            (p.remove(&id), p.len())
+        };
+        self.outbox.set_in_flight(n);
+        slot
+    }
+
     fn forget(&self, id: u64) -> bool {
-        self.pending().remove(&id).is_some()
+        self.take(id).is_some()
     }
 
     fn cancel(&self, id: u64) {
@@ -208,8 +218,7 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
                 failure = e;
             }
             FrameKind::Response | FrameKind::Error | FrameKind::Ack | FrameKind::Pong => {
-                let slot = conn.pending().remove(&frame.id);
-                match slot {
+                match conn.take(frame.id) {
                     Some(Slot::Reply(tx)) => {
                         let _ = tx.send(Ok((frame.kind, frame.body)));
                     }
@@ -243,7 +252,7 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
                 }
             }
             FrameKind::StreamEnd => {
-                if let Some(Slot::Stream(tx)) = conn.pending().remove(&frame.id) {
+                if let Some(Slot::Stream(tx)) = conn.take(frame.id) {
                     let _ = tx.try_send(StreamMsg::End);
                 }
             }
@@ -428,7 +437,12 @@ impl Channel {
             .map_err(|_| RpcError::Disconnected)?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = slot {
-            conn.pending().insert(id, slot);
+            let n = {
+                let mut p = conn.pending();
+                p.insert(id, slot);
+                p.len()
+            };
+            conn.outbox.set_in_flight(n);
         }
         let pushed = conn.outbox.push_with(kind, frame_flags, id, |b| {
             wire::put_call_header(b, deadline_ms, svc.name, svc.version, method);
