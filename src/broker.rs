@@ -1,7 +1,7 @@
 //! `mw broker`: one process hosting the queue manager, the event bus and a registry, all
 //! as mw services on one listening address.
 //!
-//! Each part contributes its services to one [`ServerBuilder`]; [`services`] opens the
+//! Each part contributes its services to one [`ServerBuilder`]; [`open`] opens the
 //! data directory and assembles them.
 
 use std::path::PathBuf;

@@ -4,10 +4,11 @@
 //! [`service`] for what it accepts and generates.
 //!
 //! The implementation is split in three steps (STYLE.md section 7):
-//! [`parse`](crate::parse) validates the attribute and the trait into a
-//! [`model`](crate::model), and [`expand`](crate::expand) turns the model into
-//! code. Errors are collected and reported on the offending tokens; on failure
+//! `parse.rs` validates the attribute and the trait into a `model.rs`, and
+//! `expand.rs` turns the model into code. Errors are collected and reported on the offending tokens; on failure
 //! the original trait is still emitted next to the `compile_error!`s.
+
+#![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 

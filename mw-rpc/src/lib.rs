@@ -1,6 +1,6 @@
 //! mw-rpc: remote procedure calls over the mw-core transport.
 //!
-//! Annotate a trait with [`service`] to get a typed client (`XxxClient`) and a server
+//! Annotate a trait with [`service`](macro@service) to get a typed client (`XxxClient`) and a server
 //! dispatcher (`XxxServer`); host dispatchers in a [`Server`]; call them through a
 //! [`Channel`].
 //!
