@@ -13,10 +13,12 @@
 //! 2. **Confirmed sends**: a broker child process (`mw-bench serve queue-broker`, which
 //!    runs `mw::broker::open` exactly as `mw broker` does, with `--fsync always|never`)
 //!    and, from this process over 127.0.0.1, producers of 100-byte messages with
-//!    [`RemoteQueue::send`] (returns once durable at the broker) and one consumer that
+//!    [`RemoteQueue::send`](mw_queue::remote::RemoteQueue::send) (returns once durable at the broker) and one consumer that
 //!    acks every delivery. Producer shapes: 1 connection x 1 send in flight (the bare
-//!    confirm latency), 1 x 64 and 8 x 64 (64 concurrent send loops per connection, as
-//!    an application pipelining its sends would). The consumer uses prefetch 2,048 and
+//!    confirm latency), 8 x 1 (8 producers each awaiting every confirm: the p99 target is
+//!    judged here), 1 x 64 and 8 x 64 (64 concurrent send loops per connection, as an
+//!    application pipelining its sends would: the throughput and messages-per-fsync
+//!    targets are judged on the most loaded shape). The consumer uses prefetch 2,048 and
 //!    keeps up to 512 acks in flight. After a warm-up, one window of `--seconds` is
 //!    measured: confirmed msgs/s, confirm latency (hdrhistogram), consumer acks/s, and
 //!    the broker's [`LogStats`](mw_queue::LogStats) over the window, asked over the
@@ -717,7 +719,7 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     let rt = child::runtime()?;
     let mut series = Vec::new();
     let shapes = if args.shape.is_empty() {
-        vec![(1usize, 1usize), (1, args.window), (8, args.window)]
+        vec![(1usize, 1usize), (8, 1), (1, args.window), (8, args.window)]
     } else {
         args.shape.clone()
     };
@@ -792,12 +794,21 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
             loaded.msgs_per_fsync,
             TARGET_PER_FSYNC,
         ));
+    }
+    // Latency is judged where producers wait for their confirms (8 producers, one send
+    // each in flight): with 512 sends outstanding, queueing alone (Little's law: 512 /
+    // 100k/s = 5 ms) exceeds any per-message bound, whatever the middleware does.
+    let waiting = series
+        .iter()
+        .filter(|s| s.fsync == "always" && s.window == 1)
+        .max_by_key(|s| s.producers);
+    if let Some(w) = waiting {
         targets.push(Target::at_most(
             format!(
-                "p99 confirm <= 2 x fsync p50 + 1 ms = {latency_target_us:.0} µs (always {})",
-                loaded.workload()
+                "p99 confirm <= 2 x fsync p50 + 1 ms = {latency_target_us:.0} µs (always {}, producers awaiting each confirm)",
+                w.workload()
             ),
-            loaded.send.p99_us,
+            w.send.p99_us,
             latency_target_us,
         ));
     }
