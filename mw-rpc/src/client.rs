@@ -288,7 +288,10 @@ async fn keepalive(conn: std::sync::Weak<Conn>, every: Duration) {
         }
         // Do not keep the connection alive ourselves while waiting.
         drop(c);
-        let answered = matches!(tokio::time::timeout(every, rx).await, Ok(Ok(Ok(_))));
+        let answered = matches!(
+            tokio::time::timeout(every, rx).await,
+            Ok(Ok(Ok((FrameKind::Pong, _))))
+        );
         let Some(c) = conn.upgrade() else { return };
         if !answered {
             c.forget(id);
@@ -689,9 +692,13 @@ impl Channel {
             _slot: None,
         };
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(_))) => {
+            Ok(Ok(Ok((FrameKind::Pong, _)))) => {
                 guard.done = true;
                 Ok(start.elapsed())
+            }
+            Ok(Ok(Ok((kind, _)))) => {
+                guard.done = true;
+                Err(RpcError::Protocol(format!("{kind:?} in answer to a ping")))
             }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(RpcError::Disconnected),

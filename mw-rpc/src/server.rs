@@ -316,6 +316,9 @@ struct CallState {
     abort: Option<AbortHandle>,
     /// Stream calls only: items the client has granted.
     credits: Option<Arc<Semaphore>>,
+    /// Whether the caller waits for a result (a `Request`): only such calls are told
+    /// when they are abandoned. One-way calls never get an `Error` after acceptance.
+    awaits_result: bool,
 }
 
 type InFlight = FuturesUnordered<BoxFuture<'static, (u64, Outcome)>>;
@@ -385,8 +388,10 @@ async fn serve_connection(
         tokio::select! {
             biased;
             _ = &mut hard_cancelled => {
-                for id in st.calls.keys() {
-                    st.error(*id, code::CANCELLED, "server shut down before the call finished");
+                for (id, call) in &st.calls {
+                    if call.awaits_result {
+                        st.error(*id, code::CANCELLED, "server shut down before the call finished");
+                    }
                 }
                 break;
             }
@@ -573,6 +578,7 @@ impl ConnState {
             CallState {
                 abort: None,
                 credits,
+                awaits_result: frame.kind == FrameKind::Request,
             },
         );
         // The deadline runs from arrival: time spent queued counts against it. A one-way
@@ -609,6 +615,12 @@ impl ConnState {
             deadline,
             mut handler,
         } = q;
+        // A call whose deadline passed while it waited in the queue is not run at all: the
+        // caller has given up, and running it would only waste the slot.
+        if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            self.finish(id, Outcome::DeadlineExceeded);
+            return;
+        }
         let mut ack_delivery = kind == FrameKind::Oneway && frame_flags & flags::ACK_DELIVERY != 0;
         // Fast path: most handlers finish on their first poll (no I/O, no waiting). Run it
         // now and answer at once, sparing the abort handle, the in-flight slot, the

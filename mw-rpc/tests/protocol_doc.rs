@@ -850,7 +850,6 @@ async fn calls_abandoned_at_the_end_of_the_drain_get_cancelled() {
 /// Bug (reported): the hard end of a drain sends CANCELLED to one-way calls without
 /// acknowledgement too, which must never get an Error frame.
 #[tokio::test]
-#[ignore = "bug in mw-rpc server: CANCELLED sent to unacknowledged one-way calls at the drain's hard end"]
 async fn unacknowledged_oneway_gets_no_cancelled_at_the_end_of_the_drain() {
     let config = ServerConfig {
         drain_timeout: Duration::from_millis(50),
@@ -1032,7 +1031,6 @@ async fn deadline_counts_time_spent_queued() {
 /// started, and a handler that completes on its first poll is answered with a Response
 /// instead of DEADLINE_EXCEEDED (the fast path does not look at the deadline).
 #[tokio::test]
-#[ignore = "bug in mw-rpc server: expired queued calls still run (fast path ignores the deadline)"]
 async fn call_whose_deadline_passed_in_the_queue_is_not_run() {
     let config = ServerConfig {
         max_in_flight: 1,
