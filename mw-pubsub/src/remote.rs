@@ -86,21 +86,8 @@ pub(crate) fn from_remote(e: RemoteError) -> PubSubError {
 
 /// Converts the error of a fallible `mw.pubsub` call.
 pub(crate) fn from_rpc(e: RpcError<RemoteError>) -> PubSubError {
-    let plain = match e {
-        RpcError::Application(r) => return from_remote(r),
-        RpcError::Timeout(d) => RpcError::Timeout(d),
-        RpcError::Disconnected => RpcError::Disconnected,
-        RpcError::Cancelled => RpcError::Cancelled,
-        RpcError::UnknownService(s) => RpcError::UnknownService(s),
-        RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),
-        RpcError::VersionMismatch(s) => RpcError::VersionMismatch(s),
-        RpcError::BadArguments(s) => RpcError::BadArguments(s),
-        RpcError::Protocol(s) => RpcError::Protocol(s),
-        RpcError::Overloaded(s) => RpcError::Overloaded(s),
-        RpcError::ShuttingDown => RpcError::ShuttingDown,
-        RpcError::Internal(s) => RpcError::Internal(s),
-        RpcError::Transport(t) => RpcError::Transport(t),
-        other => RpcError::Protocol(other.to_string()),
-    };
-    PubSubError::Rpc(plain)
+    match e.into_application() {
+        Ok(remote) => from_remote(remote),
+        Err(plain) => PubSubError::Rpc(plain),
+    }
 }

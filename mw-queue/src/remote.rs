@@ -59,3 +59,5 @@ pub use service::{
     QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PREFETCH,
 };
 pub use wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+
+pub(crate) use service::check_remote_name;

@@ -509,13 +509,28 @@ impl Channel {
         args: &A,
         decode: fn(Bytes) -> Result<T, RpcError<E>>,
     ) -> Result<ReplyHandle<T, E>, RpcError> {
+        self.awaiting(FrameKind::Request, 0, svc, method, args, decode)
+            .await
+    }
+
+    /// Sends a call whose answer is awaited (a `Request`, or a `Oneway` asking for an
+    /// acknowledgement) and returns the handle that awaits it under the deadline.
+    async fn awaiting<A: Serialize + ?Sized, T, E>(
+        &self,
+        kind: FrameKind,
+        frame_flags: u8,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+        decode: fn(Bytes) -> Result<T, RpcError<E>>,
+    ) -> Result<ReplyHandle<T, E>, RpcError> {
         let (tx, rx) = oneshot::channel();
         let timeout = self.timeout;
         let sleep = tokio::time::sleep(timeout);
         let (conn, id, slot) = self
             .send(
-                FrameKind::Request,
-                0,
+                kind,
+                frame_flags,
                 svc,
                 method,
                 args,
@@ -533,7 +548,11 @@ impl Channel {
             rx,
             sleep: Box::pin(sleep),
             timeout,
-            expect: FrameKind::Response,
+            expect: if kind == FrameKind::Request {
+                FrameKind::Response
+            } else {
+                FrameKind::Ack
+            },
             decode,
         })
     }
@@ -598,33 +617,16 @@ impl Channel {
                 .await?;
             return Ok(());
         }
-        let (tx, rx) = oneshot::channel();
-        let timeout = self.timeout;
-        let sleep = tokio::time::sleep(timeout);
-        let (conn, id, slot) = self
-            .send(
+        let handle: ReplyHandle<(), Infallible> = self
+            .awaiting(
                 FrameKind::Oneway,
                 frame_flags,
                 svc,
                 method,
                 args,
-                self.deadline_ms(),
-                Some(Slot::Reply(tx)),
+                |_| Ok(()),
             )
             .await?;
-        let handle: ReplyHandle<(), Infallible> = ReplyHandle {
-            guard: CallGuard {
-                conn,
-                id,
-                done: false,
-                _slot: slot,
-            },
-            rx,
-            sleep: Box::pin(sleep),
-            timeout,
-            expect: FrameKind::Ack,
-            decode: |_| Ok(()),
-        };
         handle.await
     }
 

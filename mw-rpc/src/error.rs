@@ -74,6 +74,29 @@ impl RpcError<Infallible> {
     }
 }
 
+impl<E> RpcError<E> {
+    /// Separates the method's own error from every other failure: `Ok(e)` for
+    /// [`RpcError::Application`], otherwise `Err` with the same failure as an
+    /// [`RpcError`] that holds no application error.
+    pub fn into_application(self) -> Result<E, RpcError> {
+        Err(match self {
+            RpcError::Application(e) => return Ok(e),
+            RpcError::Timeout(d) => RpcError::Timeout(d),
+            RpcError::Disconnected => RpcError::Disconnected,
+            RpcError::Cancelled => RpcError::Cancelled,
+            RpcError::UnknownService(s) => RpcError::UnknownService(s),
+            RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),
+            RpcError::VersionMismatch(s) => RpcError::VersionMismatch(s),
+            RpcError::BadArguments(s) => RpcError::BadArguments(s),
+            RpcError::Protocol(s) => RpcError::Protocol(s),
+            RpcError::Overloaded(s) => RpcError::Overloaded(s),
+            RpcError::ShuttingDown => RpcError::ShuttingDown,
+            RpcError::Internal(s) => RpcError::Internal(s),
+            RpcError::Transport(e) => RpcError::Transport(e),
+        })
+    }
+}
+
 /// Why the server could not run a call; travels to the client as an `Error` frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -13,6 +13,7 @@ use super::hop::{Connect, HopError, NextHop};
 use super::routing::Router;
 use crate::delivery::DeliveryTag;
 use crate::message::Message;
+use crate::remote::check_remote_name;
 use crate::remote::{
     BrokerStats, ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
     RemoteQueues, WireMessage, MAX_BATCH,
@@ -182,19 +183,6 @@ impl RoutingQueueService {
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router
-    }
-}
-
-/// The name rule of the `mw.queue` service (1 to 255 bytes, no whitespace or control
-/// characters), applied to routed queues before they are stored for forwarding.
-fn check_remote_name(name: &str) -> Result<(), QueueError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidQueueName(name.to_string()))
     }
 }
 
