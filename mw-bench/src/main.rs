@@ -10,6 +10,7 @@
 
 mod child;
 mod machine;
+mod peers;
 mod pubsub;
 mod queue;
 mod report;

@@ -10,6 +10,9 @@
 //!   and every subscriber are separate [`RemoteBus`] connections over 127.0.0.1 from this
 //!   process (so the figure includes client CPU on the same 2 cores, as in ANCHORS.md).
 //! - **embedded**: the same workload on an in-process [`Bus`], subscribers as tasks.
+//! - **redis**, **nats** (1->1 only): the same workload against a local `redis-server` /
+//!   `nats-server` child, when the program is on PATH (see [`crate::peers`]); otherwise the
+//!   bench prints a skip note. Neither is required.
 //!
 //! Every payload starts with the publish time (ns since a process-local origin) and a sequence
 //! number; each subscriber records publish-to-delivery latency for every event and counts
@@ -32,6 +35,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::child::{self, ChildServer};
+use crate::peers::{self, PeerServer};
 use crate::stats::{fmt_rate, fmt_us, histogram, Summary};
 use crate::Error;
 
@@ -41,7 +45,7 @@ pub const SERVE_TARGETS: &[&str] = &["pubsub-broker"];
 /// Most events the publisher may be ahead of the slowest subscriber.
 pub const WINDOW: u64 = 16_384;
 const BUFFER: usize = 65_536;
-const IDLE: Duration = Duration::from_secs(5);
+pub(crate) const IDLE: Duration = Duration::from_secs(5);
 
 /// Flags of `mw-bench pubsub`.
 #[derive(Debug, clap::Args)]
@@ -69,22 +73,35 @@ pub async fn serve(_target: &str, addr: &str) -> Result<(), Error> {
     Ok(())
 }
 
-struct Outcome {
-    system: &'static str,
-    subscribers: usize,
-    size: usize,
-    summary: Summary,
-    lost: u64,
+pub(crate) struct Outcome {
+    pub(crate) system: &'static str,
+    pub(crate) subscribers: usize,
+    pub(crate) size: usize,
+    pub(crate) summary: Summary,
+    pub(crate) lost: u64,
 }
 
 /// Progress shared between the publisher and the subscribers, for pacing.
-struct Progress {
-    received: Vec<AtomicU64>,
-    advanced: Notify,
+pub(crate) struct Progress {
+    pub(crate) received: Vec<AtomicU64>,
+    pub(crate) advanced: Notify,
 }
 
 impl Progress {
-    fn slowest(&self) -> u64 {
+    pub(crate) fn new(subscribers: usize) -> Progress {
+        Progress {
+            received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+            advanced: Notify::new(),
+        }
+    }
+
+    /// Records subscriber `i`'s progress (received + lost) and wakes the publisher.
+    pub(crate) fn advance(&self, i: usize, done: u64) {
+        self.received[i].store(done, Ordering::Release);
+        self.advanced.notify_waiters();
+    }
+
+    pub(crate) fn slowest(&self) -> u64 {
         self.received
             .iter()
             .map(|r| r.load(Ordering::Acquire))
@@ -93,7 +110,7 @@ impl Progress {
     }
 }
 
-fn payload(origin: Instant, seq: u64, size: usize) -> Bytes {
+pub(crate) fn payload(origin: Instant, seq: u64, size: usize) -> Bytes {
     let mut v = vec![0u8; size.max(16)];
     let ts = origin.elapsed().as_nanos() as u64;
     v[..8].copy_from_slice(&ts.to_le_bytes());
@@ -102,17 +119,33 @@ fn payload(origin: Instant, seq: u64, size: usize) -> Bytes {
 }
 
 /// What one subscriber saw.
-struct Seen {
-    hist: Histogram<u64>,
-    received: u64,
-    lost: u64,
-    last_at: Instant,
+pub(crate) struct Seen {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) received: u64,
+    pub(crate) lost: u64,
+    pub(crate) last_at: Instant,
+}
+
+impl Seen {
+    pub(crate) fn new() -> Seen {
+        Seen {
+            hist: histogram(),
+            received: 0,
+            lost: 0,
+            last_at: Instant::now(),
+        }
+    }
 }
 
 /// Per-subscriber bookkeeping of one event: latency, and a gap in sequence numbers as loss.
 fn account(origin: Instant, e: &Event, seen: &mut Seen, next: &mut u64) {
-    let ts = u64::from_le_bytes(e.payload[..8].try_into().expect("16-byte payload"));
-    let seq = u64::from_le_bytes(e.payload[8..16].try_into().expect("16-byte payload"));
+    account_bytes(origin, &e.payload, seen, next);
+}
+
+/// [`account`] for a raw payload (peers' messages).
+pub(crate) fn account_bytes(origin: Instant, payload: &[u8], seen: &mut Seen, next: &mut u64) {
+    let ts = u64::from_le_bytes(payload[..8].try_into().expect("16-byte payload"));
+    let seq = u64::from_le_bytes(payload[8..16].try_into().expect("16-byte payload"));
     let now = origin.elapsed().as_nanos() as u64;
     seen.hist.saturating_record(now.saturating_sub(ts).max(1));
     seen.lost += seq.saturating_sub(*next);
@@ -120,7 +153,7 @@ fn account(origin: Instant, e: &Event, seen: &mut Seen, next: &mut u64) {
     seen.received += 1;
 }
 
-async fn pace(progress: &Progress, sent: u64) {
+pub(crate) async fn pace(progress: &Progress, sent: u64) {
     while sent.saturating_sub(progress.slowest()) >= WINDOW {
         let notified = progress.advanced.notified();
         if sent.saturating_sub(progress.slowest()) < WINDOW {
@@ -138,10 +171,7 @@ async fn run_tcp(
     messages: u64,
 ) -> Result<Outcome, Error> {
     let origin = Instant::now();
-    let progress = Arc::new(Progress {
-        received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
-        advanced: Notify::new(),
-    });
+    let progress = Arc::new(Progress::new(subscribers));
     let opts = SubscribeOptions {
         buffer: BUFFER,
         policy: SlowConsumerPolicy::DropNewest,
@@ -153,12 +183,7 @@ async fn run_tcp(
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let _bus = bus;
-            let mut seen = Seen {
-                hist: histogram(),
-                received: 0,
-                lost: 0,
-                last_at: Instant::now(),
-            };
+            let mut seen = Seen::new();
             let mut next = 0;
             let mut buf = Vec::with_capacity(1024);
             while seen.received + seen.lost < messages {
@@ -172,9 +197,10 @@ async fn run_tcp(
                 for e in &buf {
                     account(origin, e, &mut seen, &mut next);
                 }
-                progress.received[i].store(seen.received + seen.lost, Ordering::Release);
-                progress.advanced.notify_waiters();
+                progress.advance(i, seen.received + seen.lost);
             }
+            // A subscriber that stopped early must not stall the paced publisher.
+            progress.advance(i, messages);
             seen.lost += sub.dropped().saturating_sub(seen.lost);
             seen.last_at = Instant::now();
             seen
@@ -198,10 +224,7 @@ async fn run_tcp(
 async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<Outcome, Error> {
     let origin = Instant::now();
     let bus = Bus::default();
-    let progress = Arc::new(Progress {
-        received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
-        advanced: Notify::new(),
-    });
+    let progress = Arc::new(Progress::new(subscribers));
     let opts = SubscribeOptions {
         buffer: BUFFER,
         policy: SlowConsumerPolicy::DropNewest,
@@ -211,12 +234,7 @@ async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<
         let mut sub = bus.subscribe("bench.feed", opts)?;
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seen = Seen {
-                hist: histogram(),
-                received: 0,
-                lost: 0,
-                last_at: Instant::now(),
-            };
+            let mut seen = Seen::new();
             let mut next = 0;
             let mut buf = Vec::with_capacity(1024);
             while seen.received + seen.lost < messages {
@@ -230,9 +248,10 @@ async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<
                 for e in &buf {
                     account(origin, e, &mut seen, &mut next);
                 }
-                progress.received[i].store(seen.received + seen.lost, Ordering::Release);
-                progress.advanced.notify_waiters();
+                progress.advance(i, seen.received + seen.lost);
             }
+            // A subscriber that stopped early must not stall the paced publisher.
+            progress.advance(i, messages);
             seen.lost += sub.dropped().saturating_sub(seen.lost);
             seen.last_at = Instant::now();
             seen
@@ -249,7 +268,7 @@ async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<
     collect("embedded", subscribers, size, messages, start, tasks).await
 }
 
-async fn collect(
+pub(crate) async fn collect(
     system: &'static str,
     subscribers: usize,
     size: usize,
@@ -304,11 +323,8 @@ pub fn run(args: &PubsubArgs) -> Result<(), Error> {
         }
     }
     drop(broker);
-    let redis_note = if which("redis-server") {
-        "redis-server is installed but not driven by this benchmark yet"
-    } else {
-        "redis-server / nats-server not installed: peers skipped (anchors: NATS 1.73M, redis 273k, mosquitto 136k msgs/s for 1->1 16 B)"
-    };
+    let (peer_outcomes, peer_notes) = run_peers(&rt, deliveries, args.json);
+    outcomes.extend(peer_outcomes);
     if args.json {
         for o in &outcomes {
             println!(
@@ -325,7 +341,9 @@ pub fn run(args: &PubsubArgs) -> Result<(), Error> {
                 })
             );
         }
-        println!("{}", json!({ "note": redis_note }));
+        for note in &peer_notes {
+            println!("{}", json!({ "note": note }));
+        }
         return Ok(());
     }
     println!(
@@ -346,7 +364,27 @@ pub fn run(args: &PubsubArgs) -> Result<(), Error> {
         );
     }
     println!("policy: buffer {BUFFER} DropNewest, publisher credit-paced to {WINDOW} events ahead of the slowest subscriber");
-    println!("{redis_note}");
+    for note in &peer_notes {
+        println!("{note}");
+    }
+    for peer in ["redis", "nats"] {
+        for size in [16usize, 256] {
+            let rate = |system: &str| {
+                outcomes
+                    .iter()
+                    .find(|o| o.system == system && o.subscribers == 1 && o.size == size)
+                    .map(|o| o.summary.ops_per_s)
+            };
+            if let (Some(mw), Some(other)) = (rate("tcp"), rate(peer)) {
+                println!(
+                    "mw tcp / {peer} 1->1 {size} B delivered/s: {:.2}x ({} vs {})",
+                    mw / other,
+                    fmt_rate(mw),
+                    fmt_rate(other)
+                );
+            }
+        }
+    }
     let target = outcomes
         .iter()
         .find(|o| o.system == "tcp" && o.subscribers == 1 && o.size == 16)
@@ -360,8 +398,69 @@ pub fn run(args: &PubsubArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-        .unwrap_or(false)
+/// The peers' 1->1 series, each when its server is on PATH and starts; otherwise a note.
+fn run_peers(
+    rt: &tokio::runtime::Runtime,
+    deliveries: u64,
+    quiet: bool,
+) -> (Vec<Outcome>, Vec<String>) {
+    const ANCHORS: &str =
+        "peer anchors: NATS 1.73M, redis 273k, mosquitto 136k msgs/s for 1->1 16 B";
+    let mut outcomes = Vec::new();
+    let mut notes = Vec::new();
+    let mut skipped = false;
+    for peer in ["redis", "nats"] {
+        let program = format!("{peer}-server");
+        if !peers::on_path(&program) {
+            notes.push(format!(
+                "{program} not installed: {peer} skipped (apt-get install {program})"
+            ));
+            skipped = true;
+            continue;
+        }
+        let server = match peer {
+            "redis" => PeerServer::redis(),
+            _ => PeerServer::nats(),
+        };
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                notes.push(format!("{program} did not start: {peer} skipped ({e})"));
+                continue;
+            }
+        };
+        for size in [16usize, 256] {
+            if !quiet {
+                eprintln!("  {peer} 1->1 {size} B: {deliveries} messages");
+            }
+            let outcome = rt.block_on(async {
+                match peer {
+                    "redis" => peers::run_redis(server.port(), size, deliveries).await,
+                    _ => peers::run_nats(server.port(), size, deliveries).await,
+                }
+            });
+            match outcome {
+                Ok(o) => outcomes.push(o),
+                Err(e) => notes.push(format!("{peer} 1->1 {size} B failed: {e}")),
+            }
+        }
+        drop(server);
+    }
+    if skipped {
+        notes.push(ANCHORS.to_string());
+    }
+    if !outcomes.is_empty() {
+        notes.push(format!(
+            "peers: local {} children, 1 publisher -> 1 subscriber, same payloads and {WINDOW}-event window; redis: pipelines of {} PUBLISH, {} in flight",
+            ["redis-server", "nats-server"]
+                .iter()
+                .filter(|p| peers::on_path(p))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" / "),
+            peers::REDIS_BATCH,
+            peers::REDIS_DEPTH
+        ));
+    }
+    (outcomes, notes)
 }
