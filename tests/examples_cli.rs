@@ -351,3 +351,39 @@ fn client_of_an_address_where_nothing_listens_says_so() {
         "message should name the address: {err}"
     );
 }
+
+/// The coke machine's tally must add up, embedded and through a real broker, and the
+/// bounded machine must be seen refusing a supplier that ignores the bound.
+#[test]
+fn coke_machine_tally_adds_up_embedded_and_through_a_broker() {
+    let check = |out: &[String]| {
+        let adds_up = out
+            .iter()
+            .find(|l| l.contains("supplied =") && l.contains("bought"))
+            .unwrap_or_else(|| panic!("no tally line in {out:?}"));
+        assert!(adds_up.ends_with("adds up"), "{adds_up}");
+        // "N supplied = B bought + L left": the arithmetic is the example's claim; check it.
+        let nums: Vec<u64> = adds_up
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert!(nums.len() >= 3, "{adds_up}");
+        assert_eq!(nums[0], nums[1] + nums[2], "{adds_up}");
+    };
+    let out = run_ok(example("coke_machine"), &[]);
+    check(&out);
+    assert!(
+        out.iter()
+            .any(|l| l.contains("refused") && l.contains("full")),
+        "the bounded machine refuses a supplier that ignores the bound: {out:?}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_string();
+    let mut broker = Proc::spawn(
+        mw_bin(),
+        &["broker", "--addr", "127.0.0.1:0", "--data", &data_arg],
+    );
+    let addr = broker.listening_addr();
+    check(&run_ok(example("coke_machine"), &["--broker", &addr]));
+}
