@@ -387,3 +387,41 @@ fn coke_machine_tally_adds_up_embedded_and_through_a_broker() {
     let addr = broker.listening_addr();
     check(&run_ok(example("coke_machine"), &["--broker", &addr]));
 }
+
+/// The sensor feed: a publisher process and a later subscriber process that never name
+/// each other; the retained temperature reaches the late subscriber at once.
+#[test]
+fn sensors_late_subscriber_gets_the_retained_reading() {
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_string();
+    let mut broker = Proc::spawn(
+        mw_bin(),
+        &["broker", "--addr", "127.0.0.1:0", "--data", &data_arg],
+    );
+    let addr = broker.listening_addr();
+    let published = run_ok(
+        example("sensors"),
+        &[
+            "publish",
+            "--broker",
+            &addr,
+            "--room",
+            "kitchen",
+            "--count",
+            "3",
+            "--interval-ms",
+            "1",
+        ],
+    );
+    assert!(!published.is_empty(), "the publisher reports what it sent");
+    let mut sub = Proc::spawn(
+        example("sensors"),
+        &["subscribe", "--broker", &addr, "sensors.*.temp"],
+    );
+    let first = sub.line();
+    assert!(first.starts_with("sensors.kitchen.temp: "), "{first}");
+    assert!(
+        first.contains("#2"),
+        "the last (retained) reading comes first: {first}"
+    );
+}
