@@ -223,6 +223,12 @@ pub fn spawn_writer(
     let handle = tokio::spawn(async move {
         let result = write_loop(write, &task_outbox).await;
         task_outbox.close();
+        if result.is_err() {
+            // Nothing queued can be sent any more: drop it, so that nobody waits on (or
+            // pauses reading for) bytes that will never drain.
+            task_outbox.lock().buf.clear();
+            task_outbox.shared.drained.notify_waiters();
+        }
         result
     });
     (outbox, handle)

@@ -144,9 +144,18 @@ where
     dst.put_u8(kind as u8);
     dst.put_u8(flags);
     dst.put_u64(id);
-    if let Err(e) = body(dst) {
-        dst.truncate(start);
-        return Err(e);
+    // A panicking body (a user's `Serialize`) must not leave a half-written frame in a
+    // buffer other producers share: roll back, then let the panic continue.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(dst))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            dst.truncate(start);
+            return Err(e);
+        }
+        Err(panic) => {
+            dst.truncate(start);
+            std::panic::resume_unwind(panic);
+        }
     }
     let len = dst.len() - start - LENGTH_LEN;
     if len > max_frame_len || len > u32::MAX as usize {
@@ -332,6 +341,21 @@ mod tests {
         assert!(matches!(c.decode(&mut b), Err(FrameError::Malformed(_))));
         let mut b = BytesMut::from(&[0, 0, 0, 10, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
         assert!(matches!(c.decode(&mut b), Err(FrameError::UnknownKind(99))));
+    }
+
+    #[test]
+    fn panicking_body_leaves_buffer_untouched() {
+        let mut b = BytesMut::from(&b"prefix"[..]);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = encode_with(&mut b, FrameKind::Request, 0, 1, 1024, |b| {
+                b.extend_from_slice(b"half");
+                panic!("user Serialize panicked");
+                #[allow(unreachable_code)]
+                Ok::<_, FrameError>(())
+            });
+        }));
+        assert!(r.is_err());
+        assert_eq!(&b[..], b"prefix");
     }
 
     #[test]

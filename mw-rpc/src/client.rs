@@ -244,6 +244,8 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
                     // means the server ignored flow control.
                     if tx.try_send(StreamMsg::Item(frame.body)).is_err() {
                         if let Some(Slot::Stream(tx)) = pending.remove(&frame.id) {
+                            // Stop the server's side too: nobody will grant it credit.
+                            let _ = conn.outbox.push(FrameKind::Cancel, 0, frame.id, &[]);
                             let _ = tx.try_send(StreamMsg::Err(RpcError::Protocol(
                                 "server sent stream items beyond its credit".into(),
                             )));

@@ -403,7 +403,13 @@ async fn serve_connection(
                 st.finish(id, outcome);
                 st.start_queued();
             }
-            _ = st.outbox.ready(), if reading && !room => {}
+            ready = st.outbox.ready(), if reading && !room => {
+                if ready.is_err() {
+                    // The writer failed (peer gone): nothing more can be sent, and the
+                    // reader may never be polled again; end the connection.
+                    break;
+                }
+            }
             next = reader.next(), if reading && room => match next {
                 Some(Ok(frame)) => st.on_frame(frame),
                 Some(Err(e)) => {
@@ -428,7 +434,19 @@ async fn serve_connection(
         }
     }
     st.outbox.close();
-    let _ = writer.await;
+    // Flush what is queued, but never wait past the hard deadline for a peer that does
+    // not read (or has gone silent): then the writer is abandoned.
+    tokio::pin!(writer);
+    tokio::select! {
+        biased;
+        _ = &mut writer => {}
+        _ = &mut hard_cancelled => {
+            // A short grace so that errors just queued (CANCELLED) can still leave.
+            if tokio::time::timeout(Duration::from_millis(100), &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+    }
     result
 }
 
