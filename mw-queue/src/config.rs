@@ -50,7 +50,8 @@ pub struct Config {
     /// A segment is closed and a new one started once it would grow past this many
     /// bytes. Larger segments mean fewer files and fsyncs of directory entries;
     /// smaller ones free disk sooner, since a segment is deleted only when nothing in
-    /// it (and in the segments before it) is live. Default: 64 MiB.
+    /// it (and in the segments before it) is live. Default: 64 MiB; values are clamped
+    /// to 1 KiB ..= 4 GiB − 1 (offsets inside a segment are 32-bit).
     pub segment_size: u64,
     /// How long a delivery stays invisible to other consumers before it is
     /// redelivered unless acked, nacked or extended. Default: 30 s.

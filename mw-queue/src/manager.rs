@@ -136,8 +136,9 @@ impl QueueManager {
         };
         let log_config = LogConfig {
             fsync: config.fsync,
-            // A segment must hold at least one record of the largest allowed size.
-            segment_size: config.segment_size.max(HEADER_LEN + 1024),
+            // At least a header and a small record; at most what u32 offsets can address
+            // (record positions inside a segment are stored as u32).
+            segment_size: config.segment_size.clamp(HEADER_LEN + 1024, u32::MAX as u64),
         };
         let clock = config.clock.clone();
         let state = State::new(limits, scheduler.clone());

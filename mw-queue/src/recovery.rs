@@ -191,6 +191,21 @@ pub(crate) fn scan(
                         }
                         Frame::Valid { .. } => unreachable!("handled above"),
                     };
+                    // A damaged length can make a record in the middle look like a torn
+                    // tail. A torn tail is the end of the log: if any intact, newer record
+                    // follows, what we found is corruption, and truncating would silently
+                    // drop acknowledged records.
+                    let torn = match torn {
+                        Ok(()) => match newer_record_after(&rest[1..], last_seq) {
+                            Some(at) => Err(format!(
+                                "{} followed by an intact record at offset {}",
+                                describe(&bad),
+                                pos + 1 + at
+                            )),
+                            None => Ok(()),
+                        },
+                        e => e,
+                    };
                     match torn {
                         Err(reason) => return Err(Error::corrupt(&path, pos as u64, reason)),
                         Ok(()) if !is_last => {
@@ -266,6 +281,19 @@ fn rewrite_header(path: &Path, first_seq: u64) -> Result<()> {
     f.write_all(&segment::encode_header(first_seq))
         .map_err(|e| Error::io("write", path, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+/// The offset in `bytes` of the first intact record (valid length and CRC, decodable)
+/// whose sequence number is above `last_seq`, if any. Used only on the error path of
+/// recovery, so a byte-by-byte search is acceptable.
+fn newer_record_after(bytes: &[u8], last_seq: Option<u64>) -> Option<usize> {
+    (0..bytes.len()).find(|&at| match segment::parse_frame(&bytes[at..]) {
+        Frame::Valid { payload, .. } => match record::decode(payload) {
+            Ok((seq, _)) => last_seq.is_none_or(|prev| seq > prev),
+            Err(_) => false,
+        },
+        _ => false,
+    })
 }
 
 #[cfg(test)]

@@ -375,3 +375,51 @@ async fn interval_policy_defers_fsync_and_close_syncs() {
     assert_eq!(s.fsyncs, before.fsyncs + 1);
     assert_eq!(s.synced_records, before.synced_records + 10);
 }
+
+/// A damaged length field in the middle of the last segment must be reported as
+/// corruption, not mistaken for a torn tail (which would truncate the acknowledged records
+/// after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_length_mid_segment_is_corruption_not_a_torn_tail() {
+    for (name, new_len) in [
+        ("past the end of the file", 60u32 << 20),
+        ("within the file", 64),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let qm = open(dir.path(), cfg()).await;
+            for i in 0..10 {
+                qm.queue("q")
+                    .send(Message::new(format!("body-{i:04}")))
+                    .await
+                    .unwrap();
+            }
+            qm.close().await.unwrap();
+        }
+        let seg = segments(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        // Walk the frames ([len u32 LE][crc u32 LE][payload]) after the 24-byte header and
+        // damage the length of the fifth.
+        let mut at = 24usize;
+        for _ in 0..4 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at += 8 + len;
+        }
+        bytes[at..at + 4].copy_from_slice(&new_len.to_le_bytes());
+        std::fs::write(&seg, &bytes).unwrap();
+
+        match QueueManager::open(dir.path(), cfg()).await {
+            Err(Error::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, seg, "{name}");
+                assert_eq!(offset as usize, at, "{name}: the damaged frame's offset");
+            }
+            Err(other) => panic!("{name}: expected corruption, got {other}"),
+            Ok(_) => panic!("{name}: opened by truncating acknowledged records"),
+        }
+        assert_eq!(
+            std::fs::read(&seg).unwrap().len(),
+            bytes.len(),
+            "{name}: nothing truncated"
+        );
+    }
+}
