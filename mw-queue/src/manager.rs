@@ -138,7 +138,9 @@ impl QueueManager {
             fsync: config.fsync,
             // At least a header and a small record; at most what u32 offsets can address
             // (record positions inside a segment are stored as u32).
-            segment_size: config.segment_size.clamp(HEADER_LEN + 1024, u32::MAX as u64),
+            segment_size: config
+                .segment_size
+                .clamp(HEADER_LEN + 1024, u32::MAX as u64),
         };
         let clock = config.clock.clone();
         let state = State::new(limits, scheduler.clone());
