@@ -6,36 +6,18 @@
 mod queue_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use mw::queue::remote::RemoteQueues;
 use mw::queue::{ConsumerOptions, Message, MessageId};
-use queue_support::{lines_of, start_broker, Proc, MW, WAIT};
+use queue_support::{start_broker, start_broker_with, Proc, WAIT};
 
-/// Starts `mw broker --addr ADDR --data DIR --route ROUTE...`; returns it once it
-/// printed `listening on ...`, with the address it printed.
+/// Starts `mw broker --addr ADDR --data DIR --route ROUTE...`.
 fn start_router(dir: &Path, addr: &str, routes: &[String]) -> (Proc, String) {
-    let mut cmd = Command::new(MW);
-    cmd.args(["broker", "--addr", addr, "--data"]).arg(dir);
-    for r in routes {
-        cmd.args(["--route", r]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mw broker starts");
-    let out = lines_of(child.stdout.take().unwrap());
-    let proc = Proc(child);
-    let line = out
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("mw broker printed nothing within {WAIT:?}"));
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (proc, addr)
+    let args: Vec<String> = routes
+        .iter()
+        .flat_map(|r| ["--route".to_string(), r.clone()])
+        .collect();
+    start_broker_with(dir, addr, &args)
 }
 
 #[tokio::test]

@@ -47,9 +47,16 @@ pub fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// Starts `mw broker --addr 127.0.0.1:0 --data DIR` and returns it with the address from
 /// its `listening on ADDR` line.
 pub fn start_broker(dir: &Path) -> (Proc, String) {
+    start_broker_with(dir, "127.0.0.1:0", &[])
+}
+
+/// Starts `mw broker --addr ADDR --data DIR EXTRA...` and returns it once it printed
+/// `listening on ...`, with the address it printed.
+pub fn start_broker_with(dir: &Path, addr: &str, extra: &[String]) -> (Proc, String) {
     let mut child = Command::new(MW)
-        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .args(["broker", "--addr", addr, "--data"])
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
