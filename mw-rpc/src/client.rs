@@ -125,6 +125,12 @@ impl Conn {
         }
     }
 
+    /// No new calls can use this connection: the reader ended, the server said GoAway, or
+    /// the writer failed (a peer that half-closed may not have been noticed by the reader).
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire) || self.outbox.is_closed()
+    }
+
     /// Removes a call's slot (keeping the writer's in-flight hint current).
     fn take(&self, id: u64) -> Option<Slot> {
         let (slot, n) = {
@@ -375,7 +381,7 @@ impl Channel {
 
     /// Whether the connection is known to be broken (or the server said it is going away).
     pub fn is_closed(&self) -> bool {
-        self.current().dead.load(Ordering::Acquire)
+        self.current().is_dead()
     }
 
     fn current(&self) -> Arc<Conn> {
@@ -388,7 +394,7 @@ impl Channel {
 
     async fn conn(&self) -> Result<Arc<Conn>, RpcError> {
         let conn = self.current();
-        if !conn.dead.load(Ordering::Acquire) {
+        if !conn.is_dead() {
             return Ok(conn);
         }
         if !self.shared.config.reconnect {
@@ -396,7 +402,7 @@ impl Channel {
         }
         let _one_at_a_time = self.shared.reconnecting.lock().await;
         let conn = self.current();
-        if !conn.dead.load(Ordering::Acquire) {
+        if !conn.is_dead() {
             return Ok(conn);
         }
         let fresh = open(&self.shared.addr, &self.shared.config).await?;
