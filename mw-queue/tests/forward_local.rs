@@ -194,3 +194,24 @@ async fn outbox_sends_while_the_broker_is_away_and_delivers_after_a_client_resta
     assert_eq!(drain(&broker, "orders", 25).await, want);
     assert_eq!(outbox.stats().pending, 0);
 }
+
+#[tokio::test]
+async fn a_routed_batch_is_stored_and_forwarded_in_order() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (src, dst) = (open(a.path()).await, open(b.path()).await);
+    let hop = Switch::new(Arc::new(dst.clone()), true);
+    let router = Router::start(src.clone(), table("orders.*=dst"), to(&hop), fast());
+
+    // Large enough that per-message sends joined together would not keep their order.
+    let sent = bodies("b", 1000);
+    let results = router
+        .send_batch(
+            "orders.eu",
+            sent.iter().map(|b| Message::new(b.clone())).collect(),
+        )
+        .await;
+    assert_eq!(results.len(), 1000);
+    assert!(results.iter().all(Result::is_ok));
+    bounded("drained", router.drained()).await.unwrap();
+    assert_eq!(drain(&dst, "orders.eu", 1000).await, sent);
+}

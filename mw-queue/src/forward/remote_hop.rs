@@ -211,13 +211,12 @@ impl QueueService for RoutingQueueService {
                 messages.len()
             )));
         }
-        // Polled in order before any waits for the disk: one group commit, order kept.
-        let sends = messages.into_iter().map(|m| {
-            let router = self.router.clone();
-            let queue = queue.clone();
-            async move { router.send(&queue, Message::from(m)).await }
-        });
-        Ok(futures::future::join_all(sends)
+        let messages = messages.into_iter().map(Message::from).collect();
+        // In order and in one group commit, like a local batch (not one send per message,
+        // whose enqueue order a join would not keep).
+        Ok(self
+            .router
+            .send_batch(&queue, messages)
             .await
             .into_iter()
             .map(|r| r.map(|id| id.0).map_err(QueueError::from))

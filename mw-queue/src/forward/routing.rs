@@ -387,6 +387,29 @@ impl Router {
         }
     }
 
+    /// Sends many messages to `queue` at once: in order, in one group commit, to the local
+    /// queue or (routed) to its hop's transmission queue. One result per message, in order.
+    pub async fn send_batch(&self, queue: &str, msgs: Vec<Message>) -> Vec<Result<MessageId>> {
+        if let Err(e) = check_name(queue) {
+            return msgs.iter().map(|_| Err(e.clone())).collect();
+        }
+        match self.inner.table.lookup(queue) {
+            None => self.inner.qm.queue(queue).send_batch(msgs).await,
+            Some(hop) => {
+                let now = envelope::now_ms();
+                let wrapped = msgs
+                    .into_iter()
+                    .map(|m| envelope::wrap(queue, m, now))
+                    .collect();
+                self.inner
+                    .qm
+                    .queue(&xmit_queue(hop))
+                    .send_batch(wrapped)
+                    .await
+            }
+        }
+    }
+
     /// Every hop with its transmission queue and forwarder counters, by address.
     pub fn hops(&self) -> Vec<HopStatus> {
         let fw = self
