@@ -775,6 +775,20 @@ impl State {
         }
     }
 
+    /// Takes the delivery named by `tag` out of flight (its consumer's credit is freed and
+    /// waiting consumers are woken); a stale or unknown tag is `DeliveryNotFound`.
+    fn end_delivery(&mut self, queue: &Arc<str>, tag: DeliveryTag) -> Result<Meta> {
+        let q = self
+            .queues
+            .get_mut(&**queue)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        let meta = q
+            .take_in_flight(tag)
+            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
+        q.notify.notify_waiters();
+        Ok(meta)
+    }
+
     /// Settles an in-flight delivery for good (ack, or expiry found at delivery).
     pub(crate) fn settle(
         &mut self,
@@ -782,13 +796,7 @@ impl State {
         tag: DeliveryTag,
         reason: SettleReason,
     ) -> Result<oneshot::Receiver<Result<()>>> {
-        let q = self
-            .queues
-            .get_mut(&**queue)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        q.take_in_flight(tag)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        q.notify.notify_waiters();
+        self.end_delivery(queue, tag)?;
         let rx = self.record(
             Record::Settle {
                 queue: queue.clone(),
@@ -866,14 +874,7 @@ impl State {
         delay_ms: Option<u64>,
         now: u64,
     ) -> Result<oneshot::Receiver<Result<()>>> {
-        let q = self
-            .queues
-            .get_mut(&**queue)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        let meta = q
-            .take_in_flight(tag)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        q.notify.notify_waiters();
+        let meta = self.end_delivery(queue, tag)?;
         if self.exhausted(queue, &meta) {
             return Ok(self
                 .dead_letter(queue, tag.lsn, meta, true)
@@ -908,14 +909,7 @@ impl State {
         queue: &Arc<str>,
         tag: DeliveryTag,
     ) -> Result<oneshot::Receiver<Result<()>>> {
-        let q = self
-            .queues
-            .get_mut(&**queue)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        let meta = q
-            .take_in_flight(tag)
-            .ok_or_else(|| Self::not_in_flight(queue, tag))?;
-        q.notify.notify_waiters();
+        let meta = self.end_delivery(queue, tag)?;
         Ok(self
             .dead_letter(queue, tag.lsn, meta, true)
             .expect("waiter"))
