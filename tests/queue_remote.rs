@@ -611,3 +611,34 @@ fn cli_errors_are_one_plain_line_and_a_failure_code() {
     assert!(!out.status.success());
     assert_eq!(out.stderr, ["mw: invalid queue name \"bad name\""]);
 }
+
+/// A remote client may send any u64 of milliseconds: `u64::MAX` as TTL, send delay,
+/// nack delay or visibility extension means "never", and the broker keeps serving
+/// (before the fix, nack and extend panicked while holding the state lock and poisoned
+/// it for every later operation).
+#[tokio::test]
+async fn absurd_remote_durations_saturate_and_the_broker_keeps_serving() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let q = remote.queue("absurd");
+    q.send(Message::new("ttl").with_ttl(Duration::MAX))
+        .await
+        .unwrap();
+    q.send(Message::new("delay").with_delay(Duration::MAX))
+        .await
+        .unwrap();
+    let mut c = q.consumer(opts(10)).await.unwrap();
+    let d = within("ttl message", c.recv()).await.unwrap();
+    assert_eq!(&d.body()[..], b"ttl", "an absurd TTL did not expire it");
+    d.extend_visibility(Duration::MAX).await.unwrap();
+    d.nack(Some(Duration::MAX)).await.unwrap();
+    let stats = broker.queues.stats("absurd");
+    assert_eq!((stats.delayed, stats.in_flight), (2, 0));
+    // Still serving: a plain message goes through on the same queue.
+    q.send(Message::new("plain")).await.unwrap();
+    let d = within("plain message", c.recv()).await.unwrap();
+    assert_eq!(&d.body()[..], b"plain");
+    d.ack().await.unwrap();
+    drop(c);
+    broker.stop().await;
+}

@@ -13,6 +13,7 @@ mod machine;
 mod peers;
 mod pubsub;
 mod queue;
+mod recovery;
 mod report;
 mod rpc;
 mod stats;
@@ -40,6 +41,8 @@ enum Command {
     Pubsub(pubsub::PubsubArgs),
     /// Queues: fsync floor, confirmed sends to a broker child (group commit), RSS under backlog.
     Queue(queue::QueueArgs),
+    /// Queue recovery: open time on adversarial segments of 1-64 MiB (must grow linearly).
+    Recovery(recovery::RecoveryArgs),
     /// Internal: run one benchmark server until killed (started by the parent).
     #[command(hide = true)]
     Serve {
@@ -63,6 +66,7 @@ fn main() {
         Command::Rpc(args) => rpc::run(&args),
         Command::Pubsub(args) => pubsub::run(&args),
         Command::Queue(args) => queue::run(&args),
+        Command::Recovery(args) => recovery::run(&args),
         Command::Serve {
             target,
             addr,

@@ -32,10 +32,19 @@ enum Inner {
     },
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` ("never") instead of wrapping.
+///
+/// Every duration that comes from outside (a TTL, a delay, a visibility extension sent
+/// by a remote client) goes through this and then `saturating_add`, so an absurd
+/// duration means "as late as representable", never "at once" or a panic.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(millis)
         .unwrap_or(0)
 }
 
@@ -71,7 +80,7 @@ impl Clock {
     /// Now, in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         match &*self.inner {
-            Inner::System { base_ms, base } => base_ms + base.elapsed().as_millis() as u64,
+            Inner::System { base_ms, base } => base_ms.saturating_add(millis(base.elapsed())),
             Inner::Manual { now_ms, .. } => now_ms.load(Ordering::SeqCst),
         }
     }

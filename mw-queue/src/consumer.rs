@@ -237,7 +237,7 @@ async fn fetch(
     notify: Arc<Notify>,
     options: ConsumerOptions,
 ) -> Result<Vec<Delivery>> {
-    let visibility = options.visibility_timeout.map(|d| d.as_millis() as u64);
+    let visibility = options.visibility_timeout.map(crate::clock::millis);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);

@@ -580,7 +580,7 @@ impl State {
         }
         q.pending_sends += 1;
         if header.producer_id {
-            let until = header.timestamp_ms + self.limits.dedup_window_ms;
+            let until = header.timestamp_ms.saturating_add(self.limits.dedup_window_ms);
             self.dedup.insert(
                 header.id,
                 DedupEntry {
@@ -651,7 +651,7 @@ impl State {
         }
         let default_vis = self.limits.visibility_ms;
         let vis = visibility_ms.unwrap_or(default_vis);
-        let deadline = now + vis;
+        let deadline = now.saturating_add(vis);
         let q = self
             .queues
             .get_mut(&**queue)
@@ -883,9 +883,10 @@ impl State {
         let q = self.queues.get_mut(&**queue).expect("exists");
         let not_before = match delay_ms {
             Some(d) if d > 0 => {
-                q.insert_delayed(tag.lsn, now + d, meta);
-                self.wake_scheduler_for(now + d);
-                now + d
+                let due = now.saturating_add(d);
+                q.insert_delayed(tag.lsn, due, meta);
+                self.wake_scheduler_for(due);
+                due
             }
             _ => {
                 q.retry.insert(tag.lsn, meta);
@@ -929,10 +930,11 @@ impl State {
             .ok_or_else(|| Self::not_in_flight(queue, tag))?;
         match q.in_flight.get_mut(&tag.lsn) {
             Some(f) if f.meta.deliveries == tag.delivery => {
-                f.deadline_ms = now + by_ms;
-                q.other_timeouts.push(Reverse((now + by_ms, tag.lsn)));
+                let deadline = now.saturating_add(by_ms);
+                f.deadline_ms = deadline;
+                q.other_timeouts.push(Reverse((deadline, tag.lsn)));
                 q.trim_timeouts();
-                self.wake_scheduler_for(now + by_ms);
+                self.wake_scheduler_for(deadline);
                 Ok(())
             }
             _ => Err(Self::not_in_flight(queue, tag)),
@@ -1102,7 +1104,7 @@ impl State {
                     if header.producer_id {
                         seg.dedup_until_ms = seg
                             .dedup_until_ms
-                            .max(header.timestamp_ms + self.limits.dedup_window_ms);
+                            .max(header.timestamp_ms.saturating_add(self.limits.dedup_window_ms));
                         if let Some(e) = self.dedup.get_mut(&header.id) {
                             for w in e.waiters.take().into_iter().flatten() {
                                 let _ = w.send(true);
@@ -1263,7 +1265,7 @@ impl State {
                 let seg = self.segs.entry(loc.segment).or_default();
                 seg.live += 1;
                 if header.producer_id {
-                    let until = header.timestamp_ms + self.limits.dedup_window_ms;
+                    let until = header.timestamp_ms.saturating_add(self.limits.dedup_window_ms);
                     seg.dedup_until_ms = seg.dedup_until_ms.max(until);
                     if until > now {
                         self.dedup.insert(

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog::{self, DirReader, RefillJob};
-use crate::clock::Clock;
+use crate::clock::{millis, Clock};
 use crate::config::Config;
 use crate::delivery::DeliveryTag;
 use crate::error::{Error, Result};
@@ -126,10 +126,10 @@ impl QueueManager {
         let dir = dir.as_ref().to_path_buf();
         let scheduler = Arc::new(Notify::new());
         let limits = Limits {
-            visibility_ms: config.visibility_timeout.as_millis() as u64,
+            visibility_ms: millis(config.visibility_timeout),
             max_attempts: config.max_attempts,
             dlq_suffix: config.dead_letter_suffix.clone(),
-            dedup_window_ms: config.dedup_window.as_millis() as u64,
+            dedup_window_ms: millis(config.dedup_window),
             max_queue_len: config.max_queue_len,
             cache_budget: config.body_cache_bytes,
             ready_head: config.ready_head.max(1),
@@ -334,8 +334,10 @@ impl Shared {
             id: id.0,
             producer_id: msg.id.is_some(),
             timestamp_ms: now,
-            expires_at_ms: msg.ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1)),
-            not_before_ms: msg.delay.map_or(0, |d| now + d.as_millis() as u64),
+            expires_at_ms: msg
+                .ttl
+                .map_or(0, |t| now.saturating_add(millis(t).max(1))),
+            not_before_ms: msg.delay.map_or(0, |d| now.saturating_add(millis(d))),
         }
     }
 
@@ -458,7 +460,7 @@ impl Shared {
         let rx = {
             let now = self.now_ms();
             let mut st = lock(&self.state);
-            let r = st.nack(queue, tag, delay.map(|d| d.as_millis() as u64), now);
+            let r = st.nack(queue, tag, delay.map(millis), now);
             st.flush(&self.log);
             r
         };
@@ -482,7 +484,7 @@ impl Shared {
         by: Duration,
     ) -> Result<()> {
         let now = self.now_ms();
-        lock(&self.state).extend(queue, tag, by.as_millis() as u64, now)
+        lock(&self.state).extend(queue, tag, millis(by), now)
     }
 
     /// Starts reading spilled messages of `job.queue` back on the blocking pool; the

@@ -19,6 +19,16 @@ pub(crate) const KIND_NACK: u8 = 4;
 /// Kind byte of a `MOVE` record.
 pub(crate) const KIND_MOVE: u8 = 5;
 
+/// Latest plausible `ENQUEUE` timestamp (the last millisecond of the year 9999). A
+/// record whose CRC is valid but whose timestamp is later is corruption, reported with
+/// file and offset, not arithmetic that overflows during recovery.
+pub(crate) const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
+/// Whether `kind` is the kind byte of a record this version writes.
+pub(crate) fn is_known_kind(kind: u8) -> bool {
+    (KIND_ENQUEUE..=KIND_MOVE).contains(&kind)
+}
+
 /// Flag bit in `ENQUEUE`: the id was chosen by the producer (so it enters the dedup window).
 pub(crate) const FLAG_PRODUCER_ID: u8 = 1;
 
@@ -254,6 +264,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(u64, RecordView<'_>), &'static s
             let flags = c.u8().ok_or(short)?;
             let id = c.u128().ok_or(short)?;
             let timestamp_ms = c.u64().ok_or(short)?;
+            if timestamp_ms > MAX_TIMESTAMP_MS {
+                // Written by `now`, so this can only be damage that kept a valid CRC.
+                return Err("enqueue timestamp past the year 9999");
+            }
             let expires_at_ms = c.u64().ok_or(short)?;
             let not_before_ms = c.u64().ok_or(short)?;
             let queue = c.name().ok_or("bad queue name")?;

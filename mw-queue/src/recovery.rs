@@ -197,12 +197,17 @@ pub(crate) fn scan(
                     // drop acknowledged records.
                     let torn = match torn {
                         Ok(()) => match newer_record_after(&rest[1..], last_seq) {
-                            Some(at) => Err(format!(
+                            After::Record(at) => Err(format!(
                                 "{} followed by an intact record at offset {}",
                                 describe(&bad),
                                 pos + 1 + at
                             )),
-                            None => Ok(()),
+                            After::TooManyCandidates => Err(format!(
+                                "{} followed by {} bytes too record-like to rule out intact records",
+                                describe(&bad),
+                                rest.len() - 1
+                            )),
+                            After::Nothing => Ok(()),
                         },
                         e => e,
                     };
@@ -283,17 +288,59 @@ fn rewrite_header(path: &Path, first_seq: u64) -> Result<()> {
     f.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
-/// The offset in `bytes` of the first intact record (valid length and CRC, decodable)
-/// whose sequence number is above `last_seq`, if any. Used only on the error path of
-/// recovery, so a byte-by-byte search is acceptable.
-fn newer_record_after(bytes: &[u8], last_seq: Option<u64>) -> Option<usize> {
-    (0..bytes.len()).find(|&at| match segment::parse_frame(&bytes[at..]) {
-        Frame::Valid { payload, .. } => match record::decode(payload) {
-            Ok((seq, _)) => last_seq.is_none_or(|prev| seq > prev),
-            Err(_) => false,
-        },
-        _ => false,
-    })
+/// What the search for an intact record after a damaged one found.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// No intact, newer record: the damage is a torn tail.
+    Nothing,
+    /// An intact record with a newer sequence number starts at this offset.
+    Record(usize),
+    /// The bytes after the damage hold more record-like candidates than the CRC budget
+    /// lets us verify; we cannot rule out an intact record, so it is not a torn tail.
+    TooManyCandidates,
+}
+
+/// CRC bytes the search may check per byte searched (plus [`SEARCH_BUDGET_FLOOR`]).
+const SEARCH_BUDGET_PER_BYTE: u64 = 4;
+/// CRC bytes the search may always check, however short the data.
+const SEARCH_BUDGET_FLOOR: u64 = 1 << 20;
+
+/// Looks in `bytes` for an intact record (valid length and CRC, decodable) whose
+/// sequence number is above `last_seq`. Used only on the error path of recovery.
+///
+/// Every offset is a candidate, and checking a candidate's CRC costs its claimed
+/// length, so an unbounded search is quadratic in the worst case (a segment of
+/// repeating length-like bytes). Cheap checks come first (length in range, a known
+/// record kind, a newer sequence number), and the CRC bytes checked in all are capped
+/// at `SEARCH_BUDGET_PER_BYTE` per byte searched: the search is linear in the data
+/// whatever the bytes. Running out of budget answers [`After::TooManyCandidates`],
+/// which recovery treats as corruption: refusing to open is safe, truncating what might
+/// be acknowledged records is not.
+fn newer_record_after(bytes: &[u8], last_seq: Option<u64>) -> After {
+    search(bytes, last_seq).0
+}
+
+/// [`newer_record_after`], also returning how many bytes it ran a CRC over.
+fn search(bytes: &[u8], last_seq: Option<u64>) -> (After, u64) {
+    let budget = SEARCH_BUDGET_FLOOR + SEARCH_BUDGET_PER_BYTE * bytes.len() as u64;
+    let mut checked = 0u64;
+    for at in 0..bytes.len() {
+        let Some(frame_len) = segment::candidate_frame(&bytes[at..], last_seq) else {
+            continue;
+        };
+        if checked + frame_len as u64 > budget {
+            return (After::TooManyCandidates, checked);
+        }
+        checked += frame_len as u64;
+        if let Frame::Valid { payload, .. } = segment::parse_frame(&bytes[at..]) {
+            if let Ok((seq, _)) = record::decode(payload) {
+                if last_seq.is_none_or(|prev| seq > prev) {
+                    return (After::Record(at), checked);
+                }
+            }
+        }
+    }
+    (After::Nothing, checked)
 }
 
 #[cfg(test)]
@@ -325,6 +372,110 @@ mod tests {
         let mut n = 0;
         let scan = scan(dir, |_, _, _| n += 1)?;
         Ok((n, scan))
+    }
+
+    /// A valid header followed by `mib` MiB of the bytes `10 00 02 00` repeated: every
+    /// fourth offset claims a long record with a known kind, the shape that made the
+    /// search quadratic.
+    fn length_like_segment(dir: &Path, mib: usize) -> PathBuf {
+        let mut buf = segment::encode_header(1).to_vec();
+        buf.extend([0x10u8, 0x00, 0x02, 0x00].iter().cycle().take(mib << 20));
+        let p = segment::path(dir, 1);
+        std::fs::write(&p, &buf).unwrap();
+        p
+    }
+
+    #[test]
+    fn search_after_damage_checks_a_bounded_number_of_bytes() {
+        for mib in [1, 4, 16] {
+            let data: Vec<u8> = [0x10u8, 0x00, 0x02, 0x00]
+                .iter()
+                .cycle()
+                .take(mib << 20)
+                .copied()
+                .collect();
+            let (_, checked) = search(&data[1..], None);
+            let bound = SEARCH_BUDGET_FLOOR + SEARCH_BUDGET_PER_BYTE * data.len() as u64;
+            assert!(
+                checked <= bound,
+                "{mib} MiB: {checked} CRC bytes checked, bound {bound}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_like_garbage_after_a_header_is_a_torn_tail_or_corruption_never_a_hang() {
+        // 1 MiB: no candidate fits, so the garbage is a torn tail, cut and reported.
+        let dir = tempfile::tempdir().unwrap();
+        let p = length_like_segment(dir.path(), 1);
+        let (n, s) = count(dir.path()).unwrap();
+        assert_eq!(n, 0);
+        let torn = s.report.torn_tail.expect("reported");
+        assert_eq!((torn.file, torn.offset), (p.clone(), HEADER_LEN));
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), HEADER_LEN);
+        // 4 MiB: candidates that claim 1 MiB each exhaust the budget; refusing to open
+        // (naming file and offset) is the safe answer, and it comes at once.
+        let dir = tempfile::tempdir().unwrap();
+        let p = length_like_segment(dir.path(), 4);
+        let err = count(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { file, offset, .. } if *file == p && *offset == HEADER_LEN),
+            "{err}"
+        );
+        assert!(err.to_string().contains("too record-like"), "{err}");
+    }
+
+    #[test]
+    fn an_intact_record_after_length_like_garbage_is_still_found() {
+        let mut data: Vec<u8> = [0x10u8, 0x00, 0x02, 0x00]
+            .iter()
+            .cycle()
+            .take(64 << 10)
+            .copied()
+            .collect();
+        let at = data.len();
+        segment::encode_frame(
+            &Record::Settle {
+                queue: "q".into(),
+                target: 1,
+                reason: SettleReason::Acked,
+            },
+            9,
+            &mut data,
+        );
+        assert_eq!(newer_record_after(&data, Some(3)), After::Record(at));
+        assert_eq!(newer_record_after(&data, Some(9)), After::Nothing);
+    }
+
+    #[test]
+    fn an_enqueue_record_with_an_absurd_timestamp_is_corruption() {
+        use crate::record::EnqueueHeader;
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = write_segment(dir.path(), 1, 1..3);
+        let mut buf = std::fs::read(&p).unwrap();
+        let offset = buf.len() as u64;
+        segment::encode_frame(
+            &Record::Enqueue {
+                queue: "q".into(),
+                header: EnqueueHeader {
+                    id: 7,
+                    producer_id: true,
+                    timestamp_ms: u64::MAX,
+                    expires_at_ms: 0,
+                    not_before_ms: 0,
+                },
+                body: bytes::Bytes::from_static(b"x"),
+            },
+            3,
+            &mut buf,
+        );
+        std::fs::write(&p, &buf).unwrap();
+        let err = count(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { file, offset: o, .. } if *file == p && *o == offset),
+            "{err}"
+        );
+        assert!(err.to_string().contains("timestamp"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,23 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Frame<'_> {
     Frame::Valid { payload, frame_len }
 }
 
+/// The claimed frame length of a record that *could* start at `buf[0]`, judged without
+/// a CRC: the length is in range and fits, the payload starts with a known record kind
+/// and a sequence number above `last_seq`. `None` rules the position out cheaply.
+pub(crate) fn candidate_frame(buf: &[u8], last_seq: Option<u64>) -> Option<usize> {
+    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
+    if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
+        return None;
+    }
+    let frame_len = FRAME_HEADER_LEN + len as usize;
+    let payload = buf.get(FRAME_HEADER_LEN..frame_len)?;
+    if !crate::record::is_known_kind(payload[0]) {
+        return None;
+    }
+    let seq = u64::from_le_bytes(payload[1..9].try_into().ok()?);
+    last_seq.is_none_or(|prev| seq > prev).then_some(frame_len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

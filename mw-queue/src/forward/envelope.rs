@@ -31,7 +31,7 @@ pub(crate) fn overhead(queue_len: usize) -> usize {
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, crate::clock::millis)
 }
 
 /// Wraps `msg` for `queue`: the transmission-queue message keeps the id and TTL
@@ -41,10 +41,10 @@ pub(crate) fn wrap(queue: &str, msg: Message, now: u64) -> Message {
     debug_assert!(!queue.is_empty() && queue.len() <= 255);
     let expires_at = msg
         .ttl
-        .map_or(0, |t| now.saturating_add((t.as_millis() as u64).max(1)));
+        .map_or(0, |t| now.saturating_add(crate::clock::millis(t).max(1)));
     let not_before = msg
         .delay
-        .map_or(0, |d| now.saturating_add(d.as_millis() as u64));
+        .map_or(0, |d| now.saturating_add(crate::clock::millis(d)));
     let mut b = BytesMut::with_capacity(overhead(queue.len()) + msg.body.len());
     b.put_u8(VERSION);
     b.put_u8(queue.len() as u8);
