@@ -90,7 +90,8 @@ fn committed(target: &str) -> Vec<(String, Vec<u8>)> {
         };
         let mut files: Vec<PathBuf> = entries
             .map(|e| e.expect("directory entry").path())
-            .filter(|p| p.is_file())
+            // Dotfiles (`.gitkeep`) only keep empty directories in git.
+            .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect();
         files.sort();
         for p in files {

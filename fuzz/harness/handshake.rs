@@ -21,7 +21,9 @@ use crate::common::{block_on, Cursor};
 pub fn run(data: &[u8]) {
     let mut c = Cursor::new(data);
     let mode = c.u8() % 3;
-    let (min, max) = (c.u16(), c.u16());
+    // Version 0 is the wire's refusal, never a version a side speaks: our side's range
+    // starts at 1 (mw-core's own constants do), the peer's bytes are arbitrary.
+    let (min, max) = (c.u16().max(1), c.u16().max(1));
     let (peer_min, peer_max) = (c.u16(), c.u16());
     let peer_bytes = if mode == 2 { &[][..] } else { c.rest() };
     block_on(async move {
