@@ -1,0 +1,115 @@
+//! The `mw.kv` RPC service: the node's operations on the wire, and [`KvNode`], which
+//! serves them from a [`Kv`].
+//!
+//! [`KvNode`] is the coordinator seam: on one node it applies every operation to its own
+//! store; a ring node answers the same service by coordinating replicas instead.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mw::rpc::Streaming;
+
+use crate::error::KvError;
+use crate::kv::Kv;
+use crate::types::{
+    DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
+};
+
+/// The key-value service, version 1. `#[mw::service]` generates [`KvServiceClient`] (the
+/// typed client; also exported as [`KvClient`](crate::KvClient)) and
+/// [`KvServiceServer`] (the dispatcher a `Server` hosts).
+#[mw::service(name = "mw.kv", version = 1)]
+pub trait KvService {
+    /// The live value of `key`, or `None`.
+    async fn get(&self, key: Bytes) -> Result<Option<Versioned>, KvError>;
+    /// Stores `value` under `key` (compare-and-set, TTL and durability in `options`).
+    async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<WriteResult, KvError>;
+    /// Removes `key`.
+    async fn delete(&self, key: Bytes, options: DeleteOptions) -> Result<DeleteResult, KvError>;
+    /// Adds `delta` to the decimal integer under `key`; returns the new value.
+    async fn incr(&self, key: Bytes, delta: i64) -> Result<i64, KvError>;
+    /// Live entries under `prefix` after `start_after`, in key order, at most `limit`.
+    async fn scan(
+        &self,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: u32,
+    ) -> Streaming<Result<Entry, KvError>>;
+    /// Changes under `prefix` from `from_revision` (inclusive; `None`: from now on).
+    async fn watch(
+        &self,
+        prefix: Bytes,
+        from_revision: Option<u64>,
+    ) -> Streaming<Result<Event, KvError>>;
+    /// The node's revision, oldest watchable revision, engine and fsync policy.
+    async fn status(&self) -> Status;
+}
+
+/// Serves [`KvService`] from one node's [`Kv`].
+#[derive(Debug, Clone)]
+pub struct KvNode {
+    kv: Kv,
+}
+
+impl KvNode {
+    /// A node serving `kv`.
+    pub fn new(kv: Kv) -> KvNode {
+        KvNode { kv }
+    }
+
+    /// The store behind the node.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+}
+
+impl KvService for KvNode {
+    async fn get(&self, key: Bytes) -> Result<Option<Versioned>, KvError> {
+        self.kv.get(key).await
+    }
+
+    async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<WriteResult, KvError> {
+        self.kv.put(key, value, options).await
+    }
+
+    async fn delete(&self, key: Bytes, options: DeleteOptions) -> Result<DeleteResult, KvError> {
+        self.kv.delete(key, options).await
+    }
+
+    async fn incr(&self, key: Bytes, delta: i64) -> Result<i64, KvError> {
+        self.kv.incr(key, delta).await
+    }
+
+    async fn scan(
+        &self,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: u32,
+    ) -> Streaming<Result<Entry, KvError>> {
+        match self.kv.scan(prefix, start_after, limit) {
+            Ok(s) => Box::pin(s),
+            Err(e) => Box::pin(futures::stream::iter([Err(e)])),
+        }
+    }
+
+    async fn watch(
+        &self,
+        prefix: Bytes,
+        from_revision: Option<u64>,
+    ) -> Streaming<Result<Event, KvError>> {
+        self.kv.watch(prefix, from_revision).boxed()
+    }
+
+    async fn status(&self) -> Status {
+        self.kv.status()
+    }
+}
