@@ -24,7 +24,9 @@ pub mod kv;
 pub mod redb_engine;
 pub mod service;
 pub mod storage;
+mod streams;
 pub mod types;
+mod writer;
 
 pub use config::{Config, FsyncPolicy, Limits};
 pub use error::{KvError, Result};

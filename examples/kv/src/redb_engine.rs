@@ -75,7 +75,12 @@ impl RedbStorage {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
             if !others.is_empty() {
-                let mut shown = others.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+                let mut shown = others
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if others.len() > 3 {
                     shown.push_str(&format!(" and {} more", others.len() - 3));
                 }
