@@ -20,6 +20,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+#[cfg(feature = "fjall")]
+pub mod fjall_engine;
 pub mod kv;
 pub mod redb_engine;
 pub mod service;
