@@ -1,5 +1,5 @@
-//! `mw broker`: one process hosting the queue manager, the event bus and a registry, all
-//! as mw services on one listening address.
+//! `mw broker`: one process hosting the queue manager, the event bus, the tuple space and a
+//! registry, all as mw services on one listening address.
 //!
 //! Each part contributes its services to one [`ServerBuilder`]; [`open`] opens the
 //! data directory and assembles them.
@@ -13,6 +13,11 @@ use crate::queue::QueueManager;
 use crate::rpc::registry::{RegistryImpl, RegistryServer};
 use crate::rpc::{Server, ServerBuilder, ServerConfig};
 use crate::run::BoxError;
+use crate::space::remote::{SpaceService, TupleSpaceServer};
+use crate::space::Space;
+
+/// The subdirectory of the data directory holding the tuple space's log.
+pub const SPACE_DIR: &str = "space";
 
 /// Broker settings.
 #[derive(Debug, Clone)]
@@ -27,6 +32,9 @@ pub struct BrokerConfig {
     /// queue matching a route are stored in the transmission queue `xmit.<hop>` and
     /// forwarded to that hop's `mw.queue` service. Empty: every queue is local.
     pub routes: crate::queue::forward::RoutingTable,
+    /// Tuple space limits. Its `fsync` is ignored: the space follows `queue.fsync`, so
+    /// one `--fsync` policy governs everything the broker stores.
+    pub space: crate::space::Config,
 }
 
 impl BrokerConfig {
@@ -37,6 +45,7 @@ impl BrokerConfig {
             server: ServerConfig::default(),
             queue: crate::queue::Config::default(),
             routes: crate::queue::forward::RoutingTable::new(),
+            space: crate::space::Config::default(),
         }
     }
 }
@@ -56,6 +65,9 @@ pub struct Broker {
     /// [`BrokerConfig::routes`] (and transmission queues left from an earlier start).
     /// Stop it (`router.shutdown()`) before closing `queues`.
     pub router: crate::queue::forward::Router,
+    /// The tuple space the `mw.space` service serves (log in `DATA/space/`), publishing
+    /// its notifications on `bus`. Close it (`space.close()`) after the server drained.
+    pub space: Space,
 }
 
 /// Opens the data directory and assembles every broker service into one server.
@@ -74,10 +86,24 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         .map_err(|e| format!("cannot open queues in {}: {e}", config.data_dir.display()))?;
     let bus = Bus::default();
     let pubsub = PubSubService::with_durable(bus.clone(), queues.clone(), &config.data_dir)?;
+    let space_dir = config.data_dir.join(SPACE_DIR);
+    let space_config = crate::space::Config {
+        fsync: config.queue.fsync,
+        ..config.space.clone()
+    };
+    let space = Space::open(&space_dir, space_config, bus.clone())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open the tuple space in {}: {e}",
+                space_dir.display()
+            )
+        })?;
     let builder: ServerBuilder = Server::builder()
         .config(config.server.clone())
         .add(RegistryServer::new(RegistryImpl::new()))
-        .add(PubSubServer::new(pubsub));
+        .add(PubSubServer::new(pubsub))
+        .add(TupleSpaceServer::new(SpaceService::new(space.clone())));
     // Always a router, even without routes: it also forwards transmission queues left
     // from an earlier start with routes, so nothing stays stranded.
     let router = crate::queue::forward::Router::start(
@@ -94,5 +120,6 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         bus,
         queues,
         router,
+        space,
     })
 }

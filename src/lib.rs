@@ -8,6 +8,7 @@
 //! - [`core`]: the transport (frames, handshake, TCP / Unix / in-process).
 //! - [`queue`]: persistent store-and-forward queues.
 //! - [`pubsub`]: the topic-based event bus.
+//! - [`space`]: the tuple space (Linda / JavaSpaces): `out`, `rd`, `in`, `notify`.
 //!
 //! ```
 //! #[mw::service(name = "inc", version = 1)]
@@ -42,10 +43,12 @@ pub use mw_macros::service;
 pub use mw_pubsub as pubsub;
 pub use mw_queue as queue;
 pub use mw_rpc as rpc;
+pub use mw_space as space;
 
 pub mod broker;
 pub mod cli_pubsub;
 pub mod cli_queue;
+pub mod cli_space;
 pub mod demo;
 pub mod run;
 pub mod tour;

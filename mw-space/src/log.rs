@@ -91,10 +91,27 @@ struct Counters {
     file_bytes: AtomicU64,
 }
 
-/// Handle to the writer thread. Dropping every handle lets the thread sync and stop.
+/// Handle to the writer thread. Dropping it writes what is queued, syncs, stops the
+/// writer and releases the directory lock before returning (so the directory can be
+/// opened again at once).
 pub(crate) struct Log {
-    tx: mpsc::Sender<Cmd>,
+    tx: Option<mpsc::Sender<Cmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Disconnecting the channel ends the writer's loop after the records queued.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            // The last handle can be dropped by a completion running on the writer itself;
+            // it then finishes on its own once the completion returns.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -193,11 +210,16 @@ impl Log {
             lock: Some(lock),
         };
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mw-space-log".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| SpaceError::Storage(format!("cannot start the log writer: {e}")))?;
-        Ok((Log { tx, counters }, recovered))
+        let log = Log {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        };
+        Ok((log, recovered))
     }
 
     /// Queues a record. Its completion runs on the writer thread once it is written (or
@@ -207,7 +229,10 @@ impl Log {
         // Unbounded channel: every record holds a permit of `Config::max_pending_writes`
         // (callers wait for one before appending), except the rare re-`OUT` of a take whose
         // taker was gone, bounded by the number of tuples held for takers.
-        if let Err(mpsc::SendError(Cmd::Append(a))) = self.tx.send(Cmd::Append(append)) {
+        let Some(tx) = &self.tx else {
+            return (append.done)(Err(SpaceError::Closed));
+        };
+        if let Err(mpsc::SendError(Cmd::Append(a))) = tx.send(Cmd::Append(append)) {
             (a.done)(Err(SpaceError::Closed));
         }
     }
@@ -215,7 +240,11 @@ impl Log {
     /// Writes what is queued, syncs, and stops the writer (releasing the directory lock).
     pub(crate) async fn close(&self) -> Result<(), SpaceError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Cmd::Close(tx)).is_err() {
+        if self
+            .tx
+            .as_ref()
+            .is_none_or(|t| t.send(Cmd::Close(tx)).is_err())
+        {
             return Ok(());
         }
         rx.await.unwrap_or(Ok(()))

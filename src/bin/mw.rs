@@ -25,7 +25,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7700")]
         addr: String,
     },
-    /// Run the broker: queues, the event bus and a registry on one address.
+    /// Run the broker: queues, the event bus, the tuple space and a registry on one address.
     Broker {
         /// Address to listen on: HOST:PORT or unix:PATH.
         #[arg(long, default_value = "127.0.0.1:7800")]
@@ -112,12 +112,113 @@ enum Command {
         #[arg(long)]
         broker: String,
     },
+    /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
+    Space {
+        #[command(subcommand)]
+        verb: SpaceVerb,
+    },
     /// Show what a registry knows.
     Lookup {
         /// The registry's address.
         #[arg(long)]
         registry: String,
     },
+}
+
+/// `mw space` verbs. Tuples and patterns are JSON arrays: `'["task", 7]'`; in patterns
+/// `null` matches any value and `{"?": "int"}` any int (string, int, float, bool, bytes).
+#[derive(Debug, Subcommand)]
+enum SpaceVerb {
+    /// Write TUPLE into the space; prints its id once the broker has it durably.
+    Out {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Remove the tuple after SECS seconds if nobody took it.
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        lease: Option<std::time::Duration>,
+        /// The tuple, such as '["task", 7]'.
+        tuple: String,
+    },
+    /// Print a tuple matching PATTERN, leaving it in the space; waits for one to come.
+    Rd {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        timeout: Option<std::time::Duration>,
+        /// The pattern, such as '["task", {"?": "int"}]'.
+        pattern: String,
+    },
+    /// Remove and print a tuple matching PATTERN; waits for one to come.
+    In {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        timeout: Option<std::time::Duration>,
+        /// The pattern, such as '["task", {"?": "int"}]'.
+        pattern: String,
+    },
+    /// Print a tuple matching PATTERN without waiting (exit 1 if there is none).
+    Rdp {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// The pattern, such as '["task", null]'.
+        pattern: String,
+    },
+    /// Remove and print a tuple matching PATTERN without waiting (exit 1 if there is none).
+    Inp {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// The pattern, such as '["task", null]'.
+        pattern: String,
+    },
+    /// Print each tuple matching PATTERN as it is written (until Ctrl-C or N tuples).
+    Notify {
+        /// The broker's address.
+        #[arg(long)]
+        broker: String,
+        /// Exit after N tuples.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The pattern, such as '["result", null, null]'.
+        pattern: String,
+    },
+}
+
+impl SpaceVerb {
+    fn into_op(self) -> (String, mw::cli_space::Op) {
+        use mw::cli_space::Op;
+        match self {
+            SpaceVerb::Out {
+                broker,
+                lease,
+                tuple,
+            } => (broker, Op::Out { tuple, lease }),
+            SpaceVerb::Rd {
+                broker,
+                timeout,
+                pattern,
+            } => (broker, Op::Rd { pattern, timeout }),
+            SpaceVerb::In {
+                broker,
+                timeout,
+                pattern,
+            } => (broker, Op::In { pattern, timeout }),
+            SpaceVerb::Rdp { broker, pattern } => (broker, Op::Rdp { pattern }),
+            SpaceVerb::Inp { broker, pattern } => (broker, Op::Inp { pattern }),
+            SpaceVerb::Notify {
+                broker,
+                count,
+                pattern,
+            } => (broker, Op::Notify { pattern, count }),
+        }
+    }
 }
 
 #[tokio::main]
@@ -139,6 +240,10 @@ async fn main() -> std::process::ExitCode {
                 .map_err(Into::into)
         }
         Command::Lookup { registry } => lookup(&registry).await,
+        Command::Space { verb } => {
+            let (broker, op) = verb.into_op();
+            mw::cli_space::run(&broker, op, &mut std::io::stdout()).await
+        }
         Command::Send {
             broker,
             queue,
@@ -252,6 +357,7 @@ async fn broker(addr: &str, config: mw::broker::BrokerConfig) -> Result<(), mw::
     // Messages a forwarder holds stay in its transmission queue for the next start.
     broker.router.shutdown().await;
     // The server has drained: sync what is pending and release the data directory.
+    broker.space.close().await?;
     broker.queues.close().await?;
     Ok(())
 }

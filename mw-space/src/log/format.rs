@@ -243,12 +243,10 @@ pub(crate) fn scan(file: &str, data: &[u8], now_ms: u64) -> Result<Recovered, Sp
                         format!("{reason}, followed by an intact record at byte {at}"),
                     ))
                 }
-                After::TooManyCandidates => return Err(corrupt(
-                    pos as u64,
-                    format!(
-                        "{reason}, followed by bytes too record-like to rule out intact records"
-                    ),
-                )),
+                After::TooManyCandidates => {
+                    let why = "followed by bytes too record-like to rule out intact records";
+                    return Err(corrupt(pos as u64, format!("{reason}, {why}")));
+                }
             },
         };
         match parse(payload).map_err(|reason| corrupt(pos as u64, reason))? {

@@ -1,0 +1,175 @@
+//! The `mw space` verbs, as library functions the binary calls.
+//!
+//! - `mw space out --broker ADDR TUPLE [--lease SECS]` writes TUPLE (a JSON array such as
+//!   `'["task", 7]'`) and prints its id once the broker has it durably.
+//! - `mw space rd|in --broker ADDR PATTERN [--timeout SECS]` prints a matching tuple as
+//!   JSON on one line (`rd` leaves it, `in` removes it), waiting up to SECS for one (without
+//!   `--timeout`, until one comes or Ctrl-C).
+//! - `mw space rdp|inp --broker ADDR PATTERN` the same without waiting.
+//! - `mw space notify --broker ADDR PATTERN [--count N]` prints each matching tuple written
+//!   from now on; once subscribed it prints `subscribed to PATTERN` on stderr (a readiness
+//!   signal for scripts).
+//!
+//! Patterns are JSON arrays too: `null` matches any value, `{"?": "int"}` any int (also
+//! `string`, `float`, `bool`, `bytes`); see [`crate::space::json`].
+//!
+//! Tuples and patterns are parsed before connecting, so a typo is reported as such even
+//! without a broker. Nothing found is `no matching tuple` with exit code 1; every other
+//! failure is one plain line and a non-zero exit code, via [`crate::run::exit_boxed`].
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::pubsub::SubscribeOptions;
+use crate::run::BoxError;
+use crate::space::{Pattern, RemoteSpace, Tuple, Wait};
+
+/// The error text when nothing matched.
+pub const NO_MATCH: &str = "no matching tuple";
+
+/// What `mw space` is asked to do.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `out TUPLE [--lease SECS]`.
+    Out {
+        /// The tuple's JSON text.
+        tuple: String,
+        /// Lease after which the tuple disappears.
+        lease: Option<Duration>,
+    },
+    /// `rd PATTERN [--timeout SECS]`.
+    Rd {
+        /// The pattern's JSON text.
+        pattern: String,
+        /// How long to wait; `None` waits until a match comes.
+        timeout: Option<Duration>,
+    },
+    /// `in PATTERN [--timeout SECS]`.
+    In {
+        /// The pattern's JSON text.
+        pattern: String,
+        /// How long to wait; `None` waits until a match comes.
+        timeout: Option<Duration>,
+    },
+    /// `rdp PATTERN`.
+    Rdp {
+        /// The pattern's JSON text.
+        pattern: String,
+    },
+    /// `inp PATTERN`.
+    Inp {
+        /// The pattern's JSON text.
+        pattern: String,
+    },
+    /// `notify PATTERN [--count N]`.
+    Notify {
+        /// The pattern's JSON text.
+        pattern: String,
+        /// Exit after this many tuples.
+        count: Option<u64>,
+    },
+}
+
+/// Parses `SECS` (a non-negative number, fractions allowed) for `--timeout` and `--lease`.
+///
+/// # Errors
+/// Text that is not a finite non-negative number of seconds.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1e12).contains(&x) => Ok(Duration::from_secs_f64(x)),
+        _ => Err(format!(
+            "{s:?}: expected a number of seconds, such as 5 or 0.5"
+        )),
+    }
+}
+
+async fn connect(addr: &str) -> Result<RemoteSpace, BoxError> {
+    RemoteSpace::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
+}
+
+fn wait(timeout: Option<Duration>) -> Wait {
+    timeout.map_or(Wait::Forever, Wait::For)
+}
+
+fn print(out: &mut dyn Write, found: Option<Tuple>) -> Result<(), BoxError> {
+    let tuple = found.ok_or(NO_MATCH)?;
+    writeln!(out, "{tuple}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs one `mw space` verb against the broker at `broker`, printing to `out`.
+///
+/// # Errors
+/// Bad JSON or a bad pattern (before connecting), an unreachable broker, a refusal from
+/// the broker (limits, full space), or [`NO_MATCH`].
+pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxError> {
+    match op {
+        Op::Out { tuple, lease } => {
+            let tuple = Tuple::from_json(&tuple)?;
+            if lease.is_some_and(|d| d.is_zero()) {
+                return Err("--lease must be more than 0 seconds".into());
+            }
+            let space = connect(broker).await?;
+            let id = match lease {
+                Some(d) => space.out_leased(tuple, d).await?,
+                None => space.out(tuple).await?,
+            };
+            writeln!(out, "{id}")?;
+        }
+        Op::Rd { pattern, timeout } => {
+            let pattern = Pattern::from_json(&pattern)?;
+            let space = connect(broker).await?;
+            print(out, space.rd(&pattern, wait(timeout)).await?)?;
+        }
+        Op::In { pattern, timeout } => {
+            let pattern = Pattern::from_json(&pattern)?;
+            let space = connect(broker).await?;
+            print(out, space.in_(&pattern, wait(timeout)).await?)?;
+        }
+        Op::Rdp { pattern } => {
+            let pattern = Pattern::from_json(&pattern)?;
+            let space = connect(broker).await?;
+            print(out, space.rdp(&pattern).await?)?;
+        }
+        Op::Inp { pattern } => {
+            let pattern = Pattern::from_json(&pattern)?;
+            let space = connect(broker).await?;
+            print(out, space.inp(&pattern).await?)?;
+        }
+        Op::Notify { pattern, count } => {
+            let pattern = Pattern::from_json(&pattern)?;
+            let space = connect(broker).await?;
+            let mut notes = space.notify(&pattern, SubscribeOptions::default()).await?;
+            eprintln!("subscribed to {pattern}");
+            let mut seen = 0u64;
+            let mut reported = 0;
+            while count.is_none_or(|n| seen < n) {
+                let tuple = notes.next().await?;
+                if notes.missed() > reported {
+                    reported = notes.missed();
+                    eprintln!("mw space notify: {reported} writes missed so far (slow consumer)");
+                }
+                print(out, Some(tuple))?;
+                seen += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_nonsense() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("inf").is_err());
+    }
+}
