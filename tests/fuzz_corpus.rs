@@ -2,15 +2,13 @@
 //! `fuzz/regressions/<target>/`), plus the seeds and regressions generated in code,
 //! through the same harness functions the cargo-fuzz targets call (`fuzz/harness/`).
 //!
-//! An input fails if it panics anywhere (any thread: a panic caught by the RPC server
-//! counts too, as it does under libFuzzer) or does not finish within the watchdog's
-//! limit. `MW_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_corpus` (re)writes the generated
+//! Each input runs in a child process of this test binary ([`replay_child`]). It fails if
+//! it panics anywhere (any thread: a panic caught by the RPC server counts too, as it does
+//! under libFuzzer) or does not finish within the watchdog's limit. `MW_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_corpus` (re)writes the generated
 //! seeds and regressions into `fuzz/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../fuzz/harness/common.rs"]
@@ -43,24 +41,14 @@ mod rpc_wire;
 #[path = "../fuzz/harness/seeds.rs"]
 mod seeds;
 
-/// Longest one input may run before it counts as a hang (debug build, loaded machine).
-const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// Panics seen by the hook, on any thread.
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-/// One input at a time, so a panic is charged to the input that caused it.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn install_panic_counter() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
-            previous(info);
-        }));
-    });
-}
+/// Longest one input may run before it counts as a hang. Every input takes well under a
+/// second in a debug build; a slow path must fail here, not only under libFuzzer (before
+/// the issue 12 fix, `repeating-10000200-1mib` took about 30 s in a debug build).
+const WATCHDOG: Duration = Duration::from_secs(20);
+/// Set in a child process: the target whose harness [`replay_child`] runs.
+const CHILD_TARGET: &str = "MW_FUZZ_REPLAY_TARGET";
+/// Set in a child process: the file holding the input.
+const CHILD_INPUT: &str = "MW_FUZZ_REPLAY_INPUT";
 
 fn harness(target: &str) -> fn(&[u8]) {
     match target {
@@ -105,36 +93,67 @@ fn committed(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Runs one input on its own thread; `Err` says how it failed.
-fn replay_one(target: &str, data: Vec<u8>) -> Result<Duration, String> {
-    let run = harness(target);
-    let before = PANICS.load(Ordering::SeqCst);
-    let started = Instant::now();
+/// The child side of [`replay_one`]: runs one input when the environment names one, and
+/// turns any panic, on any thread (a handler panic the RPC server catches included), into
+/// an abort, as libFuzzer does. Without the environment it has nothing to do.
+#[test]
+fn replay_child() {
+    let (Some(target), Some(input)) = (
+        std::env::var_os(CHILD_TARGET),
+        std::env::var_os(CHILD_INPUT),
+    ) else {
+        return;
+    };
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        std::process::abort();
+    }));
+    let data = std::fs::read(&input).expect("read input");
+    harness(&target.to_string_lossy())(&data);
+}
+
+/// Runs one input in a child process of this test binary (so a panic, an abort or a hang
+/// costs only that input); `Err` says how it failed.
+fn replay_one(target: &str, data: &[u8]) -> Result<(), String> {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(&mut file, data).expect("write input");
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "replay_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_TARGET, target)
+        .env(CHILD_INPUT, file.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn replay child");
+    let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("replay-{target}"))
-        .spawn(move || {
-            let r = std::panic::catch_unwind(|| run(&data));
-            let _ = tx.send(r.is_ok());
-        })
-        .expect("spawn replay thread");
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
     match rx.recv_timeout(WATCHDOG) {
-        Ok(finished) => {
-            let panics = PANICS.load(Ordering::SeqCst) - before;
-            if !finished || panics > 0 {
-                Err(format!("{panics} panic(s), see the output above"))
-            } else {
-                Ok(started.elapsed())
-            }
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+                .filter(|l| !l.trim_start().starts_with("at "))
+                .take(6)
+                .collect();
+            Err(format!("{} ({})", first.join(" | "), out.status))
         }
-        // The thread is left running; the test fails and the process ends with it.
-        Err(_) => Err(format!("still running after {WATCHDOG:?} (hang)")),
+        Ok(Err(e)) => Err(format!("could not run the child: {e}")),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            Err(format!("still running after {WATCHDOG:?} (hang); killed"))
+        }
     }
 }
 
 fn replay_target(target: &str) {
-    install_panic_counter();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut inputs = committed(target);
     inputs.extend(
         seeds::seeds(target)
@@ -149,15 +168,16 @@ fn replay_target(target: &str) {
     );
     assert!(!inputs.is_empty(), "no inputs for {target}");
     let mut failures = Vec::new();
-    for (name, data) in inputs {
+    for (name, data) in &inputs {
         if let Err(why) = replay_one(target, data) {
             failures.push(format!("{name}: {why}"));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} input(s) of fuzz target {target} failed:\n{}",
+        "{} of {} inputs of fuzz target {target} failed:\n{}",
         failures.len(),
+        inputs.len(),
         failures.join("\n")
     );
 }

@@ -462,6 +462,6 @@ async fn exercise(data: &[u8], dir: &std::path::Path) {
 
 /// Runs one input (see the module docs).
 pub fn run(data: &[u8]) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir();
     block_on(exercise(data, dir.path()));
 }

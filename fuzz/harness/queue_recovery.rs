@@ -590,7 +590,7 @@ pub async fn drain(qm: &QueueManager) {
 /// Runs one input (see the module docs).
 pub fn run(data: &[u8]) {
     let files = files(data);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir();
     write_files(dir.path(), &files);
     block_on(open_and_check(dir.path()));
 }

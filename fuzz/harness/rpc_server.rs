@@ -148,7 +148,7 @@ pub async fn exchange(dir: &std::path::Path, input: &[u8]) -> Vec<u8> {
 
 /// Runs one input (see the module docs).
 pub fn run(data: &[u8]) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir();
     let out = block_on(exchange(dir.path(), data));
     check_server_output(&out);
 }
