@@ -412,6 +412,8 @@ pub async fn serve(
     out.flush()?;
     mw::run::wait_for_signal().await;
     tracing::info!("shutting down: draining calls, then syncing");
+    running.begin_shutdown();
+    kv.end_watches();
     running.shutdown().await;
     kv.close().await?;
     Ok(())

@@ -69,7 +69,6 @@ impl Default for Limits {
 
 /// Settings of one node. Every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Config {
     /// When writes reach the disk. Default [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::stream::{BoxStream, StreamExt};
 use mw::pubsub::{Bus, SlowConsumerPolicy, SubscribeOptions};
 use tokio::sync::{mpsc, oneshot};
 
@@ -301,7 +301,7 @@ impl Kv {
         prefix: impl Into<Bytes>,
         start_after: Option<Bytes>,
         limit: u32,
-    ) -> Result<impl Stream<Item = Result<Entry>> + Send + 'static> {
+    ) -> Result<BoxStream<'static, Result<Entry>>> {
         let max = self.inner.config.limits.max_scan;
         if limit > max {
             return Err(KvError::ScanTooLarge {
@@ -317,7 +317,7 @@ impl Kv {
             page: VecDeque::new(),
             done: false,
         };
-        Ok(futures::stream::unfold(state, ScanState::next))
+        Ok(futures::stream::unfold(state, ScanState::next).boxed())
     }
 
     /// Changes to keys starting with `prefix`, in revision order: from `from_revision`
@@ -333,7 +333,7 @@ impl Kv {
         &self,
         prefix: impl Into<Bytes>,
         from_revision: Option<u64>,
-    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    ) -> BoxStream<'static, Result<Event>> {
         let inner = &self.inner;
         // Count first, subscribe second, read the revision third: see the module docs.
         inner.shared.watchers.fetch_add(1, Ordering::SeqCst);
@@ -357,7 +357,7 @@ impl Kv {
             done: false,
             _count: WatcherCount(inner.shared.clone()),
         };
-        futures::stream::unfold(state, WatchState::next)
+        futures::stream::unfold(state, WatchState::next).boxed()
     }
 
     /// The node's revision, oldest watchable revision, engine and fsync policy.
@@ -401,6 +401,12 @@ impl Kv {
     pub async fn sync_now(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Sync { reply: Some(reply) }, rx).await
+    }
+
+    /// Ends every watch stream (they return `None`), for a node that is shutting down:
+    /// a server drains its calls, and a watch never finishes by itself.
+    pub fn end_watches(&self) {
+        self.inner.bus.close();
     }
 
     /// Syncs everything acknowledged, stops the writer and ends every watch. Other

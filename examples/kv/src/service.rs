@@ -5,7 +5,6 @@
 //! store; a ring node answers the same service by coordinating replicas instead.
 
 use bytes::Bytes;
-use futures::StreamExt;
 use mw::rpc::Streaming;
 
 use crate::error::KvError;
@@ -96,7 +95,7 @@ impl KvService for KvNode {
         limit: u32,
     ) -> Streaming<Result<Entry, KvError>> {
         match self.kv.scan(prefix, start_after, limit) {
-            Ok(s) => Box::pin(s),
+            Ok(s) => s,
             Err(e) => Box::pin(futures::stream::iter([Err(e)])),
         }
     }
@@ -106,7 +105,7 @@ impl KvService for KvNode {
         prefix: Bytes,
         from_revision: Option<u64>,
     ) -> Streaming<Result<Event, KvError>> {
-        self.kv.watch(prefix, from_revision).boxed()
+        self.kv.watch(prefix, from_revision)
     }
 
     async fn status(&self) -> Status {
