@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::pubsub::SubscribeOptions;
 use crate::run::BoxError;
-use crate::space::{Pattern, RemoteSpace, Tuple, Wait};
+use crate::space::{Pattern, RemoteSpace, SpaceError, Tuple, Wait};
 
 /// The error text when nothing matched.
 pub const NO_MATCH: &str = "no matching tuple";
@@ -84,9 +84,13 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 async fn connect(addr: &str) -> Result<RemoteSpace, BoxError> {
-    RemoteSpace::connect(addr)
-        .await
-        .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
+    RemoteSpace::connect(addr).await.map_err(|e| {
+        let why = match &e {
+            SpaceError::Rpc(rpc) => crate::run::chain(rpc),
+            other => crate::run::chain(other),
+        };
+        format!("cannot reach broker at {addr}: {why}").into()
+    })
 }
 
 fn wait(timeout: Option<Duration>) -> Wait {

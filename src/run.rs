@@ -58,6 +58,22 @@ pub async fn serve(
     registry: Option<&str>,
     services: &[ServiceId],
 ) -> Result<(), RunError> {
+    serve_with(server, addr, registry, services, async {}).await
+}
+
+/// [`serve`], running `on_signal` when Ctrl-C or SIGTERM arrives, before the graceful
+/// shutdown drains the calls in flight: the place to end calls that would otherwise hold
+/// the drain until its timeout (the broker wakes callers blocked in the tuple space).
+///
+/// # Errors
+/// A failed bind or registration.
+pub async fn serve_with(
+    server: Server,
+    addr: &str,
+    registry: Option<&str>,
+    services: &[ServiceId],
+    on_signal: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
     let running = server.spawn(addr).await.map_err(|source| RunError::Serve {
         addr: addr.into(),
         source,
@@ -78,6 +94,7 @@ pub async fn serve(
     }
     println!("listening on {local}");
     wait_for_signal().await;
+    on_signal.await;
     for lease in leases {
         let _ = lease.withdraw().await;
     }

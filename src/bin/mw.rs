@@ -113,6 +113,7 @@ enum Command {
         broker: String,
     },
     /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
+    #[command(after_help = SPACE_HELP)]
     Space {
         #[command(subcommand)]
         verb: SpaceVerb,
@@ -125,6 +126,15 @@ enum Command {
     },
 }
 
+const SPACE_HELP: &str = "\
+Tuples are JSON arrays of strings, ints, floats, booleans and {\"bytes\": \"<hex>\"}:
+  mw space out --broker 127.0.0.1:7800 '[\"task\", 7, 2.5, true]'
+Patterns are arrays of the same length; null matches any value and {\"?\": \"int\"} any int
+(also string, float, bool, bytes); other values must be equal (7 is an int, 7.0 a float):
+  mw space in --broker 127.0.0.1:7800 --timeout 5 '[\"task\", {\"?\": \"int\"}, null, null]'
+Found tuples are printed as JSON on one line; nothing found prints `no matching tuple`
+and exits with status 1.";
+
 /// `mw space` verbs. Tuples and patterns are JSON arrays: `'["task", 7]'`; in patterns
 /// `null` matches any value and `{"?": "int"}` any int (string, int, float, bool, bytes).
 #[derive(Debug, Subcommand)]
@@ -135,7 +145,7 @@ enum SpaceVerb {
         #[arg(long)]
         broker: String,
         /// Remove the tuple after SECS seconds if nobody took it.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
         lease: Option<std::time::Duration>,
         /// The tuple, such as '["task", 7]'.
         tuple: String,
@@ -146,7 +156,7 @@ enum SpaceVerb {
         #[arg(long)]
         broker: String,
         /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
         timeout: Option<std::time::Duration>,
         /// The pattern, such as '["task", {"?": "int"}]'.
         pattern: String,
@@ -157,7 +167,7 @@ enum SpaceVerb {
         #[arg(long)]
         broker: String,
         /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
         timeout: Option<std::time::Duration>,
         /// The pattern, such as '["task", {"?": "int"}]'.
         pattern: String,
@@ -353,11 +363,18 @@ fn parse_fsync(s: &str) -> Result<mw::queue::FsyncPolicy, String> {
 
 async fn broker(addr: &str, config: mw::broker::BrokerConfig) -> Result<(), mw::run::BoxError> {
     let broker = mw::broker::open(config).await?;
-    mw::run::serve(broker.server, addr, None, &[]).await?;
+    let space = broker.space.clone();
+    // Callers blocked in `rd` / `in` would hold the drain until its timeout: wake them
+    // (they are told the space closed) before draining.
+    let wake_blocked = async move {
+        if let Err(e) = space.close().await {
+            tracing::error!(error = %e, "closing the tuple space failed");
+        }
+    };
+    mw::run::serve_with(broker.server, addr, None, &[], wake_blocked).await?;
     // Messages a forwarder holds stay in its transmission queue for the next start.
     broker.router.shutdown().await;
     // The server has drained: sync what is pending and release the data directory.
-    broker.space.close().await?;
     broker.queues.close().await?;
     Ok(())
 }
