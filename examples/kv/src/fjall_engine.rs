@@ -229,10 +229,7 @@ impl FjallStorage {
     }
 
     fn init(&self) -> Result<()> {
-        let mut b = self
-            .keyspace
-            .batch()
-            .durability(Some(PersistMode::SyncAll));
+        let mut b = self.keyspace.batch().durability(Some(PersistMode::SyncAll));
         b.insert(&self.meta, "revision", 0u64.to_be_bytes());
         b.insert(&self.meta, "oldest_event", 1u64.to_be_bytes());
         b.insert(&self.meta, "format", FORMAT.to_be_bytes());
@@ -423,7 +420,7 @@ impl Storage for FjallStorage {
                 )));
             }
             if let Some(at) = w.old_expiry {
-                let _ = at;
+                expiry.insert(expiry_key(at, &w.key), false);
             }
             match &w.new {
                 Some(v) => {
@@ -463,7 +460,7 @@ impl Storage for FjallStorage {
         };
         let compacting = batch.compact_below > oldest;
         for e in &batch.events {
-            if true {
+            if !(compacting && e.revision < batch.compact_below) {
                 b.insert(&self.events, e.revision.to_be_bytes(), encode(e)?);
             }
         }

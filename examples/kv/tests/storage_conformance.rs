@@ -101,7 +101,10 @@ impl Builder {
     fn delete(&mut self, key: &[u8]) -> &mut Self {
         self.revision += 1;
         let key = b(key);
-        let old = self.current.remove(&key).expect("deleting a key this builder wrote");
+        let old = self
+            .current
+            .remove(&key)
+            .expect("deleting a key this builder wrote");
         self.batch.writes.push(Write {
             key: key.clone(),
             old_expiry: old.expires_at_ms,
@@ -252,7 +255,10 @@ fn last_change_in_a_batch_wins(e: Engine) {
         .put(b"back", b"y", None);
     w.commit(&*s, true);
     let k = s.get(b"k").unwrap().unwrap();
-    assert_eq!((&k.value[..], k.version, k.changes), (&b"2"[..], Version(2), 2));
+    assert_eq!(
+        (&k.value[..], k.version, k.changes),
+        (&b"2"[..], Version(2), 2)
+    );
     assert_eq!(s.get(b"gone").unwrap(), None);
     assert_eq!(&s.get(b"back").unwrap().unwrap().value[..], b"y");
     assert_eq!(keys(&*s, b"", None, 10), v(&[b"back", b"k"]));
@@ -262,7 +268,16 @@ fn last_change_in_a_batch_wins(e: Engine) {
 fn scan_order_prefix_start_after_limit(e: Engine) {
     let (_d, s) = fresh(e);
     let all: [&[u8]; 10] = [
-        b"a", b"ab", b"abc", b"abd", b"ac", b"b", b"b\x00", b"\xff", b"\xff\x00", b"\xff\xff",
+        b"a",
+        b"ab",
+        b"abc",
+        b"abd",
+        b"ac",
+        b"b",
+        b"b\x00",
+        b"\xff",
+        b"\xff\x00",
+        b"\xff\xff",
     ];
     let mut w = Builder::default();
     // Written out of order, in two batches.
@@ -284,7 +299,10 @@ fn scan_order_prefix_start_after_limit(e: Engine) {
     assert_eq!(keys(&*s, b"ab", Some(b"abc"), 100), v(&[b"abd"]));
     assert_eq!(keys(&*s, b"ab", Some(b"ab"), 1), v(&[b"abc"]));
     // A start before the prefix starts at the prefix; one past it ends the scan.
-    assert_eq!(keys(&*s, b"ab", Some(b"a"), 100), v(&[b"ab", b"abc", b"abd"]));
+    assert_eq!(
+        keys(&*s, b"ab", Some(b"a"), 100),
+        v(&[b"ab", b"abc", b"abd"])
+    );
     assert_eq!(keys(&*s, b"ab", Some(b"zz"), 100), Vec::<Vec<u8>>::new());
     // A start between keys.
     assert_eq!(keys(&*s, b"", Some(b"abcc"), 3), v(&[b"abd", b"ac", b"b"]));
@@ -299,7 +317,10 @@ fn scan_order_prefix_start_after_limit(e: Engine) {
     assert!(s.scan(b"", None, 0).unwrap().is_empty());
     // Entries carry their values.
     let e0 = &s.scan(b"abd", None, 1).unwrap()[0];
-    assert_eq!((&e0.key[..], &e0.value.value[..]), (&b"abd"[..], &b"abd"[..]));
+    assert_eq!(
+        (&e0.key[..], &e0.value.value[..]),
+        (&b"abd"[..], &b"abd"[..])
+    );
     // Paging by the last key seen visits every key once.
     let mut seen = Vec::new();
     let mut after: Option<Vec<u8>> = None;
@@ -410,7 +431,9 @@ fn compaction_and_meta(e: Engine) {
     );
     assert_eq!(revisions(&*s, 0, 100), (4..=13).collect::<Vec<_>>());
     // Compaction reaching into the batch's own events.
-    w.put(b"y", b"1", None).put(b"y", b"2", None).compact_below(15);
+    w.put(b"y", b"1", None)
+        .put(b"y", b"2", None)
+        .compact_below(15);
     w.commit(&*s, true);
     assert_eq!(
         s.meta().unwrap(),
@@ -441,11 +464,16 @@ fn expiry_index(e: Engine) {
     assert_eq!(expired(&*s, 100, 10), v(&[b"b", b"e"]));
     assert_eq!(expired(&*s, 250, 10), v(&[b"b", b"e", b"c"]));
     assert_eq!(expired(&*s, 250, 2), v(&[b"b", b"e"]));
-    assert_eq!(expired(&*s, 1 << 40, 10), v(&[b"b", b"e", b"c", b"a", b"z"]));
+    assert_eq!(
+        expired(&*s, 1 << 40, 10),
+        v(&[b"b", b"e", b"c", b"a", b"z"])
+    );
     assert!(expired(&*s, 250, 0).is_empty());
 
     // Replaced with a later expiry, replaced without one, deleted.
-    w.put(b"b", b"", Some(400)).put(b"c", b"", None).delete(b"a");
+    w.put(b"b", b"", Some(400))
+        .put(b"c", b"", None)
+        .delete(b"a");
     w.commit(&*s, true);
     assert_eq!(expired(&*s, 1000, 10), v(&[b"e", b"b"]));
     // A key with no expiry given one.
@@ -529,8 +557,15 @@ fn refuses_a_foreign_directory(e: Engine) {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["notes.txt"], "a refused directory is left as it was");
-    assert_eq!(std::fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(
+        names,
+        ["notes.txt"],
+        "a refused directory is left as it was"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("notes.txt")).unwrap(),
+        b"mine"
+    );
     // A file where the directory should be.
     let file = dir.path().join("notes.txt");
     assert!(matches!((e.open)(&file), Err(KvError::DataDir { .. })));
@@ -542,7 +577,11 @@ fn refuses_a_damaged_store(e: Engine) {
     (e.damage)(dir.path());
     let before = snapshot(dir.path());
     assert_refused((e.open)(dir.path()), "a damaged store");
-    assert_eq!(snapshot(dir.path()), before, "a refused store is left as it was");
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "a refused store is left as it was"
+    );
 }
 
 fn refuses_a_store_open_already(e: Engine) {
