@@ -73,8 +73,12 @@ pub enum Command {
         node: NodeArg,
         /// The key (UTF-8).
         key: String,
-        /// The value.
-        value: String,
+        /// The value (or give --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value's bytes from this file (`-`: standard input) instead.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
         /// Expire the key after SECS seconds.
         #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
         ttl: Option<f64>,
@@ -152,7 +156,7 @@ pub enum Command {
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v <= 1e9 => Ok(v),
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number of seconds")),
     }
 }
@@ -186,6 +190,9 @@ pub enum CliError {
     /// Serving failed.
     #[error("{0}")]
     Serve(String),
+    /// Reading an input file failed.
+    #[error("{0}")]
+    Input(String),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -237,10 +244,16 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             node,
             key,
             value,
+            file,
             ttl,
             if_version,
             buffered,
         } => {
+            let value = match (value, file) {
+                (Some(v), _) => Bytes::from(v),
+                (None, Some(path)) => Bytes::from(read_value(&path)?),
+                (None, None) => unreachable!("clap requires VALUE or --file"),
+            };
             let client = connect(&node).await?;
             let options = PutOptions {
                 if_version: if_version.map(Version),
@@ -252,7 +265,7 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 },
             };
             let w = client
-                .put(Bytes::from(key), Bytes::from(value), options)
+                .put(Bytes::from(key), value, options)
                 .await
                 .map_err(|e| rpc(&node.node, e))?;
             writeln!(out, "{}", w.version)?;
@@ -375,6 +388,18 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             Ok(())
         }
     }
+}
+
+fn read_value(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let read = if path == std::path::Path::new("-") {
+        std::io::stdin().read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf))
+    };
+    read.map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
+    Ok(buf)
 }
 
 /// Opens the store in `data`, serves `mw.kv` on `addr`, prints `listening on <addr>`

@@ -55,7 +55,7 @@ impl Clock {
     fn new() -> Clock {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| millis(d));
+            .map_or(0, millis);
         Clock {
             base_ms: wall,
             base: tokio::time::Instant::now(),

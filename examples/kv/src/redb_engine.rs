@@ -95,7 +95,14 @@ impl RedbStorage {
         } else {
             Database::open(&path)
         }
-        .map_err(|e| refuse(format!("cannot open {DB_FILE}: {e}")))?;
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => refuse(format!(
+                "{DB_FILE} is in use by another process (is a node already serving it?)"
+            )),
+            other => refuse(format!(
+                "cannot open {DB_FILE} (damaged, or not an mw-kv store): {other}"
+            )),
+        })?;
         let storage = RedbStorage { db, path };
         if fresh {
             storage.init().map_err(|e| refuse(e.to_string()))?;
@@ -149,10 +156,8 @@ impl RedbStorage {
             .get("format")
             .map_err(|e| KvError::storage("read format", e))?
             .map(|g| g.value());
-        for table in [DATA] {
-            txn.open_table(table)
-                .map_err(|_| self.foreign("it has no data table"))?;
-        }
+        txn.open_table(DATA)
+            .map_err(|_| self.foreign("it has no data table"))?;
         match format {
             Some(FORMAT) => Ok(()),
             Some(other) => Err(self.foreign(&format!(

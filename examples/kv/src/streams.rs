@@ -144,9 +144,7 @@ impl WatchState {
                 }
                 continue;
             }
-            let Some(sub) = self.sub.as_mut() else {
-                return None;
-            };
+            let sub = self.sub.as_mut()?;
             let event = match sub.recv().await {
                 Ok(ev) => ev,
                 Err(_) => return None, // the store closed

@@ -33,7 +33,11 @@ async fn sigkill_loses_no_acknowledged_sync_put() {
             for i in 0..100_000u32 {
                 let (k, v) = (format!("w{w}/{i}"), format!("value {w} {i}"));
                 match c
-                    .put(Bytes::from(k.clone()), Bytes::from(v.clone()), PutOptions::default())
+                    .put(
+                        Bytes::from(k.clone()),
+                        Bytes::from(v.clone()),
+                        PutOptions::default(),
+                    )
                     .await
                 {
                     Ok(r) => {
@@ -168,5 +172,5 @@ async fn a_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _node = NodeProcess::start(dir.path(), &[]);
     let err = refused(&[], dir.path());
-    assert!(err.contains("data directory"), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
 }

@@ -9,9 +9,7 @@ use bytes::Bytes;
 use common::{within, TestNode, Transport, ALL};
 use futures::StreamExt;
 use mw::rpc::RpcError;
-use mw_kv::{
-    DeleteOptions, Durability, EventKind, KvClient, KvError, PutOptions, Version,
-};
+use mw_kv::{DeleteOptions, Durability, EventKind, KvClient, KvError, PutOptions, Version};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -66,7 +64,10 @@ async fn every_operation(t: Transport) {
         .await
         .unwrap();
     assert!(!wb.durable);
-    assert_eq!(&c.get(b("buffered")).await.unwrap().unwrap().value[..], b"x");
+    assert_eq!(
+        &c.get(b("buffered")).await.unwrap().unwrap().value[..],
+        b"x"
+    );
 
     // compare-and-set: create-only, then on the current version, then a stale one.
     let create = PutOptions {
@@ -94,8 +95,8 @@ async fn every_operation(t: Transport) {
         .await
         .unwrap();
     assert!(ok.version > fresh.version);
-    let stale = app(
-        c.put(
+    let stale = app(c
+        .put(
             b("new"),
             b("n3"),
             PutOptions {
@@ -104,13 +105,12 @@ async fn every_operation(t: Transport) {
             },
         )
         .await
-        .unwrap_err(),
-    );
+        .unwrap_err());
     assert!(matches!(stale, KvError::VersionConflict { current: Some(v), .. } if v == ok.version));
 
     // delete, with and without a version condition; a second delete finds nothing.
-    let err = app(
-        c.delete(
+    let err = app(c
+        .delete(
             b("a"),
             DeleteOptions {
                 if_version: Some(Version(1)),
@@ -118,8 +118,7 @@ async fn every_operation(t: Transport) {
             },
         )
         .await
-        .unwrap_err(),
-    );
+        .unwrap_err());
     assert!(matches!(err, KvError::VersionConflict { .. }), "{err}");
     let d = c.delete(b("a"), DeleteOptions::default()).await.unwrap();
     assert_eq!(d.deleted, Some(Version(2)));
@@ -135,9 +134,15 @@ async fn every_operation(t: Transport) {
     assert_eq!(c.incr(b("n"), 5).await.unwrap(), 5);
     assert_eq!(c.incr(b("n"), -7).await.unwrap(), -2);
     assert_eq!(&c.get(b("n")).await.unwrap().unwrap().value[..], b"-2");
-    assert_eq!(app(c.incr(b("a"), 1).await.unwrap_err()), KvError::NotAnInteger);
+    assert_eq!(
+        app(c.incr(b("a"), 1).await.unwrap_err()),
+        KvError::NotAnInteger
+    );
     put(&c, "big", &i64::MAX.to_string()).await;
-    assert_eq!(app(c.incr(b("big"), 1).await.unwrap_err()), KvError::Overflow);
+    assert_eq!(
+        app(c.incr(b("big"), 1).await.unwrap_err()),
+        KvError::Overflow
+    );
 
     // scan: key order within a prefix, paging with start_after, limit.
     for k in ["user/3", "user/1", "user/2", "userx", "usa", "user/10"] {
@@ -152,7 +157,10 @@ async fn every_operation(t: Transport) {
         keys(&c, "user/", Some("user/10"), 100).await,
         ["user/2", "user/3"]
     );
-    assert_eq!(keys(&c, "user/", Some("user/3"), 100).await, Vec::<String>::new());
+    assert_eq!(
+        keys(&c, "user/", Some("user/3"), 100).await,
+        Vec::<String>::new()
+    );
     assert_eq!(keys(&c, "zzz", None, 100).await, Vec::<String>::new());
 
     // watch from a past revision replays history in revision order, then follows.
@@ -160,17 +168,31 @@ async fn every_operation(t: Transport) {
     let mut w = c.watch(b("user/"), Some(1)).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let e = within("history event", w.next()).await.unwrap().unwrap().unwrap();
+        let e = within("history event", w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(e.revision);
         assert_eq!(e.kind, EventKind::Put);
     }
     assert!(seen.windows(2).all(|p| p[0] < p[1]), "{seen:?}");
     let live = put(&c, "user/9", "nine").await;
-    let e = within("live event", w.next()).await.unwrap().unwrap().unwrap();
+    let e = within("live event", w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((e.revision, &e.key[..]), (live.revision, &b"user/9"[..]));
     assert!(live.revision > status.revision);
-    c.delete(b("user/9"), DeleteOptions::default()).await.unwrap();
-    let e = within("delete event", w.next()).await.unwrap().unwrap().unwrap();
+    c.delete(b("user/9"), DeleteOptions::default())
+        .await
+        .unwrap();
+    let e = within("delete event", w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((e.kind, e.version), (EventKind::Delete, live.version));
     drop(w);
     node.stop().await;
@@ -183,7 +205,10 @@ async fn refusals_are_typed_and_the_node_keeps_serving(t: Transport) {
     let limits = mw_kv::Limits::default();
     let big_key = Bytes::from(vec![b'k'; limits.max_key + 1]);
     assert_eq!(
-        app(c.put(big_key.clone(), b("v"), PutOptions::default()).await.unwrap_err()),
+        app(c
+            .put(big_key.clone(), b("v"), PutOptions::default())
+            .await
+            .unwrap_err()),
         KvError::KeyTooLarge {
             size: limits.max_key + 1,
             limit: limits.max_key
@@ -193,10 +218,16 @@ async fn refusals_are_typed_and_the_node_keeps_serving(t: Transport) {
         app(c.get(big_key).await.unwrap_err()),
         KvError::KeyTooLarge { .. }
     ));
-    assert_eq!(app(c.get(Bytes::new()).await.unwrap_err()), KvError::EmptyKey);
+    assert_eq!(
+        app(c.get(Bytes::new()).await.unwrap_err()),
+        KvError::EmptyKey
+    );
     let big_value = Bytes::from(vec![0u8; limits.max_value + 1]);
     assert_eq!(
-        app(c.put(b("k"), big_value, PutOptions::default()).await.unwrap_err()),
+        app(c
+            .put(b("k"), big_value, PutOptions::default())
+            .await
+            .unwrap_err()),
         KvError::ValueTooLarge {
             size: limits.max_value + 1,
             limit: limits.max_value
@@ -219,7 +250,10 @@ async fn refusals_are_typed_and_the_node_keeps_serving(t: Transport) {
     ));
     let mut s = c.scan(b(""), None, limits.max_scan + 1).await.unwrap();
     let first = within("scan refusal", s.next()).await.unwrap().unwrap();
-    assert!(matches!(first, Err(KvError::ScanTooLarge { .. })), "{first:?}");
+    assert!(
+        matches!(first, Err(KvError::ScanTooLarge { .. })),
+        "{first:?}"
+    );
     // Nothing above was applied; the other connection is served as before.
     assert_eq!(other.get(b("k")).await.unwrap(), None);
     put(&other, "k", "fine").await;

@@ -40,7 +40,11 @@ async fn cas_under_concurrent_writers_has_exactly_one_winner_per_version() {
                     if_version: Some(version),
                     ..Default::default()
                 };
-                (i, c.put(b("counter"), Bytes::from(round.to_string()), opts).await)
+                (
+                    i,
+                    c.put(b("counter"), Bytes::from(round.to_string()), opts)
+                        .await,
+                )
             }));
         }
         let mut winners = Vec::new();
@@ -60,7 +64,10 @@ async fn cas_under_concurrent_writers_has_exactly_one_winner_per_version() {
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
         version = winners[0].1;
         let now = setup.get(b("counter")).await.unwrap().unwrap();
-        assert_eq!((now.version, &now.value[..]), (version, round.to_string().as_bytes()));
+        assert_eq!(
+            (now.version, &now.value[..]),
+            (version, round.to_string().as_bytes())
+        );
     }
     node.stop().await;
 }
@@ -162,7 +169,7 @@ async fn a_watch_resumes_across_a_reconnect_without_gap_or_duplicate() {
         let c = node.client().await; // a new connection each time
         let mut w = c.watch(b("w/"), Some(last + 1)).await.unwrap();
         write(30).await; // writes while watching
-        // Read some, not all, then drop the connection mid-stream.
+                         // Read some, not all, then drop the connection mid-stream.
         for _ in 0..15 {
             let e = within("event", w.next()).await.unwrap().unwrap().unwrap();
             assert_eq!(&e.key[..], b"w/key");
@@ -179,7 +186,11 @@ async fn a_watch_resumes_across_a_reconnect_without_gap_or_duplicate() {
     // Exactly the revisions of w/ writes, each once, in order.
     let expected: Vec<u64> = (1..=total).filter(|r| (r - 1) % 3 != 0).collect();
     while seen.len() < expected.len() {
-        let e = within("tail event", w.next()).await.unwrap().unwrap().unwrap();
+        let e = within("tail event", w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(e.revision);
     }
     assert_eq!(seen, expected);
@@ -216,7 +227,11 @@ async fn a_watch_older_than_retention_gets_compacted_naming_the_oldest() {
     // From the oldest available revision, the whole retained history.
     let mut w = c.watch(b(""), Some(41)).await.unwrap();
     for rev in 41..=50 {
-        let e = within("retained", w.next()).await.unwrap().unwrap().unwrap();
+        let e = within("retained", w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(e.revision, rev);
     }
     drop(w);

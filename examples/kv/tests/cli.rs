@@ -1,0 +1,192 @@
+//! The `mw-kv` command line as a user meets it: the README walk-through against a real
+//! node process, `MW_KV_NODE`, exit codes, one clear line for every bad input, and
+//! SIGTERM draining and syncing buffered writes.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use common::{mw_kv, NodeProcess};
+
+fn run(node: &str, args: &[&str]) -> Output {
+    mw_kv().env("MW_KV_NODE", node).args(args).output().unwrap()
+}
+
+fn ok(node: &str, args: &[&str]) -> String {
+    let out = run(node, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fails with exit code `code` and exactly one line on stderr containing `needle`.
+fn fails(node: &str, args: &[&str], code: i32, needle: &str) {
+    let out = run(node, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    if code == 1 {
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+}
+
+#[test]
+fn walk_through_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let n = node.addr.as_str();
+    assert_eq!(ok(n, &["put", "greeting", "hello"]), "1\n");
+    assert_eq!(ok(n, &["get", "greeting"]), "hello\n");
+    assert!(ok(n, &["get", "-v", "greeting"]).contains("version 1 created 1 changes 1"));
+    assert_eq!(
+        ok(n, &["put", "greeting", "hi", "--if-version", "1"]),
+        "2\n"
+    );
+    fails(
+        n,
+        &["put", "greeting", "bye", "--if-version", "1"],
+        1,
+        "version conflict: expected 1, current 2",
+    );
+    assert_eq!(ok(n, &["incr", "hits"]), "1\n");
+    assert_eq!(ok(n, &["incr", "hits", "41"]), "42\n");
+    assert_eq!(ok(n, &["incr", "hits", "-2"]), "40\n");
+    fails(n, &["incr", "greeting"], 1, "not a 64-bit decimal integer");
+    ok(n, &["put", "user/2", "bob"]);
+    ok(n, &["put", "user/1", "alice"]);
+    assert_eq!(ok(n, &["scan", "user/"]), "user/1\talice\nuser/2\tbob\n");
+    assert_eq!(ok(n, &["scan", "user/", "--limit", "1"]), "user/1\talice\n");
+    assert_eq!(
+        ok(n, &["scan", "user/", "--start-after", "user/1"]),
+        "user/2\tbob\n"
+    );
+    assert_eq!(ok(n, &["del", "user/2"]), "deleted version 6\n");
+    fails(n, &["del", "user/2"], 1, "not found");
+    fails(n, &["get", "user/2"], 1, "not found");
+    assert_eq!(
+        ok(
+            n,
+            &["watch", "user/", "--from-revision", "1", "--count", "3"]
+        ),
+        "6 PUT user/2 bob\n7 PUT user/1 alice\n8 DELETE user/2\n"
+    );
+    let status = ok(n, &["status"]);
+    assert!(
+        status.contains("revision 8\n") && status.contains("engine redb"),
+        "{status}"
+    );
+    // --node beats MW_KV_NODE.
+    let out = mw_kv()
+        .env("MW_KV_NODE", "127.0.0.1:1")
+        .args(["get", "--node", n, "greeting"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "hi\n");
+    // Values from a file or stdin, binary included.
+    let file = dir.path().join("blob");
+    std::fs::write(&file, [0u8, 159, 146, 150]).unwrap();
+    ok(n, &["put", "blob", "--file", file.to_str().unwrap()]);
+    let out = run(n, &["get", "blob"]);
+    assert_eq!(out.stdout, [0u8, 159, 146, 150, b'\n']);
+    let mut child = mw_kv()
+        .env("MW_KV_NODE", n)
+        .args(["put", "piped", "--file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(ok(n, &["get", "piped"]), "from stdin\n");
+}
+
+#[test]
+fn bad_inputs_end_in_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]);
+    let n = node.addr.as_str();
+    fails(
+        "127.0.0.1:1",
+        &["get", "k"],
+        1,
+        "node 127.0.0.1:1: cannot connect",
+    );
+    fails("nonsense", &["get", "k"], 1, "invalid address \"nonsense\"");
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    fails(
+        n,
+        &["put", "k", "--file", big.to_str().unwrap()],
+        1,
+        "value of 1048577 bytes exceeds the limit of 1048576 bytes",
+    );
+    fails(
+        n,
+        &["put", "k", "--file", "/no/such/file"],
+        1,
+        "cannot read /no/such/file",
+    );
+    let long_key = "k".repeat(4097);
+    fails(
+        n,
+        &["get", &long_key],
+        1,
+        "key of 4097 bytes exceeds the limit of 4096 bytes",
+    );
+    fails(n, &["get", ""], 1, "empty key");
+    fails(n, &["put", "k", "v", "--ttl", "0"], 2, "must be positive");
+    fails(
+        n,
+        &["put", "k", "v", "--ttl", "soon"],
+        2,
+        "not a number of seconds",
+    );
+    fails(
+        n,
+        &["put", "k", "v", "--if-version", "-3"],
+        2,
+        "unexpected argument",
+    );
+    fails(n, &["put", "k"], 2, "required");
+    fails(
+        n,
+        &["scan", "", "--limit", "20000"],
+        1,
+        "scan limit 20000 exceeds the maximum of 10000",
+    );
+    fails(n, &["frobnicate"], 2, "unrecognized subcommand");
+    fails(
+        n,
+        &["serve", "--fsync", "sometimes"],
+        2,
+        "invalid fsync policy",
+    );
+    // Nothing above was half-applied.
+    fails(n, &["get", "k"], 1, "not found");
+}
+
+#[test]
+fn sigterm_drains_and_syncs_buffered_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(dir.path(), &["--fsync", "never"]);
+    for i in 0..20 {
+        ok(&node.addr, &["put", &format!("b{i}"), "v", "--buffered"]);
+    }
+    let pid = node.child.id() as i32;
+    // SAFETY: sending a signal to our own child by pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let node = NodeProcess::start(dir.path(), &[]);
+    assert_eq!(ok(&node.addr, &["scan", "b"]).lines().count(), 20);
+}
