@@ -16,6 +16,12 @@
 //!
 //! Referential coupling is checked too: queue and topic senders name only a queue or a
 //! topic, never a receiver. Temporal coupling is the "receiver not running" column.
+//!
+//! Shared space (the tuple space, `RemoteSpace::out` / `in_`) is decoupled both ways:
+//! writer and reader name neither each other nor any queue or topic — a pattern selects
+//! the tuple — and they need not run at the same time: the writer exits (and the broker
+//! restarts) before the reader starts, and a reader waiting first gets what a writer that
+//! starts later writes.
 //! Platform coupling is covered by `mw-rpc/tests/protocol_doc.rs`, which drives the server
 //! with hand-written bytes taken from PROTOCOL.md.
 
@@ -30,6 +36,7 @@ use mw::queue::forward::Outbox;
 use mw::queue::remote::RemoteQueues;
 use mw::queue::{ConsumerOptions, Message};
 use mw::rpc::{Channel, RpcError, ServerConfig};
+use mw::space::{pattern, tuple, RemoteSpace, Type};
 
 /// The receiving application: records what it was handed.
 #[mw::service(name = "matrix", version = 1)]
@@ -234,6 +241,7 @@ impl RunningBroker {
         }
         self.running.shutdown().await;
         self.broker.router.shutdown().await;
+        self.broker.space.close().await.unwrap();
         self.broker.queues.close().await.unwrap();
         endpoint
     }
@@ -367,6 +375,55 @@ async fn topic_decoupling(t: Transport) {
     broker.stop().await;
 }
 
+/// Shared space: referential and temporal decoupling at once.
+async fn shared_space(t: Transport) {
+    let data = tempfile::tempdir().unwrap();
+    let broker = RunningBroker::start(Endpoint::new(t), data.path()).await;
+    {
+        // The writer names no reader, queue or topic; it writes and is gone.
+        let writer = RemoteSpace::connect(&broker.addr()).await.unwrap();
+        for i in 0..3 {
+            within("out", writer.out(tuple!("order", i))).await.unwrap();
+        }
+    }
+    // Nothing of the writer is left; the broker even restarts before a reader exists.
+    let endpoint = broker.stop().await;
+    let broker = RunningBroker::start(endpoint, data.path()).await;
+    let reader = RemoteSpace::connect(&broker.addr()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        match within("inp", reader.inp(&pattern!("order", Type::Int)))
+            .await
+            .unwrap()
+        {
+            Some(order) => got.push(order[1].as_int().unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(got, vec![0, 1, 2], "found by pattern, oldest first");
+    // The other way round: a reader waits before any writer runs.
+    let waiting = {
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let p = pattern!("reply", Type::String);
+            reader.in_(&p, std::time::Duration::from_secs(10)).await
+        })
+    };
+    let space = broker.broker.space.clone();
+    common::eventually("the reader is blocked", || space.stats().waiters == 1).await;
+    let writer = RemoteSpace::connect(&broker.addr()).await.unwrap();
+    within("late out", writer.out(tuple!("reply", "shipped")))
+        .await
+        .unwrap();
+    let reply = within("the waiting reader", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Some(tuple!("reply", "shipped")));
+    drop((reader, writer));
+    broker.stop().await;
+}
+
 per_transport!(
     transient_asynchronous,
     transient_synchronous_receipt,
@@ -375,4 +432,5 @@ per_transport!(
     persistent_synchronous,
     persistent_asynchronous,
     topic_decoupling,
+    shared_space,
 );
