@@ -9,6 +9,7 @@
 //! `serve <target> --addr ADDR` subcommand (see [`child`]).
 
 mod child;
+mod kv;
 mod machine;
 mod peers;
 mod pubsub;
@@ -41,6 +42,8 @@ enum Command {
     Pubsub(pubsub::PubsubArgs),
     /// Queues: fsync floor, confirmed sends to a broker child (group commit), RSS under backlog.
     Queue(queue::QueueArgs),
+    /// Key-value: mw-kv vs redis, SET/GET unbatched and pipelined, durable SET vs appendfsync always.
+    Kv(kv::KvArgs),
     /// Queue recovery: open time on adversarial segments of 1-64 MiB (must grow linearly).
     Recovery(recovery::RecoveryArgs),
     /// Internal: run one benchmark server until killed (started by the parent).
@@ -51,10 +54,10 @@ enum Command {
         /// Address to bind; the real one is printed as `listening on <addr>`.
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
-        /// Data directory (queue-broker).
+        /// Data directory (queue-broker, kv).
         #[arg(long)]
         data: Option<std::path::PathBuf>,
-        /// Fsync policy, always or never (queue-broker).
+        /// Fsync policy: always or never (queue-broker); always, never or interval:MS (kv).
         #[arg(long)]
         fsync: Option<String>,
     },
@@ -67,6 +70,7 @@ fn main() {
         Command::Pubsub(args) => pubsub::run(&args),
         Command::Queue(args) => queue::run(&args),
         Command::Recovery(args) => recovery::run(&args),
+        Command::Kv(args) => kv::run(&args),
         Command::Serve {
             target,
             addr,
@@ -75,6 +79,12 @@ fn main() {
         } if queue::SERVE_TARGETS.contains(&target.as_str()) => child::runtime()
             .map_err(Error::from)
             .and_then(|rt| rt.block_on(queue::serve(&addr, data, fsync))),
+        Command::Serve {
+            target,
+            addr,
+            data,
+            fsync,
+        } if kv::SERVE_TARGETS.contains(&target.as_str()) => kv::serve(&addr, data, fsync),
         Command::Serve { target, addr, .. } => serve(&target, &addr),
     };
     if let Err(e) = result {

@@ -54,19 +54,23 @@ impl PeerServer {
     /// `redis-server --port N --save '' --appendonly no --bind 127.0.0.1`, ready once it
     /// answers PING.
     pub fn redis() -> io::Result<PeerServer> {
+        Self::redis_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// `redis-server --port N --bind 127.0.0.1` followed by `config` (e.g.
+    /// `["--appendonly", "yes", "--dir", DIR]`), ready once it answers PING.
+    pub fn redis_with(config: &[&str]) -> io::Result<PeerServer> {
         Self::start(
             "redis-server",
             |port| {
-                vec![
+                let mut args = vec![
                     "--port".into(),
                     port.to_string(),
-                    "--save".into(),
-                    String::new(),
-                    "--appendonly".into(),
-                    "no".into(),
                     "--bind".into(),
                     "127.0.0.1".into(),
-                ]
+                ];
+                args.extend(config.iter().map(|a| a.to_string()));
+                args
             },
             |s| {
                 s.write_all(b"PING\r\n")?;
@@ -135,6 +139,11 @@ impl PeerServer {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

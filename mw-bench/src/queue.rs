@@ -278,7 +278,8 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
-fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
+/// User + system CPU seconds of the process whose `stat` file is `stat_path`.
+pub(crate) fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
     let s = std::fs::read_to_string(stat_path).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<u64> = rest
@@ -300,7 +301,7 @@ fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
 // ---------------------------------------------------------------------------------------
 
 /// The filesystem type of `path`, by `statfs` magic.
-fn fs_type(path: &Path) -> String {
+pub(crate) fn fs_type(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return "unknown".into();
@@ -325,14 +326,15 @@ fn fs_type(path: &Path) -> String {
     }
 }
 
+/// One fsync-floor measurement: `size`-byte appends, each followed by fdatasync.
 #[derive(Debug, Clone)]
-struct Floor {
-    size: usize,
-    summary: Summary,
+pub(crate) struct Floor {
+    pub(crate) size: usize,
+    pub(crate) summary: Summary,
 }
 
 /// Appends `size` bytes and fdatasyncs, in a loop for `seconds`.
-fn measure_floor(dir: &Path, size: usize, seconds: f64) -> Result<Floor, Error> {
+pub(crate) fn measure_floor(dir: &Path, size: usize, seconds: f64) -> Result<Floor, Error> {
     let path = dir.join(format!("floor-{size}.dat"));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
