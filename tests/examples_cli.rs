@@ -425,3 +425,48 @@ fn sensors_late_subscriber_gets_the_retained_reading() {
         "the last (retained) reading comes first: {first}"
     );
 }
+
+/// Linda's bag of tasks: every task is done exactly once by some worker process, and the
+/// per-worker tally adds up, with the example's own broker and through `mw broker`.
+#[test]
+fn tuplespace_bag_of_tasks_does_each_task_once() {
+    let check = |out: &[String], tasks: usize| {
+        let done: Vec<&String> = out.iter().filter(|l| l.starts_with("task ")).collect();
+        assert_eq!(done.len(), tasks, "one line per task: {out:?}");
+        for (i, line) in done.iter().enumerate() {
+            assert!(line.starts_with(&format!("task {i:>2}:")), "{line}");
+            assert!(line.contains("done by worker-"), "{line}");
+        }
+        let tally = out
+            .iter()
+            .find(|l| l.starts_with("tally: "))
+            .unwrap_or_else(|| panic!("no tally in {out:?}"));
+        assert!(
+            tally.ends_with(&format!("({tasks} tasks, each done once)")),
+            "{tally}"
+        );
+        let per_worker: usize = tally["tally: ".len()..tally.find(" (").unwrap()]
+            .split(", ")
+            .map(|w| w.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(per_worker, tasks, "{tally}");
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("master: all workers stopped")
+        );
+    };
+    check(&run_ok(example("tuplespace"), &[]), 20);
+
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_string();
+    let mut broker = Proc::spawn(
+        mw_bin(),
+        &["broker", "--addr", "127.0.0.1:0", "--data", &data_arg],
+    );
+    let addr = broker.listening_addr();
+    let out = run_ok(
+        example("tuplespace"),
+        &["--broker", &addr, "--workers", "4", "--tasks", "12"],
+    );
+    check(&out, 12);
+}
