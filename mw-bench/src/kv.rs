@@ -125,6 +125,24 @@ pub struct KvArgs {
     /// Do not run `redis-benchmark` even if it is on PATH.
     #[arg(long)]
     no_redis_benchmark: bool,
+    /// Run only these operations (get, set, durable; repeatable). Default: all.
+    #[arg(long, value_parser = ["get", "set", "durable"])]
+    only: Vec<String>,
+    /// Run only these shapes: ops in flight per connection, 1 or the --pipeline depth
+    /// (repeatable). Default: both.
+    #[arg(long)]
+    depth: Vec<usize>,
+}
+
+impl KvArgs {
+    fn wants(&self, op: Op) -> bool {
+        let name = match op {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::DurableSet => "durable",
+        };
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -757,7 +775,10 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
 
     let rt = crate::child::runtime()?;
     let (clients, depth, keys) = (args.clients, args.pipeline, args.keys);
-    let shapes = [1, depth];
+    let shapes: Vec<usize> = [1, depth]
+        .into_iter()
+        .filter(|d| args.depth.is_empty() || args.depth.contains(d))
+        .collect();
     // redis's tasks per connection and keys per call at a given depth.
     let redis_shape = |d: usize| match args.redis_pipeline {
         RedisPipeline::Pipe => (1, d),
@@ -771,6 +792,10 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         ("plain", &[Op::Get, Op::Set][..]),
         ("durable", &[Op::DurableSet][..]),
     ] {
+        let ops: Vec<Op> = ops.iter().copied().filter(|&op| args.wants(op)).collect();
+        if ops.is_empty() {
+            continue;
+        }
         let durable = phase == "durable";
         let fsync = if durable {
             "always"
@@ -799,7 +824,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
             Some(r) => Some(rt.block_on(connect_redis(r.port(), clients))?),
             None => None,
         };
-        if !durable {
+        if ops.contains(&Op::Get) {
             say(format!("  preloading {keys} keys into mw-kv and redis"));
             rt.block_on(preload(&mw_conns, keys, depth))?;
             if let Some(rc) = &redis_conns {
@@ -807,7 +832,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
             }
         }
         for &d in &shapes {
-            for &op in ops {
+            for &op in &ops {
                 say(format!("  {} {clients}x{d}: mw-kv, {seconds} s", op.name()));
                 let m = rt.block_on(measure(
                     &mw_conns,
