@@ -81,6 +81,32 @@ pub enum KvError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A write would leave a key with more concurrent versions (siblings) than the
+    /// limit: read the key and write with its context to resolve them first.
+    #[error("too many siblings: {count} (limit {limit}); read the key and write with its context to resolve them")]
+    TooManySiblings {
+        /// Siblings the write would leave.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Fewer replicas answered than the quorum needs.
+    #[error("quorum not reached: {acks} of {needed} replicas answered ({detail})")]
+    QuorumFailed {
+        /// Replies or acknowledgements needed.
+        needed: usize,
+        /// Those that came.
+        acks: usize,
+        /// Which replicas failed and why.
+        detail: String,
+    },
+    /// The operation needs one order of writes (compare-and-set, `incr`, scan, watch),
+    /// which a ring of replicas with sloppy quorums does not give.
+    #[error("{op} is not available on a ring node (it needs a single order of writes; use a single node)")]
+    NotOnRing {
+        /// The operation refused.
+        op: String,
+    },
     /// The store is shutting down or closed.
     #[error("the store is closed")]
     Closed,

@@ -33,6 +33,7 @@ use crate::streams::{ScanState, WatchState, WatcherCount};
 use crate::types::{
     DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
 };
+use crate::types::{Durability, Update, UpdateResult};
 use crate::writer::{Op, Writer};
 
 /// The bus topic a node publishes each committed batch of events on.
@@ -288,6 +289,38 @@ impl Kv {
         self.check_key(&key)?;
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Incr { key, delta, reply }, rx).await
+    }
+
+    /// Reads, modifies and writes `key` atomically: `f` gets the live value (or `None`)
+    /// and decides; no other change to the store comes between. It runs on the
+    /// node's writer, so it must be quick and must not block. `incr` is one such
+    /// update; a ring node merges replicated versions with it.
+    ///
+    /// # Errors
+    ///
+    /// An invalid key; a storage failure (nothing applied); [`KvError::Closed`].
+    pub async fn update(
+        &self,
+        key: impl Into<Bytes>,
+        durability: Durability,
+        f: impl FnOnce(Option<&Versioned>) -> Update + Send + 'static,
+    ) -> Result<UpdateResult> {
+        let key = key.into();
+        self.check_key(&key)?;
+        let (reply, rx) = oneshot::channel();
+        // Not checked against `max_value`: an update's value is the caller's own
+        // encoding (a ring replica's siblings), bounded by the caller.
+        let f: crate::writer::UpdateFn = Box::new(f);
+        self.submit(
+            Op::Update {
+                key,
+                f,
+                durability,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Live entries whose keys start with `prefix`, after `start_after`, in key order,

@@ -24,6 +24,7 @@ pub mod error;
 pub mod fjall_engine;
 pub mod kv;
 pub mod redb_engine;
+pub mod ring;
 pub mod service;
 pub mod storage;
 mod streams;
@@ -39,6 +40,6 @@ pub use service::{
 };
 pub use storage::{MemoryStorage, Storage};
 pub use types::{
-    DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind, PutOptions, Status, Version,
-    Versioned, WriteResult,
+    DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind, PutOptions, Status, Update,
+    UpdateResult, Version, Versioned, WriteResult,
 };

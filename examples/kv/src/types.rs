@@ -111,6 +111,30 @@ pub struct DeleteResult {
     pub durable: bool,
 }
 
+/// What an [`update`](crate::Kv::update) function decides for its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Leave the key as it is.
+    Unchanged,
+    /// Store this value (keeping the key's expiry time, if any).
+    Put(Bytes),
+    /// Remove the key.
+    Delete,
+}
+
+/// What an [`update`](crate::Kv::update) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateResult {
+    /// Whether the key changed.
+    pub changed: bool,
+    /// The key's version afterwards (`None`: absent).
+    pub version: Option<Version>,
+    /// The node's revision after the update.
+    pub revision: u64,
+    /// As [`WriteResult::durable`].
+    pub durable: bool,
+}
+
 /// The kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {

@@ -17,9 +17,12 @@ use crate::error::{KvError, Result};
 use crate::kv::{live, millis, Clock, Shared, EVENTS_TOPIC};
 use crate::storage::{Batch, Storage, Write};
 use crate::types::{
-    DeleteOptions, DeleteResult, Durability, Event, EventKind, PutOptions, Version, Versioned,
-    WriteResult,
+    DeleteOptions, DeleteResult, Durability, Event, EventKind, PutOptions, Update, UpdateResult,
+    Version, Versioned, WriteResult,
 };
+
+/// The function of an [`Op::Update`].
+pub(crate) type UpdateFn = Box<dyn FnOnce(Option<&Versioned>) -> Update + Send>;
 
 /// Most events compacted per batch, so one commit stays short.
 const COMPACT_STEP: u64 = 4096;
@@ -42,6 +45,13 @@ pub(crate) enum Op {
         delta: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
+    /// Read-modify-write of one key, atomically: `f` sees the live value.
+    Update {
+        key: Bytes,
+        f: UpdateFn,
+        durability: Durability,
+        reply: oneshot::Sender<Result<UpdateResult>>,
+    },
     /// Reclaim these keys if they are still expired.
     Reap { keys: Vec<Bytes> },
     /// Make every earlier commit durable.
@@ -58,6 +68,7 @@ fn refuse(op: Op) {
         Op::Put { reply, .. } => drop(reply.send(Err(KvError::Closed))),
         Op::Delete { reply, .. } => drop(reply.send(Err(KvError::Closed))),
         Op::Incr { reply, .. } => drop(reply.send(Err(KvError::Closed))),
+        Op::Update { reply, .. } => drop(reply.send(Err(KvError::Closed))),
         Op::Sync { reply } => {
             if let Some(r) = reply {
                 let _ = r.send(Err(KvError::Closed));
@@ -73,6 +84,7 @@ enum Pending {
     Put(oneshot::Sender<Result<WriteResult>>, Result<WriteResult>),
     Delete(oneshot::Sender<Result<DeleteResult>>, Result<DeleteResult>),
     Incr(oneshot::Sender<Result<i64>>, Result<i64>),
+    Update(oneshot::Sender<Result<UpdateResult>>, Result<UpdateResult>),
     Sync(oneshot::Sender<Result<()>>),
 }
 
@@ -101,6 +113,15 @@ impl Pending {
             Pending::Incr(tx, r) => {
                 let _ = tx.send(match outcome {
                     Ok(_) => r,
+                    Err(e) => r.and(Err(fail(e))),
+                });
+            }
+            Pending::Update(tx, r) => {
+                let _ = tx.send(match outcome {
+                    Ok(durable) => r.map(|u| UpdateResult {
+                        durable: *durable,
+                        ..u
+                    }),
                     Err(e) => r.and(Err(fail(e))),
                 });
             }
@@ -399,6 +420,40 @@ impl Writer {
                     b.wants_sync = true;
                 }
                 b.pending.push(Pending::Incr(reply, r));
+            }
+            Op::Update {
+                key,
+                f,
+                durability,
+                reply,
+            } => {
+                let r = self.current(b, &key, now).map(|cur| {
+                    let (changed, version) = match f(cur.as_ref()) {
+                        Update::Unchanged => (false, cur.as_ref().map(|c| c.version)),
+                        Update::Put(value) => {
+                            let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
+                            let w = self.store(b, &key, cur.as_ref(), value, expires);
+                            (true, Some(w.version))
+                        }
+                        Update::Delete => match &cur {
+                            Some(old) => {
+                                self.remove(b, &key, old, EventKind::Delete);
+                                (true, None)
+                            }
+                            None => (false, None),
+                        },
+                    };
+                    UpdateResult {
+                        changed,
+                        version,
+                        revision: b.revision,
+                        durable: false,
+                    }
+                });
+                if r.as_ref().is_ok_and(|u| u.changed) && durability == Durability::Sync {
+                    b.wants_sync = true;
+                }
+                b.pending.push(Pending::Update(reply, r));
             }
             Op::Reap { keys } => {
                 for key in keys {

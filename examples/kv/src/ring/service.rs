@@ -1,0 +1,66 @@
+//! The ring's two services: `mw.kv.ring` for clients (quorum reads and writes through
+//! any node: recursive routing) and `mw.kv.replica` between nodes (and for clients that
+//! route iteratively, contacting replicas themselves).
+
+use bytes::Bytes;
+
+use crate::error::KvError;
+use crate::ring::dvv::{Sibling, SiblingSet};
+use crate::ring::types::{
+    Located, Membership, Quorum, RingRead, RingView, RingWrite, RingWriteOptions,
+};
+
+/// What a ring node offers clients. Any node coordinates any request.
+#[mw::service(name = "mw.kv.ring", version = 1)]
+pub trait RingKv {
+    /// Reads `key` from its replicas, waiting for `r` replies (default: the cluster's R).
+    async fn get(&self, key: Bytes, r: Option<Quorum>) -> Result<RingRead, KvError>;
+    /// Writes `value`, replacing what `options.context` names; waits for W acknowledgements.
+    async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        options: RingWriteOptions,
+    ) -> Result<RingWrite, KvError>;
+    /// Writes a tombstone replacing what `options.context` names.
+    async fn delete(&self, key: Bytes, options: RingWriteOptions) -> Result<RingWrite, KvError>;
+    /// The ring as this node sees it.
+    async fn ring(&self) -> RingView;
+    /// The position and preference list of `key`.
+    async fn locate(&self, key: Bytes) -> Located;
+    /// Hands this node's ranges to their new owners, leaves the ring, then stops serving.
+    async fn leave(&self) -> Result<(), KvError>;
+}
+
+/// What ring nodes ask each other (and iterative clients ask replicas).
+#[mw::service(name = "mw.kv.replica", version = 1)]
+pub trait Replica {
+    /// Merges `siblings` into this replica's state of `key`; returns the merged state's
+    /// digest. A `new_write` may be refused with `TooManySiblings`.
+    async fn store(
+        &self,
+        key: Bytes,
+        siblings: Vec<Sibling>,
+        new_write: bool,
+    ) -> Result<u64, KvError>;
+    /// This replica's state of `key`.
+    async fn fetch(&self, key: Bytes) -> Result<SiblingSet, KvError>;
+    /// Keeps `siblings` of `key` for `target`, which is down, in a persistent queue, and
+    /// delivers them when it is back (hinted handoff).
+    async fn hint(&self, target: String, key: Bytes, siblings: Vec<Sibling>)
+        -> Result<(), KvError>;
+    /// Liveness; answers the membership version.
+    async fn ping(&self) -> u64;
+    /// Exchanges membership views: merges `view`, answers the merged one.
+    async fn gossip(&self, view: Membership) -> Membership;
+    /// Adds `node` to the ring; answers the membership with it.
+    async fn join(&self, node: String) -> Result<Membership, KvError>;
+    /// Up to `limit` replicas with positions in `[from, to]` after key `after`.
+    async fn range(
+        &self,
+        from: u64,
+        to: u64,
+        after: Option<Bytes>,
+        limit: u32,
+    ) -> Result<Vec<(Bytes, SiblingSet)>, KvError>;
+}
