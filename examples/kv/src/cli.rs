@@ -14,6 +14,9 @@ use mw::rpc::{RpcError, Server};
 use crate::config::{Config, FsyncPolicy};
 use crate::error::KvError;
 use crate::kv::Kv;
+use crate::ring::node::RingConfig;
+use crate::ring::service::RingKvClient;
+use crate::ring::types::{Quorum, RingRead, RingWrite, RingWriteOptions};
 use crate::service::{KvNode, KvServiceClient, KvServiceServer};
 use crate::types::{DeleteOptions, Durability, EventKind, PutOptions, Version};
 
@@ -44,6 +47,46 @@ pub struct NodeArg {
     pub timeout: f64,
 }
 
+/// Flags of `serve` that make the node a ring member.
+#[derive(Debug, Clone, Args)]
+pub struct RingArgs {
+    /// Start a ring of its own (the first node), instead of a single node.
+    #[arg(long)]
+    pub ring: bool,
+    /// Join the ring this member belongs to (implies --ring).
+    #[arg(long, value_name = "SEED_ADDR")]
+    pub join: Option<String>,
+    /// The name other members reach this node by (default: the bound address).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// Replicas per key.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+    pub n: u8,
+    /// Acknowledgements a write waits for (default for each request).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    pub w: u8,
+    /// Replies a read waits for (default for each request).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..))]
+    pub r: u8,
+    /// Virtual nodes per member.
+    #[arg(long, default_value_t = crate::ring::hash::DEFAULT_TOKENS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub tokens: u32,
+}
+
+/// Per-request quorum flags of the client verbs (ring nodes only).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct QuorumArgs {
+    /// Replies to wait for on a ring: one, quorum, all or a count (default: the cluster's R).
+    #[arg(long, value_name = "R")]
+    pub r: Option<Quorum>,
+    /// Acknowledgements to wait for on a ring: one, quorum, all or a count (default: W).
+    #[arg(long, value_name = "W")]
+    pub w: Option<Quorum>,
+    /// On a ring: print which replicas answered, in what time, and what was repaired or hinted.
+    #[arg(long)]
+    pub trace: bool,
+}
+
 /// The verbs.
 // `node` fields are flattened `NodeArg`s, documented there; a doc comment on them
 // would not reach the help text.
@@ -66,6 +109,8 @@ pub enum Command {
         /// Watch events kept for watchers resuming from a past revision.
         #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         retain_events: u64,
+        #[command(flatten)]
+        ring: RingArgs,
     },
     /// Store VALUE under KEY; prints the new version.
     Put {
@@ -88,6 +133,8 @@ pub enum Command {
         /// Acknowledge before the write is on disk.
         #[arg(long)]
         buffered: bool,
+        #[command(flatten)]
+        quorum: QuorumArgs,
     },
     /// Print the value of KEY (exit 1 and `not found` when absent).
     Get {
@@ -95,9 +142,11 @@ pub enum Command {
         node: NodeArg,
         /// The key.
         key: String,
-        /// Also print version, revisions and expiry (on stderr-free lines after the value).
+        /// Also print version, revisions and expiry (on a ring: siblings and context).
         #[arg(long, short = 'v')]
         verbose: bool,
+        #[command(flatten)]
+        quorum: QuorumArgs,
     },
     /// Delete KEY (exit 1 and `not found` when absent).
     Del {
@@ -108,6 +157,8 @@ pub enum Command {
         /// Only if the key's version is V.
         #[arg(long, value_name = "V")]
         if_version: Option<u64>,
+        #[command(flatten)]
+        quorum: QuorumArgs,
     },
     /// Add DELTA (default 1) to the integer under KEY; prints the new value.
     Incr {
@@ -149,6 +200,34 @@ pub enum Command {
     },
     /// Print the node's revision, oldest watchable revision, engine and fsync policy.
     Status {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Ring: print the members, their state, their share of the key space, the ring
+    /// version, N/W/R and the hints the node holds.
+    Ring {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Ring: print KEY's hash position and preference list.
+    Locate {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The key.
+        key: String,
+    },
+    /// Ring: read KEY and show the request's fan-out (replicas, answers, times, repairs).
+    Trace {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The key.
+        key: String,
+        /// Replies to wait for.
+        #[arg(long, value_name = "R")]
+        r: Option<Quorum>,
+    },
+    /// Ring: hand the node's ranges to their new owners and take it out of the ring.
+    Leave {
         #[command(flatten)]
         node: NodeArg,
     },
@@ -199,6 +278,13 @@ pub enum CliError {
 }
 
 fn rpc(node: &str, e: RpcError<KvError>) -> CliError {
+    if let RpcError::UnknownService(s) = &e {
+        if s.contains("\"mw.kv\"") {
+            return CliError::Kv(KvError::NotOnRing {
+                op: "this verb (incr, scan, watch, status)".into(),
+            });
+        }
+    }
     match e.into_application() {
         Ok(kv) => CliError::Kv(kv),
         Err(source) => CliError::Rpc {
@@ -232,13 +318,18 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             data,
             fsync,
             retain_events,
+            ring,
         } => {
             let config = Config {
                 fsync,
                 retain_events,
                 ..Config::default()
             };
-            serve(&addr, &data, config, out).await
+            if ring.ring || ring.join.is_some() {
+                serve_ring(&addr, &data, config, &ring, out).await
+            } else {
+                serve(&addr, &data, config, out).await
+            }
         }
         Command::Put {
             node,
@@ -248,12 +339,26 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             ttl,
             if_version,
             buffered,
+            quorum,
         } => {
             let value = match (value, file) {
                 (Some(v), _) => Bytes::from(v),
                 (None, Some(path)) => Bytes::from(read_value(&path)?),
                 (None, None) => unreachable!("clap requires VALUE or --file"),
             };
+            if let Some(ring) = ring_client(&node).await? {
+                if ttl.is_some() || if_version.is_some() {
+                    return Err(CliError::Kv(KvError::NotOnRing {
+                        op: if ttl.is_some() {
+                            "a ttl"
+                        } else {
+                            "compare-and-set"
+                        }
+                        .into(),
+                    }));
+                }
+                return ring_put(&ring, &node, key, Some(value), quorum, out).await;
+            }
             let client = connect(&node).await?;
             let options = PutOptions {
                 if_version: if_version.map(Version),
@@ -271,7 +376,32 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             writeln!(out, "{}", w.version)?;
             Ok(())
         }
-        Command::Get { node, key, verbose } => {
+        Command::Get {
+            node,
+            key,
+            verbose,
+            quorum,
+        } => {
+            if let Some(ring) = ring_client(&node).await? {
+                let read = ring
+                    .get(Bytes::from(key), quorum.r)
+                    .await
+                    .map_err(|e| rpc(&node.node, e))?;
+                if quorum.trace {
+                    print_replicas(out, "read", read.needed, &read.replicas)?;
+                }
+                if read.values.is_empty() {
+                    return Err(CliError::NotFound);
+                }
+                for v in &read.values {
+                    out.write_all(v)?;
+                    writeln!(out)?;
+                }
+                if verbose || read.values.len() > 1 {
+                    writeln!(out, "siblings {} context {}", read.siblings, read.context)?;
+                }
+                return Ok(());
+            }
             let client = connect(&node).await?;
             let v = client
                 .get(Bytes::from(key))
@@ -297,7 +427,16 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             node,
             key,
             if_version,
+            quorum,
         } => {
+            if let Some(ring) = ring_client(&node).await? {
+                if if_version.is_some() {
+                    return Err(CliError::Kv(KvError::NotOnRing {
+                        op: "compare-and-set".into(),
+                    }));
+                }
+                return ring_put(&ring, &node, key, None, quorum, out).await;
+            }
             let client = connect(&node).await?;
             let options = DeleteOptions {
                 if_version: if_version.map(Version),
@@ -374,6 +513,72 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             }
             Ok(())
         }
+        Command::Ring { node } => {
+            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
+            let v = ring.ring().await.map_err(|e| rpc(&node.node, e.widen()))?;
+            let overlap = if v.w + v.r > v.n {
+                "overlapping: every read quorum meets every write quorum"
+            } else {
+                "NOT overlapping (W+R <= N): a read may miss the latest write"
+            };
+            writeln!(out, "ring version {} as seen by {}", v.version, v.node)?;
+            writeln!(
+                out,
+                "N={} W={} R={} ({overlap}), {} tokens per node",
+                v.n, v.w, v.r, v.tokens
+            )?;
+            writeln!(
+                out,
+                "{:<24} {:<8} {:<11} {:>7}",
+                "member", "state", "reachable", "share"
+            )?;
+            for m in &v.members {
+                writeln!(
+                    out,
+                    "{:<24} {:<8} {:<11} {:>6.2}%",
+                    m.node,
+                    format!("{:?}", m.state).to_lowercase(),
+                    if m.reachable { "yes" } else { "NO" },
+                    m.share * 100.0
+                )?;
+            }
+            for (target, n) in &v.hints {
+                writeln!(out, "hints for {target}: {n}")?;
+            }
+            Ok(())
+        }
+        Command::Locate { node, key } => {
+            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
+            let l = ring
+                .locate(Bytes::from(key))
+                .await
+                .map_err(|e| rpc(&node.node, e.widen()))?;
+            writeln!(out, "position {:#018x}", l.position)?;
+            writeln!(out, "preference {}", l.preference.join(" "))?;
+            Ok(())
+        }
+        Command::Trace { node, key, r } => {
+            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
+            let read: RingRead = ring
+                .get(Bytes::from(key), r)
+                .await
+                .map_err(|e| rpc(&node.node, e))?;
+            print_replicas(out, "read", read.needed, &read.replicas)?;
+            writeln!(
+                out,
+                "{} value(s), {} sibling(s), context {}",
+                read.values.len(),
+                read.siblings,
+                read.context
+            )?;
+            Ok(())
+        }
+        Command::Leave { node } => {
+            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
+            ring.leave().await.map_err(|e| rpc(&node.node, e))?;
+            writeln!(out, "left the ring")?;
+            Ok(())
+        }
         Command::Status { node } => {
             let client = connect(&node).await?;
             let s = client
@@ -388,6 +593,151 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             Ok(())
         }
     }
+}
+
+fn not_a_ring(node: &NodeArg) -> CliError {
+    CliError::Serve(format!(
+        "node {} is a single node, not a ring member (start it with --ring or --join)",
+        node.node
+    ))
+}
+
+/// A ring client if the node at `node` serves `mw.kv.ring`, `None` if it is a single
+/// node (it answers that it does not know the service).
+async fn ring_client(node: &NodeArg) -> Result<Option<RingKvClient>, CliError> {
+    let channel = mw::rpc::Channel::connect(&node.node)
+        .await
+        .map_err(|source| CliError::Rpc {
+            node: node.node.clone(),
+            source,
+        })?;
+    let channel = channel.with_timeout(Duration::from_secs_f64(node.timeout.max(0.001)));
+    let ring = RingKvClient::new(channel);
+    match ring.locate(Bytes::from_static(b"probe")).await {
+        Ok(_) => Ok(Some(ring)),
+        Err(RpcError::UnknownService(_)) => Ok(None),
+        Err(source) => Err(CliError::Rpc {
+            node: node.node.clone(),
+            source,
+        }),
+    }
+}
+
+/// A ring write (`value: None` deletes): reads the key first (R) and writes with the
+/// context read, so the write replaces what is there.
+async fn ring_put(
+    ring: &RingKvClient,
+    node: &NodeArg,
+    key: String,
+    value: Option<Bytes>,
+    quorum: QuorumArgs,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CliError> {
+    let key = Bytes::from(key);
+    let read = ring
+        .get(key.clone(), quorum.r)
+        .await
+        .map_err(|e| rpc(&node.node, e))?;
+    if value.is_none() && read.values.is_empty() {
+        return Err(CliError::NotFound);
+    }
+    let options = RingWriteOptions {
+        context: read.context,
+        w: quorum.w,
+    };
+    let deleting = value.is_none();
+    let w: RingWrite = match value {
+        Some(v) => ring.put(key, v, options).await,
+        None => ring.delete(key, options).await,
+    }
+    .map_err(|e| rpc(&node.node, e))?;
+    if quorum.trace {
+        print_replicas(out, "read", read.needed, &read.replicas)?;
+        print_replicas(out, "write", w.needed, &w.replicas)?;
+    }
+    if deleting {
+        writeln!(out, "deleted ({})", w.dot)?;
+    } else {
+        writeln!(out, "{}", w.dot)?;
+    }
+    Ok(())
+}
+
+fn print_replicas(
+    out: &mut (dyn std::io::Write + Send),
+    what: &str,
+    needed: usize,
+    replicas: &[crate::ring::types::ReplicaReply],
+) -> Result<(), CliError> {
+    let ok = replicas.iter().filter(|r| r.ok).count();
+    writeln!(out, "{what}: {ok} of {needed} needed answered")?;
+    for r in replicas {
+        let status = match (&r.error, r.repaired) {
+            (Some(e), _) => format!("FAILED {e}"),
+            (None, true) => "ok, stale: repaired".to_string(),
+            (None, false) => "ok".to_string(),
+        };
+        let hint = r
+            .hint_for
+            .as_ref()
+            .map_or(String::new(), |t| format!(" (hint for {t})"));
+        writeln!(out, "  {}{hint} {:>8} us  {status}", r.node, r.micros)?;
+    }
+    Ok(())
+}
+
+/// Runs a ring node until Ctrl-C/SIGTERM, or until it has left the ring.
+///
+/// # Errors
+///
+/// The address, data directory or seed are refused.
+pub async fn serve_ring(
+    addr: &str,
+    data: &std::path::Path,
+    config: Config,
+    args: &RingArgs,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CliError> {
+    let ring_config = RingConfig {
+        n: args.n as usize,
+        w: args.w as usize,
+        r: args.r as usize,
+        tokens: args.tokens,
+        store: config,
+        ..RingConfig::default()
+    };
+    if args.w > args.n || args.r > args.n {
+        return Err(CliError::Serve(format!(
+            "W ({}) and R ({}) must not exceed N ({})",
+            args.w, args.r, args.n
+        )));
+    }
+    if !ring_config.overlapping() {
+        tracing::warn!(
+            n = args.n,
+            w = args.w,
+            r = args.r,
+            "W + R <= N: read and write quorums do not overlap; reads may miss acknowledged writes"
+        );
+    }
+    let served = crate::ring::serve::spawn(
+        addr,
+        args.advertise.as_deref(),
+        data,
+        ring_config,
+        args.join.as_deref(),
+    )
+    .await?;
+    tracing::info!(node = served.node.id(), members = ?served.node.membership().owners(), "ring node ready");
+    writeln!(out, "listening on {}", served.server.local_addr())?;
+    out.flush()?;
+    tokio::select! {
+        _ = mw::run::wait_for_signal() => {}
+        _ = served.node.left() => {}
+    }
+    served.server.shutdown().await;
+    served.node.close().await?;
+    Ok(())
 }
 
 fn read_value(path: &std::path::Path) -> Result<Vec<u8>, CliError> {

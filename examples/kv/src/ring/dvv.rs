@@ -33,8 +33,16 @@ pub struct Dot {
 }
 
 impl fmt::Display for Dot {
+    /// `node@epoch.sequence`: ring nodes count `epoch << 40 | sequence`, the epoch
+    /// growing at every start so counters never repeat without a write per dot.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.node, self.counter)
+        write!(
+            f,
+            "{}@{}.{}",
+            self.node,
+            self.counter >> 40,
+            self.counter & ((1 << 40) - 1)
+        )
     }
 }
 
@@ -70,7 +78,11 @@ impl VersionVector {
 
 impl fmt::Display for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(n, c)| format!("{n}@{}.{}", c >> 40, c & ((1 << 40) - 1)))
+            .collect();
         write!(f, "[{}]", parts.join(","))
     }
 }
