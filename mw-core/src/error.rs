@@ -61,6 +61,15 @@ pub enum CoreError {
         #[source]
         source: io::Error,
     },
+    /// A simulated network's partition separates the connecting endpoint from the one
+    /// it connects to ([`crate::fault`]).
+    #[error("cannot connect to {addr}: {reason}")]
+    Unreachable {
+        /// The address we tried.
+        addr: String,
+        /// Which endpoint is cut off from which, and by what.
+        reason: String,
+    },
     /// Binding a listener failed.
     #[error("cannot listen on {addr}")]
     Bind {

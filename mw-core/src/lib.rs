@@ -7,8 +7,11 @@
 //! - [`frame`]: the wire form of a message (length prefix, kind, flags, id, body) and
 //!   [`FrameCodec`], which checks the maximum frame length before allocating.
 //! - [`handshake`]: the versioned greeting that opens every connection.
-//! - [`transport`]: [`Address`] (`HOST:PORT`, `unix:PATH`, `inproc:NAME`), [`Listener`],
-//!   [`Stream`] and [`connect`] over TCP, Unix sockets and in-process pipes.
+//! - [`transport`]: [`Address`] (`HOST:PORT`, `unix:PATH`, `inproc:NAME`,
+//!   `sim:NET/NAME`), [`Listener`], [`Stream`] and [`connect`] over TCP, Unix sockets and
+//!   in-process pipes.
+//! - [`fault`]: [`FaultNet`], a simulated in-process network that drops, duplicates,
+//!   delays and reorders frames and partitions endpoints, deterministically from a seed.
 //! - [`connection`]: the batching writer ([`Outbox`]), the frame reader, and the
 //!   client/server connection set-up.
 //! - [`error`]: [`CoreError`] and [`FrameError`].
@@ -18,6 +21,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod fault;
 pub mod frame;
 pub mod handshake;
 pub mod transport;
@@ -26,5 +30,6 @@ pub use connection::{
     client_connection, server_connection, spawn_writer, FrameReader, Outbox, TransportConfig,
 };
 pub use error::{CoreError, FrameError};
+pub use fault::{FaultNet, Faults};
 pub use frame::{flags, Frame, FrameCodec, FrameKind};
 pub use transport::{connect, Address, Listener, Stream};

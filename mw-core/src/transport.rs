@@ -1,9 +1,11 @@
 //! Transports behind one interface: TCP, Unix domain sockets and in-process pipes.
 //!
-//! An [`Address`] is written `HOST:PORT` for TCP, `unix:PATH` for a Unix socket and
-//! `inproc:NAME` for an in-process endpoint (same process only, no socket at all).
-//! Binding port 0 (`127.0.0.1:0`) or the in-process name `0` picks a free endpoint;
-//! [`Listener::local_addr`] reads back the real one.
+//! An [`Address`] is written `HOST:PORT` for TCP, `unix:PATH` for a Unix socket,
+//! `inproc:NAME` for an in-process endpoint (same process only, no socket at all) and
+//! `sim:NET/NAME` (or `sim:NET/FROM>NAME` to connect as endpoint `FROM`) for an endpoint
+//! of a simulated, fault-injecting in-process network ([`crate::fault`]).
+//! Binding port 0 (`127.0.0.1:0`) or the in-process or simulated name `0` picks a free
+//! endpoint; [`Listener::local_addr`] reads back the real one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use crate::error::CoreError;
+use crate::fault;
 
 /// Size of each direction's buffer of an in-process pipe.
 const INPROC_PIPE_BYTES: usize = 256 * 1024;
@@ -37,6 +40,17 @@ pub enum Address {
     Unix(PathBuf),
     /// `inproc:NAME`.
     InProc(String),
+    /// `sim:NET/NAME` or `sim:NET/FROM>NAME`: endpoint `NAME` of the simulated network
+    /// `NET` (a [`FaultNet`](crate::fault::FaultNet)), reached as endpoint `FROM` when
+    /// connecting (anonymously without it; a listener ignores it).
+    Sim {
+        /// The network's name.
+        net: String,
+        /// The connecting endpoint's name, if it gives one.
+        from: Option<String>,
+        /// The listening endpoint's name.
+        endpoint: String,
+    },
 }
 
 impl FromStr for Address {
@@ -53,6 +67,9 @@ impl FromStr for Address {
             }
             return Ok(Address::Unix(PathBuf::from(path)));
         }
+        if let Some(rest) = s.strip_prefix("sim:") {
+            return parse_sim(rest).map_err(|r| bad(&r));
+        }
         if let Some(name) = s.strip_prefix("inproc:") {
             if name.is_empty() {
                 return Err(bad("empty in-process name (write inproc:NAME)"));
@@ -60,7 +77,9 @@ impl FromStr for Address {
             return Ok(Address::InProc(name.to_string()));
         }
         let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(bad("expected HOST:PORT, unix:PATH or inproc:NAME"));
+            return Err(bad(
+                "expected HOST:PORT, unix:PATH, inproc:NAME or sim:NET/NAME",
+            ));
         };
         if host.is_empty() {
             return Err(bad("missing host (write HOST:PORT, e.g. 127.0.0.1:7000)"));
@@ -78,8 +97,37 @@ impl fmt::Display for Address {
             Address::Tcp(a) => f.write_str(a),
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
             Address::InProc(n) => write!(f, "inproc:{n}"),
+            Address::Sim {
+                net,
+                from,
+                endpoint,
+            } => match from {
+                Some(from) => write!(f, "sim:{net}/{from}>{endpoint}"),
+                None => write!(f, "sim:{net}/{endpoint}"),
+            },
         }
     }
+}
+
+/// Parses what follows `sim:`: `NET/NAME` or `NET/FROM>NAME`.
+fn parse_sim(rest: &str) -> Result<Address, String> {
+    let Some((net, who)) = rest.split_once('/') else {
+        return Err("expected sim:NET/NAME or sim:NET/FROM>NAME".into());
+    };
+    fault::check_name(net, "network")?;
+    let (from, endpoint) = match who.split_once('>') {
+        Some((from, endpoint)) => {
+            fault::check_name(from, "endpoint")?;
+            (Some(from.to_string()), endpoint)
+        }
+        None => (None, who),
+    };
+    fault::check_name(endpoint, "endpoint")?;
+    Ok(Address::Sim {
+        net: net.to_string(),
+        from,
+        endpoint: endpoint.to_string(),
+    })
 }
 
 type InProcRegistry = Mutex<HashMap<String, mpsc::Sender<DuplexStream>>>;
@@ -102,14 +150,15 @@ enum ListenerInner {
     #[cfg(unix)]
     Unix(UnixListener),
     InProc(mpsc::Receiver<DuplexStream>),
+    Sim(fault::SimListener),
 }
 
 impl Listener {
     /// Binds `addr`. For a Unix socket, a stale socket file at the path is replaced.
     ///
     /// # Errors
-    /// [`CoreError::Bind`] naming the address, or [`CoreError::BadAddress`] for an
-    /// in-process name already in use.
+    /// [`CoreError::Bind`] naming the address (an in-process or simulated name already in
+    /// use, or a simulated network that does not exist).
     pub async fn bind(addr: &Address) -> Result<Listener, CoreError> {
         let bind_err = |source| CoreError::Bind {
             addr: addr.to_string(),
@@ -162,6 +211,18 @@ impl Listener {
                     addr: Address::InProc(name),
                 })
             }
+            Address::Sim { net, endpoint, .. } => {
+                let l = fault::bind(&addr.to_string(), net, endpoint)?;
+                let addr = Address::Sim {
+                    net: l.net().to_string(),
+                    from: None,
+                    endpoint: l.name.clone(),
+                };
+                Ok(Listener {
+                    inner: ListenerInner::Sim(l),
+                    addr,
+                })
+            }
         }
     }
 
@@ -194,6 +255,11 @@ impl Listener {
                 // Unreachable while we hold the registry's sender's receiver, but be total.
                 None => std::future::pending().await,
             },
+            ListenerInner::Sim(l) => match l.incoming.recv().await {
+                Some((s, peer)) => Ok((Stream::InProc(s), peer)),
+                // The endpoint was killed: like a dead process, nothing arrives any more.
+                None => std::future::pending().await,
+            },
         }
     }
 }
@@ -218,7 +284,8 @@ impl Drop for Listener {
 ///
 /// # Errors
 /// [`CoreError::Connect`] naming the address and the cause (refused, unreachable, no such
-/// in-process name).
+/// in-process name or simulated endpoint); [`CoreError::Unreachable`] if a simulated
+/// network's partition separates the endpoints.
 pub async fn connect(addr: &Address) -> Result<Stream, CoreError> {
     let err = |source| CoreError::Connect {
         addr: addr.to_string(),
@@ -253,6 +320,15 @@ pub async fn connect(addr: &Address) -> Result<Stream, CoreError> {
             let (ours, theirs) = tokio::io::duplex(INPROC_PIPE_BYTES);
             tx.send(theirs).await.map_err(|_| refused())?;
             Ok(Stream::InProc(ours))
+        }
+        Address::Sim {
+            net,
+            from,
+            endpoint,
+        } => {
+            let from = from.as_deref().unwrap_or("");
+            let s = fault::connect(&addr.to_string(), net, from, endpoint).await?;
+            Ok(Stream::InProc(s))
         }
     }
 }
@@ -370,6 +446,24 @@ mod tests {
             "inproc:kv".parse::<Address>().unwrap(),
             Address::InProc("kv".into())
         );
+        assert_eq!(
+            "sim:ring/a".parse::<Address>().unwrap(),
+            Address::Sim {
+                net: "ring".into(),
+                from: None,
+                endpoint: "a".into()
+            }
+        );
+        let link: Address = "sim:ring/client>a".parse().unwrap();
+        assert_eq!(
+            link,
+            Address::Sim {
+                net: "ring".into(),
+                from: Some("client".into()),
+                endpoint: "a".into()
+            }
+        );
+        assert_eq!(link.to_string(), "sim:ring/client>a");
         for bad in [
             "",
             "nohost",
@@ -378,6 +472,15 @@ mod tests {
             "host:70000",
             "unix:",
             "inproc:",
+            "sim:",
+            "sim:ring",
+            "sim:/a",
+            "sim:ring/",
+            "sim:ring/>a",
+            "sim:ring/a>",
+            "sim:ring/a>b>c",
+            "sim:ring/a/b",
+            "sim:ring/a b",
         ] {
             assert!(
                 matches!(bad.parse::<Address>(), Err(CoreError::BadAddress { .. })),
