@@ -17,6 +17,7 @@ mod queue;
 mod recovery;
 mod report;
 mod rpc;
+mod space;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Queue recovery: open time on adversarial segments of 1-64 MiB (must grow linearly).
     Recovery(recovery::RecoveryArgs),
+    /// Tuple space: out+in pairs per second through a broker child, and 10 competing takers.
+    Space(space::SpaceArgs),
     /// Internal: run one benchmark server until killed (started by the parent).
     #[command(hide = true)]
     Serve {
@@ -71,6 +74,7 @@ fn main() {
         Command::Queue(args) => queue::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::Kv(args) => kv::run(&args),
+        Command::Space(args) => space::run(&args),
         Command::Serve {
             target,
             addr,

@@ -155,6 +155,7 @@ pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> 
     let broker = mw::broker::open(config).await?;
     let queues = broker.queues.clone();
     let router = broker.router.clone();
+    let space = broker.space.clone();
     let running = broker.server.spawn(addr).await?;
     child::announce(running.local_addr());
     // Serve until stdin reaches EOF (the parent closed it or died).
@@ -166,13 +167,15 @@ pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> 
     let _ = rx.await;
     running.shutdown().await;
     router.shutdown().await;
+    space.close().await?;
     queues.close().await?;
     Ok(())
 }
 
 /// A `serve queue-broker` child: its address, pid, its stdin (closing it stops the
-/// child) and a connection for reading its counters.
-struct BrokerChild {
+/// child) and a connection for reading its counters. Also used by `mw-bench space`,
+/// whose tuple space this same broker hosts.
+pub(crate) struct BrokerChild {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
@@ -181,7 +184,7 @@ struct BrokerChild {
 }
 
 impl BrokerChild {
-    fn spawn(data: &Path, fsync: &str) -> Result<BrokerChild, Error> {
+    pub(crate) fn spawn(data: &Path, fsync: &str) -> Result<BrokerChild, Error> {
         // /proc/self/exe still names this binary if a build in the shared target
         // directory replaced the file during the run (current_exe() would not).
         let proc_exe = Path::new("/proc/self/exe");
@@ -225,8 +228,13 @@ impl BrokerChild {
         Ok(b)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address the broker listens on.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The child's counters, over its own control connection (made on first use).
@@ -244,12 +252,12 @@ impl BrokerChild {
     }
 
     /// User + system CPU time of the child so far, seconds.
-    fn cpu_seconds(&self) -> Option<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         proc_cpu_seconds(&format!("/proc/{}/stat", self.pid()))
     }
 
     /// Closes stdin (the child shuts down gracefully and syncs), waits up to 20 s, kills.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stdin.take();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
