@@ -89,16 +89,29 @@ fn invalid(what: What, reason: String) -> SpaceError {
     SpaceError::InvalidJson { what, reason }
 }
 
-const EXAMPLE: &str = r#"["task", 7]"#;
+fn example(what: What) -> &'static str {
+    match what {
+        What::Tuple => r#"["task", 7]"#,
+        What::Pattern => r#"["task", {"?": "int"}]"#,
+    }
+}
 
 fn parse_array(text: &str, what: What) -> Result<Vec<Json>, SpaceError> {
-    let json: Json = serde_json::from_str(text)
-        .map_err(|e| invalid(what, format!("not JSON ({e}); write it as {EXAMPLE}")))?;
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        let example = example(what);
+        invalid(
+            what,
+            format!("not JSON ({e}); write it as {example}, strings in double quotes"),
+        )
+    })?;
     match json {
         Json::Array(a) => Ok(a),
         other => Err(invalid(
             what,
-            format!("expected a JSON array such as {EXAMPLE}, got {other}"),
+            format!(
+                "expected a JSON array such as {}, got {other}",
+                example(what)
+            ),
         )),
     }
 }
