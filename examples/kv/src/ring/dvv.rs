@@ -263,8 +263,8 @@ mod tests {
             }
             for b in 0..3 {
                 let from = merged[b].siblings.clone();
-                for a in 0..3 {
-                    merged[a].merge(from.clone());
+                for m in merged.iter_mut() {
+                    m.merge(from.clone());
                 }
             }
             prop_assert_eq!(&merged[0], &merged[1]);

@@ -103,7 +103,7 @@ struct Inner {
     store: ReplicaStore,
     hints: QueueManager,
     membership: Mutex<Membership>,
-    ring: RwLock<Arc<Ring>>,
+    rings: RwLock<Arc<Rings>>,
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
     /// Peers the failure detector last saw down.
     down: Mutex<HashMap<String, Instant>>,
@@ -112,6 +112,25 @@ struct Inner {
     /// Rebalances started (a new one supersedes the one running).
     rebalance: AtomicU64,
     left: tokio::sync::Notify,
+}
+
+/// The ring reads use (members up or leaving) and the ring writes also go to (members
+/// up or joining); the same ring when no member is joining or leaving.
+#[derive(Debug)]
+struct Rings {
+    current: Ring,
+    future: Ring,
+    settled: bool,
+}
+
+impl Rings {
+    fn of(view: &Membership, tokens: u32) -> Rings {
+        Rings {
+            current: Ring::new(view.readers(), tokens),
+            future: Ring::new(view.future(), tokens),
+            settled: view.settled(),
+        }
+    }
 }
 
 /// A connection to one peer, made on first use and remade after it broke.
@@ -164,23 +183,31 @@ impl RingNode {
             None => Membership::default(),
         };
         let me = membership.members.get(id).copied();
-        if me.is_none_or(|m| m.state != MemberState::Up) {
+        let was_up = me.is_some_and(|m| m.state == MemberState::Up);
+        // A new member of an existing ring joins (pulls its data first); a member that
+        // was up restarts up; a first node starts up.
+        let joining = seed.is_some() && !was_up;
+        if !was_up {
             membership.members.insert(
                 id.to_string(),
                 Member {
-                    state: MemberState::Up,
+                    state: if joining {
+                        MemberState::Joining
+                    } else {
+                        MemberState::Up
+                    },
                     epoch: me.map_or(1, |m| m.epoch + 1),
                 },
             );
         }
-        let ring = Ring::new(membership.owners(), config.tokens);
+        let rings = Rings::of(&membership, config.tokens);
         let node = RingNode {
             inner: Arc::new(Inner {
                 id: id.to_string(),
                 store: ReplicaStore::new(kv),
                 hints,
                 membership: Mutex::new(membership),
-                ring: RwLock::new(Arc::new(ring)),
+                rings: RwLock::new(Arc::new(rings)),
                 peers: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
                 dots: AtomicU64::new(epoch << 40),
@@ -201,6 +228,9 @@ impl RingNode {
             node.adopt(&view).await;
         }
         node.spawn_background();
+        if joining {
+            node.bootstrap().await?;
+        }
         Ok(node)
     }
 
@@ -219,13 +249,17 @@ impl RingNode {
         &self.inner.store
     }
 
-    /// The current ring.
-    pub fn ring(&self) -> Arc<Ring> {
+    fn rings(&self) -> Arc<Rings> {
         self.inner
-            .ring
+            .rings
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The ring reads go to (members up or leaving).
+    pub fn ring(&self) -> Ring {
+        self.rings().current.clone()
     }
 
     /// The current membership view.
@@ -325,8 +359,8 @@ impl RingNode {
             let mut mine = lock(&self.inner.membership);
             let changed = mine.merge(view);
             if changed {
-                let ring = Ring::new(mine.owners(), self.inner.config.tokens);
-                *self.inner.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                let rings = Rings::of(&mine, self.inner.config.tokens);
+                *self.inner.rings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rings);
             }
             changed
         };
@@ -392,20 +426,101 @@ impl RingNode {
             .collect()
     }
 
-    /// The `join` handler: adds `node` as an up member.
+    /// The `join` handler: adds `node` as a joining member (a member already up, such
+    /// as one restarting, stays up).
     pub async fn admit(&self, node: &str) -> Membership {
         let mut view = self.membership();
-        let epoch = view.members.get(node).map_or(1, |m| m.epoch + 1);
+        let known = view.members.get(node).copied();
+        if known.is_none_or(|m| m.state == MemberState::Left) {
+            view.members.insert(
+                node.to_string(),
+                Member {
+                    state: MemberState::Joining,
+                    epoch: known.map_or(1, |m| m.epoch + 1),
+                },
+            );
+            self.adopt(&view).await;
+        }
+        self.mark(node, true);
+        self.membership()
+    }
+
+    /// A joining member pulls, from every other member, the keys it will own, then
+    /// announces itself up to every member. Writes reach it all along (it is in the
+    /// future ring), so nothing written during the pull is missed.
+    async fn bootstrap(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut pulled = 0u64;
+        let n = self.inner.config.n;
+        for member in self.membership().owners() {
+            if member == self.inner.id {
+                continue;
+            }
+            let mut after: Option<Bytes> = None;
+            loop {
+                let page = self
+                    .peer(&member)
+                    .await?
+                    .range(0, u64::MAX, after.clone(), MOVE_PAGE)
+                    .await
+                    .map_err(rpc)?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                let future = self.rings().future.clone();
+                for (key, state) in page {
+                    if future
+                        .preference_list(&key, n)
+                        .contains(&self.inner.id.as_str())
+                    {
+                        self.inner
+                            .store
+                            .merge(&key, state.siblings, Durability::Buffered, false)
+                            .await?;
+                        pulled += 1;
+                    }
+                }
+            }
+        }
+        self.inner.store.kv().sync_now().await?;
+        let mut view = self.membership();
+        let epoch = view.members.get(&self.inner.id).map_or(1, |m| m.epoch + 1);
         view.members.insert(
-            node.to_string(),
+            self.inner.id.clone(),
             Member {
                 state: MemberState::Up,
                 epoch,
             },
         );
         self.adopt(&view).await;
-        self.mark(node, true);
-        self.membership()
+        self.announce().await;
+        tracing::info!(
+            pulled,
+            ms = started.elapsed().as_millis() as u64,
+            "joined the ring"
+        );
+        Ok(())
+    }
+
+    /// Pushes this node's view to every member at once (joins and leaves should not
+    /// wait for gossip to spread).
+    async fn announce(&self) {
+        let view = self.membership();
+        let pushes = view
+            .owners()
+            .into_iter()
+            .filter(|m| m != &self.inner.id)
+            .map(|m| {
+                let this = self.clone();
+                let view = view.clone();
+                async move {
+                    if let Ok(c) = this.peer(&m).await {
+                        if let Ok(theirs) = c.gossip(view).await {
+                            this.adopt(&theirs).await;
+                        }
+                    }
+                }
+            });
+        futures::future::join_all(pushes).await;
     }
 
     /// The `gossip` handler.
@@ -482,7 +597,8 @@ impl RingNode {
                 });
             }
         }
-        let ring = self.ring();
+        let rings = self.rings();
+        let ring = &rings.current;
         let n = self.inner.config.n.min(ring.nodes().len()).max(1);
         let needed = options.w.map_or(self.inner.config.w, |q| q.count(n)).min(n);
         let preference: Vec<String> = ring
@@ -490,12 +606,30 @@ impl RingNode {
             .into_iter()
             .map(String::from)
             .collect();
+        // While a member joins or leaves, the write also goes to the key's future
+        // owners, and waits for them too: when the ring settles they have it.
+        let extra: Vec<String> = if rings.settled {
+            Vec::new()
+        } else {
+            rings
+                .future
+                .preference_list(&key, self.inner.config.n)
+                .into_iter()
+                .filter(|f| !preference.iter().any(|p| p == f))
+                .map(String::from)
+                .collect()
+        };
         let sibling = Sibling {
             dot: self.next_dot(),
             context: options.context,
             value,
         };
-        let mut spares = self.stand_ins(&ring, &key, n).into_iter();
+        let mut spares = self
+            .stand_ins(ring, &key, n)
+            .into_iter()
+            .filter(|s| !extra.contains(s))
+            .collect::<Vec<_>>()
+            .into_iter();
         let started = Instant::now();
         let mut pending = FuturesUnordered::new();
         let send = |node: String, hint_for: Option<String>| {
@@ -509,7 +643,7 @@ impl RingNode {
                 (node, hint_for, r)
             }
         };
-        for p in &preference {
+        for p in preference.iter().chain(&extra) {
             if self.is_up(p) {
                 pending.push(send(p.clone(), None));
             } else if let Some(spare) = spares.next() {
@@ -518,16 +652,25 @@ impl RingNode {
                 pending.push(send(p.clone(), None));
             }
         }
+        let is_extra = |node: &str, hint_for: &Option<String>| {
+            extra
+                .iter()
+                .any(|e| Some(e) == hint_for.as_ref() || (hint_for.is_none() && e == node))
+        };
         let mut replies = Vec::new();
-        let mut acks = 0;
-        while acks < needed {
+        let (mut acks, mut extra_acks) = (0, 0);
+        while acks < needed || extra_acks < extra.len() {
             let Some((node, hint_for, r)) = pending.next().await else {
                 break;
             };
             let micros = started.elapsed().as_micros() as u64;
             match r {
                 Ok(()) => {
-                    acks += 1;
+                    if is_extra(&node, &hint_for) {
+                        extra_acks += 1;
+                    } else {
+                        acks += 1;
+                    }
                     replies.push(reply(node, hint_for, micros, None));
                 }
                 Err(e) => {
@@ -576,7 +719,8 @@ impl RingNode {
     /// [`KvError::QuorumFailed`] when fewer than R replicas answered in time.
     pub async fn read(&self, key: Bytes, r: Option<Quorum>) -> Result<RingRead> {
         check_key(&key, &self.inner.config)?;
-        let ring = self.ring();
+        let rings = self.rings();
+        let ring = &rings.current;
         let n = self.inner.config.n.min(ring.nodes().len()).max(1);
         let needed = r.map_or(self.inner.config.r, |q| q.count(n)).min(n);
         let preference: Vec<String> = ring
@@ -673,7 +817,8 @@ impl RingNode {
 
     /// Where `key` lives.
     pub fn locate(&self, key: &[u8]) -> Located {
-        let ring = self.ring();
+        let rings = self.rings();
+        let ring = &rings.current;
         Located {
             position: key_position(key),
             preference: ring
@@ -686,7 +831,8 @@ impl RingNode {
 
     /// The ring as this node sees it.
     pub fn view(&self) -> RingView {
-        let ring = self.ring();
+        let rings = self.rings();
+        let ring = &rings.current;
         let membership = self.membership();
         let shares = ring.shares();
         RingView {
@@ -717,16 +863,8 @@ impl RingNode {
     ///
     /// A key could not be handed off (the node stays `Leaving`; call again).
     pub async fn leave(&self) -> Result<()> {
-        let mut view = self.membership();
-        let epoch = view.members.get(&self.inner.id).map_or(1, |m| m.epoch + 1);
-        view.members.insert(
-            self.inner.id.clone(),
-            Member {
-                state: MemberState::Left,
-                epoch,
-            },
-        );
-        self.adopt(&view).await;
+        self.set_state(MemberState::Leaving).await;
+        self.announce().await;
         let moved = self.move_keys(u64::MAX).await?;
         if moved.1 > 0 {
             return Err(KvError::Storage(format!(
@@ -734,15 +872,19 @@ impl RingNode {
                 moved.1
             )));
         }
-        let view = self.membership();
-        for peer in view.owners() {
-            if let Ok(c) = self.peer(&peer).await {
-                let _ = c.gossip(view.clone()).await;
-            }
-        }
+        self.set_state(MemberState::Left).await;
+        self.announce().await;
         tracing::info!(moved = moved.0, "left the ring");
         self.inner.left.notify_waiters();
         Ok(())
+    }
+
+    async fn set_state(&self, state: MemberState) {
+        let mut view = self.membership();
+        let epoch = view.members.get(&self.inner.id).map_or(1, |m| m.epoch + 1);
+        view.members
+            .insert(self.inner.id.clone(), Member { state, epoch });
+        self.adopt(&view).await;
     }
 
     // ---- background ---------------------------------------------------------------
@@ -897,7 +1039,8 @@ impl RingNode {
                 return Ok((moved, failed));
             };
             after = Some(last.clone());
-            let ring = self.ring();
+            let rings = self.rings();
+            let ring = &rings.future;
             let n = self.inner.config.n;
             for (key, state) in page {
                 let owners = ring.preference_list(&key, n);
@@ -912,11 +1055,15 @@ impl RingNode {
                     }
                 }
                 if !mine {
-                    if all_ok {
+                    if !all_ok {
+                        failed += 1;
+                    } else if rings.settled {
+                        // Only once no member joins or leaves: until then readers may
+                        // still ask this node for the key.
                         let _ = self.inner.store.remove_if(&key, state.digest()).await;
                         moved += 1;
                     } else {
-                        failed += 1;
+                        moved += 1;
                     }
                 }
             }

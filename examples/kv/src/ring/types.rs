@@ -68,6 +68,9 @@ impl FromStr for Quorum {
 /// A member's state in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberState {
+    /// Joining: takes every write for the ranges it will own and pulls the data it will
+    /// own from the other members; not asked by reads until it is `Up`.
+    Joining,
     /// Owns ranges and serves.
     Up,
     /// Handing its ranges off; leaves the ring once done.
@@ -110,11 +113,32 @@ impl Membership {
         changed
     }
 
-    /// The members that own ranges (up or leaving), sorted.
+    /// The members that have not left (joining, up or leaving), sorted.
     pub fn owners(&self) -> Vec<String> {
+        self.with(|s| s != MemberState::Left)
+    }
+
+    /// The members reads go to: up or leaving (a leaving member still has its data).
+    pub fn readers(&self) -> Vec<String> {
+        self.with(|s| matches!(s, MemberState::Up | MemberState::Leaving))
+    }
+
+    /// The members that will own ranges once joins and leaves finish: joining or up.
+    pub fn future(&self) -> Vec<String> {
+        self.with(|s| matches!(s, MemberState::Up | MemberState::Joining))
+    }
+
+    /// Whether no member is joining or leaving.
+    pub fn settled(&self) -> bool {
+        self.members
+            .values()
+            .all(|m| matches!(m.state, MemberState::Up | MemberState::Left))
+    }
+
+    fn with(&self, keep: impl Fn(MemberState) -> bool) -> Vec<String> {
         self.members
             .iter()
-            .filter(|(_, m)| m.state != MemberState::Left)
+            .filter(|(_, m)| keep(m.state))
             .map(|(n, _)| n.clone())
             .collect()
     }
