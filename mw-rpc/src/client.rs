@@ -73,6 +73,10 @@ enum Slot {
     Stream(mpsc::Sender<StreamMsg>),
 }
 
+/// Places of a stream's channel beyond its credit window, kept for its final message
+/// (end or error), so that it always fits.
+const STREAM_FINAL_ROOM: usize = 2;
+
 enum StreamMsg {
     Item(Bytes),
     End,
@@ -246,9 +250,13 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
             FrameKind::StreamItem => {
                 let mut pending = conn.pending();
                 if let Some(Slot::Stream(tx)) = pending.get(&frame.id) {
-                    // Credit keeps the server within the channel's capacity; a full channel
-                    // means the server ignored flow control.
-                    if tx.try_send(StreamMsg::Item(frame.body)).is_err() {
+                    // Credit keeps a correct server within the window, which leaves the
+                    // channel's last places for the stream's final message. An item that
+                    // would take one is beyond the server's credit: refuse it while there
+                    // is still room to say so (on a full channel the error would be lost
+                    // and the reader would see `Disconnected` instead).
+                    let beyond_credit = tx.capacity() <= STREAM_FINAL_ROOM;
+                    if beyond_credit || tx.try_send(StreamMsg::Item(frame.body)).is_err() {
                         if let Some(Slot::Stream(tx)) = pending.remove(&frame.id) {
                             // Stop the server's side too: nobody will grant it credit.
                             let _ = conn.outbox.push(FrameKind::Cancel, 0, frame.id, &[]);
@@ -259,11 +267,17 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
                     }
                 }
             }
-            FrameKind::StreamEnd => {
-                if let Some(Slot::Stream(tx)) = conn.take(frame.id) {
+            FrameKind::StreamEnd => match conn.take(frame.id) {
+                Some(Slot::Stream(tx)) => {
                     let _ = tx.try_send(StreamMsg::End);
                 }
-            }
+                // Not a stream: the call fails as a protocol error ("unexpected StreamEnd
+                // reply"), not as a lost connection.
+                Some(Slot::Reply(tx)) => {
+                    let _ = tx.send(Ok((frame.kind, frame.body)));
+                }
+                None => {}
+            },
             FrameKind::GoAway => conn.dead.store(true, Ordering::Release),
             FrameKind::Ping => {
                 let _ = conn.outbox.push(FrameKind::Pong, 0, frame.id, &[]);
@@ -652,7 +666,7 @@ impl Channel {
     ) -> Result<ClientStream<T>, RpcError> {
         let window = self.shared.config.stream_window.max(1);
         // Capacity: the credit window plus room for the terminal message.
-        let (tx, rx) = mpsc::channel(window as usize + 2);
+        let (tx, rx) = mpsc::channel(window as usize + STREAM_FINAL_ROOM);
         let (conn, id, slot) = self
             .send(
                 FrameKind::Request,
@@ -884,5 +898,83 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mw_core::{server_connection, Listener};
+
+    const SVC: ServiceId = ServiceId {
+        name: "scripted",
+        version: 1,
+    };
+
+    /// A hand-played server on `inproc:0`: for the first call it receives, it writes the
+    /// frames `script` returns (given the call's id), then waits for the client to leave.
+    async fn scripted_server(
+        script: impl FnOnce(u64) -> Vec<(FrameKind, Vec<u8>)> + Send + 'static,
+    ) -> String {
+        let mut l = Listener::bind(&"inproc:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().to_string();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (mut frames, out, _w) = server_connection(s, &TransportConfig::default())
+                .await
+                .unwrap();
+            let call = frames.next().await.unwrap().unwrap();
+            for (kind, body) in script(call.id) {
+                out.push(kind, 0, call.id, &body).unwrap();
+            }
+            while frames.next().await.is_some() {}
+        });
+        addr
+    }
+
+    async fn client(addr: &str, window: u32) -> Channel {
+        let config = ClientConfig {
+            stream_window: window,
+            ..ClientConfig::default()
+        };
+        Channel::connect_with(addr, config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn stream_items_beyond_credit_are_a_protocol_error_not_a_disconnect() {
+        // Window 4, and the server sends 7 items at once without waiting for credit,
+        // before the reader looks: the reader gets the 4 it granted, then the error.
+        let addr = scripted_server(|_| {
+            let mut frames: Vec<_> = (0..7u64)
+                .map(|i| (FrameKind::StreamItem, postcard::to_stdvec(&i).unwrap()))
+                .collect();
+            frames.push((FrameKind::StreamEnd, vec![]));
+            frames
+        })
+        .await;
+        let channel = client(&addr, 4).await;
+        let mut stream = channel.call_stream::<_, u64>(SVC, 1, &()).await.unwrap();
+        // Let every frame reach the client's reader before the first poll.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..4u64 {
+            assert_eq!(stream.next().await.unwrap().unwrap(), i);
+        }
+        match stream.next().await {
+            Some(Err(RpcError::Protocol(m))) => assert!(m.contains("beyond its credit"), "{m}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(stream.next().await.is_none());
+        assert!(!channel.is_closed(), "only the stream failed");
+    }
+
+    #[tokio::test]
+    async fn stream_end_in_answer_to_a_unary_call_is_a_protocol_error() {
+        let addr = scripted_server(|_| vec![(FrameKind::StreamEnd, vec![])]).await;
+        let channel = client(&addr, 4).await;
+        match channel.call::<_, u64>(SVC, 1, &()).await {
+            Err(RpcError::Protocol(m)) => assert!(m.contains("StreamEnd"), "{m}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(!channel.is_closed());
     }
 }
