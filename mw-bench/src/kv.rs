@@ -210,7 +210,8 @@ impl NodeChild {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| format!("cannot start the mw-kv node {:?}: {e}", cmd.get_program()))?;
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout was piped"));
         let mut line = String::new();
         let read = stdout.read_line(&mut line);
