@@ -13,10 +13,12 @@
 //! - [`node`]: [`RingNode`](node::RingNode): replica, coordinator, failure detector,
 //!   gossip, hinted handoff, rebalancing.
 //! - [`serve`]: hosting a node's services.
+//! - [`client`]: [`RingClient`](client::RingClient), the iteratively routing client.
 //!
 //! `incr`, compare-and-set, `scan` and `watch` need one order of writes, which sloppy
 //! quorums do not give: a ring node refuses them (`KvError::NotOnRing`).
 
+pub mod client;
 pub mod dvv;
 pub mod hash;
 pub mod node;

@@ -470,3 +470,60 @@ async fn a_join_under_load_fails_no_quorum_request_and_loses_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterative_and_recursive_routing_see_the_same_data() {
+    let cluster = Cluster::start(3, fast()).await;
+    let node = cluster.any().clone();
+    let client = mw_kv::ring::client::RingClient::connect(node.id())
+        .await
+        .unwrap();
+    // Written iteratively, read recursively.
+    let w = client
+        .put(b("iter"), Some(b("one")), RingWriteOptions::default())
+        .await
+        .unwrap();
+    assert!(w.dot.node.starts_with("client-"));
+    assert!(w.replicas.iter().filter(|r| r.ok).count() >= 2);
+    assert_eq!(node.read(b("iter"), None).await.unwrap().values, [b("one")]);
+    // Written recursively, read iteratively; then replaced with the context read.
+    put(&node, "rec", "two").await;
+    let r = client.get(b("rec"), None).await.unwrap();
+    assert_eq!(r.values, [b("two")]);
+    client
+        .put(
+            b("rec"),
+            Some(b("three")),
+            RingWriteOptions {
+                context: r.context,
+                w: Some(Quorum::All),
+            },
+        )
+        .await
+        .unwrap();
+    let all = node.read(b("rec"), Some(Quorum::All)).await.unwrap();
+    assert_eq!(all.values, [b("three")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_member_hands_its_keys_off_first() {
+    let mut cluster = Cluster::start(4, fast()).await;
+    let ids: Vec<String> = cluster.nodes.keys().cloned().collect();
+    let node = cluster.node(&ids[0]).clone();
+    for i in 0..100 {
+        put(&node, &format!("k{i}"), &format!("v{i}")).await;
+    }
+    let leaver = ids[3].clone();
+    cluster.node(&leaver).leave().await.unwrap();
+    cluster.stop(&leaver).await;
+    cluster.converge().await;
+    assert!(!node.membership().readers().contains(&leaver));
+    for i in 0..100 {
+        let r = node
+            .read(b(format!("k{i}")), Some(Quorum::All))
+            .await
+            .unwrap();
+        assert_eq!(r.values, [b(format!("v{i}"))], "k{i}");
+        assert!(r.replicas.iter().all(|x| x.node != leaver));
+    }
+}
