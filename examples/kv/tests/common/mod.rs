@@ -102,10 +102,18 @@ impl NodeProcess {
     /// Starts `mw-kv serve --addr 127.0.0.1:0 --data DIR EXTRA…` and waits for its
     /// `listening on` line.
     pub fn start(data: &std::path::Path, extra: &[&str]) -> NodeProcess {
+        let mut args = vec!["--addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        NodeProcess::start_with(data, &args)
+    }
+
+    /// Starts `mw-kv serve --data DIR ARGS…` (ARGS include `--addr`) and waits for its
+    /// `listening on` line.
+    pub fn start_with(data: &std::path::Path, args: &[&str]) -> NodeProcess {
         let mut child = mw_kv()
-            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .args(["serve", "--data"])
             .arg(data)
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
