@@ -12,7 +12,10 @@
 //! The network must exist first: `FaultNet::new("NET", seed)`. Endpoint names are any
 //! non-empty text without `/`, `>` or white space; binding the name `0` picks a free one.
 //! A client that does not say who it is is the *anonymous* endpoint, named `""`: only
-//! [`FaultNet::isolate`] of its peer (or a partition naming `""`) cuts it off.
+//! [`FaultNet::isolate`] of its peer (or a partition naming `""`) cuts it off. So a server
+//! that calls its peers (a ring node) should say who it is: it dials
+//! `peer.dialed_from(&its_own_address)` ([`Address::dialed_from`](crate::Address::dialed_from)),
+//! which turns `sim:NET/b` into `sim:NET/a>b` and leaves other addresses alone.
 //!
 //! # What the network does
 //!

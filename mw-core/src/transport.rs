@@ -109,6 +109,40 @@ impl fmt::Display for Address {
     }
 }
 
+impl Address {
+    /// The address to dial this one from the endpoint listening at `local`: for two
+    /// `sim:` addresses of the same network, `sim:NET/LOCAL>NAME`, so that partitions
+    /// between the two endpoints apply to the connection (a server calling its peers
+    /// says who it is); any other address comes back unchanged.
+    ///
+    /// ```
+    /// use mw_core::Address;
+    ///
+    /// let me: Address = "sim:ring/a".parse().unwrap();
+    /// let peer: Address = "sim:ring/b".parse().unwrap();
+    /// assert_eq!(peer.dialed_from(&me).to_string(), "sim:ring/a>b");
+    /// let tcp: Address = "127.0.0.1:7000".parse().unwrap();
+    /// assert_eq!(tcp.dialed_from(&me), tcp);
+    /// ```
+    pub fn dialed_from(&self, local: &Address) -> Address {
+        match (self, local) {
+            (
+                Address::Sim { net, endpoint, .. },
+                Address::Sim {
+                    net: local_net,
+                    endpoint: me,
+                    ..
+                },
+            ) if net == local_net => Address::Sim {
+                net: net.clone(),
+                from: Some(me.clone()),
+                endpoint: endpoint.clone(),
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
 /// Parses what follows `sim:`: `NET/NAME` or `NET/FROM>NAME`.
 fn parse_sim(rest: &str) -> Result<Address, String> {
     let Some((net, who)) = rest.split_once('/') else {
