@@ -479,7 +479,7 @@ async fn faults_work_on_a_multi_thread_runtime_in_real_time() {
     );
     let c = client(&net, "client", "kv")
         .await
-        .with_timeout(Duration::from_millis(200));
+        .with_timeout(Duration::from_secs(1));
     let calls: Vec<_> = (0..64).map(|_| c.add(1)).collect();
     let mut ok = 0;
     for r in futures::future::join_all(calls).await {

@@ -203,6 +203,14 @@ impl FaultNet {
 
     /// Sets the profile for frames sent by `sender` to `receiver` (one direction; call it
     /// again the other way for both), overriding the global one.
+    ///
+    /// ```
+    /// use mw_core::fault::{FaultNet, Faults};
+    ///
+    /// let net = FaultNet::new("doc-link", 1).unwrap();
+    /// net.set_faults(Faults::default().with_drop(0.01)); // everywhere else
+    /// net.set_link_faults("kv", "alice", Faults::default().with_duplicate(0.5)); // replies to alice
+    /// ```
     pub fn set_link_faults(&self, sender: &str, receiver: &str, faults: Faults) {
         self.net.set_link_faults(sender, receiver, faults);
     }
@@ -217,6 +225,25 @@ impl FaultNet {
     /// its listener, so connecting to it is refused until a server binds `sim:NET/endpoint`
     /// again. The old listener's `accept` then waits forever. Returns how many connections
     /// were closed.
+    ///
+    /// ```
+    /// # use mw_core::fault::FaultNet;
+    /// # use mw_core::{connect, CoreError, Listener};
+    /// # use tokio::io::AsyncReadExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let net = FaultNet::new("doc-kill", 1).unwrap();
+    /// let _server = Listener::bind(&net.addr("kv").parse().unwrap()).await.unwrap();
+    /// let mut stream = connect(&net.link_addr("alice", "kv").parse().unwrap()).await.unwrap();
+    ///
+    /// assert_eq!(net.kill_endpoint("kv"), 1);
+    /// assert_eq!(stream.read(&mut [0u8; 8]).await.unwrap(), 0, "end of stream");
+    /// let refused = connect(&net.link_addr("alice", "kv").parse().unwrap()).await;
+    /// assert!(matches!(refused, Err(CoreError::Connect { .. })));
+    /// // A restarted server takes the name again.
+    /// let _restarted = Listener::bind(&net.addr("kv").parse().unwrap()).await.unwrap();
+    /// # }
+    /// ```
     pub fn kill_endpoint(&self, endpoint: &str) -> usize {
         self.net.kill_endpoint(endpoint)
     }

@@ -33,6 +33,24 @@ pub enum Fault {
 /// One entry of the fault log: which frame, and what was done to it.
 ///
 /// The log holds only frames that met a fault; the rest were delivered as sent.
+///
+/// ```
+/// use mw_core::fault::{Direction, Fault, FaultEvent};
+/// use mw_core::FrameKind;
+///
+/// let lost_reply = FaultEvent {
+///     from: "alice".into(),
+///     to: "kv".into(),
+///     connection: 0,
+///     direction: Direction::Backward,
+///     frame: 7,
+///     kind: FrameKind::Response,
+///     id: 10,
+///     fault: Fault::Dropped,
+/// };
+/// assert_eq!((lost_reply.sender(), lost_reply.receiver()), ("kv", "alice"));
+/// assert_eq!(lost_reply.to_string(), "alice>kv#0 <- frame 7 (Response id 10): dropped");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultEvent {
     /// The endpoint that opened the connection (`FROM` in `sim:NET/FROM>TO`; empty for a
@@ -97,6 +115,18 @@ impl fmt::Display for FaultEvent {
 }
 
 /// Counters of what a simulated network did, for tests and for teaching.
+///
+/// ```
+/// use mw_core::fault::{FaultNet, FaultStats};
+///
+/// let net = FaultNet::new("doc-stats", 1).unwrap();
+/// assert_eq!(net.stats(), FaultStats::default());
+/// assert_eq!(
+///     net.stats().to_string(),
+///     "0 connections (0 refused, 0 killed), 0 frames: 0 dropped, 0 blocked, \
+///      0 duplicated, 0 delayed, 0 reordered"
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FaultStats {
