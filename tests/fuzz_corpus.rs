@@ -2,10 +2,12 @@
 //! `fuzz/regressions/<target>/`), plus the seeds and regressions generated in code,
 //! through the same harness functions the cargo-fuzz targets call (`fuzz/harness/`).
 //!
-//! Each input runs in a child process of this test binary ([`replay_child`]). It fails if
-//! it panics anywhere (any thread: a panic caught by the RPC server counts too, as it does
-//! under libFuzzer) or does not finish within the watchdog's limit. `MW_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_corpus` (re)writes the generated
-//! seeds and regressions into `fuzz/`.
+//! The inputs run in a child process of this test binary ([`replay_child`]): all of a
+//! target's at once, then, if that fails, each alone. An input fails if it panics
+//! anywhere (any thread: a panic caught by the RPC server counts too, as it does under
+//! libFuzzer) or does not finish within the watchdog's limit.
+//! `MW_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_corpus` (re)writes the generated seeds
+//! and regressions into `fuzz/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,9 +43,11 @@ mod rpc_wire;
 #[path = "../fuzz/harness/seeds.rs"]
 mod seeds;
 
-/// Longest one input may run before it counts as a hang. Every input takes well under a
-/// second in a debug build; a slow path must fail here, not only under libFuzzer (before
-/// the issue 12 fix, `repeating-10000200-1mib` took about 30 s in a debug build).
+/// Longest one child (one input, or all of a target's) may run before it counts as a
+/// hang. Every input takes well under a second in a debug build; a slow path must fail
+/// here, not only under libFuzzer (before the issue 12 fix, `repeating-10000200-1mib`
+/// took about 30 s in a debug build). A whole batch that times out is retried input by
+/// input, so the limit only ever fails a single slow input.
 const WATCHDOG: Duration = Duration::from_secs(20);
 /// Set in a child process: the target whose harness [`replay_child`] runs.
 const CHILD_TARGET: &str = "MW_FUZZ_REPLAY_TARGET";
@@ -93,9 +97,10 @@ fn committed(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// The child side of [`replay_one`]: runs one input when the environment names one, and
-/// turns any panic, on any thread (a handler panic the RPC server catches included), into
-/// an abort, as libFuzzer does. Without the environment it has nothing to do.
+/// The child side of [`replay`]: runs the input file (or every file of the directory, in
+/// name order) that the environment names, and turns any panic, on any thread (a handler
+/// panic the RPC server catches included), into an abort, as libFuzzer does. Without the
+/// environment it has nothing to do.
 #[test]
 fn replay_child() {
     let (Some(target), Some(input)) = (
@@ -109,19 +114,32 @@ fn replay_child() {
         previous(info);
         std::process::abort();
     }));
-    let data = std::fs::read(&input).expect("read input");
-    harness(&target.to_string_lossy())(&data);
+    let run = harness(&target.to_string_lossy());
+    let input = PathBuf::from(input);
+    let mut files = vec![input.clone()];
+    if input.is_dir() {
+        files = std::fs::read_dir(&input)
+            .expect("read input directory")
+            .map(|e| e.expect("directory entry").path())
+            .collect();
+        files.sort();
+    }
+    for f in files {
+        run(&std::fs::read(&f).expect("read input"));
+    }
 }
 
-/// Runs one input in a child process of this test binary (so a panic, an abort or a hang
-/// costs only that input); `Err` says how it failed.
-fn replay_one(target: &str, data: &[u8]) -> Result<(), String> {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    std::io::Write::write_all(&mut file, data).expect("write input");
+/// Runs `inputs` in one child process of this test binary (so a panic, an abort or a hang
+/// cannot take the test down with it); `Err` says how it failed.
+fn replay(target: &str, inputs: &[&[u8]]) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (i, data) in inputs.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{i:06}")), data).expect("write input");
+    }
     let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "replay_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_TARGET, target)
-        .env(CHILD_INPUT, file.path())
+        .env(CHILD_INPUT, dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -167,9 +185,15 @@ fn replay_target(target: &str) {
             .map(|(_, (n, d))| (format!("generated regression {n}"), d)),
     );
     assert!(!inputs.is_empty(), "no inputs for {target}");
+    // All inputs in one child first; only if that fails, one child per input, to name
+    // every input that fails and why.
+    let all: Vec<&[u8]> = inputs.iter().map(|(_, d)| &d[..]).collect();
+    if replay(target, &all).is_ok() {
+        return;
+    }
     let mut failures = Vec::new();
     for (name, data) in &inputs {
-        if let Err(why) = replay_one(target, data) {
+        if let Err(why) = replay(target, &[data]) {
             failures.push(format!("{name}: {why}"));
         }
     }
