@@ -12,12 +12,15 @@
 //! - [`service`]: the `mw.kv.ring` (clients) and `mw.kv.replica` (between nodes) services.
 //! - [`node`]: [`RingNode`](node::RingNode): replica, coordinator, failure detector,
 //!   gossip, hinted handoff, rebalancing.
+//! - [`anti_entropy`]: Merkle trees per key range compared between replicas, and
+//!   tombstone GC.
 //! - [`serve`]: hosting a node's services.
 //! - [`client`]: [`RingClient`](client::RingClient), the iteratively routing client.
 //!
 //! `incr`, compare-and-set, `scan` and `watch` need one order of writes, which sloppy
 //! quorums do not give: a ring node refuses them (`KvError::NotOnRing`).
 
+pub mod anti_entropy;
 pub mod client;
 pub mod dvv;
 pub mod hash;

@@ -8,7 +8,9 @@
 //!   (`hints.<target>`) and delivers it when the target is back (sloppy quorum, hinted
 //!   handoff);
 //! - a read that sees stale replicas sends them the merged state (read repair);
-//! - a membership change moves every key to its new preference list in the background.
+//! - a membership change moves every key to its new preference list in the background;
+//! - replicas compare Merkle trees per key range and exchange what differs, and collect
+//!   tombstones every replica has ([`anti_entropy`](crate::ring::anti_entropy)).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +26,7 @@ use mw::rpc::{Channel, ClientConfig, RpcError};
 use crate::config::Config;
 use crate::error::{KvError, Result};
 use crate::kv::Kv;
+use crate::ring::anti_entropy::AntiEntropyState;
 use crate::ring::dvv::{Dot, Sibling, SiblingSet};
 use crate::ring::hash::{key_position, Ring, DEFAULT_TOKENS};
 use crate::ring::service::ReplicaClient;
@@ -53,6 +56,15 @@ pub struct RingConfig {
     pub gossip_interval: Duration,
     /// How often hints are offered to targets that are back. Default 250 ms.
     pub handoff_interval: Duration,
+    /// How often an anti-entropy round compares one key range with the peers. Default
+    /// 2 s; zero turns anti-entropy (and tombstone GC) off.
+    pub anti_entropy_interval: Duration,
+    /// Keys anti-entropy may exchange per second: a round exchanges at most this times
+    /// the interval (at least 1). Default 500.
+    pub anti_entropy_keys_per_sec: u32,
+    /// How long a key must have been tombstones only, unchanged, before GC may remove
+    /// it (covers writes still in flight when every replica agreed). Default 30 s.
+    pub tombstone_grace: Duration,
     /// The local store's settings (fsync policy, retention).
     pub store: Config,
 }
@@ -68,6 +80,9 @@ impl Default for RingConfig {
             ping_interval: Duration::from_millis(250),
             gossip_interval: Duration::from_millis(500),
             handoff_interval: Duration::from_millis(250),
+            anti_entropy_interval: Duration::from_secs(2),
+            anti_entropy_keys_per_sec: 500,
+            tombstone_grace: Duration::from_secs(30),
             store: Config::default(),
         }
     }
@@ -112,6 +127,7 @@ struct Inner {
     /// Rebalances started (a new one supersedes the one running).
     rebalance: AtomicU64,
     left: tokio::sync::Notify,
+    anti_entropy: AntiEntropyState,
 }
 
 /// The ring reads use (members up or leaving) and the ring writes also go to (members
@@ -214,6 +230,7 @@ impl RingNode {
                 stop: tokio_util::sync::CancellationToken::new(),
                 rebalance: AtomicU64::new(0),
                 left: tokio::sync::Notify::new(),
+                anti_entropy: AntiEntropyState::default(),
                 config,
             }),
         };
@@ -285,7 +302,7 @@ impl RingNode {
 
     /// A client of `node`, connecting (within the replica timeout) if there is no live
     /// connection.
-    async fn peer(&self, node: &str) -> Result<ReplicaClient> {
+    pub(crate) async fn peer(&self, node: &str) -> Result<ReplicaClient> {
         let slot = lock(&self.inner.peers)
             .entry(node.to_string())
             .or_insert_with(|| {
@@ -316,7 +333,7 @@ impl RingNode {
         Ok(client)
     }
 
-    fn is_up(&self, node: &str) -> bool {
+    pub(crate) fn is_up(&self, node: &str) -> bool {
         node == self.inner.id || !lock(&self.inner.down).contains_key(node)
     }
 
@@ -332,6 +349,14 @@ impl RingNode {
             down.insert(node.to_string(), Instant::now());
             tracing::warn!(node, "peer is down");
         }
+    }
+
+    pub(crate) fn anti_entropy_state(&self) -> &AntiEntropyState {
+        &self.inner.anti_entropy
+    }
+
+    pub(crate) fn stop_token(&self) -> tokio_util::sync::CancellationToken {
+        self.inner.stop.clone()
     }
 
     fn next_dot(&self) -> Dot {
@@ -853,6 +878,7 @@ impl RingNode {
             r: self.inner.config.r,
             tokens: ring.tokens(),
             hints: self.hints(),
+            anti_entropy: self.anti_entropy_stats(),
         }
     }
 
@@ -926,6 +952,7 @@ impl RingNode {
                 }
             }
         });
+        self.spawn_anti_entropy();
     }
 
     async fn ping_all(&self) {

@@ -12,7 +12,7 @@ use crate::ring::dvv::{Sibling, SiblingSet};
 use crate::ring::node::{RingConfig, RingNode};
 use crate::ring::service::{Replica, ReplicaServer, RingKv, RingKvServer};
 use crate::ring::types::{
-    Located, Membership, Quorum, RingRead, RingView, RingWrite, RingWriteOptions,
+    GcProbe, Located, Membership, Quorum, RingRead, RingView, RingWrite, RingWriteOptions,
 };
 
 /// Serves `mw.kv.ring` from a node.
@@ -100,6 +100,33 @@ impl Replica for ReplicaHandler {
             .store()
             .range(from, to, after, limit.min(10_000))
             .await
+    }
+
+    async fn merkle(
+        &self,
+        range: u32,
+        with: String,
+        ring: u64,
+    ) -> Result<Option<Vec<u64>>, KvError> {
+        self.0.serve_merkle(range, &with, ring).await
+    }
+
+    async fn keys_in(
+        &self,
+        range: u32,
+        leaf: u32,
+        with: String,
+        ring: u64,
+    ) -> Result<Option<Vec<(Bytes, u64)>>, KvError> {
+        self.0.serve_keys_in(range, leaf, &with, ring).await
+    }
+
+    async fn gc_probe(&self, keys: Vec<Bytes>, ring: u64) -> Result<Option<GcProbe>, KvError> {
+        self.0.gc_probe(keys, ring).await
+    }
+
+    async fn forget(&self, keys: Vec<(Bytes, u64)>) -> Result<u64, KvError> {
+        self.0.forget(keys).await
     }
 }
 

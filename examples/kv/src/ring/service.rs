@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::error::KvError;
 use crate::ring::dvv::{Sibling, SiblingSet};
 use crate::ring::types::{
-    Located, Membership, Quorum, RingRead, RingView, RingWrite, RingWriteOptions,
+    GcProbe, Located, Membership, Quorum, RingRead, RingView, RingWrite, RingWriteOptions,
 };
 
 /// What a ring node offers clients. Any node coordinates any request.
@@ -63,4 +63,29 @@ pub trait Replica {
         after: Option<Bytes>,
         limit: u32,
     ) -> Result<Vec<(Bytes, SiblingSet)>, KvError>;
+    /// Anti-entropy: the Merkle tree of `range` (heap order, see
+    /// [`MerkleTree`](crate::ring::anti_entropy::MerkleTree)) over the keys both this
+    /// replica and `with` replicate; `None` when this replica's ring fingerprint is not
+    /// `ring` or its ring is not settled.
+    async fn merkle(
+        &self,
+        range: u32,
+        with: String,
+        ring: u64,
+    ) -> Result<Option<Vec<u64>>, KvError>;
+    /// Anti-entropy: `(key, digest)` of the keys of leaf `leaf` of `range` that both
+    /// this replica and `with` replicate; `None` as for `merkle`.
+    async fn keys_in(
+        &self,
+        range: u32,
+        leaf: u32,
+        with: String,
+        ring: u64,
+    ) -> Result<Option<Vec<(Bytes, u64)>>, KvError>;
+    /// Tombstone GC: the hints this replica holds and its digest of each key; `None`
+    /// as for `merkle`.
+    async fn gc_probe(&self, keys: Vec<Bytes>, ring: u64) -> Result<Option<GcProbe>, KvError>;
+    /// Tombstone GC: removes each key whose state is still tombstones only with the
+    /// digest given; answers how many were removed.
+    async fn forget(&self, keys: Vec<(Bytes, u64)>) -> Result<u64, KvError>;
 }

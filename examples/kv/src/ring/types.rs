@@ -223,6 +223,32 @@ pub struct RingView {
     pub tokens: u32,
     /// Hints this node holds, per target.
     pub hints: BTreeMap<String, u64>,
+    /// This node's anti-entropy counters.
+    pub anti_entropy: AntiEntropyStats,
+}
+
+/// A node's anti-entropy counters (since it started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntiEntropyStats {
+    /// Rounds run (skipped rounds not counted).
+    pub rounds: u64,
+    /// Range comparisons with a peer (a round compares one range with each peer).
+    pub ranges_compared: u64,
+    /// Keys found different and exchanged (pulled, pushed or both).
+    pub keys_exchanged: u64,
+    /// Most keys exchanged in one round (at most the per-round budget).
+    pub max_round_keys: u64,
+    /// Tombstones removed from this node by GC.
+    pub tombstones_collected: u64,
+}
+
+/// A replica's answer to a tombstone-GC probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcProbe {
+    /// Hints it holds, for any target.
+    pub hints: u64,
+    /// Its digest of each key probed, in order (`None`: it holds no state for it).
+    pub digests: Vec<Option<u64>>,
 }
 
 /// One member in a [`RingView`].
