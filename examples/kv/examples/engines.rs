@@ -68,7 +68,6 @@ fn open(engine: &str, dir: &Path) -> Result<Arc<dyn Storage>> {
     match engine {
         "memory" => Ok(Arc::new(MemoryStorage::new())),
         "redb" => Ok(Arc::new(RedbStorage::open(dir)?)),
-        #[cfg(feature = "fjall")]
         "fjall" => Ok(Arc::new(mw_kv::fjall_engine::FjallStorage::open(dir)?)),
         other => panic!("unknown engine {other:?} (memory, redb, or fjall with --features fjall)"),
     }

@@ -85,6 +85,10 @@ pub struct QuorumArgs {
     /// On a ring: print which replicas answered, in what time, and what was repaired or hinted.
     #[arg(long)]
     pub trace: bool,
+    /// On a ring: write without reading first (an empty context), so the write is
+    /// concurrent with what is stored and becomes a sibling of it.
+    #[arg(long)]
+    pub blind: bool,
 }
 
 /// The verbs.
@@ -106,6 +110,9 @@ pub enum Command {
         /// when acknowledged), `interval:MS`, or `never`.
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
+        /// Storage engine of a new data directory (an existing one keeps its own).
+        #[arg(long, default_value = "fjall")]
+        engine: crate::config::Engine,
         /// Watch events kept for watchers resuming from a past revision.
         #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         retain_events: u64,
@@ -317,11 +324,13 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             addr,
             data,
             fsync,
+            engine,
             retain_events,
             ring,
         } => {
             let config = Config {
                 fsync,
+                engine,
                 retain_events,
                 ..Config::default()
             };
@@ -634,11 +643,20 @@ async fn ring_put(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     let key = Bytes::from(key);
-    let read = ring
-        .get(key.clone(), quorum.r)
-        .await
-        .map_err(|e| rpc(&node.node, e))?;
-    if value.is_none() && read.values.is_empty() {
+    let read = if quorum.blind {
+        RingRead {
+            values: Vec::new(),
+            context: Default::default(),
+            siblings: 0,
+            replicas: Vec::new(),
+            needed: 0,
+        }
+    } else {
+        ring.get(key.clone(), quorum.r)
+            .await
+            .map_err(|e| rpc(&node.node, e))?
+    };
+    if value.is_none() && read.values.is_empty() && !quorum.blind {
         return Err(CliError::NotFound);
     }
     let options = RingWriteOptions {
@@ -652,7 +670,9 @@ async fn ring_put(
     }
     .map_err(|e| rpc(&node.node, e))?;
     if quorum.trace {
-        print_replicas(out, "read", read.needed, &read.replicas)?;
+        if !quorum.blind {
+            print_replicas(out, "read", read.needed, &read.replicas)?;
+        }
         print_replicas(out, "write", w.needed, &w.replicas)?;
     }
     if deleting {

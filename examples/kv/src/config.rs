@@ -46,6 +46,38 @@ impl FromStr for FsyncPolicy {
     }
 }
 
+/// The on-disk engine of a new data directory (an existing one keeps its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// fjall, a log-structured engine: one journal append and one fsync per group
+    /// commit. The default (README "Storage" says why).
+    #[default]
+    Fjall,
+    /// redb, a copy-on-write B-tree in one file.
+    Redb,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Fjall => "fjall",
+            Engine::Redb => "redb",
+        })
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fjall" => Ok(Engine::Fjall),
+            "redb" => Ok(Engine::Redb),
+            _ => Err(format!("invalid engine {s:?}: expected fjall or redb")),
+        }
+    }
+}
+
 /// Sizes the node refuses beyond, with a typed error naming the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -72,6 +104,9 @@ impl Default for Limits {
 pub struct Config {
     /// When writes reach the disk. Default [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,
+    /// The engine of a new data directory ([`Kv::open`](crate::Kv::open) keeps the
+    /// engine an existing directory has). Default [`Engine::Fjall`].
+    pub engine: Engine,
     /// Key, value and scan limits.
     pub limits: Limits,
     /// Watch events kept for watchers that resume from a past revision. Default
@@ -91,6 +126,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             fsync: FsyncPolicy::Always,
+            engine: Engine::default(),
             limits: Limits::default(),
             retain_events: 100_000,
             reap_interval: Duration::from_secs(1),

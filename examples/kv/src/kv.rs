@@ -25,8 +25,9 @@ use futures::stream::{BoxStream, StreamExt};
 use mw::pubsub::{Bus, SlowConsumerPolicy, SubscribeOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, FsyncPolicy};
+use crate::config::{Config, Engine, FsyncPolicy};
 use crate::error::{KvError, Result};
+use crate::fjall_engine::FjallStorage;
 use crate::redb_engine::RedbStorage;
 use crate::storage::{MemoryStorage, Storage};
 use crate::streams::{ScanState, WatchState, WatcherCount};
@@ -124,8 +125,8 @@ pub struct Kv {
 }
 
 impl Kv {
-    /// Opens (or creates) the on-disk store in `dir` (redb). Must be called inside a
-    /// tokio runtime.
+    /// Opens (or creates) the on-disk store in `dir`: with the engine it already has, or
+    /// `config.engine` for a new directory. Must be called inside a tokio runtime.
     ///
     /// # Errors
     ///
@@ -133,10 +134,23 @@ impl Kv {
     /// it is refused, never reset.
     pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<Kv> {
         let dir = dir.as_ref().to_path_buf();
-        let storage = tokio::task::spawn_blocking(move || RedbStorage::open(&dir))
-            .await
-            .map_err(|e| KvError::storage("open", e))??;
-        Kv::with_storage(Arc::new(storage), config)
+        // An existing store keeps its engine; a new directory gets `config.engine`.
+        let engine = if dir.join(crate::redb_engine::DB_FILE).exists() {
+            Engine::Redb
+        } else if dir.join(crate::fjall_engine::STORE_DIR).exists() {
+            Engine::Fjall
+        } else {
+            config.engine
+        };
+        let storage = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Storage>> {
+            Ok(match engine {
+                Engine::Redb => Arc::new(RedbStorage::open(&dir)?),
+                Engine::Fjall => Arc::new(FjallStorage::open(&dir)?),
+            })
+        })
+        .await
+        .map_err(|e| KvError::storage("open", e))??;
+        Kv::with_storage(storage, config)
     }
 
     /// A store kept only in memory (lost when the last clone is dropped).

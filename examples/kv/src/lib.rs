@@ -20,7 +20,6 @@
 pub mod cli;
 pub mod config;
 pub mod error;
-#[cfg(feature = "fjall")]
 pub mod fjall_engine;
 pub mod kv;
 pub mod redb_engine;
@@ -31,7 +30,7 @@ mod streams;
 pub mod types;
 mod writer;
 
-pub use config::{Config, FsyncPolicy, Limits};
+pub use config::{Config, Engine, FsyncPolicy, Limits};
 pub use error::{KvError, Result};
 pub use kv::Kv;
 pub use redb_engine::RedbStorage;

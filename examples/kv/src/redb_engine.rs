@@ -5,7 +5,8 @@
 //! expiry sorts first) and `meta` (`format`, `revision`, `oldest_event`). A group commit
 //! is one redb write transaction: `Durability::Immediate` (one fsync of the commit
 //! slot) when the batch holds a `Sync` write and the node's policy is `always`,
-//! `Durability::Eventual` (written, not fsynced) otherwise.
+//! `Durability::None` otherwise (durable with the next durable commit; every 256th
+//! commit is durable anyway, so that redb frees pages).
 
 use std::fs;
 use std::ops::Bound;
@@ -33,7 +34,13 @@ pub const FORMAT: u64 = 1;
 pub struct RedbStorage {
     db: Database,
     path: PathBuf,
+    /// Commits made with `Durability::None` since the last durable one.
+    unsynced: std::sync::atomic::AtomicU32,
 }
+
+/// Non-durable commits after which one is made durable anyway: redb frees pages only
+/// in durable commits, so a node that never syncs (`--fsync never`) would grow its file.
+const MAX_UNSYNCED_COMMITS: u32 = 256;
 
 fn expiry_key(at: u64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
@@ -96,15 +103,22 @@ impl RedbStorage {
             Database::open(&path)
         }
         .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => refuse(format!(
-                "{DB_FILE} is in use by another process (is a node already serving it?)"
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => refuse(
+                "the store is open already (by this or another process: is a node serving it?)"
+                    .to_string(),
+            ),
             other => refuse(format!(
                 "cannot open {DB_FILE} (damaged, or not an mw-kv store): {other}"
             )),
         })?;
-        let storage = RedbStorage { db, path };
-        if fresh {
+        let storage = RedbStorage {
+            db,
+            path,
+            unsynced: std::sync::atomic::AtomicU32::new(0),
+        };
+        // A crash between creating the file and initialising it leaves a database with
+        // no table at all: finish the initialisation (there is nothing to lose).
+        if fresh || storage.is_blank().map_err(|e| refuse(e.to_string()))? {
             storage.init().map_err(|e| refuse(e.to_string()))?;
         }
         storage.check_format().map_err(|e| match e {
@@ -142,6 +156,17 @@ impl RedbStorage {
                 .map_err(|e| KvError::storage("create expiry", e))?;
         }
         txn.commit().map_err(|e| KvError::storage("commit", e))
+    }
+
+    fn is_blank(&self) -> Result<bool> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| KvError::storage("begin", e))?;
+        let tables = txn
+            .list_tables()
+            .map_err(|e| KvError::storage("list tables", e))?;
+        Ok(tables.count() == 0)
     }
 
     fn check_format(&self) -> Result<()> {
@@ -321,10 +346,14 @@ impl Storage for RedbStorage {
             .db
             .begin_write()
             .map_err(|e| KvError::storage("begin write", e))?;
-        txn.set_durability(if sync {
+        // `Durability::None`, not `Eventual`: on Linux redb's Eventual fsyncs like
+        // Immediate. A None commit becomes durable with the next durable one.
+        use std::sync::atomic::Ordering::Relaxed;
+        let durable = sync || self.unsynced.load(Relaxed) >= MAX_UNSYNCED_COMMITS;
+        txn.set_durability(if durable {
             Durability::Immediate
         } else {
-            Durability::Eventual
+            Durability::None
         });
         {
             let mut data = txn
@@ -385,7 +414,13 @@ impl Storage for RedbStorage {
             meta.insert("revision", batch.revision)
                 .map_err(|e| KvError::storage("write meta", e))?;
         }
-        txn.commit().map_err(|e| KvError::storage("commit", e))
+        txn.commit().map_err(|e| KvError::storage("commit", e))?;
+        if durable {
+            self.unsynced.store(0, Relaxed);
+        } else {
+            self.unsynced.fetch_add(1, Relaxed);
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
@@ -394,6 +429,8 @@ impl Storage for RedbStorage {
             .begin_write()
             .map_err(|e| KvError::storage("begin write", e))?;
         txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(|e| KvError::storage("sync", e))
+        txn.commit().map_err(|e| KvError::storage("sync", e))?;
+        self.unsynced.store(0, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }

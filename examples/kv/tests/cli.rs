@@ -77,7 +77,7 @@ fn walk_through_with_the_cli() {
     );
     let status = ok(n, &["status"]);
     assert!(
-        status.contains("revision 8\n") && status.contains("engine redb"),
+        status.contains("revision 8\n") && status.contains("engine fjall"),
         "{status}"
     );
     // --node beats MW_KV_NODE.

@@ -172,5 +172,5 @@ async fn a_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _node = NodeProcess::start(dir.path(), &[]);
     let err = refused(&[], dir.path());
-    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains("the store is open already"), "{err}");
 }

@@ -40,7 +40,6 @@ const REDB: Engine = Engine {
     damage: |dir| std::fs::write(dir.join(mw_kv::redb_engine::DB_FILE), [0x5a; 8192]).unwrap(),
 };
 
-#[cfg(feature = "fjall")]
 const FJALL: Engine = Engine {
     open: |dir| Ok(Arc::new(mw_kv::fjall_engine::FjallStorage::open(dir)?)),
     store: mw_kv::fjall_engine::STORE_DIR,
@@ -675,14 +674,12 @@ mod redb {
     disk_engine_checks!(REDB);
 }
 
-#[cfg(feature = "fjall")]
 mod fjall {
     every_engine_checks!(FJALL);
     disk_engine_checks!(FJALL);
 }
 
 /// Each disk engine refuses the other's directory, and the refusal changes nothing.
-#[cfg(feature = "fjall")]
 #[test]
 fn disk_engines_refuse_each_others_directories() {
     for (mine, other, name) in [(REDB, FJALL, "redb"), (FJALL, REDB, "fjall")] {

@@ -1,0 +1,301 @@
+//! [`RingClient`]: a client that routes *iteratively*, as the lectures compare it with
+//! recursive routing. It keeps a copy of the ring, computes each key's preference list
+//! itself, and talks to the replicas directly (the `mw.kv.replica` service); a recursive
+//! client instead sends every request to one node, which coordinates
+//! ([`RingKvClient`](crate::ring::service::RingKvClient)). Iterative routing saves a hop
+//! per request; recursive routing keeps clients simple and the ring's knowledge on the
+//! servers.
+//!
+//! The iterative client coordinates its own writes: it names them with its own dots
+//! (`client-<random id>`), waits for W acknowledgements and R replies, and repairs stale
+//! replicas it reads from. It does not keep hints: when a replica is down, its writes
+//! need W of the others (use recursive routing for sloppy quorums).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use mw::rpc::{Channel, RpcError};
+
+use crate::error::{KvError, Result};
+use crate::ring::dvv::{Dot, Sibling, SiblingSet};
+use crate::ring::hash::Ring;
+use crate::ring::service::{ReplicaClient, RingKvClient};
+use crate::ring::types::{Quorum, ReplicaReply, RingRead, RingWrite, RingWriteOptions};
+
+fn rpc(e: RpcError<KvError>) -> KvError {
+    match e.into_application() {
+        Ok(k) => k,
+        Err(e) => KvError::Storage(format!("replica call failed: {e}")),
+    }
+}
+
+/// An iteratively routing ring client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RingClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: String,
+    seed: RingKvClient,
+    ring: Mutex<Arc<Ring>>,
+    n: usize,
+    w: usize,
+    r: usize,
+    replicas: tokio::sync::Mutex<HashMap<String, (Channel, ReplicaClient)>>,
+    counter: AtomicU64,
+}
+
+impl RingClient {
+    /// Connects to `seed`, a member of the ring, and fetches the ring from it.
+    ///
+    /// # Errors
+    ///
+    /// The seed cannot be reached or is not a ring member.
+    pub async fn connect(seed: &str) -> Result<RingClient> {
+        let channel = Channel::connect(seed)
+            .await
+            .map_err(|e| KvError::Storage(format!("cannot reach {seed}: {e}")))?;
+        let seed = RingKvClient::new(channel);
+        let view = seed
+            .ring()
+            .await
+            .map_err(|e| KvError::Storage(format!("not a ring member: {e}")))?;
+        let readers: Vec<String> = view
+            .members
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    crate::ring::types::MemberState::Up | crate::ring::types::MemberState::Leaving
+                )
+            })
+            .map(|m| m.node.clone())
+            .collect();
+        let client = RingClient {
+            inner: Arc::new(Inner {
+                id: format!("client-{:016x}", rand::random::<u64>()),
+                seed,
+                ring: Mutex::new(Arc::new(Ring::new(readers, view.tokens))),
+                n: view.n,
+                w: view.w,
+                r: view.r,
+                replicas: tokio::sync::Mutex::new(HashMap::new()),
+                counter: AtomicU64::new(0),
+            }),
+        };
+        Ok(client)
+    }
+
+    /// Fetches the ring again (after a join or leave).
+    ///
+    /// # Errors
+    ///
+    /// The seed cannot be reached.
+    pub async fn refresh(&self) -> Result<()> {
+        let view = self
+            .inner
+            .seed
+            .ring()
+            .await
+            .map_err(|e| KvError::Storage(format!("cannot refresh the ring: {e}")))?;
+        let readers = view
+            .members
+            .iter()
+            .filter(|m| m.state != crate::ring::types::MemberState::Joining)
+            .filter(|m| m.state != crate::ring::types::MemberState::Left)
+            .map(|m| m.node.clone());
+        *self.inner.ring.lock().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Ring::new(readers, view.tokens));
+        Ok(())
+    }
+
+    fn ring(&self) -> Arc<Ring> {
+        self.inner
+            .ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn replica(&self, node: &str) -> Result<ReplicaClient> {
+        let mut map = self.inner.replicas.lock().await;
+        if let Some((ch, c)) = map.get(node) {
+            if !ch.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let ch = Channel::connect(node)
+            .await
+            .map_err(|e| KvError::Storage(format!("cannot reach {node}: {e}")))?;
+        let c = ReplicaClient::new(ch.clone());
+        map.insert(node.to_string(), (ch, c.clone()));
+        Ok(c)
+    }
+
+    fn preference(&self, key: &[u8]) -> (Vec<String>, usize) {
+        let ring = self.ring();
+        let n = self.inner.n.min(ring.nodes().len()).max(1);
+        (
+            ring.preference_list(key, n)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            n,
+        )
+    }
+
+    /// Reads `key` from its replicas directly, answering after R replies.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::QuorumFailed`].
+    pub async fn get(&self, key: Bytes, r: Option<Quorum>) -> Result<RingRead> {
+        let (preference, n) = self.preference(&key);
+        let needed = r.map_or(self.inner.r, |q| q.count(n)).min(n);
+        let started = Instant::now();
+        let mut pending: FuturesUnordered<_> = preference
+            .iter()
+            .map(|p| {
+                let (this, key, p) = (self.clone(), key.clone(), p.clone());
+                async move {
+                    let r = match this.replica(&p).await {
+                        Ok(c) => c.fetch(key).await.map_err(rpc),
+                        Err(e) => Err(e),
+                    };
+                    (p, r)
+                }
+            })
+            .collect();
+        let mut merged = SiblingSet::default();
+        let mut got = Vec::new();
+        let mut replies = Vec::new();
+        while got.len() < needed {
+            let Some((node, r)) = pending.next().await else {
+                break;
+            };
+            let micros = started.elapsed().as_micros() as u64;
+            match r {
+                Ok(set) => {
+                    got.push((node.clone(), set.digest()));
+                    merged.merge(set.siblings);
+                    replies.push(reply(node, micros, None));
+                }
+                Err(e) => replies.push(reply(node, micros, Some(e.to_string()))),
+            }
+        }
+        if got.len() < needed {
+            return Err(KvError::QuorumFailed {
+                needed,
+                acks: got.len(),
+                detail: "replicas did not answer".into(),
+            });
+        }
+        let digest = merged.digest();
+        for (node, d) in got {
+            if d != digest {
+                if let Some(rep) = replies.iter_mut().find(|x| x.node == node) {
+                    rep.repaired = true;
+                }
+                let (this, key, s) = (self.clone(), key.clone(), merged.siblings.clone());
+                tokio::spawn(async move {
+                    if let Ok(c) = this.replica(&node).await {
+                        let _ = c.store(key, s, false).await;
+                    }
+                });
+            }
+        }
+        Ok(RingRead {
+            values: merged.values(),
+            context: merged.context(),
+            siblings: merged.siblings.len(),
+            replicas: replies,
+            needed,
+        })
+    }
+
+    /// Writes `value` (`None`: delete) to the replicas directly, replacing
+    /// `options.context`; answers after W acknowledgements.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::QuorumFailed`]; [`KvError::TooManySiblings`].
+    pub async fn put(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        options: RingWriteOptions,
+    ) -> Result<RingWrite> {
+        let (preference, n) = self.preference(&key);
+        let needed = options.w.map_or(self.inner.w, |q| q.count(n)).min(n);
+        let sibling = Sibling {
+            dot: Dot {
+                node: self.inner.id.clone(),
+                counter: self.inner.counter.fetch_add(1, Ordering::SeqCst) + 1,
+            },
+            context: options.context,
+            value,
+        };
+        let started = Instant::now();
+        let mut pending: FuturesUnordered<_> = preference
+            .iter()
+            .map(|p| {
+                let (this, key, p, s) = (self.clone(), key.clone(), p.clone(), sibling.clone());
+                async move {
+                    let r = match this.replica(&p).await {
+                        Ok(c) => c.store(key, vec![s], true).await.map_err(rpc),
+                        Err(e) => Err(e),
+                    };
+                    (p, r)
+                }
+            })
+            .collect();
+        let mut acks = 0;
+        let mut replies = Vec::new();
+        while acks < needed {
+            let Some((node, r)) = pending.next().await else {
+                break;
+            };
+            let micros = started.elapsed().as_micros() as u64;
+            match r {
+                Ok(_) => {
+                    acks += 1;
+                    replies.push(reply(node, micros, None));
+                }
+                Err(e @ KvError::TooManySiblings { .. }) => return Err(e),
+                Err(e) => replies.push(reply(node, micros, Some(e.to_string()))),
+            }
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        if acks < needed {
+            return Err(KvError::QuorumFailed {
+                needed,
+                acks,
+                detail: "replicas did not acknowledge".into(),
+            });
+        }
+        Ok(RingWrite {
+            dot: sibling.dot,
+            replicas: replies,
+            needed,
+        })
+    }
+}
+
+fn reply(node: String, micros: u64, error: Option<String>) -> ReplicaReply {
+    ReplicaReply {
+        node,
+        hint_for: None,
+        ok: error.is_none(),
+        micros,
+        error,
+        repaired: false,
+    }
+}
