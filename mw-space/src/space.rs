@@ -507,8 +507,12 @@ impl Space {
             ..State::default()
         };
         for (id, (loc, tuple)) in recovered.live {
+            // A lease too long for the clock (`checked_add` fails) never runs out.
             let expires = (loc.expires_ms != 0)
-                .then(|| now + Duration::from_millis(loc.expires_ms.saturating_sub(now_ms)));
+                .then(|| {
+                    now.checked_add(Duration::from_millis(loc.expires_ms.saturating_sub(now_ms)))
+                })
+                .flatten();
             let size = tuple.size();
             state.tuples += 1;
             state.bytes += size;

@@ -189,3 +189,29 @@ async fn a_take_dropped_after_its_commit_was_queued_is_written_back() {
         "durably back"
     );
 }
+
+#[tokio::test]
+async fn absurd_leases_saturate_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(dir.path(), Config::default()).await;
+    space
+        .out_leased(tuple!("forever"), Duration::MAX)
+        .await
+        .unwrap();
+    space
+        .out_leased(tuple!("long"), Duration::from_millis(u64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(space.stats().visible, 2);
+    space.close().await.unwrap();
+    drop(space);
+    let space = open(dir.path(), Config::default()).await;
+    assert_eq!(
+        space.rdp(&pattern!("forever")).await.unwrap(),
+        Some(tuple!("forever"))
+    );
+    assert_eq!(
+        space.rdp(&pattern!("long")).await.unwrap(),
+        Some(tuple!("long"))
+    );
+}

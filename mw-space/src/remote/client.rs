@@ -74,10 +74,11 @@ impl RemoteSpace {
     /// # Errors
     /// As [`out`](RemoteSpace::out), and [`SpaceError::ZeroLease`].
     pub async fn out_leased(&self, tuple: Tuple, lease: Duration) -> Result<TupleId> {
-        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        if ms == 0 {
+        if lease.is_zero() {
             return Err(SpaceError::ZeroLease);
         }
+        // Whole milliseconds on the wire, rounded up so a short lease is not zero.
+        let ms = u64::try_from(lease.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         Ok(self.client.out(tuple, Some(ms)).await?)
     }
 
