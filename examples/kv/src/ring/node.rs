@@ -322,7 +322,16 @@ impl RingNode {
             default_timeout: self.inner.config.replica_timeout,
             ..Default::default()
         };
-        let connect = Channel::connect_with(&slot.addr, config);
+        // On a simulated network (`sim:NET/NAME`), dial as this node's endpoint so that
+        // partitions between named nodes apply; elsewhere the address is used as is.
+        let dial = match (
+            slot.addr.parse::<mw::core::transport::Address>(),
+            self.inner.id.parse::<mw::core::transport::Address>(),
+        ) {
+            (Ok(peer), Ok(me)) => peer.dialed_from(&me).to_string(),
+            _ => slot.addr.clone(),
+        };
+        let connect = Channel::connect_with(&dial, config);
         let ch = match tokio::time::timeout(self.inner.config.replica_timeout, connect).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(KvError::Storage(format!("cannot reach {node}: {e}"))),
