@@ -554,6 +554,12 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             for (target, n) in &v.hints {
                 writeln!(out, "hints for {target}: {n}")?;
             }
+            let ae = v.anti_entropy;
+            writeln!(
+                out,
+                "anti-entropy: {} rounds, {} range comparisons, {} keys exchanged, {} tombstones collected",
+                ae.rounds, ae.ranges_compared, ae.keys_exchanged, ae.tombstones_collected
+            )?;
             Ok(())
         }
         Command::Locate { node, key } => {

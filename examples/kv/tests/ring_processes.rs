@@ -29,6 +29,40 @@ fn start(data: &std::path::Path, addr: &str, seed: Option<&str>) -> NodeProcess 
     NodeProcess::start_with(data, &args)
 }
 
+/// Pairs × ranges whose pair Merkle trees differ (or cannot be compared yet).
+async fn merkle_mismatches(addrs: &[String]) -> usize {
+    use mw_kv::ring::anti_entropy::{ring_fingerprint, RANGES};
+    use mw_kv::ring::service::ReplicaClient;
+    let view = match client(&addrs[0]).await.ring().await {
+        Ok(v) => v,
+        Err(_) => return usize::MAX,
+    };
+    let ring = mw_kv::ring::hash::Ring::new(addrs.iter().cloned(), view.tokens);
+    let fingerprint = ring_fingerprint(&ring, view.n);
+    let mut replicas = Vec::new();
+    for a in addrs {
+        replicas.push(ReplicaClient::new(Channel::connect(a).await.unwrap()));
+    }
+    let mut bad = 0;
+    for i in 0..addrs.len() {
+        for j in i + 1..addrs.len() {
+            for range in 0..RANGES {
+                let a = replicas[i]
+                    .merkle(range, addrs[j].clone(), fingerprint)
+                    .await;
+                let b = replicas[j]
+                    .merkle(range, addrs[i].clone(), fingerprint)
+                    .await;
+                match (a, b) {
+                    (Ok(Some(a)), Ok(Some(b))) if a.get(1) == b.get(1) => {}
+                    _ => bad += 1,
+                }
+            }
+        }
+    }
+    bad
+}
+
 async fn client(addr: &str) -> RingKvClient {
     RingKvClient::new(Channel::connect(addr).await.unwrap())
 }
@@ -140,6 +174,17 @@ async fn five_processes_survive_a_sigkill_with_hints_and_lose_nothing() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Anti-entropy: for every range, every pair of members has equal Merkle trees over
+    // the keys they both replicate, within a bounded wait.
+    within("merkle trees of every pair match", async {
+        loop {
+            if merkle_mismatches(&addrs).await == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await;
