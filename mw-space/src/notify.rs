@@ -62,6 +62,7 @@ enum Source {
 
 /// A stream of written tuples matching a pattern, from [`Space::notify`](crate::Space::notify)
 /// or [`RemoteSpace::notify`](crate::RemoteSpace::notify). Dropping it unsubscribes.
+#[must_use = "notifications arrive only while the subscription is kept and read"]
 pub struct Notifications {
     source: Source,
     pattern: Pattern,
