@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p mw-bench -- kv [--json] [--quick] [--seconds S] [--data DIR]
 //!     [--clients 50] [--pipeline 16] [--keys 100000] [--redis-pipeline pipe|concurrent]
-//!     [--mw-kv PATH] [--relaxed-fsync never|interval:MS] [--no-redis-benchmark]
+//!     [--mw-kv PATH] [--node-arg ARG]... [--relaxed-fsync never|interval:MS]
+//!     [--only get|set|durable]... [--depth 1|16]... [--no-redis-benchmark]
 //! ```
 //!
 //! Workloads: 100-byte values over a keyspace of `--keys` keys (`key:%012d`, the names
@@ -13,11 +14,14 @@
 //! SET overwrites them.
 //!
 //! - **mw-kv** runs as a child process on a temporary data directory: by default
-//!   `mw-bench serve kv --addr 127.0.0.1:0 --data DIR --fsync POLICY`, which runs
-//!   [`mw_kv::cli::serve`] (the very function behind `mw-kv serve`) on a default tokio
-//!   runtime (as `#[tokio::main]` builds it), so it is always built in the bench's profile
-//!   and never stale; `--mw-kv PATH` runs a built `mw-kv` binary instead
-//!   (`PATH serve --addr … --data … --fsync …`, e.g. `--mw-kv target/release/mw-kv`).
+//!   `mw-bench serve kv --addr 127.0.0.1:0 --data DIR --fsync POLICY`, which parses
+//!   `mw-kv serve …` with mw-kv's own command line ([`mw_kv::cli::Cli`]) and runs it with
+//!   [`mw_kv::cli::run`] on a default multi-thread tokio runtime, exactly as the `mw-kv`
+//!   binary does, so it is always built in the bench's profile and never stale;
+//!   `--mw-kv PATH` runs a built `mw-kv` binary instead (`PATH serve --addr … --data …
+//!   --fsync …`, e.g. `--mw-kv target/release/mw-kv`). `--node-arg ARG` (repeatable)
+//!   adds arguments to `mw-kv serve` in both cases (e.g. `--node-arg=--engine=redb`);
+//!   the engine and fsync policy each node reports (`status`) are printed.
 //!   Clients: one [`mw_kv::KvClient`] (one `mw::rpc::Channel`, i.e. one multiplexed TCP
 //!   connection) per client connection; "pipelined" = 16 tasks sharing the connection,
 //!   each with one call in flight.
@@ -119,6 +123,9 @@ pub struct KvArgs {
     /// Run this `mw-kv` binary as the node instead of `mw-bench serve kv`.
     #[arg(long, value_name = "PATH")]
     mw_kv: Option<PathBuf>,
+    /// Extra argument for `mw-kv serve` (repeatable), e.g. `--node-arg=--engine=redb`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    node_arg: Vec<String>,
     /// Fsync policy of the mw-kv node in the plain SET/GET series.
     #[arg(long, default_value = "never")]
     relaxed_fsync: String,
@@ -149,23 +156,34 @@ impl KvArgs {
 // The mw-kv node child
 // ---------------------------------------------------------------------------------------
 
-/// `mw-bench serve kv`: runs `mw_kv::cli::serve` as `mw-kv serve` does, on the default
-/// multi-thread runtime, until SIGTERM or Ctrl-C.
-// `mw_kv::Config` is non-exhaustive: no struct literal outside mw-kv.
-#[allow(clippy::field_reassign_with_default)]
+/// Extra `mw-kv serve` arguments for the `mw-bench serve kv` child, one per line (set by
+/// the parent from `--node-arg`).
+const NODE_ARGS_ENV: &str = "MW_BENCH_KV_NODE_ARGS";
+
+/// `mw-bench serve kv`: parses `mw-kv serve --addr … --data … --fsync …` (plus the
+/// `--node-arg`s) with mw-kv's own command line and runs it as the `mw-kv` binary does
+/// ([`mw_kv::cli::run`] on a default multi-thread runtime), until SIGTERM or Ctrl-C.
 pub fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> Result<(), Error> {
+    use clap::Parser;
     let data = data.ok_or("serve kv needs --data DIR")?;
-    let mut config = mw_kv::Config::default();
-    config.fsync = fsync
-        .as_deref()
-        .unwrap_or("always")
-        .parse::<mw_kv::FsyncPolicy>()?;
+    let mut argv: Vec<std::ffi::OsString> = ["mw-kv", "serve", "--addr", addr]
+        .iter()
+        .map(Into::into)
+        .collect();
+    argv.push("--data".into());
+    argv.push(data.into_os_string());
+    argv.push("--fsync".into());
+    argv.push(fsync.unwrap_or_else(|| "always".into()).into());
+    if let Ok(extra) = std::env::var(NODE_ARGS_ENV) {
+        argv.extend(extra.lines().filter(|l| !l.is_empty()).map(Into::into));
+    }
+    let cli = mw_kv::cli::Cli::try_parse_from(argv)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut out = std::io::stdout();
-        mw_kv::cli::serve(addr, &data, config, &mut out).await
+        mw_kv::cli::run(cli, &mut out).await
     })?;
     Ok(())
 }
@@ -190,16 +208,21 @@ struct NodeChild {
 }
 
 impl NodeChild {
-    fn spawn(bin: Option<&Path>, data: &Path, fsync: &str) -> Result<NodeChild, Error> {
+    fn spawn(
+        bin: Option<&Path>,
+        data: &Path,
+        fsync: &str,
+        extra: &[String],
+    ) -> Result<NodeChild, Error> {
         let mut cmd = match bin {
             Some(b) => {
                 let mut c = Command::new(b);
-                c.arg("serve");
+                c.arg("serve").args(extra);
                 c
             }
             None => {
                 let mut c = Command::new(self_exe()?);
-                c.args(["serve", "kv"]);
+                c.args(["serve", "kv"]).env(NODE_ARGS_ENV, extra.join("\n"));
                 c
             }
         };
@@ -675,6 +698,8 @@ struct Run {
     targets: Vec<Target>,
     redis_version: Option<String>,
     node: String,
+    /// What each node reported (`status`): engine and fsync policy, per phase.
+    node_status: Vec<String>,
     redis_pipeline: RedisPipeline,
     relaxed_fsync: String,
     keys: u64,
@@ -787,6 +812,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
     };
     let mut series = Vec::new();
     let mut bench = Vec::new();
+    let mut node_status = Vec::new();
 
     // 2. Plain SET/GET: relaxed mw-kv node, redis without persistence.
     for (phase, ops) in [
@@ -805,7 +831,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         };
         let node_dir = dir.join(format!("mw-kv-{phase}"));
         say(format!("  {phase}: mw-kv node --fsync {fsync}"));
-        let mut node = NodeChild::spawn(args.mw_kv.as_deref(), &node_dir, fsync)?;
+        let mut node = NodeChild::spawn(args.mw_kv.as_deref(), &node_dir, fsync, &args.node_arg)?;
         let redis_dir = dir.join(format!("redis-{phase}"));
         let redis = if have_redis {
             std::fs::create_dir_all(&redis_dir)?;
@@ -821,6 +847,10 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
             None
         };
         let mw_conns = rt.block_on(connect_mw(&node.addr, clients))?;
+        if let Some(Conn::Mw(c)) = mw_conns.first() {
+            let st = rt.block_on(c.status())?;
+            node_status.push(format!("{phase}: engine {}, fsync {}", st.engine, st.fsync));
+        }
         let redis_conns = match &redis {
             Some(r) => Some(rt.block_on(connect_redis(r.port(), clients))?),
             None => None,
@@ -916,8 +946,9 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         redis_version,
         node: match &args.mw_kv {
             Some(p) => format!("{} serve", p.display()),
-            None => "mw-bench serve kv (mw_kv::cli::serve)".into(),
+            None => "mw-bench serve kv (mw_kv::cli::run, as `mw-kv serve`)".into(),
         },
+        node_status,
         redis_pipeline: args.redis_pipeline,
         relaxed_fsync: args.relaxed_fsync.clone(),
         keys,
@@ -1020,6 +1051,7 @@ fn print_json(run: &Run) {
             "notes": run.notes,
             "redis_version": run.redis_version,
             "node": run.node,
+            "node_status": run.node_status,
             "load": [run.load.0, run.load.1],
         })
     );
@@ -1044,6 +1076,9 @@ fn print_table(run: &Run) {
         run.relaxed_fsync,
         run.redis_version.as_deref().unwrap_or("(absent)")
     );
+    if !run.node_status.is_empty() {
+        println!("mw-kv node status: {}", run.node_status.join("; "));
+    }
     println!();
     println!("1. fsync floor of the data disk: append + File::sync_data (fdatasync), one thread");
     println!(
