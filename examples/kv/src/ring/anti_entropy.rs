@@ -159,17 +159,20 @@ pub struct MerkleTree {
 }
 
 impl MerkleTree {
-    /// The tree over `entries` (`(key, digest)` of keys in one range; any order).
+    /// The tree over `entries` (`(key, digest)`, any order; meant for the keys of one
+    /// range: keys of other ranges fold into the leaves of the same offset).
     pub fn build<'a>(entries: impl IntoIterator<Item = (&'a [u8], u64)>) -> MerkleTree {
-        let mut sorted: Vec<(u64, &[u8], u64)> = entries
+        let mut sorted: Vec<(usize, u64, &[u8], u64)> = entries
             .into_iter()
-            .map(|(k, d)| (key_position(k), k, d))
+            .map(|(k, d)| {
+                let pos = key_position(k);
+                (leaf_of(pos), pos, k, d)
+            })
             .collect();
         sorted.sort_unstable();
         let mut nodes = vec![0u64; 2 * LEAVES];
         let mut current: Option<(usize, Xxh3)> = None;
-        for (pos, key, digest) in sorted {
-            let leaf = leaf_of(pos);
+        for (leaf, _, key, digest) in sorted {
             match &mut current {
                 Some((l, _)) if *l == leaf => {}
                 _ => {
@@ -529,12 +532,11 @@ impl RingNode {
             }
             if self.store().remove_if(&key, digest).await? {
                 removed += 1;
-                lock(&self.anti_entropy_state().tombstones).remove(&key);
+                let state = self.anti_entropy_state();
+                state.tombstones_collected.fetch_add(1, Ordering::Relaxed);
+                lock(&state.tombstones).remove(&key);
             }
         }
-        self.anti_entropy_state()
-            .tombstones_collected
-            .fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
     }
 
@@ -892,6 +894,28 @@ mod tests {
         let again = MerkleTree::from_nodes(a.nodes().to_vec()).unwrap();
         assert_eq!(again, a);
         assert!(MerkleTree::from_nodes(vec![0; 3]).is_none());
+    }
+
+    #[test]
+    fn one_differing_key_in_a_range_is_exactly_one_differing_leaf() {
+        // The keys of one range, as anti-entropy builds trees.
+        let e: Vec<(Bytes, u64)> = entries(100_000)
+            .into_iter()
+            .filter(|(k, _)| range_of(key_position(k)) == 5)
+            .collect();
+        assert!(e.len() > 1000);
+        let base = tree(&e);
+        for i in [0, e.len() / 2, e.len() - 1] {
+            let leaf = leaf_of(key_position(&e[i].0));
+            let (from, to) = leaf_bounds(5, leaf);
+            assert!((from..=to).contains(&key_position(&e[i].0)));
+            let mut changed = e.clone();
+            changed[i].1 ^= 1;
+            let other = tree(&changed);
+            assert_ne!(base.root(), other.root());
+            assert_eq!(base.diff(&other), [leaf]);
+            assert_eq!(other.diff(&base), [leaf]);
+        }
     }
 
     #[test]
