@@ -10,6 +10,7 @@
 
 mod child;
 mod kv;
+mod kv_ring;
 mod machine;
 mod peers;
 mod pubsub;
@@ -45,6 +46,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// Key-value: mw-kv vs redis, SET/GET unbatched and pipelined, durable SET vs appendfsync always.
     Kv(kv::KvArgs),
+    /// Key-value ring: 3 mw-kv nodes, YCSB-A, recursive vs iterative routing, healthy and with a replica SIGSTOPped.
+    KvRing(kv_ring::KvRingArgs),
     /// Queue recovery: open time on adversarial segments of 1-64 MiB (must grow linearly).
     Recovery(recovery::RecoveryArgs),
     /// Tuple space: out+in pairs per second through a broker child, and 10 competing takers.
@@ -74,6 +77,7 @@ fn main() {
         Command::Queue(args) => queue::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::Kv(args) => kv::run(&args),
+        Command::KvRing(args) => kv_ring::run(&args),
         Command::Space(args) => space::run(&args),
         Command::Serve {
             target,
@@ -89,6 +93,14 @@ fn main() {
             data,
             fsync,
         } if kv::SERVE_TARGETS.contains(&target.as_str()) => kv::serve(&addr, data, fsync),
+        Command::Serve {
+            target,
+            addr,
+            data,
+            fsync,
+        } if kv_ring::SERVE_TARGETS.contains(&target.as_str()) => {
+            kv_ring::serve(&addr, data, fsync)
+        }
         Command::Serve { target, addr, .. } => serve(&target, &addr),
     };
     if let Err(e) = result {
