@@ -1,0 +1,729 @@
+//! A history of client operations on a ring, and a checker that reads it together with
+//! the replicas' final states and reports what went wrong, naming the operations.
+//!
+//! # What is recorded
+//!
+//! Every operation a test client sends ([`History`]): the client, the key, what it was
+//! (a read; a put of a unique value; a delete), for a write the values and context of
+//! the read it carried (*what it replaces*; none for a blind write), the logical times
+//! of invocation and completion (one counter for the whole history, so `a.complete <
+//! b.invoke` means `a` finished before `b` started, in real time), the outcome, and
+//! what came back: a read's values and context, an acknowledged write's dot.
+//!
+//! Outcomes: `Ok`; `Failed` (the ring said no, e.g. no quorum; the write may still have
+//! reached some replicas, the ring does not undo it); `Unknown` (a timeout or a broken
+//! connection: it may or may not have run). For the checks, *acknowledged* means `Ok`;
+//! a failed or unknown write may or may not have taken effect: it may explain why a
+//! value is gone, but it is never required to be there.
+//!
+//! # The checks ([`check`])
+//!
+//! Values are unique, so a value names the put that wrote it. `F(k)` is the key's final
+//! state: the merge of its replicas' states after healing.
+//!
+//! Write `w2` *read* value `v` if `v` was among the values of the read whose context
+//! `w2` carried. A delete *covers* every value it read, and, transitively, every value
+//! read by a put whose value it covers (`covered(D)`); this only follows what writers
+//! actually saw, never version-vector arithmetic.
+//!
+//! - **(a) no acknowledged write lost.** An acknowledged put `w` of `v` is *accounted
+//!   for* if `v` is in `F(k)`, or some write `w2` read `v` and `w2` is: a delete (any
+//!   outcome: an unknown delete may have run, and tombstone GC may have removed every
+//!   trace of it); an acknowledged put that is itself accounted for; or an
+//!   unacknowledged put whose value was observed (in some read or replica) and that is
+//!   itself accounted for. Every acknowledged put must be accounted for.
+//! - **(b) every value read was written**: each value of an `Ok` read was written by a
+//!   put of the same key invoked before the read completed; each value in a final state
+//!   was written by a put of that key.
+//! - **(c) no deleted value comes back**: no value covered by an acknowledged delete is
+//!   in `F(k)`. In particular, a key whose last acknowledged write is a delete `D` such
+//!   that every put of the key (any outcome) was invoked before `D`'s read and is covered
+//!   by `D` ("the delete read everything before it") reads as absent: its final values
+//!   would be covered (or unwritten, which (b) reports). Such keys are counted in
+//!   [`Report::deleted_last`].
+//! - **(d) replicas converge**: after healing, every replica of every key (its
+//!   preference list) holds the same state.
+//! - **(e) stale reads** (reported, not a violation: sloppy quorums allow them): an `Ok`
+//!   read `r` that started after an acknowledged write `w` of its key completed, and
+//!   that missed it: for a put, `r`'s context does not contain `w`'s dot (it saw neither
+//!   `w` nor anything that replaced it) and no delete that covers `w`'s value was
+//!   invoked before `r` completed (tombstone GC removes the causal history a context
+//!   would show); for a delete, `r` returned a value the delete covers.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mw_kv::ring::dvv::{Dot, SiblingSet, VersionVector};
+use mw_kv::ring::types::{RingRead, RingWrite};
+
+/// What an operation was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// A read.
+    Read,
+    /// A put of this (unique) value.
+    Put(String),
+    /// A delete.
+    Delete,
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not finished when the history was taken (counts as unknown).
+    Pending,
+    /// Acknowledged (a read: answered).
+    Ok,
+    /// The ring refused or could not reach a quorum; a write may still have landed.
+    Failed(String),
+    /// Timed out or disconnected: it may or may not have run.
+    Unknown(String),
+}
+
+/// An operation that did not succeed, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fail {
+    /// See [`Outcome::Failed`].
+    Failed(String),
+    /// See [`Outcome::Unknown`].
+    Unknown(String),
+}
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// Index in the history.
+    pub id: usize,
+    /// Who sent it.
+    pub client: String,
+    /// The key.
+    pub key: String,
+    /// Read, put or delete.
+    pub what: What,
+    /// A write: the values of the read whose context it carries (what it replaces).
+    pub replaces: Vec<String>,
+    /// A write: the logical invocation time of that read (`None`: a blind write).
+    pub read_invoke: Option<u64>,
+    /// A write: the context it carried. A read: the context it returned.
+    pub context: VersionVector,
+    /// A read: the values returned.
+    pub values: Vec<String>,
+    /// An acknowledged write: its dot.
+    pub dot: Option<Dot>,
+    /// Logical time of invocation.
+    pub invoke: u64,
+    /// Logical time of completion (`None`: pending).
+    pub complete: Option<u64>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Wall time since the history began, at invocation and at completion.
+    pub started: Duration,
+    /// Wall time since the history began at completion.
+    pub ended: Option<Duration>,
+}
+
+impl Op {
+    /// Whether it is a put or a delete.
+    pub fn is_write(&self) -> bool {
+        !matches!(self.what, What::Read)
+    }
+
+    /// Whether it succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+
+    /// The value it wrote (puts only).
+    pub fn value(&self) -> Option<&str> {
+        match &self.what {
+            What::Put(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Completion time, or "never" for a pending operation.
+    fn done(&self) -> u64 {
+        self.complete.unwrap_or(u64::MAX)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {} ", self.id, self.client)?;
+        match &self.what {
+            What::Read => write!(f, "read {}", self.key)?,
+            What::Put(v) => write!(f, "put {}={v}", self.key)?,
+            What::Delete => write!(f, "delete {}", self.key)?,
+        }
+        if self.is_write() {
+            if self.read_invoke.is_some() {
+                write!(f, " replacing {:?} ctx {}", self.replaces, self.context)?;
+            } else {
+                write!(f, " (blind)")?;
+            }
+        }
+        write!(
+            f,
+            " [t{}..{}, {:.3}s..",
+            self.invoke,
+            self.complete.map_or("?".into(), |c| c.to_string()),
+            self.started.as_secs_f64()
+        )?;
+        match self.ended {
+            Some(e) => write!(f, "{:.3}s]", e.as_secs_f64())?,
+            None => write!(f, "?]")?,
+        }
+        match &self.outcome {
+            Outcome::Ok => {
+                write!(f, " ok")?;
+                if let Some(d) = &self.dot {
+                    write!(f, " dot {d}")?;
+                }
+                if matches!(self.what, What::Read) {
+                    write!(f, " -> {:?} ctx {}", self.values, self.context)?;
+                }
+                Ok(())
+            }
+            Outcome::Failed(e) => write!(f, " FAILED ({e})"),
+            Outcome::Unknown(e) => write!(f, " UNKNOWN ({e})"),
+            Outcome::Pending => write!(f, " PENDING"),
+        }
+    }
+}
+
+/// Records operations from any number of concurrent clients. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct History {
+    ops: Arc<Mutex<Vec<Op>>>,
+    clock: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new()
+    }
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl History {
+    /// An empty history; its wall clock starts now.
+    pub fn new() -> History {
+        History {
+            ops: Arc::new(Mutex::new(Vec::new())),
+            clock: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Op>> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, client: &str, key: &str, what: What, read: Option<&Op>) -> usize {
+        let mut ops = self.lock();
+        let id = ops.len();
+        // Tick under the lock, so ids and invocation times have the same order.
+        let invoke = self.tick();
+        let (replaces, read_invoke, context) = match read {
+            Some(r) => (r.values.clone(), Some(r.invoke), r.context.clone()),
+            None => (Vec::new(), None, VersionVector::default()),
+        };
+        ops.push(Op {
+            id,
+            client: client.to_string(),
+            key: key.to_string(),
+            what,
+            replaces,
+            read_invoke,
+            context,
+            values: Vec::new(),
+            dot: None,
+            invoke,
+            complete: None,
+            outcome: Outcome::Pending,
+            started: self.epoch.elapsed(),
+            ended: None,
+        });
+        id
+    }
+
+    /// Records the invocation of a read; returns its id for [`History::read_done`].
+    pub fn read(&self, client: &str, key: &str) -> usize {
+        self.begin(client, key, What::Read, None)
+    }
+
+    /// Records the invocation of a put of `value` (`None`: a delete) carrying the
+    /// context of the read `after` (an `Ok` read of the same key), or blind.
+    pub fn write(
+        &self,
+        client: &str,
+        key: &str,
+        value: Option<&str>,
+        after: Option<usize>,
+    ) -> usize {
+        let read = after.map(|id| self.op(id));
+        if let Some(r) = &read {
+            assert!(r.ok() && r.key == key && r.what == What::Read, "{r}");
+        }
+        let what = match value {
+            Some(v) => What::Put(v.to_string()),
+            None => What::Delete,
+        };
+        self.begin(client, key, what, read.as_ref())
+    }
+
+    fn end(&self, id: usize, f: impl FnOnce(&mut Op)) {
+        let ended = self.epoch.elapsed();
+        let complete = self.tick();
+        let mut ops = self.lock();
+        let op = &mut ops[id];
+        assert_eq!(op.outcome, Outcome::Pending, "{op} completed twice");
+        op.complete = Some(complete);
+        op.ended = Some(ended);
+        f(op);
+    }
+
+    /// Records how the read `id` ended.
+    pub fn read_done(&self, id: usize, r: Result<&RingRead, Fail>) {
+        self.end(id, |op| match r {
+            Ok(read) => {
+                op.outcome = Outcome::Ok;
+                op.values = read.values.iter().map(text).collect();
+                op.values.sort();
+                op.context = read.context.clone();
+            }
+            Err(Fail::Failed(e)) => op.outcome = Outcome::Failed(e),
+            Err(Fail::Unknown(e)) => op.outcome = Outcome::Unknown(e),
+        });
+    }
+
+    /// Records how the write `id` ended.
+    pub fn write_done(&self, id: usize, r: Result<&RingWrite, Fail>) {
+        self.end(id, |op| match r {
+            Ok(w) => {
+                op.outcome = Outcome::Ok;
+                op.dot = Some(w.dot.clone());
+            }
+            Err(Fail::Failed(e)) => op.outcome = Outcome::Failed(e),
+            Err(Fail::Unknown(e)) => op.outcome = Outcome::Unknown(e),
+        });
+    }
+
+    /// One operation as recorded so far.
+    pub fn op(&self, id: usize) -> Op {
+        self.lock()[id].clone()
+    }
+
+    /// Every operation so far, in invocation order.
+    pub fn ops(&self) -> Vec<Op> {
+        self.lock().clone()
+    }
+}
+
+/// The replicas' states after healing: for each key, `(node, state)` for every node of
+/// its preference list.
+#[derive(Debug, Clone, Default)]
+pub struct FinalState {
+    /// Key → replica states.
+    pub keys: BTreeMap<String, Vec<(String, SiblingSet)>>,
+}
+
+impl FinalState {
+    /// The merge of every replica's state of `key` (empty if unknown).
+    pub fn merged(&self, key: &str) -> SiblingSet {
+        let mut m = SiblingSet::default();
+        for (_, s) in self.keys.get(key).into_iter().flatten() {
+            m.merge(s.siblings.clone());
+        }
+        m
+    }
+}
+
+fn describe(set: &SiblingSet) -> String {
+    let parts: Vec<String> = set
+        .siblings
+        .iter()
+        .map(|s| match &s.value {
+            Some(v) => format!("{}={}", s.dot, text(v)),
+            None => format!("{}=tombstone", s.dot),
+        })
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Counts of what the history holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Operations.
+    pub ops: usize,
+    /// Reads: ok, failed, unknown (pending included).
+    pub reads: [usize; 3],
+    /// Puts: acknowledged, failed, unknown.
+    pub puts: [usize; 3],
+    /// Deletes: acknowledged, failed, unknown.
+    pub deletes: [usize; 3],
+    /// Keys written.
+    pub keys: usize,
+    /// Keys with live values in the final state.
+    pub live_keys: usize,
+}
+
+/// What [`check`] found. Each entry names the offending operations.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Counts of operations by kind and outcome.
+    pub counts: Counts,
+    /// (a) Acknowledged writes lost.
+    pub lost: Vec<String>,
+    /// (b) Values read (or found) that no put of that key wrote.
+    pub unwritten: Vec<String>,
+    /// (c) Values an acknowledged delete covers, back in a final state.
+    pub resurrected: Vec<String>,
+    /// (d) Keys whose replicas differ after healing.
+    pub diverged: Vec<String>,
+    /// (e) Stale reads (not violations).
+    pub stale: Vec<String>,
+    /// Keys whose last acknowledged write is a delete that read everything before it,
+    /// checked to read as absent.
+    pub deleted_last: usize,
+    /// Acknowledged puts accounted for by a later write rather than by their own value.
+    pub superseded: usize,
+}
+
+impl Report {
+    /// Violations of (a)–(d).
+    pub fn violations(&self) -> usize {
+        self.lost.len() + self.unwritten.len() + self.resurrected.len() + self.diverged.len()
+    }
+
+    /// One line of counts.
+    pub fn summary(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "{} ops: reads ok/failed/unknown {:?}, puts acked/failed/unknown {:?}, deletes \
+             acked/failed/unknown {:?}; {} keys ({} live, {} deleted last); {} acked puts \
+             superseded; violations: (a) lost {}, (b) unwritten {}, (c) resurrected {}, \
+             (d) diverged {}; (e) stale reads {}",
+            c.ops,
+            c.reads,
+            c.puts,
+            c.deletes,
+            c.keys,
+            c.live_keys,
+            self.deleted_last,
+            self.superseded,
+            self.lost.len(),
+            self.unwritten.len(),
+            self.resurrected.len(),
+            self.diverged.len(),
+            self.stale.len()
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        for (name, list) in [
+            ("(a) lost write", &self.lost),
+            ("(b) unwritten value", &self.unwritten),
+            ("(c) deleted value back", &self.resurrected),
+            ("(d) replicas differ", &self.diverged),
+            ("(e) stale read", &self.stale),
+        ] {
+            for (i, v) in list.iter().enumerate() {
+                if i == 20 {
+                    writeln!(f, "{name}: ... {} more", list.len() - 20)?;
+                    break;
+                }
+                writeln!(f, "{name}: {v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outcome_index(o: &Outcome) -> usize {
+    match o {
+        Outcome::Ok => 0,
+        Outcome::Failed(_) => 1,
+        Outcome::Unknown(_) | Outcome::Pending => 2,
+    }
+}
+
+/// Checks `ops` against the final state. See the module documentation for the
+/// definitions.
+pub fn check(ops: &[Op], fin: &FinalState) -> Report {
+    let mut report = Report::default();
+    let c = &mut report.counts;
+    c.ops = ops.len();
+    for op in ops {
+        let i = outcome_index(&op.outcome);
+        match op.what {
+            What::Read => c.reads[i] += 1,
+            What::Put(_) => c.puts[i] += 1,
+            What::Delete => c.deletes[i] += 1,
+        }
+    }
+    let written: BTreeSet<&str> = ops
+        .iter()
+        .filter(|o| o.is_write())
+        .map(|o| o.key.as_str())
+        .collect();
+    c.keys = written.len();
+
+    let merged: HashMap<&str, SiblingSet> = fin
+        .keys
+        .keys()
+        .map(|k| (k.as_str(), fin.merged(k)))
+        .collect();
+    let empty = SiblingSet::default();
+    let final_of = |k: &str| merged.get(k).unwrap_or(&empty);
+    let final_values =
+        |k: &str| -> BTreeSet<String> { final_of(k).values().iter().map(text).collect() };
+    report.counts.live_keys = merged.values().filter(|s| !s.values().is_empty()).count();
+
+    let put_of: HashMap<&str, &Op> = ops
+        .iter()
+        .filter_map(|o| o.value().map(|v| (v, o)))
+        .collect();
+    // Who read each value (writers only): value → writes that replaced it.
+    let mut readers: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for o in ops.iter().filter(|o| o.is_write()) {
+        for v in &o.replaces {
+            readers.entry(v.as_str()).or_default().push(o);
+        }
+    }
+    // Values observed anywhere: in Ok reads, and on any replica at the end.
+    let mut observed: HashSet<String> = ops
+        .iter()
+        .filter(|o| o.ok())
+        .flat_map(|o| o.values.iter().cloned())
+        .collect();
+    for states in fin.keys.values() {
+        for (_, s) in states {
+            observed.extend(s.values().iter().map(text));
+        }
+    }
+
+    // (a) Every acknowledged put is accounted for.
+    let mut memo: HashMap<usize, bool> = HashMap::new();
+    for w in ops.iter().filter(|o| o.ok() && o.value().is_some()) {
+        if final_values(&w.key).contains(w.value().unwrap()) {
+            continue;
+        }
+        if accounted(w, &final_values, &readers, &observed, &mut memo) {
+            report.superseded += 1;
+        } else {
+            let by: Vec<String> = readers
+                .get(w.value().unwrap())
+                .into_iter()
+                .flatten()
+                .map(|r| format!("\n      read by {r}"))
+                .collect();
+            report.lost.push(format!(
+                "{w}\n      final state of {}: {}{}",
+                w.key,
+                describe(final_of(&w.key)),
+                if by.is_empty() {
+                    "\n      no write read it".to_string()
+                } else {
+                    by.concat()
+                }
+            ));
+        }
+    }
+
+    // (b) Every value read was written (by a put of that key, invoked before the read
+    // completed); every final value too.
+    for r in ops.iter().filter(|o| o.ok() && o.what == What::Read) {
+        for v in &r.values {
+            match put_of.get(v.as_str()) {
+                Some(w) if w.key == r.key && w.invoke < r.done() => {}
+                Some(w) => report
+                    .unwritten
+                    .push(format!("{r}\n      {v} was written by {w}")),
+                None => report
+                    .unwritten
+                    .push(format!("{r}\n      no put wrote {v}")),
+            }
+        }
+    }
+    for (k, states) in &fin.keys {
+        for (node, s) in states {
+            for v in s.values().iter().map(text) {
+                match put_of.get(v.as_str()) {
+                    Some(w) if &w.key == k => {}
+                    Some(w) => report.unwritten.push(format!(
+                        "final state of {k} on {node}: {v} was written by {w}"
+                    )),
+                    None => report.unwritten.push(format!(
+                        "final state of {k} on {node}: {}; no put wrote {v}",
+                        describe(s)
+                    )),
+                }
+            }
+        }
+    }
+
+    // (c) No value an acknowledged delete covers is in the final state.
+    let mut covers: HashMap<usize, BTreeSet<String>> = HashMap::new();
+    for d in ops.iter().filter(|o| o.what == What::Delete) {
+        covers.insert(d.id, covered(d, &put_of));
+    }
+    for d in ops.iter().filter(|o| o.ok() && o.what == What::Delete) {
+        let back: Vec<String> = final_values(&d.key)
+            .intersection(&covers[&d.id])
+            .cloned()
+            .collect();
+        if !back.is_empty() {
+            let puts: Vec<String> = back
+                .iter()
+                .filter_map(|v| put_of.get(v.as_str()))
+                .map(|w| format!("\n      {w}"))
+                .collect();
+            report.resurrected.push(format!(
+                "{d}\n      covers {back:?}, but the final state of {} is {}; written by:{}",
+                d.key,
+                describe(final_of(&d.key)),
+                puts.concat()
+            ));
+        }
+    }
+    // Keys deleted last by a delete that read everything: absent (counted; a value would
+    // be reported above, or under (b)).
+    for k in &written {
+        let last = ops
+            .iter()
+            .filter(|o| &o.key == k && o.is_write() && o.ok())
+            .max_by_key(|o| o.done());
+        let Some(d) = last.filter(|d| d.what == What::Delete) else {
+            continue;
+        };
+        let Some(read_at) = d.read_invoke else {
+            continue;
+        };
+        let everything = ops
+            .iter()
+            .filter(|o| &o.key == k)
+            .filter_map(|o| o.value().map(|v| (o, v)))
+            .all(|(o, v)| o.invoke < read_at && covers[&d.id].contains(v));
+        if everything && final_values(k).is_empty() {
+            report.deleted_last += 1;
+        }
+    }
+
+    // (d) Replicas agree.
+    for (k, states) in &fin.keys {
+        if states.windows(2).any(|p| p[0].1 != p[1].1) {
+            let parts: Vec<String> = states
+                .iter()
+                .map(|(n, s)| format!("\n      {n}: {}", describe(s)))
+                .collect();
+            report.diverged.push(format!("{k}:{}", parts.concat()));
+        }
+    }
+
+    // (e) Stale reads.
+    let mut by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for o in ops.iter().filter(|o| o.ok() && o.is_write()) {
+        by_key.entry(o.key.as_str()).or_default().push(o);
+    }
+    let deletes_by_key: HashMap<&str, Vec<&Op>> = ops
+        .iter()
+        .filter(|o| o.what == What::Delete)
+        .fold(HashMap::new(), |mut m, d| {
+            m.entry(d.key.as_str()).or_default().push(d);
+            m
+        });
+    for r in ops.iter().filter(|o| o.ok() && o.what == What::Read) {
+        let mut missed = Vec::new();
+        for w in by_key.get(r.key.as_str()).into_iter().flatten() {
+            if w.done() >= r.invoke {
+                continue;
+            }
+            let stale = match w.value() {
+                Some(v) => {
+                    !r.context
+                        .contains(w.dot.as_ref().expect("acked writes have dots"))
+                        && !deletes_by_key
+                            .get(r.key.as_str())
+                            .into_iter()
+                            .flatten()
+                            .any(|d| d.invoke < r.done() && covers[&d.id].contains(v))
+                }
+                None => r.values.iter().any(|v| covers[&w.id].contains(v)),
+            };
+            if stale {
+                missed.push(format!("\n      missed {w}"));
+            }
+        }
+        if !missed.is_empty() {
+            report.stale.push(format!("{r}{}", missed.concat()));
+        }
+    }
+    report
+}
+
+/// Whether the acknowledged or observed put `w` is accounted for (module docs, (a)).
+fn accounted(
+    w: &Op,
+    final_values: &dyn Fn(&str) -> BTreeSet<String>,
+    readers: &HashMap<&str, Vec<&Op>>,
+    observed: &HashSet<String>,
+    memo: &mut HashMap<usize, bool>,
+) -> bool {
+    if let Some(&known) = memo.get(&w.id) {
+        return known;
+    }
+    // Reads only ever see earlier writes, so the graph has no cycle; guard anyway.
+    memo.insert(w.id, false);
+    let v = w.value().expect("a put");
+    let mut ok = final_values(&w.key).contains(v);
+    for w2 in readers.get(v).into_iter().flatten() {
+        if ok {
+            break;
+        }
+        ok = match &w2.what {
+            What::Delete => true,
+            What::Put(v2) => {
+                (w2.ok() || observed.contains(v2))
+                    && accounted(w2, final_values, readers, observed, memo)
+            }
+            What::Read => false,
+        };
+    }
+    memo.insert(w.id, ok);
+    ok
+}
+
+/// The values delete `d` covers: those it read, and those read by puts whose values it
+/// covers.
+fn covered(d: &Op, put_of: &HashMap<&str, &Op>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<String> = d.replaces.clone();
+    while let Some(v) = todo.pop() {
+        if !out.insert(v.clone()) {
+            continue;
+        }
+        if let Some(w) = put_of.get(v.as_str()) {
+            if w.key == d.key {
+                todo.extend(w.replaces.iter().cloned());
+            }
+        }
+    }
+    out
+}
