@@ -13,6 +13,10 @@ pub mod common;
 pub mod frame_codec;
 #[path = "../harness/handshake.rs"]
 pub mod handshake;
+#[path = "../harness/kv_requests.rs"]
+pub mod kv_requests;
+#[path = "../harness/kv_storage.rs"]
+pub mod kv_storage;
 #[path = "../harness/pubsub_batch.rs"]
 pub mod pubsub_batch;
 #[path = "../harness/queue_api.rs"]
