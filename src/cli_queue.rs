@@ -3,7 +3,9 @@
 //! - `mw send --broker ADDR QUEUE [MESSAGE]` sends MESSAGE, or each line of stdin when no
 //!   MESSAGE is given, and prints each message id once the broker has it durably stored.
 //!   Lines that arrive together are sent as one batch (one round trip, one group commit)
-//!   and stored in order.
+//!   and stored in order. Every input line gets one output line: its id, or `-` when the
+//!   broker refused it (the reason and line number go to stderr, and the exit code is 1);
+//!   the lines after a refused one are still sent.
 //! - `mw recv --broker ADDR QUEUE [--count N]` prints each message body (as UTF-8, invalid
 //!   bytes replaced) on its own line and acknowledges it after printing. With `--count`
 //!   it exits after N messages, asking the broker for exactly N so nothing is left in
@@ -49,12 +51,18 @@ pub struct RecvArgs {
     pub count: Option<u64>,
 }
 
-/// Runs `mw send`, printing one message id per line to `out`.
+/// Runs `mw send`, printing one line per message to `out`: its id once stored, or `-`
+/// for a line the broker refused (named, with its line number, on stderr).
+///
+/// Every line gets its outcome: a refused line does not stop the lines after it (the
+/// broker stores a batch's other messages anyway), so stdout line N always says what
+/// became of input line N, and the command exits with an error naming the refused
+/// lines. If the connection fails mid-batch, the lines of that batch have an unknown
+/// outcome: the error names them and nothing after them is sent.
 ///
 /// # Errors
 ///
-/// An unreachable broker, a refused message (queue full, disk full, too large), a
-/// failed read of stdin. Ids printed before the error were stored.
+/// An unreachable broker, refused lines, a lost connection, a failed read of stdin.
 pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let broker = RemoteQueues::connect(&args.broker).await?;
     let queue = broker.queue(&args.queue);
@@ -65,6 +73,9 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut eof = false;
+    // 1-based number of the next line read.
+    let mut line_no = 1u64;
+    let mut refused = Vec::new();
     while !eof {
         let Some(first) = lines.next_line().await? else {
             break;
@@ -83,12 +94,40 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
                 None => break,
             }
         }
-        for result in queue.send_batch(batch).await? {
-            writeln!(out, "{}", result?)?;
+        let first_no = line_no;
+        let last_no = line_no + batch.len() as u64 - 1;
+        line_no = last_no + 1;
+        let results = queue.send_batch(batch).await.map_err(|e| {
+            format!(
+                "lines {first_no}-{last_no} may or may not be stored (nothing after them was sent): {}",
+                crate::run::chain(&e)
+            )
+        })?;
+        for (n, result) in (first_no..).zip(results) {
+            match result {
+                Ok(id) => writeln!(out, "{id}")?,
+                Err(e) => {
+                    writeln!(out, "-")?;
+                    eprintln!("mw send: line {n} not stored: {e}");
+                    refused.push(n);
+                }
+            }
         }
         out.flush()?;
     }
-    Ok(())
+    match refused.as_slice() {
+        [] => Ok(()),
+        [n] => Err(format!("line {n} was not stored; every other line was").into()),
+        many => Err(format!(
+            "{} lines were not stored (lines {}); every other line was",
+            many.len(),
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into()),
+    }
 }
 
 /// Runs `mw recv`, printing each body as a line to `out` and acknowledging it after.

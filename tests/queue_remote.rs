@@ -642,3 +642,52 @@ async fn absurd_remote_durations_saturate_and_the_broker_keeps_serving() {
     drop(c);
     broker.stop().await;
 }
+
+/// Issue 11, bug 1: a refused line in the middle of `mw send`'s stdin must not hide what
+/// was stored. Every input line gets one stdout line, in order (its id, or `-` when it
+/// was not stored), each refused line is named on stderr with its line number, and the
+/// exit code is 1.
+#[test]
+fn cli_send_reports_every_lines_outcome_when_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let big = "x".repeat((4 << 20) + 1);
+    let mut input = String::new();
+    for n in 1..=10 {
+        if n == 6 {
+            input.push_str(&big);
+        } else {
+            input.push_str(&format!("line {n}"));
+        }
+        input.push('\n');
+    }
+    let out = run_mw(&["send", "--broker", &addr, "mixed"], Some(&input));
+    assert!(!out.status.success(), "a refused line fails the command");
+    assert_eq!(
+        out.stdout.len(),
+        10,
+        "one outcome per line: {:?}",
+        out.stdout
+    );
+    for (i, line) in out.stdout.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(line, "-", "line 6 was not stored");
+        } else {
+            assert!(
+                line.len() == 32 && line.chars().all(|c| c.is_ascii_hexdigit()),
+                "line {}: {line:?}",
+                i + 1
+            );
+        }
+    }
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("line 6") && l.contains("limit")),
+        "{:?}",
+        out.stderr
+    );
+    let out = run_mw(&["queues", "--broker", &addr], None);
+    let row: Vec<&str> = out.stdout[1].split_whitespace().collect();
+    assert_eq!(row[..2], ["mixed", "9"], "{:?}", out.stdout);
+}
