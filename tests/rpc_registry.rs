@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start_server, within, Transport, STEP_LIMIT};
+use common::{start_server, start_server_at, within, IsolatedServer, Transport, STEP_LIMIT};
 use mw::demo::{IncrementClient, IncrementImpl, IncrementServer};
 use mw::rpc::registry::{LeaseKeeper, Registration, RegistryClient, RegistryImpl, RegistryServer};
 use mw::rpc::{Channel, RpcError, ServerConfig};
@@ -110,7 +110,50 @@ async fn unrenewed_registration_disappears_when_its_lease_runs_out(t: Transport)
     reg.shutdown().await;
 }
 
+/// Issue 11, bug 2: the registry crashes and restarts at the same address; the lease
+/// keeper notices the dead connection, reconnects and registers again within a renewal
+/// period (a third of the ttl), instead of renewing over the dead connection forever.
+async fn lease_keeper_reregisters_with_a_restarted_registry(t: Transport) {
+    let endpoint = common::Endpoint::new(t);
+    let reg = IsolatedServer::start(&endpoint, ServerConfig::default(), |b| {
+        b.add(RegistryServer::new(RegistryImpl::new()))
+    })
+    .await;
+    let reg_addr = reg.addr.clone();
+    let ttl = Duration::from_millis(600);
+    let _lease = LeaseKeeper::register(&reg_addr, "date", 1, "127.0.0.1:9", ttl)
+        .await
+        .expect("register");
+    let endpoint = reg.endpoint();
+    reg.kill().await;
+    let reg = start_server_at(&endpoint, ServerConfig::default(), |b| {
+        b.add(RegistryServer::new(RegistryImpl::new()))
+    })
+    .await;
+    let client = RegistryClient::connect(&reg.addr).await.unwrap();
+    // Registered again within one renewal period (ttl / 3) plus scheduling slack: poll,
+    // paced and bounded.
+    let deadline = tokio::time::Instant::now() + ttl * 2;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut found = None;
+    for _ in 0..1000 {
+        tick.tick().await;
+        found = client.lookup("date".into(), 1).await.unwrap();
+        if found.is_some() || tokio::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    assert_eq!(
+        found.as_deref(),
+        Some("127.0.0.1:9"),
+        "not re-registered with the restarted registry within {:?}",
+        ttl * 2
+    );
+    reg.shutdown().await;
+}
+
 per_transport!(
     registered_service_is_found_by_name_until_withdrawn,
     unrenewed_registration_disappears_when_its_lease_runs_out,
+    lease_keeper_reregisters_with_a_restarted_registry,
 );

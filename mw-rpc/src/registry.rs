@@ -154,12 +154,18 @@ impl Registry for RegistryImpl {
 }
 
 /// Keeps a registration alive: renews it every third of its ttl, withdraws it on drop.
+///
+/// When a renewal fails because the registry is gone (it crashed or restarted), the
+/// keeper connects again and registers afresh at the next renewal tick, and logs that it
+/// did; a registry that restarted thus knows the server again within one renewal period
+/// of coming back.
 #[derive(Debug)]
 #[must_use = "the registration is withdrawn when the LeaseKeeper is dropped"]
 pub struct LeaseKeeper {
-    lease: u64,
     task: tokio::task::JoinHandle<()>,
-    client: RegistryClient,
+    /// The current connection and lease id, replaced by the task when it re-registers.
+    // A std Mutex: held only to copy or replace the pair, never across an await.
+    state: std::sync::Arc<Mutex<(RegistryClient, u64)>>,
 }
 
 impl LeaseKeeper {
@@ -184,36 +190,74 @@ impl LeaseKeeper {
             ttl_ms: ttl.as_millis().min(u64::MAX as u128) as u64,
         };
         let lease = client.register(reg.clone()).await?;
-        let renewer = client.clone();
+        let state = std::sync::Arc::new(Mutex::new((client, lease)));
+        let shared = state.clone();
+        let registry = registry.to_string();
         let task = tokio::spawn(async move {
-            let mut lease = lease;
             let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(5)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            // Whether the connection is known to be broken: reconnect at the next tick.
+            let mut broken = false;
             loop {
                 tick.tick().await;
-                match renewer.renew(lease).await {
+                if broken {
+                    match reregister(&registry, &reg).await {
+                        Ok((client, lease)) => {
+                            tracing::info!(
+                                registry = %registry, service = %reg.name, version = reg.version, lease,
+                                "reconnected to the registry and registered again"
+                            );
+                            *lock(&shared) = (client, lease);
+                            broken = false;
+                        }
+                        Err(e) => tracing::warn!(
+                            registry = %registry, error = %e,
+                            "registry still unreachable; retrying at the next renewal"
+                        ),
+                    }
+                    continue;
+                }
+                let (client, lease) = lock(&shared).clone();
+                match client.renew(lease).await {
                     Ok(()) => {}
                     // The registry restarted or we were too late: register afresh.
                     Err(RpcError::Application(RegistryError::UnknownLease(_))) => {
-                        if let Ok(l) = renewer.register(reg.clone()).await {
-                            lease = l;
+                        match client.register(reg.clone()).await {
+                            Ok(l) => lock(&shared).1 = l,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "registering again failed; retrying");
+                                broken = true;
+                            }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(
+                            registry = %registry, error = %e,
+                            "lease renewal failed; reconnecting to the registry"
+                        );
+                        // The connection may be dead for good (no reconnect on this
+                        // client): try a new one right away, then at each tick.
+                        match reregister(&registry, &reg).await {
+                            Ok((client, lease)) => {
+                                tracing::info!(
+                                    registry = %registry, service = %reg.name, version = reg.version, lease,
+                                    "reconnected to the registry and registered again"
+                                );
+                                *lock(&shared) = (client, lease);
+                            }
+                            Err(_) => broken = true,
+                        }
+                    }
                 }
             }
         });
-        Ok(LeaseKeeper {
-            lease,
-            task,
-            client,
-        })
+        Ok(LeaseKeeper { task, state })
     }
 
-    /// The lease id the registry gave.
+    /// The lease id the registry gave (the newest, after a re-registration).
     pub fn lease(&self) -> u64 {
-        self.lease
+        lock(&self.state).1
     }
 
     /// Withdraws the registration now and stops renewing.
@@ -222,8 +266,25 @@ impl LeaseKeeper {
     /// The registry could not be reached (the lease then simply expires).
     pub async fn withdraw(self) -> Result<(), RpcError> {
         self.task.abort();
-        self.client.unregister(self.lease).await.map(|_| ())
+        let (client, lease) = lock(&self.state).clone();
+        client.unregister(lease).await.map(|_| ())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new connection to `registry` and a new lease for `reg` on it.
+async fn reregister(
+    registry: &str,
+    reg: &Registration,
+) -> Result<(RegistryClient, u64), RpcError<RegistryError>> {
+    let client = RegistryClient::connect(registry)
+        .await
+        .map_err(RpcError::widen)?;
+    let lease = client.register(reg.clone()).await?;
+    Ok((client, lease))
 }
 
 impl Drop for LeaseKeeper {
