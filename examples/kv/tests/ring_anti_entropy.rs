@@ -174,7 +174,7 @@ async fn miss_writes(cluster: &mut Cluster, prefix: &str, count: usize) -> Strin
     cluster.stop(&victim).await;
     let coordinator = cluster.node(&ids[0]).clone();
     for i in 0..count {
-        coordinator
+        let w = coordinator
             .write(
                 b(format!("{prefix}{i}")),
                 Some(b(format!("v{i}"))),
@@ -182,6 +182,10 @@ async fn miss_writes(cluster: &mut Cluster, prefix: &str, count: usize) -> Strin
             )
             .await
             .unwrap();
+        assert!(
+            w.replicas.iter().all(|r| r.node != victim || !r.ok),
+            "the victim missed the write: {w:?}"
+        );
     }
     assert_eq!(cluster.hints(), 0, "three nodes, N=3: no hint");
     cluster.restart(&victim, &ids[0]).await;
@@ -206,23 +210,6 @@ async fn has_all(node: &RingNode, prefix: &str, count: usize) -> bool {
 async fn a_node_that_missed_writes_converges_through_anti_entropy_alone() {
     let mut cluster = Cluster::start(3, fast()).await;
     let victim = miss_writes(&mut cluster, "k", 200).await;
-    let missing = {
-        let v = cluster.node(&victim);
-        let mut missing = 0;
-        for i in 0..200 {
-            if v.store()
-                .read(format!("k{i}").as_bytes())
-                .await
-                .unwrap()
-                .is_empty()
-            {
-                missing += 1;
-            }
-        }
-        missing
-    };
-    // Anti-entropy may already have started; most keys are still missing.
-    assert!(missing > 0, "the victim missed the writes");
     within("the victim has every key", async {
         while !has_all(cluster.node(&victim), "k", 200).await {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -244,9 +231,10 @@ async fn a_node_that_missed_writes_converges_through_anti_entropy_alone() {
     })
     .await;
     assert_eq!(cluster.hints(), 0, "no hint was involved");
+    // No read, no hint, no ring change: every key reached the victim by anti-entropy.
     assert!(
-        cluster.keys_exchanged() >= missing,
-        "anti-entropy repaired every missing key: {} < {missing}",
+        cluster.keys_exchanged() >= 200,
+        "anti-entropy repaired every missing key: {}",
         cluster.keys_exchanged()
     );
     for n in cluster.all() {
@@ -287,7 +275,7 @@ async fn the_rate_limit_bounds_the_keys_exchanged_per_round() {
         rounds += s.rounds;
     }
     assert!(
-        cluster.keys_exchanged() >= 150,
+        cluster.keys_exchanged() >= 200,
         "{}",
         cluster.keys_exchanged()
     );
@@ -298,7 +286,7 @@ async fn the_rate_limit_bounds_the_keys_exchanged_per_round() {
         "some round was cut at the budget"
     );
     assert!(
-        rounds >= 75,
+        rounds >= 100,
         "200 keys at 2 per round need rounds: {rounds}"
     );
 }
@@ -421,13 +409,33 @@ async fn a_deleted_key_never_comes_back_after_the_stale_replica_returns() {
     )
     .await;
     check(&cluster).await;
-    // And stays gone: many more rounds later, no replica holds anything for it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in cluster.all() {
-        for i in 0..10 {
-            let s = n.store().read(format!("g{i}").as_bytes()).await.unwrap();
-            assert!(s.is_empty(), "g{i} on {}: {s:?}", n.id());
+    // And stays gone: for many more rounds no replica holds a value for it (a
+    // tombstone may spread back, if a late repair re-created one after a GC, and is
+    // collected again), then no replica holds anything.
+    for _ in 0..25 {
+        for n in cluster.all() {
+            for i in 0..10 {
+                let s = n.store().read(format!("g{i}").as_bytes()).await.unwrap();
+                assert!(s.values().is_empty(), "g{i} came back on {}: {s:?}", n.id());
+            }
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    within("nothing left of the deleted keys", async {
+        loop {
+            let mut held = 0;
+            for n in cluster.all() {
+                for i in 0..10 {
+                    let s = n.store().read(format!("g{i}").as_bytes()).await.unwrap();
+                    held += usize::from(!s.is_empty());
+                }
+            }
+            if held == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     check(&cluster).await;
 }

@@ -64,11 +64,13 @@
 //!    same ring fingerprint, holding no hint at all, and holding for `k` the digest `d`
 //!    if it is in `k`'s preference list, or either `d` or nothing if it is not.
 //!
-//! X then asks every other member to [`forget`](crate::ring::service::Replica::forget)
-//! `(k, d)`, and forgets it itself: each removes `k` only if its state is still
-//! tombstones only with digest `d`. If some member missed the `forget`, its tombstone
-//! spreads back by anti-entropy and is collected again later: extra work, never a
-//! resurrection, since only tombstones were left anywhere.
+//! A round considers only the keys of the range it just compared, at most its key
+//! budget of them. X then asks every other member to
+//! [`forget`](crate::ring::service::Replica::forget) `(k, d)`, and forgets it itself:
+//! each removes `k` only if its state is still tombstones only with digest `d`. If
+//! some member missed the `forget`, its tombstone spreads back by anti-entropy and is
+//! collected again later: extra work, never a resurrection, since only tombstones were
+//! left anywhere.
 //!
 //! Remaining risks: a write or repair that carries a value the tombstone replaced and
 //! is delayed for longer than the grace (a replica write still queued after its
@@ -292,13 +294,20 @@ impl Default for AntiEntropyState {
 }
 
 impl AntiEntropyState {
+    /// The counters. A round adds to `rounds` before it adds its keys, and this reads
+    /// the keys before the rounds, so `keys_exchanged <= budget × rounds` holds in every
+    /// snapshot.
     pub(crate) fn stats(&self) -> AntiEntropyStats {
+        let keys_exchanged = self.keys_exchanged.load(Ordering::SeqCst);
+        let max_round_keys = self.max_round_keys.load(Ordering::SeqCst);
+        let tombstones_collected = self.tombstones_collected.load(Ordering::SeqCst);
+        let ranges_compared = self.ranges_compared.load(Ordering::SeqCst);
         AntiEntropyStats {
-            rounds: self.rounds.load(Ordering::Relaxed),
-            ranges_compared: self.ranges_compared.load(Ordering::Relaxed),
-            keys_exchanged: self.keys_exchanged.load(Ordering::Relaxed),
-            max_round_keys: self.max_round_keys.load(Ordering::Relaxed),
-            tombstones_collected: self.tombstones_collected.load(Ordering::Relaxed),
+            rounds: self.rounds.load(Ordering::SeqCst),
+            ranges_compared,
+            keys_exchanged,
+            max_round_keys,
+            tombstones_collected,
         }
     }
 }
@@ -533,7 +542,7 @@ impl RingNode {
             if self.store().remove_if(&key, digest).await? {
                 removed += 1;
                 let state = self.anti_entropy_state();
-                state.tombstones_collected.fetch_add(1, Ordering::Relaxed);
+                state.tombstones_collected.fetch_add(1, Ordering::SeqCst);
                 lock(&state.tombstones).remove(&key);
             }
         }
@@ -627,16 +636,16 @@ impl RingNode {
         if !report.budget_exhausted {
             state.cursor.store((range + 1) % RANGES, Ordering::SeqCst);
         }
-        state.rounds.fetch_add(1, Ordering::Relaxed);
+        state.rounds.fetch_add(1, Ordering::SeqCst);
         state
             .ranges_compared
-            .fetch_add(u64::from(report.peers_compared), Ordering::Relaxed);
+            .fetch_add(u64::from(report.peers_compared), Ordering::SeqCst);
         state
             .keys_exchanged
-            .fetch_add(report.keys_exchanged, Ordering::Relaxed);
+            .fetch_add(report.keys_exchanged, Ordering::SeqCst);
         state
             .max_round_keys
-            .fetch_max(report.keys_exchanged, Ordering::Relaxed);
+            .fetch_max(report.keys_exchanged, Ordering::SeqCst);
         if report.keys_exchanged > 0 || report.tombstones_collected > 0 {
             tracing::debug!(
                 range,
