@@ -63,7 +63,10 @@ pub async fn serve(
 
 /// [`serve`], running `on_signal` when Ctrl-C or SIGTERM arrives, before the graceful
 /// shutdown drains the calls in flight: the place to end calls that would otherwise hold
-/// the drain until its timeout (the broker wakes callers blocked in the tuple space).
+/// the drain until its timeout (the broker wakes callers blocked in the tuple space;
+/// idle streams such as subscriptions end by themselves when the drain begins). A
+/// second Ctrl-C or SIGTERM during the drain returns at once, without waiting for the
+/// calls still running.
 ///
 /// # Errors
 /// A failed bind or registration.
@@ -94,11 +97,22 @@ pub async fn serve_with(
     }
     println!("listening on {local}");
     wait_for_signal().await;
+    // Also the readiness line for tests that send a second signal.
+    eprintln!("shutting down: draining calls in flight (Ctrl-C again to stop at once)");
     on_signal.await;
     for lease in leases {
         let _ = lease.withdraw().await;
     }
-    running.shutdown().await;
+    // A second signal stops waiting for the drain: the caller then closes what it owns
+    // (the broker syncs its log), and the calls still running are abandoned with the
+    // process.
+    tokio::select! {
+        () = running.shutdown() => {}
+        () = wait_for_signal() => {
+            tracing::warn!("second signal: not waiting for calls in flight");
+            eprintln!("second signal: stopping without waiting for calls in flight");
+        }
+    }
     Ok(())
 }
 

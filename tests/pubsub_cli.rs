@@ -168,3 +168,107 @@ fn unreachable_broker_and_bad_topic_are_reported_plainly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("empty token"), "{err}");
 }
+
+fn start_broker_with_stderr(dir: &std::path::Path) -> (Proc, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw broker starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let proc = Proc(child);
+    let line = next_line(&out, "mw broker");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (proc, addr, err)
+}
+
+fn signal(proc: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for `proc` to exit; returns how long it took.
+fn exits_within(proc: &mut Proc, bound: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            let _ = status;
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "process still running after {bound:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 11, bug 3: an idle `mw sub` does not hold the broker's shutdown for the whole
+/// drain timeout (10 s): its stream ends at once and it says why.
+#[test]
+fn broker_shutdown_ends_an_idle_subscription_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, addr, _err) = start_broker_with_stderr(dir.path());
+    let mut child = Command::new(MW)
+        .args(["sub", "--broker", &addr, "idle.>"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw sub starts");
+    let err = lines_of(child.stderr.take().unwrap());
+    let mut sub = Proc(child);
+    assert!(next_line(&err, "mw sub").starts_with("subscribed to"));
+    signal(&broker, "-TERM");
+    let took = exits_within(&mut broker, WAIT);
+    assert!(
+        took < Duration::from_secs(5),
+        "broker took {took:?} to shut down"
+    );
+    exits_within(&mut sub, WAIT);
+    let why = next_line(&err, "mw sub error");
+    assert!(why.contains("server shutting down"), "{why:?}");
+}
+
+/// Issue 11, bug 3: a second signal during the drain exits at once. The drain is held
+/// by a stopped subscriber whose stream waits for credit (not idle).
+#[test]
+fn second_signal_during_the_drain_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, addr, err) = start_broker_with_stderr(dir.path());
+    let (stuck, _stuck_out) = start_sub(&addr, &["flood"]);
+    let (mut witness, witness_out) = start_sub(&addr, &["flood", "--count", "400"]);
+    // 400 × 64 KiB: more than the socket buffers and the connection's outgoing buffer
+    // hold, so the stopped subscriber's stream is left waiting to send, not idle.
+    let body = "x".repeat(64 << 10);
+    let lines: String = (0..400).map(|i| format!("{i} {body}\n")).collect();
+    signal(&stuck, "-STOP");
+    run_pub(&addr, &["flood"], Some(&lines));
+    // The witness got all 400: the broker fanned them out to the stopped subscriber too.
+    for _ in 0..400 {
+        next_line(&witness_out, "witness");
+    }
+    exits_within(&mut witness, WAIT);
+    signal(&broker, "-TERM");
+    loop {
+        let line = next_line(&err, "broker stderr");
+        if line.contains("shutting down") {
+            break;
+        }
+    }
+    signal(&broker, "-TERM");
+    let took = exits_within(&mut broker, WAIT);
+    assert!(
+        took < Duration::from_secs(5),
+        "broker took {took:?} after the second signal"
+    );
+    drop(stuck);
+}

@@ -23,6 +23,8 @@ pub trait Drain {
     async fn hang(&self) -> u64;
     /// `0..n`.
     async fn count(&self, n: u64) -> Streaming<u64>;
+    /// A stream that never yields (like an idle subscription).
+    async fn idle(&self) -> Streaming<u64>;
 }
 
 #[derive(Default)]
@@ -48,6 +50,9 @@ impl Drain for DrainImpl {
     }
     async fn count(&self, n: u64) -> Streaming<u64> {
         Box::pin(futures::stream::iter(0..n))
+    }
+    async fn idle(&self) -> Streaming<u64> {
+        Box::pin(futures::stream::pending())
     }
 }
 
@@ -139,6 +144,23 @@ async fn stream_in_flight_at_shutdown_is_drained_to_its_end(t: Transport) {
     within("shutdown completes", server.shutdown()).await;
 }
 
+/// Issue 11, bug 3: a stream waiting for its next item (an idle subscription or
+/// consumer) does not hold the drain until its timeout: it ends as soon as the shutdown
+/// begins, and its reader hears `ShuttingDown`.
+async fn idle_stream_at_shutdown_ends_at_once_as_shutting_down(t: Transport) {
+    let (server, _probe) = setup(t, PATIENT).await;
+    let c = connect(&server.addr, 8).await;
+    let mut s = c.idle().await.unwrap();
+    // The call is accepted and running before the shutdown starts.
+    assert_eq!(c.count(1).await.unwrap().next().await.unwrap().unwrap(), 0);
+    server.begin_shutdown();
+    match within("idle stream ends", s.next()).await {
+        Some(Err(RpcError::ShuttingDown)) => {}
+        other => panic!("expected ShuttingDown, got {other:?}"),
+    }
+    within("shutdown completes", server.shutdown()).await;
+}
+
 async fn call_dropped_during_drain_is_cancelled_on_the_server(t: Transport) {
     let (server, probe) = setup(t, PATIENT).await;
     let c = connect(&server.addr, 64).await;
@@ -220,6 +242,7 @@ per_transport!(
     call_arriving_during_drain_is_refused_as_shutting_down,
     shutdown_answers_calls_in_flight_and_refuses_new_connections,
     stream_in_flight_at_shutdown_is_drained_to_its_end,
+    idle_stream_at_shutdown_ends_at_once_as_shutting_down,
     call_dropped_during_drain_is_cancelled_on_the_server,
     stuck_handler_is_abandoned_after_drain_timeout,
 );

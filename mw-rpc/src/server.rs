@@ -299,6 +299,9 @@ enum Outcome {
     Quiet,
     Aborted,
     DeadlineExceeded,
+    /// A stream ended because the server began shutting down while it waited for its
+    /// next item.
+    ShuttingDown,
 }
 
 struct Queued {
@@ -331,6 +334,9 @@ struct ConnState {
     /// Every accepted call not yet finished (queued or running), by id.
     calls: HashMap<u64, CallState>,
     draining: bool,
+    /// Cancelled when the graceful shutdown begins: streams waiting for their next item
+    /// end then, instead of holding the drain until its timeout.
+    shutdown: CancellationToken,
 }
 
 /// Completes the handshake with a client over the connection limit, tells it why with an
@@ -366,6 +372,7 @@ async fn serve_connection(
         queued: VecDeque::new(),
         calls: HashMap::new(),
         draining: false,
+        shutdown: graceful.clone(),
     };
     let mut reading = true;
     let mut result = Ok(());
@@ -680,6 +687,7 @@ impl ConnState {
             return;
         };
         let credits = call.credits.clone();
+        let shutdown = self.shutdown.clone();
         let run = async move {
             // Held for the whole call in iterative mode: one call at a time, server-wide.
             let _turn = match &iterative {
@@ -701,7 +709,7 @@ impl ConnState {
                         Outcome::Quiet
                     }
                 },
-                Handler::Stream(items) => run_stream(id, items, credits, &outbox).await,
+                Handler::Stream(items) => run_stream(id, items, credits, &outbox, shutdown).await,
             }
         };
         let (abort, reg) = AbortHandle::new_pair();
@@ -745,6 +753,11 @@ impl ConnState {
                 code::DEADLINE_EXCEEDED,
                 "deadline exceeded on the server",
             ),
+            Outcome::ShuttingDown => self.error(
+                id,
+                code::SHUTTING_DOWN,
+                "server is shutting down; the stream was ended",
+            ),
             // Cancelled by the client (it no longer listens) or already answered.
             Outcome::Aborted | Outcome::Quiet => {}
         }
@@ -752,19 +765,33 @@ impl ConnState {
 }
 
 /// Drives a server stream: each item waits for one unit of credit; the end does not.
+///
+/// Once `shutdown` is cancelled, a stream that has to wait for its next item (an idle
+/// subscription or consumer) ends with [`Outcome::ShuttingDown`]: it could hold the
+/// drain until its timeout otherwise. A stream whose items are ready keeps going (its
+/// reader grants credit as it reads), so a finite result still arrives whole.
 async fn run_stream(
     id: u64,
     mut items: futures::stream::BoxStream<'static, Result<Bytes, ServerError>>,
     credits: Option<Arc<Semaphore>>,
     outbox: &Outbox,
+    shutdown: CancellationToken,
 ) -> Outcome {
     let Some(credits) = credits else {
         return Outcome::Reply(Err(ServerError::Encode(
             "stream call without credit state".into(),
         )));
     };
+    // Armed once for the whole stream, not per item (each arming takes a lock).
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
     loop {
-        let item = match AssertUnwindSafe(items.next()).catch_unwind().await {
+        let next = tokio::select! {
+            biased;
+            next = AssertUnwindSafe(items.next()).catch_unwind() => next,
+            () = &mut stopping => return Outcome::ShuttingDown,
+        };
+        let item = match next {
             Ok(Some(Ok(item))) => item,
             Ok(Some(Err(e))) => return Outcome::Reply(Err(e)),
             Ok(None) => {
