@@ -294,9 +294,9 @@ impl Default for AntiEntropyState {
 }
 
 impl AntiEntropyState {
-    /// The counters. A round adds to `rounds` before it adds its keys, and this reads
-    /// the keys before the rounds, so `keys_exchanged <= budget × rounds` holds in every
-    /// snapshot.
+    /// The counters. A round counts itself when it starts and each key before it
+    /// exchanges it, and this reads the keys before the rounds, so `keys_exchanged <=
+    /// budget × rounds` holds in every snapshot, and a key repaired is already counted.
     pub(crate) fn stats(&self) -> AntiEntropyStats {
         let keys_exchanged = self.keys_exchanged.load(Ordering::SeqCst);
         let max_round_keys = self.max_round_keys.load(Ordering::SeqCst);
@@ -595,8 +595,11 @@ impl RingNode {
         }
         let range = state.cursor.load(Ordering::SeqCst) % RANGES;
         let budget = self.anti_entropy_budget();
+        state.rounds.fetch_add(1, Ordering::SeqCst);
         let (from, to) = range_bounds(range);
-        let entries = self.scan_range(&ring, from, to).await?;
+        let mut entries = self.scan_range(&ring, from, to).await?;
+        // Whether keys were exchanged since `entries` was scanned.
+        let mut stale = false;
         let mut report = RoundReport {
             range: Some(range),
             ..RoundReport::default()
@@ -613,6 +616,12 @@ impl RingNode {
                 report.budget_exhausted = true;
                 break;
             }
+            if stale {
+                // What the last peer sent is here now: do not exchange it again.
+                entries = self.scan_range(&ring, from, to).await?;
+                stale = false;
+            }
+            let before = report.keys_exchanged;
             match self
                 .compare_with(
                     peer,
@@ -628,21 +637,21 @@ impl RingNode {
                 Ok(()) => {}
                 Err(e) => tracing::debug!(peer, range, error = %e, "anti-entropy with peer failed"),
             }
+            stale |= report.keys_exchanged > before;
         }
         if merged_here {
             self.store().kv().sync_now().await?;
+        }
+        if stale {
+            entries = self.scan_range(&ring, from, to).await?;
         }
         report.tombstones_collected = self.collect_tombstones(range, fp, &entries, budget).await?;
         if !report.budget_exhausted {
             state.cursor.store((range + 1) % RANGES, Ordering::SeqCst);
         }
-        state.rounds.fetch_add(1, Ordering::SeqCst);
         state
             .ranges_compared
             .fetch_add(u64::from(report.peers_compared), Ordering::SeqCst);
-        state
-            .keys_exchanged
-            .fetch_add(report.keys_exchanged, Ordering::SeqCst);
         state
             .max_round_keys
             .fetch_max(report.keys_exchanged, Ordering::SeqCst);
@@ -722,6 +731,9 @@ impl RingNode {
                     return Ok(());
                 }
                 report.keys_exchanged += 1;
+                self.anti_entropy_state()
+                    .keys_exchanged
+                    .fetch_add(1, Ordering::SeqCst);
                 self.exchange_key(&client, &key, theirs.get(&key).copied(), merged_here)
                     .await?;
             }

@@ -230,7 +230,7 @@ pub struct RingView {
 /// A node's anti-entropy counters (since it started).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AntiEntropyStats {
-    /// Rounds run (skipped rounds not counted).
+    /// Rounds started (rounds skipped because the ring is changing not counted).
     pub rounds: u64,
     /// Range comparisons with a peer (a round compares one range with each peer).
     pub ranges_compared: u64,
