@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use mw_core::handshake::{client_handshake, MAX_VERSION, MIN_VERSION};
-use mw_core::{connect, Address, Listener};
+use mw::core::handshake::{client_handshake, MAX_VERSION, MIN_VERSION};
+use mw::core::{connect, Address, Listener};
 use mw_kv::{
     Config, DeleteOptions, Durability, Kv, KvError, KvNode, KvServiceServer, PutOptions, Version,
 };
-use mw_rpc::{Server, ServerConfig};
+use mw::rpc::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{block_on, Cursor};
@@ -208,7 +208,7 @@ async fn operations(data: &[u8]) {
 
 /// Checks the server's byte stream: whole, well-formed frames of kinds a server sends.
 fn check_server_output(out: &[u8]) {
-    use mw_core::frame::{FrameCodec, FrameKind};
+    use mw::core::frame::{FrameCodec, FrameKind};
     use tokio_util::codec::Decoder;
     let mut buf = bytes::BytesMut::from(out);
     let mut codec = FrameCodec::default();
