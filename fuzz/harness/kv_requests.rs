@@ -17,10 +17,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mw::core::handshake::{client_handshake, MAX_VERSION, MIN_VERSION};
 use mw::core::{connect, Address, Listener};
+use mw::rpc::{Server, ServerConfig};
 use mw_kv::{
     Config, DeleteOptions, Durability, Kv, KvError, KvNode, KvServiceServer, PutOptions, Version,
 };
-use mw::rpc::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{block_on, Cursor};

@@ -580,7 +580,9 @@ impl State {
         }
         q.pending_sends += 1;
         if header.producer_id {
-            let until = header.timestamp_ms.saturating_add(self.limits.dedup_window_ms);
+            let until = header
+                .timestamp_ms
+                .saturating_add(self.limits.dedup_window_ms);
             self.dedup.insert(
                 header.id,
                 DedupEntry {
@@ -1102,9 +1104,11 @@ impl State {
                     let seg = self.segs.entry(loc.segment).or_default();
                     seg.live += 1;
                     if header.producer_id {
-                        seg.dedup_until_ms = seg
-                            .dedup_until_ms
-                            .max(header.timestamp_ms.saturating_add(self.limits.dedup_window_ms));
+                        seg.dedup_until_ms = seg.dedup_until_ms.max(
+                            header
+                                .timestamp_ms
+                                .saturating_add(self.limits.dedup_window_ms),
+                        );
                         if let Some(e) = self.dedup.get_mut(&header.id) {
                             for w in e.waiters.take().into_iter().flatten() {
                                 let _ = w.send(true);
@@ -1265,7 +1269,9 @@ impl State {
                 let seg = self.segs.entry(loc.segment).or_default();
                 seg.live += 1;
                 if header.producer_id {
-                    let until = header.timestamp_ms.saturating_add(self.limits.dedup_window_ms);
+                    let until = header
+                        .timestamp_ms
+                        .saturating_add(self.limits.dedup_window_ms);
                     seg.dedup_until_ms = seg.dedup_until_ms.max(until);
                     if until > now {
                         self.dedup.insert(
