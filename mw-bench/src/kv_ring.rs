@@ -43,7 +43,7 @@
 //! contacting the replicas themselves.
 //!
 //! **Series**, each a warm-up (1 s; 0.3 s with `--quick`) and one measured window of
-//! `--seconds` (5; 1 with `--quick`): recursive healthy, iterative healthy, recursive
+//! `--seconds` (10; 1 with `--quick`): recursive healthy, iterative healthy, recursive
 //! with the third node (a replica of every key, not the coordinator, not the seed)
 //! SIGSTOPped, iterative with it SIGSTOPped. The replica is stopped at the start of the
 //! measured window (so the window includes the moment of failure and the failure
@@ -52,7 +52,8 @@
 //! p50/p99/p99.9 (hdrhistogram, every operation including failed ones), the quorum wait
 //! (microseconds from the coordinator's — or iterative client's — fan-out to the
 //! R-th/W-th reply, from the replies' own timings), the CPU each node and the bench
-//! process used per operation (`/proc/PID/stat`), and the CPU share of other processes.
+//! process used per operation (`/proc/PID/stat`), the CPU share of other processes, and
+//! each process's resident memory at the start and end of the window (`VmRSS`).
 //!
 //! Target (issue 8): p99.9 over all operations with one replica stopped ≤ 3× the healthy
 //! run's, per routing.
@@ -121,8 +122,9 @@ pub struct KvRingArgs {
     /// Short windows (1 s), for a smoke run.
     #[arg(long)]
     quick: bool,
-    /// Measured window of each series, seconds (after a 1 s warm-up).
-    #[arg(long, default_value_t = 5.0)]
+    /// Measured window of each series, seconds (after a 1 s warm-up). p99.9 needs the
+    /// samples: ~6,000 ops/s x 10 s puts 60 operations above it.
+    #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// Directory for the nodes' data (a temporary directory is made inside it and removed
     /// afterwards). Default: the current directory.
@@ -200,6 +202,26 @@ fn self_exe() -> std::io::Result<PathBuf> {
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on the pid of our own child, which is not reaped yet.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Resident memory of `pid` (0: this process), MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let path = if pid == 0 {
+        "/proc/self/status".to_string()
+    } else {
+        format!("/proc/{pid}/status")
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line["VmRSS:".len()..]
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// A ring node in a child process. Dropping it SIGCONTs and kills it.
@@ -665,6 +687,10 @@ struct Series {
     /// CPU µs per operation of each node, then of the bench process.
     cpu_us_per_op: Vec<f64>,
     others_cpu_percent: Option<f64>,
+    /// Resident MiB of each node, then of the bench process, at the start and the end of
+    /// the window.
+    rss_start: Vec<f64>,
+    rss_end: Vec<f64>,
     /// After the window: how long until every node saw the stopped replica again.
     recovered_in: Option<Duration>,
 }
@@ -806,12 +832,20 @@ async fn measure(
     let cpu0 = CpuSnapshot::now();
     let nodes0: Vec<Option<f64>> = pids.iter().map(|&p| stats_of(p)).collect();
     let own0 = proc_cpu_seconds("/proc/self/stat");
+    let rss = || {
+        pids.iter()
+            .map(|&p| rss_mib(p))
+            .chain([rss_mib(0)])
+            .collect::<Vec<_>>()
+    };
+    let rss_start = rss();
     let stopped = stop.map(Stopped::new);
     let t0 = Instant::now();
     recording.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
+    let rss_end = rss();
     drop(stopped);
     let cpu1 = CpuSnapshot::now();
     let nodes1: Vec<Option<f64>> = pids.iter().map(|&p| stats_of(p)).collect();
@@ -852,6 +886,8 @@ async fn measure(
         elapsed,
         cpu_us_per_op,
         others_cpu_percent: others,
+        rss_start,
+        rss_end,
         recovered_in: None,
     })
 }
@@ -1122,6 +1158,9 @@ fn print_json(run: &Run) {
                     });
                     v["first_error"] = json!(st.first_error);
                     v["recovered_ms"] = json!(s.recovered_in.map(|d| d.as_millis() as u64));
+                    let mib = |v: &[f64]| v.iter().map(|&m| round2(m)).collect::<Vec<_>>();
+                    v["rss_mib_start"] = json!(mib(&s.rss_start));
+                    v["rss_mib_end"] = json!(mib(&s.rss_end));
                 }
             }
             println!("{v}");
@@ -1228,11 +1267,19 @@ fn print_table(run: &Run) {
     println!("quorum = µs from the fan-out to the R-th/W-th reply, at the coordinator (recursive) or the client (iterative); cpu = CPU per op of node 0/1/2 and the bench; others = CPU share of other processes");
     println!();
     println!(
-        "siblings seen per read (tombstones included), puts refused with TooManySiblings (limit 16), errors"
+        "siblings seen per read (tombstones included), puts refused with TooManySiblings (limit 16), errors; resident MiB at the window's start -> end; time until every node saw the stopped node again"
     );
     println!(
-        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9}  recovered",
-        "series", "mean", "max", "=1 %", ">1 %", ">=4 %", "refused", "errors"
+        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9}  {:<36} recovered",
+        "series",
+        "mean",
+        "max",
+        "=1 %",
+        ">1 %",
+        ">=4 %",
+        "refused",
+        "errors",
+        "rss MiB n0 / n1 / n2 / bench"
     );
     for s in &run.series {
         let st = &s.stats;
@@ -1240,8 +1287,15 @@ fn print_table(run: &Run) {
         let pct = |c: u64| format!("{:.2}", c as f64 / n * 100.0);
         let ge4: u64 = st.siblings[4..].iter().sum();
         let gt1: u64 = st.siblings[2..].iter().sum();
+        let rss = s
+            .rss_start
+            .iter()
+            .zip(&s.rss_end)
+            .map(|(a, b)| format!("{}->{}", fmt_int(*a), fmt_int(*b)))
+            .collect::<Vec<_>>()
+            .join(" / ");
         println!(
-            "{:<22} {:>6} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9}  {}",
+            "{:<22} {:>6} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9}  {:<36} {}",
             s.name(),
             format!("{:.3}", st.mean_siblings()),
             st.max_siblings,
@@ -1250,6 +1304,7 @@ fn print_table(run: &Run) {
             pct(ge4),
             st.refused,
             st.read_errors + st.update_errors,
+            rss,
             s.recovered_in
                 .map_or(String::new(), |d| format!("{} ms", d.as_millis()))
         );
