@@ -272,3 +272,24 @@ fn second_signal_during_the_drain_exits_at_once() {
     );
     drop(stuck);
 }
+
+/// Issue 11, bug 4: retained messages survive a broker restart (kept in its data
+/// directory), and an empty retained publish clears the topic's retained message (MQTT's
+/// convention) instead of storing an empty one.
+#[test]
+fn retained_messages_survive_a_restart_and_an_empty_one_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, addr, _err) = start_broker_with_stderr(dir.path());
+    run_pub(&addr, &["sensors.x", "21", "--retain"], None);
+    run_pub(&addr, &["sensors.y", "5", "--retain"], None);
+    run_pub(&addr, &["sensors.y", "", "--retain"], None);
+    signal(&broker, "-TERM");
+    exits_within(&mut broker, WAIT);
+    drop(broker);
+
+    let (_broker, addr) = start_broker(dir.path());
+    let (_sub, out) = start_sub(&addr, &["sensors.*", "--count", "2"]);
+    run_pub(&addr, &["sensors.z", "live"], None);
+    let got: Vec<String> = (0..2).map(|_| next_line(&out, "mw sub")).collect();
+    assert_eq!(got, ["sensors.x 21", "sensors.z live"]);
+}

@@ -277,6 +277,10 @@ impl Bus {
     /// message, replacing the previous one. Each later subscription whose pattern matches `topic`
     /// receives it first. Attached sinks are not replayed to.
     ///
+    /// An empty `payload` clears `topic`'s retained message instead (as in MQTT): the empty
+    /// event is delivered to current subscribers and nothing is retained
+    /// (`report.retained` is `false`).
+    ///
     /// # Errors
     ///
     /// As [`publish`](Self::publish), and [`PubSubError::RetainedFull`] if `topic` has no
@@ -290,9 +294,16 @@ impl Bus {
             if state.closed {
                 return Err(PubSubError::Closed);
             }
-            state.retained.store(&topic, &payload)?;
+            // MQTT's convention: an empty retained message clears the topic's retained
+            // message (and is still delivered to current subscribers).
+            let keep = !payload.is_empty();
+            if keep {
+                state.retained.store(&topic, &payload)?;
+            } else {
+                state.retained.clear(&topic);
+            }
             let mut report = state.deliver(&topic, &payload, &mut dead);
-            report.retained = true;
+            report.retained = keep;
             report
         };
         if let Some(dead) = dead {

@@ -55,6 +55,7 @@
 
 mod client;
 mod durable;
+mod retained_file;
 mod service;
 pub mod wire;
 
@@ -63,6 +64,7 @@ pub use client::{
     RemoteTypedSubscription,
 };
 pub use durable::{check_name as check_durable_name, DEFINITIONS_FILE, HANDOFF, QUEUE_PREFIX};
+pub use retained_file::RETAINED_FILE;
 pub use service::{
     PubSub, PubSubClient, PubSubRequest, PubSubResponse, PubSubServer, PubSubService,
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,

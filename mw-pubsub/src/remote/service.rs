@@ -110,6 +110,8 @@ type RemoteSubs = Mutex<HashMap<u64, Arc<RemoteSub>>>;
 pub struct PubSubService {
     bus: Bus,
     durables: Option<Arc<Durables>>,
+    /// Where retained messages are kept across restarts (brokers with a data directory).
+    retained_file: Option<Arc<super::retained_file::RetainedFile>>,
     remote: Arc<RemoteSubs>,
     next_id: AtomicU64,
 }
@@ -128,6 +130,7 @@ impl PubSubService {
         PubSubService {
             bus,
             durables: None,
+            retained_file: None,
             remote: Arc::new(Mutex::new(HashMap::new())),
             next_id: AtomicU64::new(1),
         }
@@ -135,7 +138,9 @@ impl PubSubService {
 
     /// Serves `bus` with durable subscriptions stored in `queues`, their definitions in
     /// `dir/pubsub-durable.txt`. Re-attaches every durable subscription defined there, so they
-    /// keep collecting across broker restarts.
+    /// keep collecting across broker restarts. Retained messages are kept in
+    /// `dir/pubsub-retained.bin` (rewritten on each retained publish or clear through this
+    /// service) and stored back into `bus` here.
     ///
     /// # Errors
     ///
@@ -146,8 +151,10 @@ impl PubSubService {
         dir: &std::path::Path,
     ) -> crate::Result<Self> {
         let durables = Durables::open(bus.clone(), queues, dir)?;
+        let retained = super::retained_file::RetainedFile::open(&bus, dir)?;
         Ok(PubSubService {
             durables: Some(Arc::new(durables)),
+            retained_file: Some(Arc::new(retained)),
             ..PubSubService::new(bus)
         })
     }
@@ -203,12 +210,26 @@ impl PubSub for PubSubService {
         payload: Blob,
     ) -> Result<WireReport, RemoteError> {
         let t = topic(&topic_name)?;
-        Ok(self.bus.publish_retained(&t, payload.0)?.into())
+        let Some(file) = &self.retained_file else {
+            return Ok(self.bus.publish_retained(&t, payload.0)?.into());
+        };
+        let _one_writer = file.writer.lock().await;
+        let report = self.bus.publish_retained(&t, payload.0)?;
+        file.save(&self.bus).await?;
+        Ok(report.into())
     }
 
     async fn clear_retained(&self, topic_name: String) -> Result<bool, RemoteError> {
         let t = topic(&topic_name)?;
-        Ok(self.bus.clear_retained(&t)?)
+        let Some(file) = &self.retained_file else {
+            return Ok(self.bus.clear_retained(&t)?);
+        };
+        let _one_writer = file.writer.lock().await;
+        let had = self.bus.clear_retained(&t)?;
+        if had {
+            file.save(&self.bus).await?;
+        }
+        Ok(had)
     }
 
     async fn flush(&self) {}
