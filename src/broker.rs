@@ -50,6 +50,57 @@ impl BrokerConfig {
     }
 }
 
+/// A broker setting that cannot work, refused before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A zero visibility timeout would redeliver every message at once, before it could
+    /// be acked.
+    #[error("invalid broker setting: the visibility timeout must be at least 1 second (0 would redeliver every message before it could be acknowledged)")]
+    ZeroVisibilityTimeout,
+    /// A zero length limit would refuse every send.
+    #[error("invalid broker setting: the max queue length must be at least 1 (0 would refuse every message)")]
+    ZeroMaxQueueLen,
+    /// A route's next hop is not an address the broker can connect to.
+    #[error("invalid broker setting: route {route}: {reason}")]
+    BadRouteAddress {
+        /// The route as given.
+        route: String,
+        /// Why the address is unusable.
+        reason: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Checks the settings that would make the broker misbehave later: a zero visibility
+    /// timeout or queue length limit, a route to something that is not an address.
+    ///
+    /// # Errors
+    /// The first such setting found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue.visibility_timeout.is_zero() {
+            return Err(ConfigError::ZeroVisibilityTimeout);
+        }
+        if self.queue.max_queue_len == Some(0) {
+            return Err(ConfigError::ZeroMaxQueueLen);
+        }
+        for route in self.routes.routes() {
+            let bad = |reason: String| ConfigError::BadRouteAddress {
+                route: format!("{}={}", route.pattern, route.hop),
+                reason,
+            };
+            match route.hop.parse::<crate::core::Address>() {
+                Ok(crate::core::Address::Tcp(_)) if route.hop.ends_with(":0") => {
+                    return Err(bad("port 0 cannot be connected to".into()))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(bad(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The broker's parts, kept alive for as long as the broker serves.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -73,8 +124,10 @@ pub struct Broker {
 /// Opens the data directory and assembles every broker service into one server.
 ///
 /// # Errors
-/// The data directory cannot be created or opened (recovery errors name file and offset).
+/// A setting that cannot work ([`BrokerConfig::validate`]); the data directory cannot be
+/// created or opened (recovery errors name file and offset).
 pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
+    config.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",

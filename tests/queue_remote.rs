@@ -691,3 +691,41 @@ fn cli_send_reports_every_lines_outcome_when_one_is_refused() {
     let row: Vec<&str> = out.stdout[1].split_whitespace().collect();
     assert_eq!(row[..2], ["mixed", "9"], "{:?}", out.stdout);
 }
+
+/// Issue 11, bug 5: settings that cannot work are refused at start, with one line and a
+/// failure code, instead of a broker that misbehaves later.
+#[test]
+fn cli_broker_refuses_settings_that_cannot_work() {
+    for (flag, value, says) in [
+        ("--visibility-timeout", "0", "visibility timeout"),
+        ("--max-queue-len", "0", "max queue length"),
+        ("--route", "*=notanaddr", "notanaddr"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let out = run_mw(
+            &[
+                "broker",
+                "--addr",
+                "127.0.0.1:0",
+                "--data",
+                data,
+                flag,
+                value,
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        assert!(
+            out.stdout.is_empty(),
+            "it must not listen: {:?}",
+            out.stdout
+        );
+        assert_eq!(out.stderr.len(), 1, "{flag} {value}: {:?}", out.stderr);
+        assert!(
+            out.stderr[0].contains(says),
+            "{flag} {value}: {:?}",
+            out.stderr
+        );
+    }
+}
