@@ -188,15 +188,34 @@ pub async fn queues(broker: &str, out: &mut dyn Write) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Writes `queues` as an aligned table with a header line.
+/// Widest the QUEUE column gets; longer names are shortened in the middle with `…`.
+const MAX_NAME_WIDTH: usize = 40;
+
+/// `name` in at most [`MAX_NAME_WIDTH`] characters: its start and its end (where the
+/// `.dlq` and `xmit.` parts are) with `…` between.
+fn shorten(name: &str) -> String {
+    let len = name.chars().count();
+    if len <= MAX_NAME_WIDTH {
+        return name.to_string();
+    }
+    let tail = (MAX_NAME_WIDTH - 1) / 2;
+    let head = MAX_NAME_WIDTH - 1 - tail;
+    let start: String = name.chars().take(head).collect();
+    let end: String = name.chars().skip(len - tail).collect();
+    format!("{start}…{end}")
+}
+
+/// Writes `queues` as an aligned table with a header line. Names longer than 40
+/// characters are shortened in the middle (`orders.eu-wes…tbound.dlq`).
 ///
 /// # Errors
 ///
 /// A failed write.
 pub fn write_table(queues: &[QueueInfo], out: &mut dyn Write) -> std::io::Result<()> {
-    let width = queues
+    let names: Vec<String> = queues.iter().map(|q| shorten(&q.name)).collect();
+    let width = names
         .iter()
-        .map(|q| q.name.chars().count())
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(0)
         .max("QUEUE".len());
@@ -205,11 +224,11 @@ pub fn write_table(queues: &[QueueInfo], out: &mut dyn Write) -> std::io::Result
         "{:<width$}  {:>10}  {:>10}  {:>10}  {:>12}",
         "QUEUE", "DEPTH", "IN FLIGHT", "CONSUMERS", "DEAD LETTERS"
     )?;
-    for q in queues {
+    for (q, name) in queues.iter().zip(&names) {
         writeln!(
             out,
             "{:<width$}  {:>10}  {:>10}  {:>10}  {:>12}",
-            q.name, q.depth, q.in_flight, q.consumers, q.dead_letters
+            name, q.depth, q.in_flight, q.consumers, q.dead_letters
         )?;
     }
     Ok(())
@@ -238,5 +257,29 @@ mod tests {
         assert!(lines[2].starts_with("orders.dlq"));
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
         assert!(lines[1].contains("    5"));
+    }
+
+    #[test]
+    fn long_queue_names_are_shortened_and_columns_stay_aligned() {
+        let q = |name: &str| QueueInfo {
+            name: name.into(),
+            depth: 1,
+            delayed: 0,
+            in_flight: 0,
+            consumers: 0,
+            dead_letters: 0,
+        };
+        let long = format!("orders.{}.dlq", "x".repeat(200));
+        let mut out = Vec::new();
+        write_table(&[q("a"), q(&long)], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let width = lines[0].chars().count();
+        assert!(width <= 100, "table is {width} columns wide:\n{text}");
+        assert!(lines.iter().all(|l| l.chars().count() == width), "{text}");
+        // The start and the end of the name both show.
+        assert!(lines[2].starts_with("orders.xxx"), "{text}");
+        assert!(lines[2].contains("x.dlq "), "{text}");
+        assert!(lines[2].contains('…'), "{text}");
     }
 }

@@ -293,3 +293,27 @@ fn retained_messages_survive_a_restart_and_an_empty_one_clears() {
     let got: Vec<String> = (0..2).map(|_| next_line(&out, "mw sub")).collect();
     assert_eq!(got, ["sensors.x 21", "sensors.z live"]);
 }
+
+/// Issue 11, bug 8: an out-of-range `--buffer` is refused as given, not silently cut
+/// to 4294967295.
+#[test]
+fn mw_sub_refuses_an_out_of_range_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let child = Command::new(MW)
+        .args(["sub", "--broker", &addr, "a.b", "--buffer", "100000000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw sub starts");
+    let mut proc = Proc(child);
+    let err = lines_of(proc.0.stderr.take().unwrap());
+    exits_within(&mut proc, WAIT);
+    let status = proc.0.wait().unwrap();
+    assert!(!status.success());
+    let text: Vec<String> = err.try_iter().collect();
+    assert!(
+        text.iter().any(|l| l.contains("buffer of 100000000000")),
+        "{text:?}"
+    );
+}

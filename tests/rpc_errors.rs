@@ -85,7 +85,12 @@ async fn unknown_service_and_method_are_named(t: Transport) {
     let server = v1_server(t).await;
     let absent = AbsentClient::connect(&server.addr).await.unwrap();
     match absent.which().await {
-        Err(RpcError::UnknownService(msg)) => assert!(msg.contains("absent"), "{msg}"),
+        Err(e @ RpcError::UnknownService(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("absent"), "{text}");
+            // Issue 11, bug 8: said once, not `unknown service "no service named ..."`.
+            assert_eq!(text.matches("service").count(), 1, "{text}");
+        }
         other => panic!("expected UnknownService, got {other:?}"),
     }
     let channel = absent.channel().clone();

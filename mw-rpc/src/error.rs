@@ -21,8 +21,10 @@ pub enum RpcError<E = Infallible> {
     /// The server abandoned the call (for example because it is shutting down hard).
     #[error("call cancelled by the server")]
     Cancelled,
-    /// The server does not host a service by that name.
-    #[error("unknown service {0:?}")]
+    /// The server does not host a service by that name (or the registry knows none).
+    /// The text says so in full (`no service named "x" on this server`), so it is shown
+    /// as it is, not wrapped in a second "unknown service".
+    #[error("{0}")]
     UnknownService(String),
     /// The service has no method with that number.
     #[error("unknown method: {0}")]

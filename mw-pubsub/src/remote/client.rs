@@ -295,7 +295,12 @@ impl RemoteBus {
         options: SubscribeOptions,
     ) -> Result<RemoteSubscription> {
         let pattern = pattern.into_pattern()?;
-        let buffer = u32::try_from(options.buffer).unwrap_or(u32::MAX);
+        // Refused as asked rather than cut to u32::MAX, which would be reported as if
+        // the caller had asked for 4294967295.
+        let buffer = u32::try_from(options.buffer).map_err(|_| PubSubError::BufferTooLarge {
+            requested: options.buffer,
+            max: u32::MAX as usize,
+        })?;
         let mut stream = self
             .client
             .subscribe(pattern.to_string(), buffer, options.policy.into())
