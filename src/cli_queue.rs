@@ -49,6 +49,9 @@ pub struct RecvArgs {
     pub queue: String,
     /// Exit after this many messages.
     pub count: Option<u64>,
+    /// Give up when no message arrives within this long (of starting, or of the
+    /// previous message).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Runs `mw send`, printing one line per message to `out`: its id once stored, or `-`
@@ -157,8 +160,24 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     // sends nothing more until deliveries are settled.
     let mut acks = tokio::task::JoinSet::new();
     while args.count.is_none_or(|n| received < n) {
+        let next = async {
+            match args.timeout {
+                Some(t) => tokio::time::timeout(t, consumer.recv()).await.ok(),
+                None => Some(consumer.recv().await),
+            }
+        };
         let d = tokio::select! {
-            d = consumer.recv() => d?,
+            d = next => match d {
+                Some(d) => d?,
+                None => {
+                    // Settle what was printed before giving up.
+                    while let Some(done) = acks.join_next().await {
+                        done??;
+                    }
+                    let secs = args.timeout.unwrap_or_default().as_secs_f64();
+                    return Err(format!("no message on queue {} within {secs} s", args.queue).into());
+                }
+            },
             () = &mut interrupted => break,
         };
         writeln!(out, "{}", String::from_utf8_lossy(d.body()))?;

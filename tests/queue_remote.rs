@@ -729,3 +729,23 @@ fn cli_broker_refuses_settings_that_cannot_work() {
         );
     }
 }
+
+/// Issue 11, bug 7 (part): `mw recv --timeout SECS` gives up when nothing arrives in
+/// time, with one line and exit code 1, instead of blocking forever.
+#[test]
+fn cli_recv_gives_up_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let out = run_mw(
+        &["recv", "--broker", &addr, "empty", "--timeout", "1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        out.stderr,
+        ["mw: no message on queue empty within 1 s"],
+        "{:?}",
+        out.stderr
+    );
+}

@@ -103,6 +103,10 @@ enum Command {
         /// Exit after N messages (default: run until interrupted).
         #[arg(long)]
         count: Option<u64>,
+        /// Give up (exit 1) when no message arrives within SECS seconds of starting or of
+        /// the previous message; default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        timeout: Option<std::time::Duration>,
         /// The queue.
         queue: String,
     },
@@ -269,12 +273,14 @@ async fn main() -> std::process::ExitCode {
         Command::Recv {
             broker,
             count,
+            timeout,
             queue,
         } => {
             let args = mw::cli_queue::RecvArgs {
                 broker,
                 queue,
                 count,
+                timeout,
             };
             mw::cli_queue::recv(args, &mut std::io::stdout()).await
         }
