@@ -95,8 +95,11 @@ pub async fn serve_with(
             leases.push(lease);
         }
     }
+    // Listening from here on, once: a second signal arriving while the first is being
+    // handled is kept for the second wait, not lost between two registrations.
+    let mut signals = Signals::new();
     println!("listening on {local}");
-    wait_for_signal().await;
+    signals.next().await;
     // Also the readiness line for tests that send a second signal.
     eprintln!("shutting down: draining calls in flight (Ctrl-C again to stop at once)");
     on_signal.await;
@@ -108,12 +111,56 @@ pub async fn serve_with(
     // process.
     tokio::select! {
         () = running.shutdown() => {}
-        () = wait_for_signal() => {
+        () = signals.next() => {
             tracing::warn!("second signal: not waiting for calls in flight");
             eprintln!("second signal: stopping without waiting for calls in flight");
         }
     }
     Ok(())
+}
+
+/// Ctrl-C and (on Unix) SIGTERM, listened for from creation on: signals that arrive
+/// between two [`next`](Signals::next) calls are not lost.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(i), Ok(t)) => Some((i, t)),
+                _ => None,
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next Ctrl-C or SIGTERM (never, if they cannot be listened for).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((int, term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Waits for Ctrl-C or (on Unix) SIGTERM.
