@@ -25,9 +25,10 @@
 //!   checker reports the stale reads; after healing, (a)–(d) hold.
 //! - `negative_control_sabotaged_replicas_are_reported`: data removed, resurrected,
 //!   invented or made to differ behind the ring's back: each check reports it.
-//! - `a_context_never_replaces_a_write_its_writer_did_not_read` (ignored: a ring bug):
-//!   a scripted partition sequence in which a version-vector context replaces an
-//!   acknowledged write its writer never read; check (a) reports the lost write.
+//! - `a_context_never_replaces_a_write_its_writer_did_not_read`: a scripted partition
+//!   sequence in which, before replicas coordinated writes and replicated whole states,
+//!   a version-vector context replaced an acknowledged write its writer never read
+//!   (check (a) reported the lost write); it now holds.
 //!
 //! A failure prints the seed and the nemesis schedule; rerun it with
 //! `MW_KV_SEED=<seed> cargo test -p mw-kv --test ring_faults faults_over_many_seeds -- --nocapture`.
@@ -231,11 +232,16 @@ impl SimCluster {
         fin
     }
 
-    /// Lets the ring converge: every hint delivered and every replica of each key equal,
-    /// reading the keys that differ with R = all (read repair) meanwhile; gives up after
-    /// `bound`. Returns the final state and how long it took.
+    /// Lets the ring converge: reads every key with R = all (read repair), then waits
+    /// until every hint is delivered and every replica of each key is equal, reading
+    /// the keys that still differ again meanwhile (anti-entropy runs too); gives up
+    /// after `bound`. Returns the final state and how long it took.
     async fn settle(&self, keys: &[String], bound: Duration) -> (FinalState, Duration) {
         let started = Instant::now();
+        for k in keys {
+            let read = self.any().read(b(k), Some(Quorum::All));
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
         loop {
             let fin = self.final_state(keys).await;
             let differ: Vec<&String> = fin
@@ -684,7 +690,30 @@ async fn run(seed: u64, config: RingConfig, faults: bool, quiet: Duration) -> Ou
     let (fin, _) = cluster.settle(&keys, Duration::from_secs(30)).await;
     mark(4);
     let ops = history.ops();
-    let report = check(&ops, &fin);
+    let mut report = check(&ops, &fin);
+    // (d), through the ring: hints all delivered, and a read with R = all of each key
+    // returns exactly the live values its replicas hold.
+    let hints = cluster.hints();
+    if hints > 0 {
+        report
+            .diverged
+            .push(format!("{hints} hints still held after healing"));
+    }
+    for k in &keys {
+        let read = cluster.any().read(b(k), Some(Quorum::All));
+        let got = match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(r)) => format!("{:?}", r.values),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer in 2 s".into(),
+        };
+        let want = format!("{:?}", fin.merged(k).values());
+        if got != want {
+            report.keys.insert(k.clone());
+            report.diverged.push(format!(
+                "{k}: a read with R = all after healing returned {got}, the replicas hold {want}"
+            ));
+        }
+    }
     let evidence: String = report.keys.iter().map(|k| dump(&ops, &fin, k)).collect();
     let s = cluster.net.stats();
     let stats = format!(
@@ -1024,8 +1053,6 @@ fn sees(node: &RingNode, peer: &str) -> bool {
 /// holding `n0@e.2` also holds `n0@e.1` or what replaced it); here the coordinator is
 /// any node, mints from a node-wide counter, and sends only the new sibling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ring bug: a context (version vector over node-wide counters) replaces writes \
-            its writer never read; an acknowledged write is lost (see the test's doc)"]
 async fn a_context_never_replaces_a_write_its_writer_did_not_read() {
     let config = RingConfig {
         anti_entropy_interval: Duration::ZERO,

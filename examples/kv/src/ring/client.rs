@@ -6,13 +6,12 @@
 //! per request; recursive routing keeps clients simple and the ring's knowledge on the
 //! servers.
 //!
-//! The iterative client coordinates its own writes: it names them with its own dots
-//! (`client-<random id>`), waits for W acknowledgements and R replies, and repairs stale
-//! replicas it reads from. It does not keep hints: when a replica is down, its writes
-//! need W of the others (use recursive routing for sloppy quorums).
+//! The iterative client reads from R replicas itself (and repairs stale ones); for a
+//! write it picks the key's first replica that answers and has it coordinate (a replica
+//! mints the write's dot from its own state of the key), so it saves the hop from a
+//! non-replica node to a replica.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,7 +20,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use mw::rpc::{Channel, RpcError};
 
 use crate::error::{KvError, Result};
-use crate::ring::dvv::{Dot, Sibling, SiblingSet};
+use crate::ring::dvv::SiblingSet;
 use crate::ring::hash::Ring;
 use crate::ring::service::{ReplicaClient, RingKvClient};
 use crate::ring::types::{Quorum, ReplicaReply, RingRead, RingWrite, RingWriteOptions};
@@ -41,14 +40,12 @@ pub struct RingClient {
 
 #[derive(Debug)]
 struct Inner {
-    id: String,
     seed: RingKvClient,
     ring: Mutex<Arc<Ring>>,
     n: usize,
     w: usize,
     r: usize,
     replicas: tokio::sync::Mutex<HashMap<String, (Channel, ReplicaClient)>>,
-    counter: AtomicU64,
 }
 
 impl RingClient {
@@ -79,14 +76,12 @@ impl RingClient {
             .collect();
         let client = RingClient {
             inner: Arc::new(Inner {
-                id: format!("client-{:016x}", rand::random::<u64>()),
                 seed,
                 ring: Mutex::new(Arc::new(Ring::new(readers, view.tokens))),
                 n: view.n,
                 w: view.w,
                 r: view.r,
                 replicas: tokio::sync::Mutex::new(HashMap::new()),
-                counter: AtomicU64::new(0),
             }),
         };
         Ok(client)
@@ -219,8 +214,13 @@ impl RingClient {
         })
     }
 
-    /// Writes `value` (`None`: delete) to the replicas directly, replacing
-    /// `options.context`; answers after W acknowledgements.
+    /// Writes `value` (`None`: delete) replacing `options.context`: the client picks
+    /// the key's first replica that answers from its own copy of the ring and asks it to
+    /// coordinate (no forwarding hop); that replica mints the write's dot, merges it into
+    /// its state and replicates the state, answering after W acknowledgements. (A
+    /// client does not mint dots itself: a replica must, from its own state of the key,
+    /// for contexts to replace only what their writers read: see
+    /// [`RingNode::coordinate`](crate::ring::node::RingNode::coordinate).)
     ///
     /// # Errors
     ///
@@ -232,59 +232,27 @@ impl RingClient {
         options: RingWriteOptions,
     ) -> Result<RingWrite> {
         let (preference, n) = self.preference(&key);
-        let needed = options.w.map_or(self.inner.w, |q| q.count(n)).min(n);
-        let sibling = Sibling {
-            dot: Dot {
-                node: self.inner.id.clone(),
-                counter: self.inner.counter.fetch_add(1, Ordering::SeqCst) + 1,
-            },
-            context: options.context,
-            value,
-        };
-        let started = Instant::now();
-        let mut pending: FuturesUnordered<_> = preference
-            .iter()
-            .map(|p| {
-                let (this, key, p, s) = (self.clone(), key.clone(), p.clone(), sibling.clone());
-                async move {
-                    let r = match this.replica(&p).await {
-                        Ok(c) => c.store(key, vec![s], true).await.map_err(rpc),
-                        Err(e) => Err(e),
-                    };
-                    (p, r)
-                }
-            })
-            .collect();
-        let mut acks = 0;
-        let mut replies = Vec::new();
-        while acks < needed {
-            let Some((node, r)) = pending.next().await else {
-                break;
+        let mut failures = Vec::new();
+        for p in &preference {
+            let r = match self.replica(p).await {
+                Ok(c) => c
+                    .coordinate(key.clone(), value.clone(), options.clone())
+                    .await
+                    .map_err(rpc),
+                Err(e) => Err(e),
             };
-            let micros = started.elapsed().as_micros() as u64;
             match r {
-                Ok(_) => {
-                    acks += 1;
-                    replies.push(reply(node, micros, None));
+                Ok(w) => return Ok(w),
+                Err(e @ (KvError::TooManySiblings { .. } | KvError::QuorumFailed { .. })) => {
+                    return Err(e)
                 }
-                Err(e @ KvError::TooManySiblings { .. }) => return Err(e),
-                Err(e) => replies.push(reply(node, micros, Some(e.to_string()))),
+                Err(e) => failures.push(format!("{p}: {e}")),
             }
         }
-        if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
-        }
-        if acks < needed {
-            return Err(KvError::QuorumFailed {
-                needed,
-                acks,
-                detail: "replicas did not acknowledge".into(),
-            });
-        }
-        Ok(RingWrite {
-            dot: sibling.dot,
-            replicas: replies,
-            needed,
+        Err(KvError::QuorumFailed {
+            needed: options.w.map_or(self.inner.w, |q| q.count(n)).min(n),
+            acks: 0,
+            detail: failures.join("; "),
         })
     }
 }

@@ -122,7 +122,7 @@ struct Inner {
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
     /// Peers the failure detector last saw down.
     down: Mutex<HashMap<String, Instant>>,
-    dots: AtomicU64,
+    dots: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
     /// Rebalances started (a new one supersedes the one running).
     rebalance: AtomicU64,
@@ -226,7 +226,7 @@ impl RingNode {
                 rings: RwLock::new(Arc::new(rings)),
                 peers: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
-                dots: AtomicU64::new(epoch << 40),
+                dots: Arc::new(AtomicU64::new(epoch << 40)),
                 stop: tokio_util::sync::CancellationToken::new(),
                 rebalance: AtomicU64::new(0),
                 left: tokio::sync::Notify::new(),
@@ -366,13 +366,6 @@ impl RingNode {
 
     pub(crate) fn stop_token(&self) -> tokio_util::sync::CancellationToken {
         self.inner.stop.clone()
-    }
-
-    fn next_dot(&self) -> Dot {
-        Dot {
-            node: self.inner.id.clone(),
-            counter: self.inner.dots.fetch_add(1, Ordering::SeqCst) + 1,
-        }
     }
 
     async fn persist_membership(&self) -> Result<()> {
@@ -611,11 +604,72 @@ impl RingNode {
 
     /// Writes `value` (`None`: a tombstone) as a new sibling replacing `options.context`.
     ///
+    /// The write is coordinated by a replica of the key: this node if it is in the key's
+    /// preference list, else the first member of the list that answers (the request is
+    /// forwarded to it). See [`coordinate`](Self::coordinate) for why.
+    ///
     /// # Errors
     ///
     /// [`KvError::QuorumFailed`] when fewer than W replicas acknowledged in time (the
-    /// write may still have reached some: it is not undone); size limits.
+    /// write may still have reached some: it is not undone), or when no replica of the
+    /// key could coordinate; size limits.
     pub async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        options: RingWriteOptions,
+    ) -> Result<RingWrite> {
+        check_key(&key, &self.inner.config)?;
+        let preference = self.locate(&key).preference;
+        if preference.iter().any(|p| p == &self.inner.id) {
+            return self.coordinate(key, value, options).await;
+        }
+        let mut failures = Vec::new();
+        for p in &preference {
+            if !self.is_up(p) {
+                continue;
+            }
+            let forwarded = match self.peer(p).await {
+                Ok(c) => c
+                    .coordinate(key.clone(), value.clone(), options.clone())
+                    .await
+                    .map_err(rpc),
+                Err(e) => Err(e),
+            };
+            match forwarded {
+                Ok(w) => return Ok(w),
+                Err(e @ (KvError::TooManySiblings { .. } | KvError::QuorumFailed { .. })) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    self.mark(p, false);
+                    failures.push(reply(p.clone(), None, 0, Some(e.to_string())));
+                }
+            }
+        }
+        Err(quorum_failed(
+            options.w.map_or(self.inner.config.w, |q| q.count(preference.len().max(1))),
+            0,
+            &failures,
+        ))
+    }
+
+    /// Coordinates a write as a replica of the key: mints the write's dot and merges it
+    /// into the local state in one step on the local writer, then sends that whole
+    /// merged state (not just the new sibling) to the other replicas.
+    ///
+    /// This keeps the invariant that makes version-vector contexts sound: a state that
+    /// holds a dot `(X, n)` of a key also holds every earlier dot `X` minted for that key,
+    /// or a sibling that replaced it. So a reader whose context says "`X` up to `n`"
+    /// really did see all of them, and its write replaces only what it read. (Minting
+    /// from a node-wide counter on any node and sending only the new sibling broke it:
+    /// a replica could hold `(X, 2)` without `(X, 1)`, and a context read from there
+    /// dropped an acknowledged write its writer never saw.)
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub async fn coordinate(
         &self,
         key: Bytes,
         value: Option<Bytes>,
@@ -653,31 +707,51 @@ impl RingNode {
                 .map(String::from)
                 .collect()
         };
-        let sibling = Sibling {
-            dot: self.next_dot(),
-            context: options.context,
-            value,
-        };
+        let started = Instant::now();
+        let dots = self.inner.dots.clone();
+        let id = self.inner.id.clone();
+        let (state, dot) = self
+            .inner
+            .store
+            .merge_new(&key, Durability::Sync, move || Sibling {
+                dot: Dot {
+                    node: id,
+                    counter: dots.fetch_add(1, Ordering::SeqCst) + 1,
+                },
+                context: options.context,
+                value,
+            })
+            .await?;
+        let mut replies = vec![reply(
+            self.inner.id.clone(),
+            None,
+            started.elapsed().as_micros() as u64,
+            None,
+        )];
         let mut spares = self
             .stand_ins(ring, &key, n)
             .into_iter()
             .filter(|s| !extra.contains(s))
             .collect::<Vec<_>>()
             .into_iter();
-        let started = Instant::now();
         let mut pending = FuturesUnordered::new();
         let send = |node: String, hint_for: Option<String>| {
             let this = self.clone();
             let key = key.clone();
-            let s = sibling.clone();
+            let s = state.siblings.clone();
             async move {
                 let r = this
-                    .store_on(&node, hint_for.as_deref(), &key, vec![s], true)
+                    .store_on(&node, hint_for.as_deref(), &key, s, false)
                     .await;
                 (node, hint_for, r)
             }
         };
-        for p in preference.iter().chain(&extra) {
+        // This node is a replica (or was chosen to coordinate): its copy is written.
+        for p in preference
+            .iter()
+            .chain(&extra)
+            .filter(|p| **p != self.inner.id)
+        {
             if self.is_up(p) {
                 pending.push(send(p.clone(), None));
             } else if let Some(spare) = spares.next() {
@@ -691,8 +765,8 @@ impl RingNode {
                 .iter()
                 .any(|e| Some(e) == hint_for.as_ref() || (hint_for.is_none() && e == node))
         };
-        let mut replies = Vec::new();
-        let (mut acks, mut extra_acks) = (0, 0);
+        let local_extra = usize::from(extra.contains(&self.inner.id));
+        let (mut acks, mut extra_acks) = (1 - local_extra, local_extra);
         while acks < needed || extra_acks < extra.len() {
             let Some((node, hint_for, r)) = pending.next().await else {
                 break;
@@ -739,7 +813,7 @@ impl RingNode {
             return Err(quorum_failed(needed, acks, &replies));
         }
         Ok(RingWrite {
-            dot: sibling.dot,
+            dot,
             replicas: replies,
             needed,
         })

@@ -64,6 +64,15 @@ impl Replica for ReplicaHandler {
         self.0.store_local(&key, siblings, new_write).await
     }
 
+    async fn coordinate(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        options: RingWriteOptions,
+    ) -> Result<RingWrite, KvError> {
+        self.0.coordinate(key, value, options).await
+    }
+
     async fn fetch(&self, key: Bytes) -> Result<SiblingSet, KvError> {
         self.0.store().read(&key).await
     }

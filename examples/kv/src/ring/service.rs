@@ -43,6 +43,15 @@ pub trait Replica {
         siblings: Vec<Sibling>,
         new_write: bool,
     ) -> Result<u64, KvError>;
+    /// Coordinates a write of `key` as one of its replicas (mints the dot, merges it
+    /// locally, replicates the merged state): what a node that is not a replica of the
+    /// key, or an iteratively routing client, asks a replica to do.
+    async fn coordinate(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        options: RingWriteOptions,
+    ) -> Result<RingWrite, KvError>;
     /// This replica's state of `key`.
     async fn fetch(&self, key: Bytes) -> Result<SiblingSet, KvError>;
     /// Keeps `siblings` of `key` for `target`, which is down, in a persistent queue, and

@@ -117,6 +117,56 @@ impl ReplicaStore {
             .map_err(|_| KvError::storage("merge", "no result"))?
     }
 
+    /// Merges a new write into the state of `key`: `make` builds the sibling (minting
+    /// its dot) on the node's writer, in the same step as the merge, so dots are minted
+    /// in the order their writes enter the local state. Returns the merged state and the
+    /// new sibling's dot.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::TooManySiblings`] (nothing written); a storage failure.
+    pub async fn merge_new(
+        &self,
+        key: &[u8],
+        durability: Durability,
+        make: impl FnOnce() -> Sibling + Send + 'static,
+    ) -> Result<(SiblingSet, crate::ring::dvv::Dot)> {
+        let (tx, rx) = mpsc::sync_channel::<Result<(SiblingSet, crate::ring::dvv::Dot)>>(1);
+        self.kv
+            .update(local_key(key), durability, move |cur| {
+                let mut set = match decode(cur) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Update::Unchanged;
+                    }
+                };
+                let sibling = make();
+                let dot = sibling.dot.clone();
+                set.merge([sibling]);
+                if set.siblings.len() > MAX_SIBLINGS {
+                    let _ = tx.send(Err(KvError::TooManySiblings {
+                        count: set.siblings.len(),
+                        limit: MAX_SIBLINGS,
+                    }));
+                    return Update::Unchanged;
+                }
+                match postcard::to_allocvec(&set) {
+                    Ok(bytes) => {
+                        let _ = tx.send(Ok((set, dot)));
+                        Update::Put(Bytes::from(bytes))
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(KvError::storage("encode siblings", e)));
+                        Update::Unchanged
+                    }
+                }
+            })
+            .await?;
+        rx.try_recv()
+            .map_err(|_| KvError::storage("merge", "no result"))?
+    }
+
     /// Removes `key` if its state is still `expected` (used to drop what was handed off,
     /// and tombstones every replica has).
     ///
