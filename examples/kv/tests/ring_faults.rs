@@ -623,7 +623,7 @@ async fn nemesis(cluster: &mut SimCluster, schedule: &[Phase]) {
             Cut::Isolate(x) => cluster.net.isolate(&names[*x]),
         }
         if let Some(f) = &p.faults {
-            cluster.net.set_faults(f.clone());
+            cluster.net.set_faults(*f);
         }
         if let Some(c) = p.crash {
             cluster.crash(&names[c]).await;
@@ -1116,7 +1116,9 @@ async fn a_context_never_replaces_a_write_its_writer_did_not_read() {
 
     cluster.net.heal();
     cluster.converge().await;
-    let (fin, _) = cluster.settle(&[k.clone()], Duration::from_secs(20)).await;
+    let (fin, _) = cluster
+        .settle(std::slice::from_ref(&k), Duration::from_secs(20))
+        .await;
     let report = check(&history.ops(), &fin);
     println!("{report}");
     assert!(

@@ -125,7 +125,13 @@ impl RingClient {
                 return Ok(c.clone());
             }
         }
-        let ch = Channel::connect(node)
+        // Replica calls get the nodes' replica timeout rather than the 30 s default: a
+        // replica that stopped answering must not hold a client's request for long.
+        let config = mw::rpc::ClientConfig {
+            default_timeout: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let ch = Channel::connect_with(node, config)
             .await
             .map_err(|e| KvError::Storage(format!("cannot reach {node}: {e}")))?;
         let c = ReplicaClient::new(ch.clone());

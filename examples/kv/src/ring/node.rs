@@ -568,28 +568,43 @@ impl RingNode {
     ) -> Result<()> {
         match (hint_for, node == self.inner.id) {
             (Some(target), true) => self.keep_hint(target, key.clone(), siblings).await,
-            (Some(target), false) => self
-                .peer(node)
-                .await?
-                .hint(target.to_string(), key.clone(), siblings)
-                .await
-                .map_err(rpc),
+            (Some(target), false) => {
+                let c = self.peer(node).await?;
+                self.bounded(node, c.hint(target.to_string(), key.clone(), siblings))
+                    .await?
+                    .map_err(rpc)
+            }
             (None, true) => self.store_local(key, siblings, new_write).await.map(|_| ()),
-            (None, false) => self
-                .peer(node)
-                .await?
-                .store(key.clone(), siblings, new_write)
-                .await
-                .map(|_| ())
-                .map_err(rpc),
+            (None, false) => {
+                let c = self.peer(node).await?;
+                self.bounded(node, c.store(key.clone(), siblings, new_write))
+                    .await?
+                    .map(|_| ())
+                    .map_err(rpc)
+            }
         }
+    }
+
+    /// `call` bounded by the replica timeout as a whole. An mw-rpc deadline covers the
+    /// wait for the reply, not the wait to send: a peer that stopped reading (SIGSTOP)
+    /// fills the connection and a send would wait for it forever, holding memory and,
+    /// for pings, the failure detector.
+    async fn bounded<T>(
+        &self,
+        node: &str,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.inner.config.replica_timeout, call)
+            .await
+            .map_err(|_| KvError::Storage(format!("{node} did not answer in time")))
     }
 
     async fn fetch_from(&self, node: &str, key: &Bytes) -> Result<SiblingSet> {
         if node == self.inner.id {
             self.inner.store.read(key).await
         } else {
-            self.peer(node).await?.fetch(key.clone()).await.map_err(rpc)
+            let c = self.peer(node).await?;
+            self.bounded(node, c.fetch(key.clone())).await?.map_err(rpc)
         }
     }
 
@@ -648,7 +663,9 @@ impl RingNode {
             }
         }
         Err(quorum_failed(
-            options.w.map_or(self.inner.config.w, |q| q.count(preference.len().max(1))),
+            options
+                .w
+                .map_or(self.inner.config.w, |q| q.count(preference.len().max(1))),
             0,
             &failures,
         ))
@@ -1049,7 +1066,7 @@ impl RingNode {
             let this = self.clone();
             async move {
                 let ok = match this.peer(&p).await {
-                    Ok(c) => c.ping().await.is_ok(),
+                    Ok(c) => matches!(this.bounded(&p, c.ping()).await, Ok(Ok(_))),
                     Err(_) => false,
                 };
                 this.mark(&p, ok);
