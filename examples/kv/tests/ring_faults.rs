@@ -1214,7 +1214,9 @@ async fn a_forwarded_write_is_applied_once() {
     cluster.net.heal();
     cluster.net.clear_faults();
     cluster.converge().await;
-    let (fin, _) = cluster.settle(&[k.clone()], Duration::from_secs(20)).await;
+    let (fin, _) = cluster
+        .settle(std::slice::from_ref(&k), Duration::from_secs(20))
+        .await;
     let ops = history.ops();
     let report = check(&ops, &fin);
     println!("{report}{}", dump(&ops, &fin, &k));
