@@ -1052,11 +1052,11 @@ fn sees(node: &RingNode, peer: &str) -> bool {
         .any(|m| m.node == peer && m.reachable)
 }
 
-/// Dots are `(node, counter)` with one counter per node for every key, and a context is
-/// a version vector: `{n0: c}` claims every dot of `n0` up to `c`. So a writer that read
-/// a later write coordinated by `n0` replaces every earlier write to the key that `n0`
-/// coordinated, also one it never saw. With a sloppy quorum (N=3 W=2 R=2, five nodes)
-/// that loses an acknowledged write:
+/// A context is a version vector: `{n0: c}` claims every dot of `n0` up to `c`. When any
+/// node coordinated a write, minting its dot from one counter per node for every key and
+/// sending only the new sibling, a writer that read a later write coordinated by `n0`
+/// replaced every earlier write to the key that `n0` coordinated, also one it never saw.
+/// With a sloppy quorum (N=3 W=2 R=2, five nodes) that lost an acknowledged write:
 ///
 /// 1. `{n0,n3,n4} | {n1,n2}`: `a` blindly puts A through `n0` (key replicated on n0, n1,
 ///    n2); acknowledged by n0 and a hint on n3 or n4. Dot `n0@e.1`.
@@ -1068,10 +1068,10 @@ fn sees(node: &RingNode, peer: &str) -> bool {
 ///    context contains `n0@e.1`, so every merge drops A. Final state: `[C]`. A was
 ///    acknowledged, and no writer ever read it: lost (check (a)).
 ///
-/// Dotted version vectors avoid this by having the coordinator be a replica that mints
-/// the dot from its own state of the key and replicates that whole state (so a replica
-/// holding `n0@e.2` also holds `n0@e.1` or what replaced it); here the coordinator is
-/// any node, mints from a node-wide counter, and sends only the new sibling.
+/// Now a replica of the key coordinates each write, minting the dot and merging it into
+/// its own state in one step and replicating that whole state (so a replica holding
+/// `n0@e.2` also holds `n0@e.1` or what replaced it), as dotted version vectors require;
+/// the same sequence keeps A and C as siblings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_never_replaces_a_write_its_writer_did_not_read() {
     let config = RingConfig {
