@@ -1070,8 +1070,9 @@ fn sees(node: &RingNode, peer: &str) -> bool {
 ///
 /// Now a replica of the key coordinates each write, minting the dot and merging it into
 /// its own state in one step and replicating that whole state (so a replica holding
-/// `n0@e.2` also holds `n0@e.1` or what replaced it), as dotted version vectors require;
-/// the same sequence keeps A and C as siblings.
+/// `n0@e.2` also holds `n0@e.1` or what replaced it), as dotted version vectors require:
+/// in step 2, B's replication carries A along, `z` reads `[A, B]`, and C replaces both,
+/// as its writer saw them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_never_replaces_a_write_its_writer_did_not_read() {
     let config = RingConfig {
