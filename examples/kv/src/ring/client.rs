@@ -25,6 +25,10 @@ use crate::ring::hash::Ring;
 use crate::ring::service::{ReplicaClient, RingKvClient};
 use crate::ring::types::{Quorum, ReplicaReply, RingRead, RingWrite, RingWriteOptions};
 
+/// How long a replica asked to coordinate a write may take (it waits for its own
+/// replicas, then for stand-ins).
+const COORDINATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn rpc(e: RpcError<KvError>) -> KvError {
     match e.into_application() {
         Ok(k) => k,
@@ -238,25 +242,38 @@ impl RingClient {
         options: RingWriteOptions,
     ) -> Result<RingWrite> {
         let (preference, n) = self.preference(&key);
+        let needed = options.w.map_or(self.inner.w, |q| q.count(n)).min(n);
+        // One replica only: it fails over to the next only when the replica certainly did
+        // not run the write (no connection, or the call refused unseen); after a timeout
+        // the write may have been applied, and a second replica would mint a second dot
+        // for it (see `RingNode::write`).
         let mut failures = Vec::new();
         for p in &preference {
-            let r = match self.replica(p).await {
-                Ok(c) => c
-                    .coordinate(key.clone(), value.clone(), options.clone())
-                    .await
-                    .map_err(rpc),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(w) => return Ok(w),
-                Err(e @ (KvError::TooManySiblings { .. } | KvError::QuorumFailed { .. })) => {
-                    return Err(e)
+            let c = match self.replica(p).await {
+                Ok(c) => c.with_timeout(COORDINATE_TIMEOUT),
+                Err(e) => {
+                    failures.push(format!("{p}: {e}"));
+                    continue;
                 }
-                Err(e) => failures.push(format!("{p}: {e}")),
-            }
+            };
+            let call = c.coordinate(key.clone(), value.clone(), options.clone());
+            let error = match tokio::time::timeout(COORDINATE_TIMEOUT, call).await {
+                Ok(Ok(w)) => return Ok(w),
+                Ok(Err(e @ (RpcError::ShuttingDown | RpcError::Overloaded(_)))) => {
+                    failures.push(format!("{p}: {e}"));
+                    continue;
+                }
+                Ok(Err(e)) => match e.into_application() {
+                    Ok(k) => return Err(k),
+                    Err(e) => e.to_string(),
+                },
+                Err(_) => format!("no answer in {COORDINATE_TIMEOUT:?}"),
+            };
+            failures.push(format!("{p}: {error}; the write may have been applied"));
+            break;
         }
         Err(KvError::QuorumFailed {
-            needed: options.w.map_or(self.inner.w, |q| q.count(n)).min(n),
+            needed,
             acks: 0,
             detail: failures.join("; "),
         })

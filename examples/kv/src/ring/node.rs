@@ -639,36 +639,49 @@ impl RingNode {
         if preference.iter().any(|p| p == &self.inner.id) {
             return self.coordinate(key, value, options).await;
         }
+        let needed = options
+            .w
+            .map_or(self.inner.config.w, |q| q.count(preference.len().max(1)));
+        // The request goes to one replica only. Once it is sent, a missing answer does not
+        // say whether the write was applied, and having the next replica coordinate it
+        // again would mint a second dot for the same write (one put, two writes: a delete
+        // that read one of them leaves the other). So it fails over only when the replica
+        // certainly did not run it: no connection, or the call refused unseen. The
+        // coordinator waits up to a replica timeout for its replicas, then for stand-ins:
+        // the forwarded call gets three.
+        let budget = self.inner.config.replica_timeout * 3;
         let mut failures = Vec::new();
         for p in &preference {
             if !self.is_up(p) {
                 continue;
             }
-            let forwarded = match self.peer(p).await {
-                Ok(c) => c
-                    .coordinate(key.clone(), value.clone(), options.clone())
-                    .await
-                    .map_err(rpc),
-                Err(e) => Err(e),
-            };
-            match forwarded {
-                Ok(w) => return Ok(w),
-                Err(e @ (KvError::TooManySiblings { .. } | KvError::QuorumFailed { .. })) => {
-                    return Err(e)
-                }
+            let c = match self.peer(p).await {
+                Ok(c) => c.with_timeout(budget),
                 Err(e) => {
                     self.mark(p, false);
                     failures.push(reply(p.clone(), None, 0, Some(e.to_string())));
+                    continue;
                 }
-            }
+            };
+            let call = c.coordinate(key.clone(), value.clone(), options.clone());
+            let error = match tokio::time::timeout(budget, call).await {
+                Ok(Ok(w)) => return Ok(w),
+                Ok(Err(e @ (RpcError::ShuttingDown | RpcError::Overloaded(_)))) => {
+                    failures.push(reply(p.clone(), None, 0, Some(e.to_string())));
+                    continue;
+                }
+                Ok(Err(e)) => match e.into_application() {
+                    Ok(k) => return Err(k),
+                    Err(e) => e.to_string(),
+                },
+                Err(_) => format!("no answer in {budget:?}"),
+            };
+            self.mark(p, false);
+            let error = format!("{error}; the write may have been applied");
+            failures.push(reply(p.clone(), None, 0, Some(error)));
+            return Err(quorum_failed(needed, 0, &failures));
         }
-        Err(quorum_failed(
-            options
-                .w
-                .map_or(self.inner.config.w, |q| q.count(preference.len().max(1))),
-            0,
-            &failures,
-        ))
+        Err(quorum_failed(needed, 0, &failures))
     }
 
     /// Coordinates a write as a replica of the key: mints the write's dot and merges it
