@@ -35,7 +35,18 @@ pub struct BrokerConfig {
     /// Tuple space limits. Its `fsync` is ignored: the space follows `queue.fsync`, so
     /// one `--fsync` policy governs everything the broker stores.
     pub space: crate::space::Config,
+    /// Event bus limits: event size (`max_event_size`, 1 MiB), subscriptions, subscriber
+    /// buffers, retained topics.
+    pub pubsub: crate::pubsub::Config,
 }
+
+/// Bytes a frame needs besides the message or event it carries (frame and call
+/// headers, queue or topic name, metadata), generously.
+pub const FRAME_HEADROOM: usize = 64 * 1024;
+
+/// Bytes a durable subscription's stored event needs besides its payload: the topic (at
+/// most 255 bytes) and its packing.
+pub const DURABLE_HEADROOM: usize = 512;
 
 impl BrokerConfig {
     /// Defaults for everything but the data directory.
@@ -46,6 +57,7 @@ impl BrokerConfig {
             queue: crate::queue::Config::default(),
             routes: crate::queue::forward::RoutingTable::new(),
             space: crate::space::Config::default(),
+            pubsub: crate::pubsub::Config::default(),
         }
     }
 }
@@ -61,6 +73,40 @@ pub enum ConfigError {
     /// A zero length limit would refuse every send.
     #[error("invalid broker setting: the max queue length must be at least 1 (0 would refuse every message)")]
     ZeroMaxQueueLen,
+    /// The queue message size limit is 0 or more than the segment format holds.
+    #[error("invalid broker setting: the max message size must be 1 to {max} bytes, not {size}")]
+    MessageSizeOutOfRange {
+        /// The setting.
+        size: usize,
+        /// [`crate::queue::MAX_MESSAGE_SIZE`].
+        max: usize,
+    },
+    /// A zero event size limit would refuse every publish.
+    #[error("invalid broker setting: the max event size must be at least 1 byte")]
+    ZeroEventSize,
+    /// Durable subscriptions store each event as a queue message, so an event the bus
+    /// accepts must fit in one.
+    #[error("invalid broker setting: the max event size ({event} bytes) must be at least {headroom} bytes below the max message size ({message} bytes): durable subscriptions store events as queue messages")]
+    EventLargerThanMessage {
+        /// The event size limit.
+        event: usize,
+        /// The message size limit.
+        message: usize,
+        /// [`DURABLE_HEADROOM`].
+        headroom: usize,
+    },
+    /// A frame could not carry the largest message or event the broker accepts.
+    #[error("invalid broker setting: the max frame size ({frame} bytes) must exceed the {what} ({size} bytes) by at least {headroom} bytes")]
+    FrameTooSmall {
+        /// `max message size` or `max event size`.
+        what: &'static str,
+        /// That limit.
+        size: usize,
+        /// The frame limit.
+        frame: usize,
+        /// [`FRAME_HEADROOM`].
+        headroom: usize,
+    },
     /// A route's next hop is not an address the broker can connect to.
     #[error("invalid broker setting: route {route}: {reason}")]
     BadRouteAddress {
@@ -73,7 +119,9 @@ pub enum ConfigError {
 
 impl BrokerConfig {
     /// Checks the settings that would make the broker misbehave later: a zero visibility
-    /// timeout or queue length limit, a route to something that is not an address.
+    /// timeout or queue length limit, size limits that disagree (a message or event
+    /// larger than a frame, an event larger than a message), a route to something that
+    /// is not an address.
     ///
     /// # Errors
     /// The first such setting found.
@@ -84,6 +132,7 @@ impl BrokerConfig {
         if self.queue.max_queue_len == Some(0) {
             return Err(ConfigError::ZeroMaxQueueLen);
         }
+        self.validate_sizes()?;
         for route in self.routes.routes() {
             let bad = |reason: String| ConfigError::BadRouteAddress {
                 route: format!("{}={}", route.pattern, route.hop),
@@ -96,6 +145,42 @@ impl BrokerConfig {
                 Ok(_) => {}
                 Err(e) => return Err(bad(e.to_string())),
             }
+        }
+        Ok(())
+    }
+}
+
+impl BrokerConfig {
+    /// The size limits agree: a message or event the broker accepts fits in a frame and
+    /// (for events) in a durable subscription's queue.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
+        let message = self.queue.max_message_size;
+        let event = self.pubsub.max_event_size;
+        let frame = self.server.transport.max_frame_len;
+        if message == 0 || message > crate::queue::MAX_MESSAGE_SIZE {
+            return Err(ConfigError::MessageSizeOutOfRange {
+                size: message,
+                max: crate::queue::MAX_MESSAGE_SIZE,
+            });
+        }
+        if event == 0 {
+            return Err(ConfigError::ZeroEventSize);
+        }
+        if event.saturating_add(DURABLE_HEADROOM) > message {
+            return Err(ConfigError::EventLargerThanMessage {
+                event,
+                message,
+                headroom: DURABLE_HEADROOM,
+            });
+        }
+        // The event fits whenever the message does (checked just above).
+        if message.saturating_add(FRAME_HEADROOM) > frame {
+            return Err(ConfigError::FrameTooSmall {
+                what: "max message size",
+                size: message,
+                frame,
+                headroom: FRAME_HEADROOM,
+            });
         }
         Ok(())
     }
@@ -137,7 +222,7 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
     let queues = QueueManager::open(&config.data_dir, config.queue.clone())
         .await
         .map_err(|e| format!("cannot open queues in {}: {e}", config.data_dir.display()))?;
-    let bus = Bus::default();
+    let bus = Bus::new(config.pubsub.clone());
     let pubsub = PubSubService::with_durable(bus.clone(), queues.clone(), &config.data_dir)?;
     let space_dir = config.data_dir.join(SPACE_DIR);
     let space_config = crate::space::Config {

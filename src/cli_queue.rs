@@ -6,7 +6,8 @@
 //!   and stored in order. Every input line gets one output line: its id, or `-` when the
 //!   broker refused it (the reason and line number go to stderr, and the exit code is 1);
 //!   the lines after a refused one are still sent.
-//! - `mw recv --broker ADDR QUEUE [--count N]` prints each message body (as UTF-8, invalid
+//! - `mw recv --broker ADDR QUEUE [--count N]` refuses a queue the broker does not know
+//!   (`no queue named "ordrs" on the broker`: receiving creates no queue), then prints each message body (as UTF-8, invalid
 //!   bytes replaced) on its own line and acknowledges it after printing. With `--count`
 //!   it exits after N messages, asking the broker for exactly N so nothing is left in
 //!   flight; without, it runs until Ctrl-C or SIGTERM (a message received but not yet
@@ -22,7 +23,7 @@ use std::io::Write;
 use futures::FutureExt;
 use tokio::io::AsyncBufReadExt;
 
-use crate::queue::remote::{QueueInfo, RemoteQueues};
+use crate::queue::remote::{QueueError, QueueInfo, RemoteQueues};
 use crate::queue::{ConsumerOptions, Message};
 use crate::run::BoxError;
 
@@ -140,6 +141,7 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
 /// An unreachable or lost broker, an invalid queue name, a failed write to `out`.
 pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let broker = RemoteQueues::connect(&args.broker).await?;
+    check_known(&broker, &args.queue).await?;
     let queue = broker.queue(&args.queue);
     let options = ConsumerOptions {
         // Small: whatever the broker pushed ahead is stranded until the visibility
@@ -193,6 +195,27 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         done??;
     }
     Ok(())
+}
+
+/// Refuses a queue name the broker does not list ([`QueueError::UnknownQueue`]), so that
+/// receiving from a mistyped name fails at once instead of waiting forever. The
+/// dead-letter queue `NAME.dlq` of a listed queue is known even before its first dead
+/// letter.
+///
+/// # Errors
+/// [`QueueError::InvalidQueueName`], [`QueueError::UnknownQueue`], a failed call.
+pub async fn check_known(broker: &RemoteQueues, name: &str) -> Result<(), BoxError> {
+    crate::queue::remote::check_remote_name(name)?;
+    let list = broker.queues().await?;
+    let base = name.strip_suffix(".dlq");
+    if list
+        .iter()
+        .any(|q| q.name == name || Some(q.name.as_str()) == base)
+    {
+        Ok(())
+    } else {
+        Err(QueueError::UnknownQueue(name.to_string()).into())
+    }
 }
 
 /// Runs `mw queues`, printing a table to `out`.

@@ -455,3 +455,40 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     drop((watching, s));
     b.stop().await;
 }
+
+/// Issue 11, bug 6: a fire-and-forget publish too large for a frame is refused at once,
+/// typed and naming the limit, and the connection keeps working (before, it ended the
+/// publishing task and every later call failed with `disconnected from server`).
+#[tokio::test]
+async fn an_event_too_large_for_a_frame_is_refused_and_the_bus_keeps_working() {
+    let b = start_broker().await;
+    let bus = b.bus().await;
+    let mut sub = bus
+        .subscribe("big.>", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let e = bus
+        .publish("big.one", vec![0u8; 17 << 20])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, PubSubError::EventTooLarge { size, .. } if size == 17 << 20),
+        "{e:?}"
+    );
+    // Over the broker's max event size (1 MiB) but within a frame: the report says why.
+    let e = bus
+        .publish_report("big.two", vec![0u8; 2 << 20])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PubSubError::Remote(RemoteError::EventTooLarge { limit, .. }) if limit == 1 << 20
+        ),
+        "{e:?}"
+    );
+    bus.publish("big.three", "fits").await.unwrap();
+    bus.flush().await.unwrap();
+    let got = within("the event that fits", sub.recv()).await.unwrap();
+    assert_eq!(&got.payload[..], b"fits");
+}

@@ -683,7 +683,7 @@ fn cli_send_reports_every_lines_outcome_when_one_is_refused() {
     assert!(
         out.stderr
             .iter()
-            .any(|l| l.contains("line 6") && l.contains("limit")),
+            .any(|l| l.contains("line 6") && l.contains("max message size")),
         "{:?}",
         out.stderr
     );
@@ -736,6 +736,11 @@ fn cli_broker_refuses_settings_that_cannot_work() {
 fn cli_recv_gives_up_after_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_broker(dir.path());
+    // A known queue, empty again.
+    let out = run_mw(&["send", "--broker", &addr, "empty", "x"], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let out = run_mw(&["recv", "--broker", &addr, "empty", "--count", "1"], None);
+    assert_eq!(out.stdout, ["x"], "{:?}", out.stderr);
     let out = run_mw(
         &["recv", "--broker", &addr, "empty", "--timeout", "1"],
         None,
@@ -748,4 +753,59 @@ fn cli_recv_gives_up_after_its_timeout() {
         "{:?}",
         out.stderr
     );
+}
+
+/// Issue 11, bug 7: `mw recv` on a name the broker does not know fails at once with one
+/// line naming it, instead of waiting forever and leaving the queue behind; its
+/// dead-letter queue is known before its first dead letter.
+#[test]
+fn cli_recv_refuses_an_unknown_queue_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let out = run_mw(&["send", "--broker", &addr, "orders", "x"], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+
+    let out = run_mw(&["recv", "--broker", &addr, "ordrs"], None);
+    assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        out.stderr,
+        ["mw: no queue named \"ordrs\" on the broker"],
+        "{:?}",
+        out.stderr
+    );
+    let out = run_mw(&["queues", "--broker", &addr], None);
+    assert_eq!(out.stdout.len(), 2, "only orders: {:?}", out.stdout);
+    assert!(out.stdout[1].starts_with("orders "), "{:?}", out.stdout);
+
+    // The dead-letter queue of a known queue may be read while still empty.
+    let out = run_mw(
+        &["recv", "--broker", &addr, "orders.dlq", "--timeout", "1"],
+        None,
+    );
+    assert_eq!(
+        out.stderr,
+        ["mw: no message on queue orders.dlq within 1 s"],
+        "{:?}",
+        out.stderr
+    );
+}
+
+/// Issue 11, bug 7: a remote consumer of a queue nobody sent to leaves nothing behind
+/// once it goes away.
+#[tokio::test]
+async fn a_remote_consumer_of_an_unknown_queue_creates_nothing() {
+    let broker = TestBroker::start(Config::default()).await;
+    let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
+    let c = remote.queue("typo").consumer(opts(1)).await.unwrap();
+    drop(c);
+    // The broker drops its consumer when the stream ends; wait for that (bounded).
+    for _ in 0..1000 {
+        if remote.queues().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(remote.queues().await.unwrap().is_empty());
+    broker.stop().await;
 }

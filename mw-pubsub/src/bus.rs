@@ -241,6 +241,18 @@ impl Bus {
         &self.inner.config
     }
 
+    /// Refuses a payload over [`Config::max_event_size`].
+    fn check_size(&self, payload: &Bytes) -> Result<()> {
+        let limit = self.inner.config.max_event_size;
+        if payload.len() > limit {
+            return Err(PubSubError::EventTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes `payload` on `topic` to every matching subscription and sink, now.
     ///
     /// Never waits: each matching subscriber either buffers the event or applies its
@@ -255,10 +267,11 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic` (see [`Topic::new`]), or [`PubSubError::Closed`]. Reaching
-    /// nobody is not an error: see [`PublishReport`].
+    /// A syntax error in `topic` (see [`Topic::new`]), [`PubSubError::EventTooLarge`] or
+    /// [`PubSubError::Closed`]. Reaching nobody is not an error: see [`PublishReport`].
     pub fn publish(&self, topic: impl IntoTopic, payload: Bytes) -> Result<PublishReport> {
         let topic = topic.into_topic()?;
+        self.check_size(&payload)?;
         let mut dead = None;
         let report = {
             let state = self.inner.read();
@@ -288,6 +301,7 @@ impl Bus {
     /// is published.
     pub fn publish_retained(&self, topic: impl IntoTopic, payload: Bytes) -> Result<PublishReport> {
         let topic = topic.into_topic()?;
+        self.check_size(&payload)?;
         let mut dead = None;
         let report = {
             let mut state = self.inner.write();

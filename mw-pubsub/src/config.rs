@@ -35,6 +35,16 @@ pub struct Config {
     /// rather than silently evicting another topic's state. Every matching retained message is
     /// replayed to each new subscriber, so this also bounds the work of a subscribe.
     pub max_retained_topics: usize,
+
+    /// Largest event payload, in bytes, that a publish accepts. Default 1 MiB (NATS's
+    /// `max_payload`).
+    ///
+    /// A larger publish fails with [`PubSubError::EventTooLarge`](crate::PubSubError::EventTooLarge)
+    /// and reaches nobody. Every subscriber may buffer up to its buffer's worth of events, so
+    /// this bounds a subscription's memory (buffer × limit) as much as the publisher's. A
+    /// broker also stores events for durable subscriptions as queue messages, so it refuses
+    /// to start with a limit above its queue message limit.
+    pub max_event_size: usize,
 }
 
 impl Default for Config {
@@ -43,6 +53,7 @@ impl Default for Config {
             max_subscriptions: 65_536,
             max_buffer: 65_536,
             max_retained_topics: 1024,
+            max_event_size: 1 << 20,
         }
     }
 }

@@ -110,6 +110,17 @@ pub enum PubSubError {
         limit: usize,
     },
 
+    /// A publish's payload is larger than [`Config::max_event_size`](crate::Config::max_event_size)
+    /// (or, for a [`RemoteBus`](crate::RemoteBus), than a frame can carry). Nothing was
+    /// published.
+    #[error("event of {size} bytes exceeds the max event size of {limit} bytes")]
+    EventTooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
     /// The subscription was closed by the bus because its buffer overflowed under
     /// [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect). Events buffered
     /// before that were still delivered.

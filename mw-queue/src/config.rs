@@ -28,6 +28,10 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// The largest [`Config::max_message_size`] the segment format can hold: a record's
+/// payload is at most 64 MiB, and it also carries the queue name and message metadata.
+pub const MAX_MESSAGE_SIZE: usize = (64 << 20) - 4096;
+
 /// Configuration of a [`QueueManager`](crate::QueueManager). Every field has a
 /// documented default; start from `Config::default()` and change what you need.
 ///
@@ -74,7 +78,9 @@ pub struct Config {
     /// flight) fail with [`Error::QueueFull`](crate::Error::QueueFull). `None`:
     /// unlimited. Default: `None`.
     pub max_queue_len: Option<u64>,
-    /// Largest accepted message body. Default: 4 MiB (the format allows up to 64 MiB).
+    /// Largest accepted message body; larger sends fail with
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge). Default: 4 MiB. At most
+    /// [`MAX_MESSAGE_SIZE`] (what a segment record can hold).
     pub max_message_size: usize,
     /// Most sends waiting for the log writer at once; further senders wait (they are
     /// not failed). Bounds memory while the disk is slow. Default: 65 536.

@@ -60,7 +60,7 @@ pub enum Error {
         limit: u64,
     },
     /// The message body exceeds `Config::max_message_size`.
-    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    #[error("message of {size} bytes exceeds the max message size of {limit} bytes")]
     MessageTooLarge {
         /// Body size in bytes.
         size: usize,
@@ -82,6 +82,10 @@ pub enum Error {
     /// The queue manager is shutting down.
     #[error("queue manager is closed")]
     Closed,
+    /// No queue by that name: nothing was ever stored in it (or it was deleted).
+    /// Administrative operations on such a name are refused rather than creating it.
+    #[error("no queue named {0:?}")]
+    UnknownQueue(String),
 }
 
 impl Error {

@@ -157,6 +157,10 @@ pub(crate) struct QueueState {
     other_timeouts: BinaryHeap<Reverse<(u64, u64)>>,
     pending_sends: u64,
     consumers: HashMap<u64, ConsumerState>,
+    /// Created only because a consumer attached, and nothing stored in it since: such a
+    /// queue is forgotten when its last consumer leaves, so receiving from a mistyped
+    /// name leaves no queue behind (issue 11, bug 7).
+    unused: bool,
     pub notify: Arc<Notify>,
 }
 
@@ -176,6 +180,7 @@ impl QueueState {
             other_timeouts: BinaryHeap::new(),
             pending_sends: 0,
             consumers: HashMap::new(),
+            unused: false,
             notify: Arc::new(Notify::new()),
         }
     }
@@ -472,12 +477,15 @@ impl State {
         self.next_lsn = lsn;
     }
 
-    /// The queue, created on first use.
+    /// The queue, created on first use. Every path that stores into a queue comes
+    /// through here, so the queue is no longer [`unused`](QueueState::unused).
     pub(crate) fn queue_mut(&mut self, name: &Arc<str>) -> &mut QueueState {
         if !self.queues.contains_key(&**name) {
             self.queues.insert(name.clone(), QueueState::new());
         }
-        self.queues.get_mut(&**name).expect("inserted above")
+        let q = self.queues.get_mut(&**name).expect("inserted above");
+        q.unused = false;
+        q
     }
 
     fn queue_name(&mut self, name: &str) -> Arc<str> {
@@ -606,7 +614,14 @@ impl State {
     pub(crate) fn add_consumer(&mut self, queue: &Arc<str>) -> (u64, Arc<Notify>) {
         let id = self.next_consumer;
         self.next_consumer += 1;
-        let q = self.queue_mut(queue);
+        let q = match self.queues.get_mut(&**queue) {
+            Some(q) => q,
+            None => {
+                let mut q = QueueState::new();
+                q.unused = true;
+                self.queues.entry(queue.clone()).or_insert(q)
+            }
+        };
         q.consumers.insert(id, ConsumerState::default());
         (id, q.notify.clone())
     }
@@ -617,6 +632,9 @@ impl State {
         self.release(queue, consumer, buffered);
         if let Some(q) = self.queues.get_mut(queue) {
             q.consumers.remove(&consumer);
+            if q.unused && q.consumers.is_empty() && q.len() == 0 && q.pending_sends == 0 {
+                self.queues.remove(queue);
+            }
         }
     }
 

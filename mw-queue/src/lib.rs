@@ -205,7 +205,7 @@ pub mod remote;
 mod segment;
 
 pub use clock::Clock;
-pub use config::{Config, FsyncPolicy};
+pub use config::{Config, FsyncPolicy, MAX_MESSAGE_SIZE};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use delivery::{Delivery, DeliveryTag};
 pub use error::{Error, Result};

@@ -60,4 +60,4 @@ pub use service::{
 };
 pub use wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
 
-pub(crate) use service::check_remote_name;
+pub use service::check_remote_name;

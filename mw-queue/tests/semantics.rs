@@ -482,3 +482,26 @@ async fn close_ends_consumers_and_refuses_sends() {
         Err(Error::Closed)
     ));
 }
+
+/// Issue 11, bug 7: receiving from a queue nobody sent to does not create it. While a
+/// consumer waits the name is listed (with its consumer); once the consumer leaves,
+/// nothing of it remains. A queue that was sent to stays when its consumer leaves.
+#[tokio::test]
+async fn a_consumer_of_an_unknown_queue_leaves_no_queue_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let qm = open(dir.path(), manual(&clock)).await;
+    let mut c = qm.queue("typo").consumer(ConsumerOptions::default());
+    assert!(try_recv(&mut c).is_none());
+    assert_eq!(qm.stats("typo").consumers, 1);
+    drop(c);
+    assert!(qm.queues().is_empty(), "{:?}", qm.queues());
+
+    let q = qm.queue("real");
+    let mut c = q.consumer(ConsumerOptions::default());
+    q.send(Message::new("x")).await.unwrap();
+    recv(&mut c).await.ack().await.unwrap();
+    drop(c);
+    let names: Vec<String> = qm.queues().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["real"]);
+}

@@ -26,43 +26,20 @@ enum Command {
         addr: String,
     },
     /// Run the broker: queues, the event bus, the tuple space and a registry on one address.
-    Broker {
-        /// Address to listen on: HOST:PORT or unix:PATH.
-        #[arg(long, default_value = "127.0.0.1:7800")]
-        addr: String,
-        /// Data directory for persistent queues (created if missing).
-        #[arg(long, default_value = "mw-data")]
-        data: std::path::PathBuf,
-        /// Forward queues matching PATTERN to the broker at ADDR (store and forward):
-        /// `orders.eu=HOST:PORT` (one queue), `orders.*=...` (a prefix), `*=...` (the
-        /// rest). Repeat for more routes; the most specific match wins.
-        #[arg(long = "route", value_name = "PATTERN=ADDR")]
-        routes: Vec<mw::queue::forward::Route>,
-        /// When confirmed sends are fsynced: `always` (group commit: nothing acknowledged
-        /// is lost even on power failure), `interval:MS`, or `never` (leave it to the OS).
-        #[arg(long, default_value = "always", value_parser = parse_fsync)]
-        fsync: mw::queue::FsyncPolicy,
-        /// Seconds a delivery stays invisible to other consumers before it is redelivered
-        /// unless acked.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
-        visibility_timeout: u64,
-        /// Deliveries after which a message moves to its queue's dead-letter queue
-        /// (`QUEUE.dlq`); 0 means never.
-        #[arg(long, value_name = "N", default_value_t = 5)]
-        max_attempts: u32,
-        /// Refuse new sends to a queue holding this many messages (a clear `queue full`
-        /// error); unlimited when absent.
-        #[arg(long, value_name = "N")]
-        max_queue_len: Option<u64>,
-    },
-    /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus.
+    Broker(BrokerOpts),
+    /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus; prints how
+    /// many subscribers each event reached.
     Pub {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Keep the message as the topic's retained message for late subscribers.
         #[arg(long)]
         retain: bool,
+        /// Print each event's report (matched, delivered, ...) as a JSON line instead of the
+        /// number of subscribers it reached.
+        #[arg(long)]
+        json: bool,
         /// Topic, such as sensors.kitchen.temp.
         topic: String,
         /// The message; without it, each line of stdin is one message.
@@ -71,7 +48,7 @@ enum Command {
     /// Subscribe to PATTERN on a broker and print `TOPIC BODY` lines.
     Sub {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Read (creating it if new) the durable subscription NAME, acknowledging each event.
         #[arg(long)]
@@ -88,7 +65,7 @@ enum Command {
     /// Send MESSAGE (or each line of stdin) to QUEUE on a broker; prints each message id once stored.
     Send {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// The queue.
         queue: String,
@@ -98,7 +75,7 @@ enum Command {
     /// Receive from QUEUE on a broker: print each message body, then acknowledge it.
     Recv {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Exit after N messages (default: run until interrupted).
         #[arg(long)]
@@ -113,7 +90,7 @@ enum Command {
     /// List a broker's queues: depth, in flight, consumers, dead letters.
     Queues {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
     },
     /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
@@ -128,6 +105,78 @@ enum Command {
         #[arg(long)]
         registry: String,
     },
+}
+
+/// `mw broker` flags.
+#[derive(Debug, clap::Args)]
+struct BrokerOpts {
+    /// Address to listen on: HOST:PORT or unix:PATH.
+    #[arg(long, default_value = mw::cli_args::DEFAULT_BROKER)]
+    addr: String,
+    /// Data directory for persistent queues (created if missing).
+    #[arg(long, default_value = "mw-data")]
+    data: std::path::PathBuf,
+    /// Forward queues matching PATTERN to the broker at ADDR (store and forward):
+    /// `orders.eu=HOST:PORT` (one queue), `orders.*=...` (a prefix), `*=...` (the
+    /// rest). Repeat for more routes; the most specific match wins.
+    #[arg(long = "route", value_name = "PATTERN=ADDR")]
+    routes: Vec<mw::queue::forward::Route>,
+    /// When confirmed sends are fsynced: `always` (group commit: nothing acknowledged
+    /// is lost even on power failure), `interval:MS`, or `never` (leave it to the OS).
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    fsync: mw::queue::FsyncPolicy,
+    /// Seconds a delivery stays invisible to other consumers before it is redelivered
+    /// unless acked.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    visibility_timeout: u64,
+    /// Deliveries after which a message moves to its queue's dead-letter queue
+    /// (`QUEUE.dlq`); 0 means never.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max_attempts: u32,
+    /// Refuse new sends to a queue holding this many messages (a clear `queue full`
+    /// error); unlimited when absent.
+    #[arg(long, value_name = "N")]
+    max_queue_len: Option<u64>,
+    /// Largest queue message body; a larger send is refused, naming the limit. Bytes, or
+    /// with a unit: 512KiB, 4MiB (at most 64 MiB less 4 KiB).
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = mw::cli_args::parse_size)]
+    max_message_size: usize,
+    /// Largest published event payload; a larger publish is refused, naming the limit.
+    /// At least 512 bytes below --max-message-size (durable subscriptions store events as
+    /// queue messages).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = mw::cli_args::parse_size)]
+    max_event_size: usize,
+    /// Largest frame accepted from a client; at least 64 KiB above --max-message-size.
+    /// Clients refuse to send frames over their own limit (16 MiB by default).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = mw::cli_args::parse_size)]
+    max_frame_size: usize,
+    /// Concurrent client connections; further connections are refused (`server overloaded`).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Event bus subscriptions (transient plus durable) held at once.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    max_subscriptions: usize,
+    /// Topics holding a retained message at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_retained_topics: usize,
+}
+
+impl BrokerOpts {
+    fn into_config(self) -> (String, mw::broker::BrokerConfig) {
+        let mut config = mw::broker::BrokerConfig::new(self.data);
+        config.routes = self.routes.into_iter().collect();
+        config.queue.fsync = self.fsync;
+        config.queue.visibility_timeout = std::time::Duration::from_secs(self.visibility_timeout);
+        config.queue.max_attempts = (self.max_attempts > 0).then_some(self.max_attempts);
+        config.queue.max_queue_len = self.max_queue_len;
+        config.queue.max_message_size = self.max_message_size;
+        config.pubsub.max_event_size = self.max_event_size;
+        config.pubsub.max_subscriptions = self.max_subscriptions;
+        config.pubsub.max_retained_topics = self.max_retained_topics;
+        config.server.transport.max_frame_len = self.max_frame_size;
+        config.server.max_connections = self.max_connections;
+        (self.addr, config)
+    }
 }
 
 const SPACE_HELP: &str = "\
@@ -146,7 +195,7 @@ enum SpaceVerb {
     /// Write TUPLE into the space; prints its id once the broker has it durably.
     Out {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Remove the tuple after SECS seconds if nobody took it.
         #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
@@ -157,7 +206,7 @@ enum SpaceVerb {
     /// Print a tuple matching PATTERN, leaving it in the space; waits for one to come.
     Rd {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
         #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
@@ -168,7 +217,7 @@ enum SpaceVerb {
     /// Remove and print a tuple matching PATTERN; waits for one to come.
     In {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
         #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
@@ -179,7 +228,7 @@ enum SpaceVerb {
     /// Print a tuple matching PATTERN without waiting (exit 1 if there is none).
     Rdp {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// The pattern, such as '["task", null]'.
         pattern: String,
@@ -187,7 +236,7 @@ enum SpaceVerb {
     /// Remove and print a tuple matching PATTERN without waiting (exit 1 if there is none).
     Inp {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// The pattern, such as '["task", null]'.
         pattern: String,
@@ -195,7 +244,7 @@ enum SpaceVerb {
     /// Print each tuple matching PATTERN as it is written (until Ctrl-C or N tuples).
     Notify {
         /// The broker's address.
-        #[arg(long)]
+        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
         broker: String,
         /// Exit after N tuples.
         #[arg(long)]
@@ -286,26 +335,14 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Queues { broker } => mw::cli_queue::queues(&broker, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
-        Command::Broker {
-            addr,
-            data,
-            routes,
-            fsync,
-            visibility_timeout,
-            max_attempts,
-            max_queue_len,
-        } => {
-            let mut config = mw::broker::BrokerConfig::new(data);
-            config.routes = routes.into_iter().collect();
-            config.queue.fsync = fsync;
-            config.queue.visibility_timeout = std::time::Duration::from_secs(visibility_timeout);
-            config.queue.max_attempts = (max_attempts > 0).then_some(max_attempts);
-            config.queue.max_queue_len = max_queue_len;
+        Command::Broker(opts) => {
+            let (addr, config) = opts.into_config();
             broker(&addr, config).await
         }
         Command::Pub {
             broker,
             retain,
+            json,
             topic,
             message,
         } => {
@@ -314,8 +351,9 @@ async fn main() -> std::process::ExitCode {
                 topic,
                 message,
                 retain,
+                json,
             };
-            mw::cli_pubsub::publish(args).await
+            mw::cli_pubsub::publish(args, &mut std::io::stdout()).await
         }
         Command::Sub {
             broker,

@@ -145,6 +145,13 @@ impl TestBroker {
     pub async fn start(queue: mw::queue::Config) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut config = mw::broker::BrokerConfig::new(dir.path());
+        // Events must fit in a queue message (durable subscriptions store them there):
+        // a test that lowers the message limit lowers the event limit with it.
+        config.pubsub.max_event_size = config.pubsub.max_event_size.min(
+            queue
+                .max_message_size
+                .saturating_sub(mw::broker::DURABLE_HEADROOM),
+        );
         config.queue = queue;
         let broker = mw::broker::open(config).await.expect("broker opens");
         let queues = broker.queues.clone();

@@ -82,10 +82,25 @@ async fn publish_loop(client: PubSubClient, mut rx: mpsc::Receiver<Cmd>, config:
     let mut cmds = Vec::with_capacity(config.max_batch_events);
     let mut enc = BatchEncoder::new();
     let limit = config.max_batch_events.max(1);
+    let frame_room = config
+        .client
+        .transport
+        .max_frame_len
+        .saturating_sub(FRAME_OVERHEAD);
     while rx.recv_many(&mut cmds, limit).await > 0 {
         for cmd in cmds.drain(..) {
             match cmd {
                 Cmd::Publish(topic, payload) => {
+                    // Each event fits in a frame on its own (`publish` checked); a batch
+                    // it would push over one frame is sent first, so no call is ever
+                    // refused for its size (which would end this task).
+                    let need = topic.as_str().len() + payload.len() + EVENT_OVERHEAD;
+                    if !enc.is_empty()
+                        && enc.bytes() + need > frame_room
+                        && client.publish_batch(enc.finish()).await.is_err()
+                    {
+                        return;
+                    }
                     enc.push(&topic, &payload, 0);
                     if enc.bytes() >= config.max_batch_bytes
                         && client.publish_batch(enc.finish()).await.is_err()
@@ -115,7 +130,16 @@ async fn publish_loop(client: PubSubClient, mut rx: mpsc::Receiver<Cmd>, config:
 pub struct RemoteBus {
     client: PubSubClient,
     tx: mpsc::Sender<Cmd>,
+    /// Largest topic + payload one frame carries (the connection's frame limit less
+    /// the headers).
+    frame_room: usize,
 }
+
+/// Bytes of a frame that are not the batch: frame and call headers, service name,
+/// argument length (generous).
+const FRAME_OVERHEAD: usize = 1024;
+/// Bytes of one packed event besides its topic and payload: three varints.
+const EVENT_OVERHEAD: usize = 30;
 
 impl std::fmt::Debug for RemoteBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,8 +172,17 @@ impl RemoteBus {
         let channel = Channel::connect_with(addr, config.client.clone()).await?;
         let client = PubSubClient::new(channel);
         let (tx, rx) = mpsc::channel(config.publish_queue.max(1));
+        let frame_room = config
+            .client
+            .transport
+            .max_frame_len
+            .saturating_sub(FRAME_OVERHEAD);
         tokio::spawn(publish_loop(client.clone(), rx, config));
-        Ok(RemoteBus { client, tx })
+        Ok(RemoteBus {
+            client,
+            tx,
+            frame_room,
+        })
     }
 
     /// The generated RPC client, for calls this type does not wrap.
@@ -163,18 +196,39 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic` (checked here, nothing is sent), or
-    /// [`PubSubError::Rpc`] with `Disconnected` once the connection is gone.
+    /// A syntax error in `topic` (checked here, nothing is sent),
+    /// [`PubSubError::EventTooLarge`] for an event no frame can carry (the connection's
+    /// `transport.max_frame_len` less the headers; nothing
+    /// is sent), or [`PubSubError::Rpc`] with `Disconnected` once the connection is gone.
+    /// An event within the frame limit but over the broker's max event size is dropped
+    /// by the broker (this call is fire-and-forget); [`publish_report`](Self::publish_report)
+    /// reports that refusal.
     ///
     /// # Cancel safety
     ///
     /// If cancelled while waiting for room in the queue, the event is not sent.
     pub async fn publish(&self, topic: impl IntoTopic, payload: impl Into<Bytes>) -> Result<()> {
         let topic = topic.into_topic()?;
+        let payload = payload.into();
+        self.check_frame(&topic, &payload)?;
         self.tx
-            .send(Cmd::Publish(topic, payload.into()))
+            .send(Cmd::Publish(topic, payload))
             .await
             .map_err(|_| disconnected())
+    }
+
+    /// Refuses an event that cannot fit in one frame.
+    fn check_frame(&self, topic: &Topic, payload: &Bytes) -> Result<()> {
+        let limit = self
+            .frame_room
+            .saturating_sub(topic.as_str().len() + EVENT_OVERHEAD);
+        if payload.len() > limit {
+            return Err(PubSubError::EventTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Encodes `value` with postcard and [`publish`](Self::publish)es it.
@@ -215,14 +269,19 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic`; [`PubSubError::Rpc`] for a failed call.
+    /// A syntax error in `topic`; [`PubSubError::EventTooLarge`] for an event no frame can
+    /// carry (nothing is sent); [`PubSubError::Remote`] with
+    /// [`RemoteError::EventTooLarge`](super::RemoteError::EventTooLarge) for one over the
+    /// broker's max event size; [`PubSubError::Rpc`] for a failed call.
     pub async fn publish_report(
         &self,
         topic: impl IntoTopic,
         payload: impl Into<Bytes>,
     ) -> Result<PublishReport> {
         let topic = topic.into_topic()?;
-        let payload = Blob(payload.into());
+        let payload = payload.into();
+        self.check_frame(&topic, &payload)?;
+        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_report(topic.to_string(), payload).await }.boxed()
@@ -245,7 +304,9 @@ impl RemoteBus {
         payload: impl Into<Bytes>,
     ) -> Result<PublishReport> {
         let topic = topic.into_topic()?;
-        let payload = Blob(payload.into());
+        let payload = payload.into();
+        self.check_frame(&topic, &payload)?;
+        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_retained(topic.to_string(), payload).await }.boxed()

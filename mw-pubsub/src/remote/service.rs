@@ -179,7 +179,9 @@ impl PubSub for PubSubService {
     async fn publish(&self, topic: String, payload: Blob) {
         match Topic::new(&topic) {
             Ok(t) => {
-                let _ = self.bus.publish(&t, payload.0);
+                if let Err(err) = self.bus.publish(&t, payload.0) {
+                    tracing::info!(topic = %t, error = %err, "refused a one-way publish");
+                }
             }
             Err(e) => tracing::debug!(error = %e, "dropping one-way publish"),
         }
@@ -188,7 +190,11 @@ impl PubSub for PubSubService {
     async fn publish_batch(&self, batch: Blob) {
         let bus = &self.bus;
         let r = decode_batch(&batch, |e| {
-            let _ = bus.publish(&e.topic, e.payload);
+            if let Err(err) = bus.publish(&e.topic, e.payload) {
+                // One-way: nobody to answer, so the refusal (an oversized event, a closed
+                // bus) is the operator's to see.
+                tracing::info!(topic = %e.topic, error = %err, "refused a one-way publish");
+            }
         });
         if let Err(e) = r {
             tracing::warn!(error = %e, "dropping the rest of a malformed publish batch");

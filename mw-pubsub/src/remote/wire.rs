@@ -182,6 +182,14 @@ pub enum RemoteError {
     /// A batch did not decode.
     #[error("malformed batch: {0}")]
     Malformed(String),
+    /// The payload is larger than the broker's max event size; nothing was published.
+    #[error("event of {size} bytes exceeds the broker's max event size of {limit} bytes")]
+    EventTooLarge {
+        /// The payload's size in bytes.
+        size: u64,
+        /// The broker's limit (`mw broker --max-event-size`).
+        limit: u64,
+    },
 }
 
 impl From<&PubSubError> for RemoteError {
@@ -203,6 +211,10 @@ impl From<&PubSubError> for RemoteError {
             PubSubError::RetainedFull { limit } => RemoteError::RetainedFull(*limit as u64),
             PubSubError::SlowConsumer { capacity } => RemoteError::SlowConsumer(*capacity as u64),
             PubSubError::Closed => RemoteError::Closed,
+            PubSubError::EventTooLarge { size, limit } => RemoteError::EventTooLarge {
+                size: *size as u64,
+                limit: *limit as u64,
+            },
             PubSubError::Remote(r) => r.clone(),
             other => RemoteError::Storage(other.to_string()),
         }

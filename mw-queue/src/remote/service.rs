@@ -155,8 +155,12 @@ impl QueueServiceImpl {
     }
 }
 
-/// Refuses names a remote client may not use (see [`QueueServiceImpl`]).
-pub(crate) fn check_remote_name(name: &str) -> Result<(), QueueError> {
+/// Refuses names a remote client may not use (see [`QueueServiceImpl`]): empty, longer
+/// than 255 bytes, or holding whitespace or control characters.
+///
+/// # Errors
+/// [`QueueError::InvalidQueueName`] naming the name.
+pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && !name.chars().any(|c| c.is_control() || c.is_whitespace());

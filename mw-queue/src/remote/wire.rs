@@ -184,7 +184,7 @@ pub enum QueueError {
     #[error("broker disk full: {0}")]
     DiskFull(String),
     /// The body exceeds the broker's `max_message_size`.
-    #[error("message of {size} bytes exceeds the broker's limit of {limit} bytes")]
+    #[error("message of {size} bytes exceeds the broker's max message size of {limit} bytes")]
     MessageTooLarge {
         /// Body size in bytes.
         size: u64,
@@ -219,6 +219,11 @@ pub enum QueueError {
     /// The request itself is unacceptable (for instance a batch over the size limit).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The broker has no queue by that name: nothing was ever sent to it (since the
+    /// broker started, or since it was deleted). Queues are created by sending to them;
+    /// receiving, inspecting or administering a name creates nothing.
+    #[error("no queue named {0:?} on the broker")]
+    UnknownQueue(String),
 }
 
 impl QueueError {
@@ -231,6 +236,7 @@ impl QueueError {
                 | QueueError::InvalidQueueName(_)
                 | QueueError::DeliveryNotFound { .. }
                 | QueueError::BadRequest(_)
+                | QueueError::UnknownQueue(_)
         )
     }
 }
@@ -249,6 +255,7 @@ impl From<Error> for QueueError {
             Error::Corrupt { .. } => QueueError::Corrupt(e.to_string()),
             Error::Poisoned => QueueError::Poisoned,
             Error::Closed => QueueError::Closed,
+            Error::UnknownQueue(n) => QueueError::UnknownQueue(n),
             // Io, Locked and future variants.
             other => QueueError::Io(crate_chain(&other)),
         }
