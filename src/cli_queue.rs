@@ -15,95 +15,167 @@
 //! - `mw queues --broker ADDR` prints a table of queues: name, depth, in flight,
 //!   consumers, dead letters.
 //!
+//! Scripting: every verb takes the broker from `--broker`, `$MW_BROKER` or
+//! `127.0.0.1:7800`; `send` also reads a whole file (`--file`) or length-framed stdin
+//! (`--framed`, see [`crate::cli_input`]) and sets `--ttl`, `--delay` and `--id`; `recv`
+//! writes JSON lines (`--json`) or frames (`--framed`); `queues --json` prints an array.
+//!
 //! Every failure is one plain line (`cannot connect to broker at ..`, `queue q is full`,
 //! `broker disk full: ..`) and a non-zero exit code, via [`crate::run::exit_boxed`].
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use futures::FutureExt;
-use tokio::io::AsyncBufReadExt;
+use bytes::Bytes;
 
+use crate::cli_args::DEFAULT_BROKER;
+use crate::cli_input::{body_json, item_name, spawn_reader, write_framed, Source};
+use crate::cli_space::parse_secs;
 use crate::queue::remote::{QueueError, QueueInfo, RemoteQueues};
 use crate::queue::{ConsumerOptions, Message};
 use crate::run::BoxError;
 
-/// Most stdin lines sent in one batch by `mw send`.
+/// Most stdin messages sent in one batch by `mw send`.
 const SEND_BATCH: usize = 1000;
 
 /// Options of `mw send`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
     /// The broker's address.
+    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
     /// The queue.
     pub queue: String,
-    /// The message; `None` sends each line of stdin.
+    /// The message; without it (and without --file or --framed), each line of stdin is one
+    /// message.
     pub message: Option<String>,
+    /// Send the whole of FILE (`-`: all of stdin) as one message, byte for byte.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["message", "framed"])]
+    pub file: Option<PathBuf>,
+    /// Read messages from stdin length-framed (each a 4-byte big-endian length, then that
+    /// many bytes): binary bodies, newlines included.
+    #[arg(long, conflicts_with = "message")]
+    pub framed: bool,
+    /// Time to live: the broker drops a message not consumed within SECS of storing it.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub ttl: Option<Duration>,
+    /// Deliver no earlier than SECS after storing.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub delay: Option<Duration>,
+    /// The message's id, chosen by you: 32 hex digits (as `mw send` prints ids) or a
+    /// decimal number. Sending again with the same id within the broker's dedup window
+    /// (5 min) stores it once. Only with one message (MESSAGE or --file).
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub id: Option<u128>,
 }
 
 /// Options of `mw recv`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RecvArgs {
     /// The broker's address.
+    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
+    /// Exit after N messages (default: run until interrupted).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Give up (exit 1) when no message arrives within SECS seconds of starting or of
+    /// the previous message; default: wait forever.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+    /// Print each message as a JSON line: id, attempt, sent_at_ms and body (or body_hex
+    /// when it is not UTF-8).
+    #[arg(long, conflicts_with = "framed")]
+    pub json: bool,
+    /// Write each body length-framed (a 4-byte big-endian length, then the bytes), as
+    /// `mw send --framed` reads them.
+    #[arg(long)]
+    pub framed: bool,
     /// The queue.
     pub queue: String,
-    /// Exit after this many messages.
-    pub count: Option<u64>,
-    /// Give up when no message arrives within this long (of starting, or of the
-    /// previous message).
-    pub timeout: Option<std::time::Duration>,
+}
+
+/// Parses a message id: 32 hex digits (or `0x` and hex digits), else a decimal number.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_id(s: &str) -> Result<u128, String> {
+    let hex = s.strip_prefix("0x").or((s.len() == 32).then_some(s));
+    let parsed = match hex {
+        Some(h) => u128::from_str_radix(h, 16),
+        None => s.parse::<u128>(),
+    };
+    parsed.map_err(|_| format!("{s:?}: expected 32 hex digits or a decimal number"))
 }
 
 /// Runs `mw send`, printing one line per message to `out`: its id once stored, or `-`
-/// for a line the broker refused (named, with its line number, on stderr).
+/// for a message the broker refused (named, with its line or message number, on stderr).
 ///
-/// Every line gets its outcome: a refused line does not stop the lines after it (the
+/// Every message gets its outcome: a refused one does not stop those after it (the
 /// broker stores a batch's other messages anyway), so stdout line N always says what
-/// became of input line N, and the command exits with an error naming the refused
-/// lines. If the connection fails mid-batch, the lines of that batch have an unknown
+/// became of input message N, and the command exits with an error naming the refused
+/// ones. If the connection fails mid-batch, the messages of that batch have an unknown
 /// outcome: the error names them and nothing after them is sent.
 ///
 /// # Errors
 ///
-/// An unreachable broker, refused lines, a lost connection, a failed read of stdin.
+/// An unreachable broker, refused messages, a lost connection, a failed read of the
+/// input, `--id` with more than one message.
 pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
+    let source = Source::from_flags(args.message.clone(), args.file.clone(), args.framed)?;
+    if args.id.is_some() && !source.is_single() {
+        return Err("--id names one message: give MESSAGE or --file".into());
+    }
+    let item = item_name(&source);
+    let make = |body: Bytes| {
+        let mut m = Message::new(body);
+        if let Some(ttl) = args.ttl {
+            m = m.with_ttl(ttl);
+        }
+        if let Some(delay) = args.delay {
+            m = m.with_delay(delay);
+        }
+        if let Some(id) = args.id {
+            m = m.with_id(id);
+        }
+        m
+    };
     let broker = RemoteQueues::connect(&args.broker).await?;
     let queue = broker.queue(&args.queue);
-    if let Some(m) = args.message {
-        let id = queue.send(Message::new(m)).await?;
+    let single = source.is_single();
+    let mut input = spawn_reader(source);
+    if single {
+        let body = input.recv().await.ok_or("no input")??;
+        let id = queue.send(make(body)).await?;
         writeln!(out, "{id}")?;
         return Ok(());
     }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut eof = false;
-    // 1-based number of the next line read.
-    let mut line_no = 1u64;
+    // 1-based number of the next message read.
+    let mut next_no = 1u64;
     let mut refused = Vec::new();
-    while !eof {
-        let Some(first) = lines.next_line().await? else {
+    let mut read_error = None;
+    while read_error.is_none() {
+        let Some(first) = input.recv().await else {
             break;
         };
-        let mut batch = vec![Message::new(first)];
-        // Whatever else is already readable joins the batch; `next_line` is cancel-safe,
-        // so a line half-read here is finished by the next call.
+        let mut batch = vec![make(first?)];
+        // Whatever else is already read joins the batch.
         while batch.len() < SEND_BATCH {
-            match lines.next_line().now_or_never() {
-                Some(Ok(Some(line))) => batch.push(Message::new(line)),
-                Some(Ok(None)) => {
-                    eof = true;
+            match input.try_recv() {
+                Ok(Ok(body)) => batch.push(make(body)),
+                Ok(Err(e)) => {
+                    read_error = Some(e);
                     break;
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
+                Err(_) => break,
             }
         }
-        let first_no = line_no;
-        let last_no = line_no + batch.len() as u64 - 1;
-        line_no = last_no + 1;
+        let first_no = next_no;
+        let last_no = next_no + batch.len() as u64 - 1;
+        next_no = last_no + 1;
         let results = queue.send_batch(batch).await.map_err(|e| {
             format!(
-                "lines {first_no}-{last_no} may or may not be stored (nothing after them was sent): {}",
+                "{item}s {first_no}-{last_no} may or may not be stored (nothing after them was sent): {}",
                 crate::run::chain(&e)
             )
         })?;
@@ -112,18 +184,33 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
                 Ok(id) => writeln!(out, "{id}")?,
                 Err(e) => {
                     writeln!(out, "-")?;
-                    eprintln!("mw send: line {n} not stored: {e}");
+                    eprintln!("mw send: {item} {n} not stored: {e}");
                     refused.push(n);
                 }
             }
         }
         out.flush()?;
     }
-    match refused.as_slice() {
+    if let Some(e) = read_error {
+        return Err(format!(
+            "reading {item} {next_no} failed (every {item} before it was sent): {e}"
+        )
+        .into());
+    }
+    refused_error(item, "stored", &refused)
+}
+
+/// `Ok` when nothing was refused, else the error naming the refused items:
+/// `line 6 was not stored; every other line was`.
+///
+/// # Errors
+/// As described.
+pub fn refused_error(item: &str, done: &str, refused: &[u64]) -> Result<(), BoxError> {
+    match refused {
         [] => Ok(()),
-        [n] => Err(format!("line {n} was not stored; every other line was").into()),
+        [n] => Err(format!("{item} {n} was not {done}; every other {item} was").into()),
         many => Err(format!(
-            "{} lines were not stored (lines {}); every other line was",
+            "{} {item}s were not {done} ({item}s {}); every other {item} was",
             many.len(),
             many.iter()
                 .map(u64::to_string)
@@ -134,11 +221,13 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     }
 }
 
-/// Runs `mw recv`, printing each body as a line to `out` and acknowledging it after.
+/// Runs `mw recv`, printing each body to `out` (a line, a JSON line or a frame) and
+/// acknowledging it after.
 ///
 /// # Errors
 ///
-/// An unreachable or lost broker, an invalid queue name, a failed write to `out`.
+/// An unreachable or lost broker, an invalid or unknown queue name, a failed write to
+/// `out`, no message within `--timeout`.
 pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let broker = RemoteQueues::connect(&args.broker).await?;
     check_known(&broker, &args.queue).await?;
@@ -182,7 +271,21 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
             },
             () = &mut interrupted => break,
         };
-        writeln!(out, "{}", String::from_utf8_lossy(d.body()))?;
+        if args.json {
+            let (key, body) = body_json(d.body());
+            let line = serde_json::json!({
+                "queue": args.queue,
+                "id": d.id().to_string(),
+                "attempt": d.attempt(),
+                "sent_at_ms": d.sent_at_ms(),
+                key: body,
+            });
+            writeln!(out, "{line}")?;
+        } else if args.framed {
+            write_framed(out, d.body())?;
+        } else {
+            writeln!(out, "{}", String::from_utf8_lossy(d.body()))?;
+        }
         out.flush()?;
         acks.spawn(d.ack());
         received += 1;
@@ -218,16 +321,49 @@ pub async fn check_known(broker: &RemoteQueues, name: &str) -> Result<(), BoxErr
     }
 }
 
-/// Runs `mw queues`, printing a table to `out`.
+/// Options of `mw queues` (and `mw queue list`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueuesArgs {
+    /// The broker's address.
+    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// Print a JSON array of objects (name, depth, delayed, in_flight, consumers,
+    /// dead_letters) instead of the table; names are never shortened.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `mw queues`, printing a table (or JSON) to `out`.
 ///
 /// # Errors
 ///
 /// An unreachable broker.
-pub async fn queues(broker: &str, out: &mut dyn Write) -> Result<(), BoxError> {
-    let broker = RemoteQueues::connect(broker).await?;
+pub async fn queues(args: QueuesArgs, out: &mut dyn Write) -> Result<(), BoxError> {
+    let broker = RemoteQueues::connect(&args.broker).await?;
     let list = broker.queues().await?;
-    write_table(&list, out)?;
+    if args.json {
+        writeln!(out, "{}", queues_json(&list))?;
+    } else {
+        write_table(&list, out)?;
+    }
     Ok(())
+}
+
+/// `queues` as a JSON array, one object per queue.
+pub fn queues_json(queues: &[QueueInfo]) -> serde_json::Value {
+    queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "name": q.name,
+                "depth": q.depth,
+                "delayed": q.delayed,
+                "in_flight": q.in_flight,
+                "consumers": q.consumers,
+                "dead_letters": q.dead_letters,
+            })
+        })
+        .collect()
 }
 
 /// Widest the QUEUE column gets; longer names are shortened in the middle with `…`.

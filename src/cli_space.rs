@@ -61,12 +61,15 @@ pub enum Op {
         /// The pattern's JSON text.
         pattern: String,
     },
-    /// `notify PATTERN [--count N]`.
+    /// `notify PATTERN [--count N] [--timeout SECS]`.
     Notify {
         /// The pattern's JSON text.
         pattern: String,
         /// Exit after this many tuples.
         count: Option<u64>,
+        /// Give up when no tuple comes within this long (of subscribing, or of the
+        /// previous one).
+        timeout: Option<Duration>,
     },
 }
 
@@ -143,7 +146,11 @@ pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxErr
             let space = connect(broker).await?;
             print(out, space.inp(&pattern).await?)?;
         }
-        Op::Notify { pattern, count } => {
+        Op::Notify {
+            pattern,
+            count,
+            timeout,
+        } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;
             let mut notes = space.notify(&pattern, SubscribeOptions::default()).await?;
@@ -151,7 +158,12 @@ pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxErr
             let mut seen = 0u64;
             let mut reported = 0;
             while count.is_none_or(|n| seen < n) {
-                let tuple = notes.next().await?;
+                let tuple = match timeout {
+                    None => notes.next().await?,
+                    Some(t) => tokio::time::timeout(t, notes.next()).await.map_err(|_| {
+                        format!("no tuple matching {pattern} within {} s", t.as_secs_f64())
+                    })??,
+                };
                 if notes.missed() > reported {
                     reported = notes.missed();
                     eprintln!("mw space notify: {reported} writes missed so far (slow consumer)");

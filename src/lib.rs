@@ -47,6 +47,7 @@ pub use mw_space as space;
 
 pub mod broker;
 pub mod cli_args;
+pub mod cli_input;
 pub mod cli_pubsub;
 pub mod cli_queue;
 pub mod cli_space;

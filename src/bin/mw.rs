@@ -27,72 +27,18 @@ enum Command {
     },
     /// Run the broker: queues, the event bus, the tuple space and a registry on one address.
     Broker(BrokerOpts),
-    /// Publish MESSAGE (or each line of stdin) to TOPIC on a broker's event bus; prints how
-    /// many subscribers each event reached.
-    Pub {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Keep the message as the topic's retained message for late subscribers.
-        #[arg(long)]
-        retain: bool,
-        /// Print each event's report (matched, delivered, ...) as a JSON line instead of the
-        /// number of subscribers it reached.
-        #[arg(long)]
-        json: bool,
-        /// Topic, such as sensors.kitchen.temp.
-        topic: String,
-        /// The message; without it, each line of stdin is one message.
-        message: Option<String>,
-    },
+    /// Publish MESSAGE (or each line of stdin, a file, framed stdin) to TOPIC on a broker's
+    /// event bus; prints how many subscribers each event reached.
+    Pub(mw::cli_pubsub::PubArgs),
     /// Subscribe to PATTERN on a broker and print `TOPIC BODY` lines.
-    Sub {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Read (creating it if new) the durable subscription NAME, acknowledging each event.
-        #[arg(long)]
-        durable: Option<String>,
-        /// Exit after N events.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Broker-side buffer in events (slow-consumer policy: drop oldest).
-        #[arg(long, default_value_t = 1024)]
-        buffer: usize,
-        /// Pattern: dot-separated, `*` matches one level, a final `>` the rest.
-        pattern: String,
-    },
-    /// Send MESSAGE (or each line of stdin) to QUEUE on a broker; prints each message id once stored.
-    Send {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// The queue.
-        queue: String,
-        /// The message; without it, each line of stdin is one message.
-        message: Option<String>,
-    },
+    Sub(mw::cli_pubsub::SubArgs),
+    /// Send MESSAGE (or each line of stdin, a file, framed stdin) to QUEUE on a broker;
+    /// prints each message id once stored.
+    Send(mw::cli_queue::SendArgs),
     /// Receive from QUEUE on a broker: print each message body, then acknowledge it.
-    Recv {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Exit after N messages (default: run until interrupted).
-        #[arg(long)]
-        count: Option<u64>,
-        /// Give up (exit 1) when no message arrives within SECS seconds of starting or of
-        /// the previous message; default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
-        timeout: Option<std::time::Duration>,
-        /// The queue.
-        queue: String,
-    },
+    Recv(mw::cli_queue::RecvArgs),
     /// List a broker's queues: depth, in flight, consumers, dead letters.
-    Queues {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-    },
+    Queues(mw::cli_queue::QueuesArgs),
     /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
     #[command(after_help = SPACE_HELP)]
     Space {
@@ -104,6 +50,9 @@ enum Command {
         /// The registry's address.
         #[arg(long)]
         registry: String,
+        /// Print a JSON array of objects (name, version, addr, ttl_ms).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -249,6 +198,10 @@ enum SpaceVerb {
         /// Exit after N tuples.
         #[arg(long)]
         count: Option<u64>,
+        /// Give up (exit 1) when no tuple is written within SECS seconds of subscribing or
+        /// of the previous one; default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
+        timeout: Option<std::time::Duration>,
         /// The pattern, such as '["result", null, null]'.
         pattern: String,
     },
@@ -278,8 +231,16 @@ impl SpaceVerb {
             SpaceVerb::Notify {
                 broker,
                 count,
+                timeout,
                 pattern,
-            } => (broker, Op::Notify { pattern, count }),
+            } => (
+                broker,
+                Op::Notify {
+                    pattern,
+                    count,
+                    timeout,
+                },
+            ),
         }
     }
 }
@@ -302,82 +263,41 @@ async fn main() -> std::process::ExitCode {
                 .await
                 .map_err(Into::into)
         }
-        Command::Lookup { registry } => lookup(&registry).await,
+        Command::Lookup { registry, json } => lookup(&registry, json).await,
         Command::Space { verb } => {
             let (broker, op) = verb.into_op();
             mw::cli_space::run(&broker, op, &mut std::io::stdout()).await
         }
-        Command::Send {
-            broker,
-            queue,
-            message,
-        } => {
-            let args = mw::cli_queue::SendArgs {
-                broker,
-                queue,
-                message,
-            };
-            mw::cli_queue::send(args, &mut std::io::stdout()).await
-        }
-        Command::Recv {
-            broker,
-            count,
-            timeout,
-            queue,
-        } => {
-            let args = mw::cli_queue::RecvArgs {
-                broker,
-                queue,
-                count,
-                timeout,
-            };
-            mw::cli_queue::recv(args, &mut std::io::stdout()).await
-        }
-        Command::Queues { broker } => mw::cli_queue::queues(&broker, &mut std::io::stdout()).await,
+        Command::Send(args) => mw::cli_queue::send(args, &mut std::io::stdout()).await,
+        Command::Recv(args) => mw::cli_queue::recv(args, &mut std::io::stdout()).await,
+        Command::Queues(args) => mw::cli_queue::queues(args, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
             let (addr, config) = opts.into_config();
             broker(&addr, config).await
         }
-        Command::Pub {
-            broker,
-            retain,
-            json,
-            topic,
-            message,
-        } => {
-            let args = mw::cli_pubsub::PubArgs {
-                broker,
-                topic,
-                message,
-                retain,
-                json,
-            };
-            mw::cli_pubsub::publish(args, &mut std::io::stdout()).await
-        }
-        Command::Sub {
-            broker,
-            durable,
-            count,
-            buffer,
-            pattern,
-        } => {
-            let args = mw::cli_pubsub::SubArgs {
-                broker,
-                pattern,
-                durable,
-                count,
-                buffer,
-            };
-            mw::cli_pubsub::subscribe(args, &mut std::io::stdout()).await
-        }
+        Command::Pub(args) => mw::cli_pubsub::publish(args, &mut std::io::stdout()).await,
+        Command::Sub(args) => mw::cli_pubsub::subscribe(args, &mut std::io::stdout()).await,
     };
     mw::run::exit_boxed("mw", result)
 }
 
-async fn lookup(registry: &str) -> Result<(), mw::run::BoxError> {
+async fn lookup(registry: &str, json: bool) -> Result<(), mw::run::BoxError> {
     let client = mw::rpc::registry::RegistryClient::connect(registry).await?;
-    for r in client.list().await? {
+    let list = client.list().await?;
+    if json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "version": r.version, "addr": r.addr, "ttl_ms": r.ttl_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    for r in list {
         println!("{} v{} {} (ttl {} ms)", r.name, r.version, r.addr, r.ttl_ms);
     }
     Ok(())

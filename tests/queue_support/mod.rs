@@ -127,6 +127,64 @@ pub fn run_mw(args: &[&str], stdin: Option<&str>) -> Output {
     }
 }
 
+/// What a finished `mw` process wrote, as bytes.
+#[derive(Debug)]
+pub struct RawOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs `mw ARGS` with `stdin` bytes and extra environment to completion (bounded by
+/// [`WAIT`]; killed if it takes longer); `MW_BROKER` is removed unless `env` sets it.
+pub fn run_mw_raw(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> RawOutput {
+    let mut cmd = Command::new(MW);
+    cmd.args(args).env_remove("MW_BROKER");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw starts");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // Written on a thread: a child that does not read must not block the test.
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = mpsc::channel();
+    let collect = |mut r: Box<dyn Read + Send>, tx: mpsc::Sender<(bool, Vec<u8>)>, is_out| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            let _ = tx.send((is_out, buf));
+        });
+    };
+    collect(Box::new(child.stdout.take().unwrap()), tx.clone(), true);
+    collect(Box::new(child.stderr.take().unwrap()), tx, false);
+    let mut proc = Proc(child);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (is_out, bytes) = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("mw {args:?} did not finish within {WAIT:?}"));
+        if is_out {
+            stdout = bytes;
+        } else {
+            stderr = bytes;
+        }
+    }
+    let status = proc.0.wait().expect("wait for mw");
+    RawOutput {
+        status,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// An address nothing listens on (bound, read back, released).
 pub fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
