@@ -46,6 +46,7 @@ pub use mw_rpc as rpc;
 pub use mw_space as space;
 
 pub mod broker;
+pub mod cli_admin;
 pub mod cli_args;
 pub mod cli_input;
 pub mod cli_pubsub;

@@ -199,15 +199,21 @@ impl Drop for TakenGuard {
     }
 }
 
-struct Fetched {
-    id: u128,
-    sent_at_ms: u64,
-    expires_at_ms: u64,
-    body: Bytes,
+pub(crate) struct Fetched {
+    pub id: u128,
+    pub sent_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub body: Bytes,
 }
 
 fn read_body(shared: &Shared, t: &Taken) -> Result<Fetched> {
-    let payload = shared.log.read(t.tag.lsn, t.offset, t.len)?;
+    read_at(shared, t.tag.lsn, t.offset, t.len)
+}
+
+/// Reads the message enqueued at `lsn` (its record at `offset`, `len` bytes) back from
+/// its segment. Blocking.
+pub(crate) fn read_at(shared: &Shared, lsn: u64, offset: u32, len: u32) -> Result<Fetched> {
+    let payload = shared.log.read(lsn, offset, len)?;
     match record::decode(&payload) {
         Ok((
             _,
@@ -223,8 +229,8 @@ fn read_body(shared: &Shared, t: &Taken) -> Result<Fetched> {
             body: Bytes::from(payload).slice(body_offset..),
         }),
         _ => Err(Error::corrupt(
-            shared.log.segment_path(t.tag.lsn),
-            t.offset as u64,
+            shared.log.segment_path(lsn),
+            offset as u64,
             "expected an enqueue record",
         )),
     }

@@ -86,6 +86,15 @@ pub enum Error {
     /// Administrative operations on such a name are refused rather than creating it.
     #[error("no queue named {0:?}")]
     UnknownQueue(String),
+    /// The queue cannot be deleted while consumers are attached (or sends to it are
+    /// still being written).
+    #[error("queue {queue} is in use ({consumers} consumers attached); stop them first")]
+    QueueInUse {
+        /// The queue.
+        queue: String,
+        /// Consumers attached.
+        consumers: u64,
+    },
 }
 
 impl Error {

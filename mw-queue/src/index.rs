@@ -313,6 +313,73 @@ impl QueueState {
         self.delayed.remove(&(due, lsn))
     }
 
+    /// Takes every waiting message (ready, returned, delayed) out, in no particular
+    /// order. The caller has read spilled messages back first (`runs` is empty).
+    fn drain_waiting(&mut self) -> Vec<(u64, Meta)> {
+        debug_assert!(
+            self.runs.is_empty(),
+            "the caller reads spilled messages back first"
+        );
+        let mut out: Vec<(u64, Meta)> = self
+            .ready
+            .drain(..)
+            .map(|s| {
+                (
+                    s.lsn,
+                    Meta {
+                        offset: s.offset,
+                        len: s.len,
+                        deliveries: 0,
+                    },
+                )
+            })
+            .collect();
+        out.extend(std::mem::take(&mut self.retry));
+        out.extend(
+            std::mem::take(&mut self.delayed)
+                .into_iter()
+                .map(|((_, l), m)| (l, m)),
+        );
+        self.delayed_due.clear();
+        out
+    }
+
+    /// Up to `max` waiting messages in the order they would be delivered (the in-memory
+    /// head and returned messages merged by position, then delayed ones by due time),
+    /// with their state. Spilled messages are not listed.
+    fn browse(&self, max: usize) -> Vec<(u64, Meta, Waiting)> {
+        let mut out = Vec::new();
+        let mut ready = self.ready.iter().peekable();
+        let mut retry = self.retry.iter().peekable();
+        while out.len() < max {
+            let take_ready = match (ready.peek(), retry.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(s), Some((k, _))) => s.lsn < **k,
+            };
+            if take_ready {
+                let s = ready.next().expect("peeked");
+                let meta = Meta {
+                    offset: s.offset,
+                    len: s.len,
+                    deliveries: 0,
+                };
+                out.push((s.lsn, meta, Waiting::Ready));
+            } else {
+                let (k, m) = retry.next().expect("peeked");
+                out.push((*k, *m, Waiting::Returned));
+            }
+        }
+        for (&(due, lsn), m) in self.delayed.iter() {
+            if out.len() >= max {
+                break;
+            }
+            out.push((lsn, *m, Waiting::Delayed { due_ms: due }));
+        }
+        out
+    }
+
     fn insert_delayed(&mut self, lsn: u64, due: u64, meta: Meta) {
         self.delayed.insert((due, lsn), meta);
         self.delayed_due.insert(lsn, due);
@@ -423,6 +490,29 @@ pub(crate) struct Taken {
     pub tag: DeliveryTag,
     pub offset: u32,
     pub len: u32,
+    pub cached: Option<CachedBody>,
+}
+
+/// Where a waiting message is, as browsing reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Never delivered, in line.
+    Ready,
+    /// Delivered before and returned (nacked, timed out, moved here), in line.
+    Returned,
+    /// Not deliverable before `due_ms` (ms since the Unix epoch).
+    Delayed {
+        /// When it becomes deliverable.
+        due_ms: u64,
+    },
+}
+
+/// A waiting message found by [`State::browse`].
+#[derive(Debug)]
+pub(crate) struct Browsed {
+    pub lsn: u64,
+    pub meta: Meta,
+    pub waiting: Waiting,
     pub cached: Option<CachedBody>,
 }
 
@@ -973,32 +1063,7 @@ impl State {
             return (0, None);
         };
         let dlq = dlq.clone();
-        let d = self.queues.get_mut(&*dlq).expect("exists");
-        debug_assert!(
-            d.runs.is_empty(),
-            "the caller reads spilled messages back first"
-        );
-        let mut moved: Vec<(u64, Meta)> = d
-            .ready
-            .drain(..)
-            .map(|s| {
-                (
-                    s.lsn,
-                    Meta {
-                        offset: s.offset,
-                        len: s.len,
-                        deliveries: 0,
-                    },
-                )
-            })
-            .collect();
-        moved.extend(std::mem::take(&mut d.retry));
-        moved.extend(
-            std::mem::take(&mut d.delayed)
-                .into_iter()
-                .map(|((_, l), m)| (l, m)),
-        );
-        d.delayed_due.clear();
+        let moved = self.queues.get_mut(&*dlq).expect("exists").drain_waiting();
         let n = moved.len() as u64;
         if n == 0 {
             return (0, None);
@@ -1027,6 +1092,112 @@ impl State {
             );
         }
         (n, rx)
+    }
+
+    /// Whether `queue` is known: it holds or held messages since the manager opened
+    /// (not only waiting consumers), or it is the dead-letter queue of such a queue.
+    pub(crate) fn exists(&self, queue: &str) -> bool {
+        let known = |name: &str| self.queues.get(name).is_some_and(|q| !q.unused);
+        if known(queue) {
+            return true;
+        }
+        match self.limits.dlq_suffix.as_deref() {
+            Some(suffix) => queue.strip_suffix(suffix).is_some_and(known),
+            None => false,
+        }
+    }
+
+    /// Drops every waiting message of `queue` (ready, returned, delayed; not those in
+    /// flight). Spilled messages must have been read back first.
+    pub(crate) fn purge(
+        &mut self,
+        queue: &Arc<str>,
+    ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
+        if !self.exists(queue) {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        let Some(q) = self.queues.get_mut(&**queue) else {
+            // A dead-letter queue that never held a message.
+            return Ok((0, None));
+        };
+        let dropped = q.drain_waiting();
+        Ok(self.settle_dropped(queue, dropped))
+    }
+
+    /// Drops every message of `queue`, in flight too, and forgets the queue. Refused
+    /// while consumers are attached (their deliveries would vanish under them).
+    pub(crate) fn delete(
+        &mut self,
+        queue: &Arc<str>,
+    ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
+        if !self.exists(queue) {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        let Some(q) = self.queues.get_mut(&**queue) else {
+            return Ok((0, None));
+        };
+        if !q.consumers.is_empty() {
+            return Err(Error::QueueInUse {
+                queue: queue.to_string(),
+                consumers: q.consumers.len() as u64,
+            });
+        }
+        if q.pending_sends > 0 {
+            return Err(Error::QueueInUse {
+                queue: queue.to_string(),
+                consumers: 0,
+            });
+        }
+        let mut dropped = q.drain_waiting();
+        dropped.extend(q.in_flight.drain().map(|(lsn, f)| (lsn, f.meta)));
+        let r = self.settle_dropped(queue, dropped);
+        self.queues.remove(&**queue);
+        Ok(r)
+    }
+
+    /// Writes a `Settle` (dropped) for each message and forgets its cached body.
+    fn settle_dropped(
+        &mut self,
+        queue: &Arc<str>,
+        dropped: Vec<(u64, Meta)>,
+    ) -> (u64, Option<oneshot::Receiver<Result<()>>>) {
+        let n = dropped.len() as u64;
+        let mut rx = None;
+        let last = dropped.len().saturating_sub(1);
+        for (i, (lsn, _)) in dropped.into_iter().enumerate() {
+            if let Some(c) = self.cache.remove(&lsn) {
+                self.cache_bytes -= c.body.len() + CACHE_ENTRY_OVERHEAD;
+            }
+            rx = self.record(
+                Record::Settle {
+                    queue: queue.clone(),
+                    target: lsn,
+                    reason: SettleReason::Dropped,
+                },
+                i == last,
+            );
+        }
+        (n, rx)
+    }
+
+    /// Up to `max` waiting messages of `queue` in delivery order, with cached bodies
+    /// where the cache has them.
+    pub(crate) fn browse(&self, queue: &str, max: usize) -> Result<Vec<Browsed>> {
+        if !self.exists(queue) {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        let Some(q) = self.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        Ok(q.browse(max)
+            .into_iter()
+            .map(|(lsn, meta, waiting)| Browsed {
+                lsn,
+                meta,
+                waiting,
+                cached: self.cache.get(&lsn).cloned(),
+            })
+            .collect())
     }
 
     /// Fires due visibility timeouts and delays. Returns the next time anything is due.

@@ -15,7 +15,7 @@ use crate::clock::{millis, Clock};
 use crate::config::Config;
 use crate::delivery::DeliveryTag;
 use crate::error::{Error, Result};
-use crate::index::{Limits, MemoryStats, QueueStats, SendOutcome, State};
+use crate::index::{Limits, MemoryStats, QueueStats, SendOutcome, State, Waiting};
 use crate::log::{Append, CommitHook, Log, LogConfig, LogStats};
 use crate::message::{Message, MessageId};
 use crate::queue::Queue;
@@ -227,6 +227,81 @@ impl QueueManager {
     /// Storage errors if the move records could not be written.
     pub async fn redrive(&self, name: &str) -> Result<u64> {
         self.queue(name).redrive().await
+    }
+
+    /// Whether the queue `name` exists: it holds or held messages since the manager
+    /// opened, or it is the dead-letter queue of one that does. A queue only waited on
+    /// by consumers does not.
+    pub fn exists(&self, name: &str) -> bool {
+        lock(&self.shared.state).exists(name)
+    }
+
+    /// Drops every message waiting in `name` (ready, returned or delayed; deliveries in
+    /// flight stay and may still be acked). Returns how many were dropped, once the
+    /// drops are durable. Spilled messages are read back into memory to be dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownQueue`] for a queue that does not [`exist`](Self::exists);
+    /// storage errors.
+    pub async fn purge(&self, name: &str) -> Result<u64> {
+        self.shared.drop_messages(&Arc::from(name), false).await
+    }
+
+    /// Drops every message of `name`, those in flight included, and forgets the queue
+    /// (its dead-letter queue stays). Returns how many were dropped, once durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownQueue`]; [`Error::QueueInUse`] while consumers are attached;
+    /// storage errors.
+    pub async fn delete(&self, name: &str) -> Result<u64> {
+        self.shared.drop_messages(&Arc::from(name), true).await
+    }
+
+    /// Up to `max` messages waiting in `name`, in the order they would be delivered,
+    /// without delivering them (nothing is recorded, no attempt counted). Lists what
+    /// the queue holds in memory: the never-delivered head (up to
+    /// [`Config::ready_head`](crate::Config::ready_head) messages), returned and delayed
+    /// messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownQueue`]; storage errors reading a body back.
+    pub async fn peek(&self, name: &str, max: usize) -> Result<Vec<Peeked>> {
+        check_name(name)?;
+        let found = lock(&self.shared.state).browse(name, max)?;
+        let shared = self.shared.clone();
+        let queue = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            found
+                .into_iter()
+                .map(|b| {
+                    let (id, sent_at_ms, body) = match b.cached {
+                        Some(c) => (c.id, c.timestamp_ms, c.body),
+                        None => {
+                            let f = crate::consumer::read_at(
+                                &shared,
+                                b.lsn,
+                                b.meta.offset,
+                                b.meta.len,
+                            )?;
+                            (f.id, f.sent_at_ms, f.body)
+                        }
+                    };
+                    Ok(Peeked {
+                        queue: queue.clone(),
+                        id: MessageId(id),
+                        sent_at_ms,
+                        deliveries: b.meta.deliveries,
+                        waiting: b.waiting,
+                        body,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| Error::Closed)?
     }
 
     /// Counters of the log writer (appends, fsyncs, records per fsync, ...).
@@ -499,10 +574,51 @@ impl Shared {
     pub(crate) async fn redrive(self: &Arc<Self>, queue: &Arc<str>) -> Result<u64> {
         check_name(queue)?;
         let dlq: Option<Arc<str>> = lock(&self.state).dlq_name(queue).map(Into::into);
-        let (n, rx) = loop {
-            // Spilled messages of the dead-letter queue are read back into memory first:
-            // each needs its own move record.
-            let notify = dlq.as_ref().and_then(|d| lock(&self.state).notify_of(d));
+        // Spilled messages of the dead-letter queue are read back into memory first:
+        // each needs its own move record.
+        let (n, rx) = self
+            .with_runs_read(dlq.as_ref(), |st| Ok(st.redrive(queue)))
+            .await?;
+        if let Some(rx) = rx {
+            rx.await.map_err(|_| Error::Closed)??;
+        }
+        Ok(n)
+    }
+
+    /// Drops the waiting messages of `queue` (all of them with `delete`, which also
+    /// forgets the queue); answers once the drops are durable.
+    pub(crate) async fn drop_messages(
+        self: &Arc<Self>,
+        queue: &Arc<str>,
+        delete: bool,
+    ) -> Result<u64> {
+        check_name(queue)?;
+        // Spilled messages are read back first: each needs its own settle record.
+        let (n, rx) = self
+            .with_runs_read(Some(queue), |st| {
+                if delete {
+                    st.delete(queue)
+                } else {
+                    st.purge(queue)
+                }
+            })
+            .await?;
+        if let Some(rx) = rx {
+            rx.await.map_err(|_| Error::Closed)??;
+        }
+        Ok(n)
+    }
+
+    /// Runs `f` on the state (and flushes its records to the log) once `queue` has no
+    /// spilled messages left: they are read back into memory first, on the blocking
+    /// pool. A large spilled backlog is held in memory while `f` runs.
+    async fn with_runs_read<R>(
+        self: &Arc<Self>,
+        queue: Option<&Arc<str>>,
+        mut f: impl FnMut(&mut State) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            let notify = queue.and_then(|q| lock(&self.state).notify_of(q));
             let notified = notify.as_ref().map(|n| n.notified());
             tokio::pin!(notified);
             if let Some(n) = notified.as_mut().as_pin_mut() {
@@ -510,17 +626,19 @@ impl Shared {
             }
             let job = {
                 let mut st = lock(&self.state);
-                let (runs, refilling) = dlq.as_ref().map_or((false, false), |d| st.runs_of(d));
+                if st.closed {
+                    return Err(Error::Closed);
+                }
+                let (runs, refilling) = queue.map_or((false, false), |q| st.runs_of(q));
                 if !runs {
-                    let r = st.redrive(queue);
+                    let r = f(&mut st);
                     st.flush(&self.log);
-                    break r;
+                    return r;
                 }
                 if refilling {
                     None
                 } else {
-                    dlq.as_ref()
-                        .and_then(|d| st.refill_job(d, Some(usize::MAX)))
+                    queue.and_then(|q| st.refill_job(q, Some(usize::MAX)))
                 }
             };
             match job {
@@ -533,12 +651,26 @@ impl Shared {
                     }
                 }
             }
-        };
-        if let Some(rx) = rx {
-            rx.await.map_err(|_| Error::Closed)??;
         }
-        Ok(n)
     }
+}
+
+/// A waiting message as [`QueueManager::peek`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Peeked {
+    /// The queue it waits in.
+    pub queue: String,
+    /// Its id.
+    pub id: MessageId,
+    /// When it was sent, in ms since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// Deliveries so far (in this queue).
+    pub deliveries: u32,
+    /// Ready, returned or delayed.
+    pub waiting: Waiting,
+    /// The body.
+    pub body: bytes::Bytes,
 }
 
 /// Fires visibility timeouts and delays. Holds only a `Weak` to the manager and

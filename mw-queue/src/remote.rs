@@ -13,6 +13,7 @@
 //! | [`Consumer::recv`](crate::Consumer::recv) | [`RemoteConsumer::recv`] |
 //! | [`Delivery::ack`](crate::Delivery::ack) / `nack` / `reject` | [`RemoteDelivery::ack`] / `nack` / `reject` |
 //! | [`QueueManager::queues`](crate::QueueManager::queues) | [`RemoteQueues::queues`] |
+//! | [`QueueManager::purge`](crate::QueueManager::purge) / [`delete`](crate::QueueManager::delete) / [`peek`](crate::QueueManager::peek) | [`RemoteQueue::purge`] / [`delete`](RemoteQueue::delete) / [`peek`](RemoteQueue::peek) |
 //! | [`QueueManager::log_stats`](crate::QueueManager::log_stats) / [`memory`](crate::QueueManager::memory) | [`RemoteQueues::stats`] |
 //! | [`crate::Error`] | [`RemoteError`]: the broker's refusal ([`QueueError`]) or a failed call |
 //!
@@ -56,8 +57,11 @@ pub use client::{
 };
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
-    QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PREFETCH,
+    QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PEEK,
+    MAX_PREFETCH,
 };
-pub use wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+pub use wire::{
+    BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage, WirePeeked, WireWaiting,
+};
 
 pub use service::check_remote_name;

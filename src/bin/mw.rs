@@ -39,6 +39,21 @@ enum Command {
     Recv(mw::cli_queue::RecvArgs),
     /// List a broker's queues: depth, in flight, consumers, dead letters.
     Queues(mw::cli_queue::QueuesArgs),
+    /// Administer a broker's queues: list, peek, purge, delete, redrive.
+    Queue {
+        #[command(subcommand)]
+        verb: mw::cli_admin::QueueVerb,
+    },
+    /// Administer a broker's durable subscriptions: list, delete.
+    Durable {
+        #[command(subcommand)]
+        verb: mw::cli_admin::DurableVerb,
+    },
+    /// Administer a broker's retained messages: clear.
+    Retained {
+        #[command(subcommand)]
+        verb: mw::cli_admin::RetainedVerb,
+    },
     /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
     #[command(after_help = SPACE_HELP)]
     Space {
@@ -271,6 +286,9 @@ async fn main() -> std::process::ExitCode {
         Command::Send(args) => mw::cli_queue::send(args, &mut std::io::stdout()).await,
         Command::Recv(args) => mw::cli_queue::recv(args, &mut std::io::stdout()).await,
         Command::Queues(args) => mw::cli_queue::queues(args, &mut std::io::stdout()).await,
+        Command::Queue { verb } => mw::cli_admin::queue(verb, &mut std::io::stdout()).await,
+        Command::Durable { verb } => mw::cli_admin::durable(verb, &mut std::io::stdout()).await,
+        Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
             let (addr, config) = opts.into_config();

@@ -16,7 +16,7 @@ use crate::message::Message;
 use crate::remote::check_remote_name;
 use crate::remote::{
     BrokerStats, ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
-    RemoteQueues, WireMessage, MAX_BATCH,
+    RemoteQueues, WireMessage, WirePeeked, MAX_BATCH,
 };
 
 /// Deadline of one call to a hop by default: long enough for a batch and a busy
@@ -274,5 +274,17 @@ impl QueueService for RoutingQueueService {
 
     async fn stats(&self) -> BrokerStats {
         self.local.stats().await
+    }
+
+    async fn purge(&self, queue: String) -> Result<u64, QueueError> {
+        self.local.purge(queue).await
+    }
+
+    async fn delete(&self, queue: String) -> Result<u64, QueueError> {
+        self.local.delete(queue).await
+    }
+
+    async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError> {
+        self.local.peek(queue, max).await
     }
 }

@@ -548,6 +548,38 @@ impl RemoteQueue {
     pub async fn redrive(&self) -> RemoteResult<u64> {
         Ok(self.client().redrive(self.name_string()).await?)
     }
+
+    /// Drops every message waiting in this queue (deliveries in flight stay); returns
+    /// how many, once the broker made the drops durable.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownQueue`] for a queue the broker does not know; storage errors
+    /// at the broker; call failures.
+    pub async fn purge(&self) -> RemoteResult<u64> {
+        Ok(self.client().purge(self.name_string()).await?)
+    }
+
+    /// Drops every message of this queue, in flight too, and the queue itself; returns
+    /// how many messages were dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownQueue`]; [`QueueError::QueueInUse`] while consumers are
+    /// attached; storage errors at the broker; call failures.
+    pub async fn delete(&self) -> RemoteResult<u64> {
+        Ok(self.client().delete(self.name_string()).await?)
+    }
+
+    /// Up to `max` messages waiting in this queue (at most
+    /// [`MAX_PEEK`](super::MAX_PEEK)), in delivery order, without delivering them.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownQueue`]; storage errors at the broker; call failures.
+    pub async fn peek(&self, max: u32) -> RemoteResult<Vec<super::WirePeeked>> {
+        Ok(self.client().peek(self.name_string(), max).await?)
+    }
 }
 
 /// Receives deliveries from one queue at a broker. See [`RemoteQueue::consumer`].

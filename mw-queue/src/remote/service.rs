@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage, WirePeeked};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::delivery::{Delivery, DeliveryTag};
 use crate::error::Error;
@@ -83,7 +83,19 @@ pub trait QueueService {
     ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
     /// The broker's storage counters (log writer and index memory) since it started.
     async fn stats(&self) -> BrokerStats;
+    /// Drops every message waiting in `queue` (not those in flight); answers how many,
+    /// once durable. An unknown queue is [`QueueError::UnknownQueue`].
+    async fn purge(&self, queue: String) -> Result<u64, QueueError>;
+    /// Drops every message of `queue` (in flight too) and forgets it; answers how many
+    /// messages were dropped. Refused while consumers are attached.
+    async fn delete(&self, queue: String) -> Result<u64, QueueError>;
+    /// Up to `max` messages waiting in `queue`, in delivery order, without delivering
+    /// them (at most [`MAX_PEEK`]).
+    async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError>;
 }
+
+/// Most messages one `peek` returns.
+pub const MAX_PEEK: u32 = 1000;
 
 /// The broker side of [`QueueService`]: serves the queues of one [`QueueManager`].
 ///
@@ -287,6 +299,30 @@ impl QueueService for QueueServiceImpl {
 
     async fn stats(&self) -> BrokerStats {
         BrokerStats::new(self.qm.log_stats(), self.qm.memory())
+    }
+
+    async fn purge(&self, queue: String) -> Result<u64, QueueError> {
+        check_remote_name(&queue)?;
+        Ok(self.qm.purge(&queue).await?)
+    }
+
+    async fn delete(&self, queue: String) -> Result<u64, QueueError> {
+        check_remote_name(&queue)?;
+        let n = self.qm.delete(&queue).await?;
+        // The cached handle would still work (queues are created by sending), but a
+        // deleted name should not linger in the cache.
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&queue);
+        Ok(n)
+    }
+
+    async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError> {
+        check_remote_name(&queue)?;
+        let max = max.min(MAX_PEEK) as usize;
+        let found = self.qm.peek(&queue, max).await?;
+        Ok(found.into_iter().map(WirePeeked::from).collect())
     }
 }
 

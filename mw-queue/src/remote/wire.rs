@@ -67,6 +67,52 @@ pub struct WireDelivery {
     pub body: Bytes,
 }
 
+/// A message waiting in a queue, as `peek` shows it (nothing is delivered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePeeked {
+    /// The message id.
+    pub id: u128,
+    /// When it was sent, in ms since the Unix epoch (broker clock).
+    pub sent_at_ms: u64,
+    /// Deliveries so far in this queue.
+    pub deliveries: u32,
+    /// Where it waits: [`WireWaiting`].
+    pub waiting: WireWaiting,
+    /// The body.
+    #[serde(with = "bytes_serde")]
+    pub body: Bytes,
+}
+
+/// [`Waiting`](crate::Waiting) on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireWaiting {
+    /// Never delivered, in line.
+    Ready,
+    /// Delivered before and returned, in line.
+    Returned,
+    /// Deliverable from `due_ms` (ms since the Unix epoch).
+    Delayed {
+        /// When.
+        due_ms: u64,
+    },
+}
+
+impl From<crate::Peeked> for WirePeeked {
+    fn from(p: crate::Peeked) -> Self {
+        WirePeeked {
+            id: p.id.0,
+            sent_at_ms: p.sent_at_ms,
+            deliveries: p.deliveries,
+            waiting: match p.waiting {
+                crate::Waiting::Ready => WireWaiting::Ready,
+                crate::Waiting::Returned => WireWaiting::Returned,
+                crate::Waiting::Delayed { due_ms } => WireWaiting::Delayed { due_ms },
+            },
+            body: p.body,
+        }
+    }
+}
+
 /// One queue and its counters, as listed by the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
@@ -224,6 +270,14 @@ pub enum QueueError {
     /// receiving, inspecting or administering a name creates nothing.
     #[error("no queue named {0:?} on the broker")]
     UnknownQueue(String),
+    /// The queue cannot be deleted while consumers are attached.
+    #[error("queue {queue} is in use ({consumers} consumers attached); stop them first")]
+    QueueInUse {
+        /// The queue.
+        queue: String,
+        /// Consumers attached.
+        consumers: u64,
+    },
 }
 
 impl QueueError {
@@ -256,6 +310,7 @@ impl From<Error> for QueueError {
             Error::Poisoned => QueueError::Poisoned,
             Error::Closed => QueueError::Closed,
             Error::UnknownQueue(n) => QueueError::UnknownQueue(n),
+            Error::QueueInUse { queue, consumers } => QueueError::QueueInUse { queue, consumers },
             // Io, Locked and future variants.
             other => QueueError::Io(crate_chain(&other)),
         }

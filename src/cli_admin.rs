@@ -1,0 +1,305 @@
+//! The administration verbs, grouped by what they act on (as `rabbitmqctl` and `nats`
+//! group theirs), each with `--json` output for scripts:
+//!
+//! | verb | does | prints (`--json`) |
+//! |---|---|---|
+//! | `mw queue list` | queues and their counters (as `mw queues`) | `[{"name",..}]` |
+//! | `mw queue peek QUEUE [--count N]` | up to N waiting messages, not delivered | one line each (`{"id","deliveries","waiting","sent_at_ms","body"}` lines) |
+//! | `mw queue purge QUEUE` | drops the waiting messages (not those in flight) | `purged N messages from QUEUE` (`{"queue","purged"}`) |
+//! | `mw queue delete QUEUE` | drops every message and the queue; refused while consumed | `deleted QUEUE (N messages)` (`{"queue","deleted"}`) |
+//! | `mw queue redrive QUEUE` | moves `QUEUE.dlq` back to QUEUE | `moved N messages from QUEUE.dlq to QUEUE` (`{"queue","moved"}`) |
+//! | `mw durable list` | durable subscriptions: pattern, stored events, readers | table (`[{"name",..}]`) |
+//! | `mw durable delete NAME` | stops collecting and discards the stored events | `deleted durable subscription NAME` (`{"durable","deleted"}`) |
+//! | `mw retained clear TOPIC` | forgets the topic's retained message | `cleared the retained message of TOPIC` (`{"topic","cleared"}`) |
+//!
+//! A name the broker does not know is an error (exit 1) naming it, never created.
+
+use std::io::Write;
+
+use crate::cli_args::DEFAULT_BROKER;
+use crate::cli_input::body_json;
+use crate::cli_queue::{check_known, queues_json, write_table, QueuesArgs};
+use crate::pubsub::RemoteBus;
+use crate::queue::remote::{RemoteQueues, WireWaiting};
+use crate::run::BoxError;
+
+/// The broker flag and `--json`, shared by every admin verb.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// The broker's address.
+    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mw queue` verbs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QueueVerb {
+    /// List queues: depth, in flight, consumers, dead letters.
+    List(QueuesArgs),
+    /// Show up to N waiting messages in delivery order, without delivering them.
+    Peek {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// How many messages at most (the broker answers at most 1000).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        count: u32,
+        /// The queue.
+        queue: String,
+    },
+    /// Drop every message waiting in QUEUE (deliveries in flight stay).
+    Purge {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The queue.
+        queue: String,
+    },
+    /// Drop every message of QUEUE, in flight too, and the queue (refused while
+    /// consumers are attached; its dead-letter queue stays).
+    Delete {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The queue.
+        queue: String,
+    },
+    /// Move the messages of QUEUE.dlq back to QUEUE, their delivery counts reset.
+    Redrive {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The queue (not its .dlq).
+        queue: String,
+    },
+}
+
+/// `mw durable` verbs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DurableVerb {
+    /// List durable subscriptions: pattern, stored events, connected readers.
+    List {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete the durable subscription NAME: it stops collecting and its stored events
+    /// are discarded.
+    Delete {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The durable subscription's name.
+        name: String,
+    },
+}
+
+/// `mw retained` verbs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RetainedVerb {
+    /// Forget TOPIC's retained message.
+    Clear {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The topic.
+        topic: String,
+    },
+}
+
+async fn queues(addr: &str) -> Result<RemoteQueues, BoxError> {
+    Ok(RemoteQueues::connect(addr).await?)
+}
+
+async fn bus(addr: &str) -> Result<RemoteBus, BoxError> {
+    RemoteBus::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
+}
+
+fn print(
+    out: &mut dyn Write,
+    json: bool,
+    value: serde_json::Value,
+    text: String,
+) -> Result<(), BoxError> {
+    if json {
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Runs a `mw queue` verb, printing to `out`.
+///
+/// # Errors
+/// An unreachable broker, an unknown or invalid queue, a queue in use (delete), storage
+/// errors at the broker.
+pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError> {
+    match verb {
+        QueueVerb::List(args) => {
+            let broker = queues(&args.broker).await?;
+            let list = broker.queues().await?;
+            if args.json {
+                writeln!(out, "{}", queues_json(&list))?;
+            } else {
+                write_table(&list, out)?;
+            }
+        }
+        QueueVerb::Peek {
+            common,
+            count,
+            queue,
+        } => {
+            let broker = queues(&common.broker).await?;
+            let found = broker.queue(&queue).peek(count).await?;
+            for m in found {
+                let id = crate::queue::MessageId(m.id).to_string();
+                let (state, due) = match m.waiting {
+                    WireWaiting::Ready => ("ready", None),
+                    WireWaiting::Returned => ("returned", None),
+                    WireWaiting::Delayed { due_ms } => ("delayed", Some(due_ms)),
+                };
+                if common.json {
+                    let (key, body) = body_json(&m.body);
+                    let mut v = serde_json::json!({
+                        "queue": queue,
+                        "id": id,
+                        "deliveries": m.deliveries,
+                        "waiting": state,
+                        "sent_at_ms": m.sent_at_ms,
+                        key: body,
+                    });
+                    if let Some(d) = due {
+                        v["due_ms"] = d.into();
+                    }
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{id} {state} {} {}",
+                        m.deliveries,
+                        String::from_utf8_lossy(&m.body)
+                    )?;
+                }
+            }
+        }
+        QueueVerb::Purge { common, queue } => {
+            let broker = queues(&common.broker).await?;
+            let n = broker.queue(&queue).purge().await?;
+            let v = serde_json::json!({ "queue": queue, "purged": n });
+            print(
+                out,
+                common.json,
+                v,
+                format!("purged {n} messages from {queue}"),
+            )?;
+        }
+        QueueVerb::Delete { common, queue } => {
+            let broker = queues(&common.broker).await?;
+            let n = broker.queue(&queue).delete().await?;
+            let v = serde_json::json!({ "queue": queue, "deleted": n });
+            print(
+                out,
+                common.json,
+                v,
+                format!("deleted {queue} ({n} messages)"),
+            )?;
+        }
+        QueueVerb::Redrive { common, queue } => {
+            let broker = queues(&common.broker).await?;
+            check_known(&broker, &queue).await?;
+            let n = broker.queue(&queue).redrive().await?;
+            let v = serde_json::json!({ "queue": queue, "moved": n });
+            let text = format!("moved {n} messages from {queue}.dlq to {queue}");
+            print(out, common.json, v, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `mw durable` verb, printing to `out`.
+///
+/// # Errors
+/// An unreachable broker, an unknown durable subscription (delete).
+pub async fn durable(verb: DurableVerb, out: &mut dyn Write) -> Result<(), BoxError> {
+    match verb {
+        DurableVerb::List { common } => {
+            let stats = bus(&common.broker).await?.stats().await?;
+            if common.json {
+                let rows: Vec<_> = stats
+                    .durable
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "name": d.name, "pattern": d.pattern, "stored": d.depth,
+                            "readers": d.sessions, "refused": d.refused,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24}  {:<24}  {:>10}  {:>8}",
+                    "NAME", "PATTERN", "STORED", "READERS"
+                )?;
+                for d in &stats.durable {
+                    writeln!(
+                        out,
+                        "{:<24}  {:<24}  {:>10}  {:>8}",
+                        d.name, d.pattern, d.depth, d.sessions
+                    )?;
+                }
+            }
+        }
+        DurableVerb::Delete { common, name } => {
+            let existed = bus(&common.broker)
+                .await?
+                .unsubscribe_durable(&name)
+                .await?;
+            if !existed {
+                return Err(format!("no durable subscription named {name:?}").into());
+            }
+            let v = serde_json::json!({ "durable": name, "deleted": true });
+            print(
+                out,
+                common.json,
+                v,
+                format!("deleted durable subscription {name}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `mw retained` verb, printing to `out`.
+///
+/// # Errors
+/// An unreachable broker, an invalid topic, a topic without a retained message.
+pub async fn retained(verb: RetainedVerb, out: &mut dyn Write) -> Result<(), BoxError> {
+    match verb {
+        RetainedVerb::Clear { common, topic } => {
+            crate::pubsub::Topic::new(&topic)?;
+            let had = bus(&common.broker)
+                .await?
+                .clear_retained(topic.as_str())
+                .await?;
+            if !had {
+                return Err(format!("topic {topic} has no retained message").into());
+            }
+            let v = serde_json::json!({ "topic": topic, "cleared": true });
+            print(
+                out,
+                common.json,
+                v,
+                format!("cleared the retained message of {topic}"),
+            )?;
+        }
+    }
+    Ok(())
+}
