@@ -237,8 +237,12 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
                 space_dir.display()
             )
         })?;
-    let builder: ServerBuilder = Server::builder()
-        .config(config.server.clone())
+    let builder: ServerBuilder = Server::builder().config(config.server.clone());
+    let connections = builder.connections();
+    let builder = builder
+        .add(crate::admin::AdminServer::new(
+            crate::admin::AdminService::new(connections),
+        ))
         .add(RegistryServer::new(RegistryImpl::new()))
         .add(PubSubServer::new(pubsub))
         .add(TupleSpaceServer::new(SpaceService::new(space.clone())));

@@ -10,6 +10,8 @@
 //! | `mw queue redrive QUEUE` | moves `QUEUE.dlq` back to QUEUE | `moved N messages from QUEUE.dlq to QUEUE` (`{"queue","moved"}`) |
 //! | `mw durable list` | durable subscriptions: pattern, stored events, readers | table (`[{"name",..}]`) |
 //! | `mw durable delete NAME` | stops collecting and discards the stored events | `deleted durable subscription NAME` (`{"durable","deleted"}`) |
+//! | `mw conn list` | client connections: id, peer, opened, calls | table (`[{"id","peer","opened_at_ms","calls"}]`) |
+//! | `mw conn close ID` | closes a connection at once | `closed connection ID` (`{"connection","closed"}`) |
 //! | `mw retained clear TOPIC` | forgets the topic's retained message | `cleared the retained message of TOPIC` (`{"topic","cleared"}`) |
 //!
 //! A name the broker does not know is an error (exit 1) naming it, never created.
@@ -95,6 +97,72 @@ pub enum DurableVerb {
         /// The durable subscription's name.
         name: String,
     },
+}
+
+/// `mw conn` verbs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ConnVerb {
+    /// List the broker's client connections: id, peer, opened, calls started.
+    List {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Close connection ID at once (its consumers and subscriptions end with it; what
+    /// they had not acknowledged is redelivered).
+    Close {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The connection's id, as `mw conn list` shows it.
+        id: u64,
+    },
+}
+
+/// Runs a `mw conn` verb, printing to `out`.
+///
+/// # Errors
+/// An unreachable broker, an id that is not an open connection (close).
+pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
+    let connect = |addr: String| async move {
+        crate::admin::AdminClient::connect(&addr)
+            .await
+            .map_err(|e| -> BoxError {
+                format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into()
+            })
+    };
+    match verb {
+        ConnVerb::List { common } => {
+            let list = connect(common.broker).await?.connections().await?;
+            if common.json {
+                writeln!(out, "{}", serde_json::to_string(&list)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:>6}  {:<24}  {:>15}  {:>10}",
+                    "ID", "PEER", "OPENED (UNIX)", "CALLS"
+                )?;
+                for c in list {
+                    writeln!(
+                        out,
+                        "{:>6}  {:<24}  {:>15}  {:>10}",
+                        c.id,
+                        c.peer,
+                        c.opened_at_ms / 1000,
+                        c.calls
+                    )?;
+                }
+            }
+        }
+        ConnVerb::Close { common, id } => {
+            if !connect(common.broker).await?.close_connection(id).await? {
+                return Err(format!("no open connection {id}").into());
+            }
+            let v = serde_json::json!({ "connection": id, "closed": true });
+            print(out, common.json, v, format!("closed connection {id}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// `mw retained` verbs.

@@ -45,6 +45,7 @@ pub use mw_queue as queue;
 pub use mw_rpc as rpc;
 pub use mw_space as space;
 
+pub mod admin;
 pub mod broker;
 pub mod cli_admin;
 pub mod cli_args;

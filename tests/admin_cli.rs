@@ -235,3 +235,58 @@ fn durable_subscriptions_are_listed_and_deleted_and_retained_messages_cleared() 
     );
     assert_eq!(out.stderr, ["mw: topic sensors.t has no retained message"]);
 }
+
+#[test]
+fn connections_are_listed_and_one_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let b = ["--broker", addr.as_str()];
+    let ids = |out: Vec<String>| -> Vec<u64> {
+        json(&out[0])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect()
+    };
+    // Only the listing's own connection.
+    let before = ids(ok(run_mw(
+        &[&["conn", "list"][..], &b, &["--json"]].concat(),
+        None,
+    )));
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    let mut sub = std::process::Command::new(queue_support::MW)
+        .args(["sub", "--broker", &addr, "a.>"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = queue_support::lines_of(sub.stderr.take().unwrap());
+    let mut sub = queue_support::Proc(sub);
+    // Readiness: subscribed, so its connection is open.
+    assert_eq!(err.recv_timeout(queue_support::WAIT).unwrap(), "subscribed to a.>");
+    let during = ids(ok(run_mw(
+        &[&["conn", "list"][..], &b, &["--json"]].concat(),
+        None,
+    )));
+    // The sub's connection, and the listing's own (newer than the sub's).
+    assert_eq!(during.len(), 2, "{during:?}");
+    let sub_conn = during[0];
+    let out = ok(run_mw(
+        &[&["conn", "close"][..], &b, &[&sub_conn.to_string()[..]]].concat(),
+        None,
+    ));
+    assert_eq!(out, [format!("closed connection {sub_conn}")]);
+    // The subscriber sees its connection end and exits with an error (bounded: its
+    // error line comes as it exits).
+    let line = err.recv_timeout(queue_support::WAIT).unwrap();
+    assert!(line.starts_with("mw: "), "{line}");
+    let status = sub.0.wait().unwrap();
+    assert!(!status.success());
+    let text = ok(run_mw(&[&["conn", "list"][..], &b].concat(), None));
+    assert_eq!(text.len(), 2, "header and the listing's own: {text:?}");
+
+    let out = run_mw(&[&["conn", "close"][..], &b, &["999999"]].concat(), None);
+    assert_eq!(out.stderr, ["mw: no open connection 999999"]);
+}

@@ -9,6 +9,7 @@
 //!   trait that generated dispatchers implement.
 //! - [`client`]: [`Channel`], [`ReplyHandle`] (deferred synchronous calls), [`ClientStream`].
 //! - [`server`]: [`Server`], [`ServerConfig`], [`RunningServer`], graceful shutdown.
+//! - [`connections`]: [`Connections`], the table of open connections (list, close).
 //! - [`wire`]: call header and error codes inside mw-core frames.
 //! - [`error`]: [`RpcError`] (what callers see) and [`ServerError`].
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@
 extern crate self as mw_rpc;
 
 pub mod client;
+pub mod connections;
 pub mod error;
 pub mod registry;
 pub mod server;
@@ -23,6 +25,7 @@ pub mod service;
 pub mod wire;
 
 pub use client::{Channel, ClientConfig, ClientStream, ReplyHandle};
+pub use connections::{ConnectionInfo, Connections};
 pub use error::{RpcError, ServerError};
 pub use mw_macros::service;
 pub use server::{ExecutionMode, RunningServer, Server, ServerBuilder, ServerConfig};

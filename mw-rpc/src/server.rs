@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connections::Connections;
 use crate::error::{RpcError, ServerError};
 use crate::service::{Handler, Service};
 use crate::wire::{self, code};
@@ -115,6 +116,7 @@ impl Registry {
 pub struct ServerBuilder {
     registry: Registry,
     config: ServerConfig,
+    connections: Connections,
 }
 
 impl ServerBuilder {
@@ -145,6 +147,13 @@ impl ServerBuilder {
         self
     }
 
+    /// The table of the connections the server will have open: available before
+    /// [`build`](Self::build) so that a service (an administration service) can list and
+    /// close them.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
     /// Replaces the configuration.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -160,6 +169,7 @@ impl ServerBuilder {
                 registry: self.registry,
                 config: self.config,
                 iterative,
+                connections: self.connections,
             }),
         }
     }
@@ -169,6 +179,7 @@ struct Shared {
     registry: Registry,
     config: ServerConfig,
     iterative: Option<Arc<Semaphore>>,
+    connections: Connections,
 }
 
 /// A set of services ready to serve connections.
@@ -188,6 +199,11 @@ impl Server {
     /// Starts building a server.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// Its open connections (list them, close one).
+    pub fn connections(&self) -> Connections {
+        self.shared.connections.clone()
     }
 
     /// Serves `listener` until `shutdown` completes, then drains: stops accepting, tells
@@ -218,11 +234,24 @@ impl Server {
                             continue;
                         };
                         let shared = self.shared.clone();
-                        let (graceful, hard) = (graceful.clone(), hard.clone());
+                        let graceful = graceful.clone();
+                        // Closed by a hard shutdown or by an administrator.
+                        let reg = shared.connections.register(&peer, &hard);
+                        tracing::info!(%peer, conn = reg.id, "connection opened");
                         tracker.spawn(async move {
-                            if let Err(e) = serve_connection(stream, shared, graceful, hard).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            let opened = std::time::Instant::now();
+                            let result =
+                                serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone()).await;
+                            let calls = reg.calls.load(std::sync::atomic::Ordering::Relaxed);
+                            let secs = opened.elapsed().as_secs_f64();
+                            let conn = reg.id;
+                            match result {
+                                Ok(ConnEnd::PeerClosed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the peer", "connection closed"),
+                                Ok(ConnEnd::Drained) => tracing::info!(%peer, conn, calls, secs, reason = "server shutdown", "connection closed"),
+                                Ok(ConnEnd::Closed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the server (shutdown timeout or administrator)", "connection closed"),
+                                Err(e) => tracing::info!(%peer, conn, calls, secs, reason = %e, "connection closed"),
                             }
+                            drop(reg);
                             drop(permit);
                         });
                     }
@@ -337,6 +366,8 @@ struct ConnState {
     /// Cancelled when the graceful shutdown begins: streams waiting for their next item
     /// end then, instead of holding the drain until its timeout.
     shutdown: CancellationToken,
+    /// Calls started on this connection (shared with its [`Connections`] entry).
+    started: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Completes the handshake with a client over the connection limit, tells it why with an
@@ -356,12 +387,23 @@ async fn refuse_connection(stream: Stream, config: TransportConfig) {
     }
 }
 
+/// How a connection ended without an error.
+enum ConnEnd {
+    /// The peer closed it (after its calls were answered).
+    PeerClosed,
+    /// A graceful shutdown drained it.
+    Drained,
+    /// A hard shutdown or an administrator closed it.
+    Closed,
+}
+
 async fn serve_connection(
     stream: Stream,
     shared: Arc<Shared>,
     graceful: CancellationToken,
     hard: CancellationToken,
-) -> Result<(), CoreError> {
+    calls: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<ConnEnd, CoreError> {
     let (mut reader, outbox, writer) =
         mw_core::server_connection(stream, &shared.config.transport).await?;
     let high_water = shared.config.transport.outbox_high_water;
@@ -373,9 +415,10 @@ async fn serve_connection(
         calls: HashMap::new(),
         draining: false,
         shutdown: graceful.clone(),
+        started: calls,
     };
     let mut reading = true;
-    let mut result = Ok(());
+    let mut result = Ok(ConnEnd::PeerClosed);
     // Armed once, not per loop iteration: each arming takes a lock to register a waiter,
     // which cost about a quarter of the server's CPU when done per call.
     let hard_cancelled = hard.cancelled();
@@ -384,6 +427,9 @@ async fn serve_connection(
     tokio::pin!(graceful_cancelled);
     loop {
         if (st.draining || !reading) && st.inflight.is_empty() && st.queued.is_empty() {
+            if st.draining && reading {
+                result = Ok(ConnEnd::Drained);
+            }
             break;
         }
         // Control frames (Cancel, Credit, Ping) must keep flowing while calls wait, so the
@@ -400,6 +446,7 @@ async fn serve_connection(
                         st.error(*id, code::CANCELLED, "server shut down before the call finished");
                     }
                 }
+                result = Ok(ConnEnd::Closed);
                 break;
             }
             _ = &mut graceful_cancelled, if !st.draining => {
@@ -633,6 +680,8 @@ impl ConnState {
     }
 
     fn start(&mut self, q: Queued) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Queued {
             id,
             kind,

@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         verb: mw::cli_admin::DurableVerb,
     },
+    /// Administer a broker's client connections: list, close.
+    Conn {
+        #[command(subcommand)]
+        verb: mw::cli_admin::ConnVerb,
+    },
     /// Administer a broker's retained messages: clear.
     Retained {
         #[command(subcommand)]
@@ -288,6 +293,7 @@ async fn main() -> std::process::ExitCode {
         Command::Queues(args) => mw::cli_queue::queues(args, &mut std::io::stdout()).await,
         Command::Queue { verb } => mw::cli_admin::queue(verb, &mut std::io::stdout()).await,
         Command::Durable { verb } => mw::cli_admin::durable(verb, &mut std::io::stdout()).await,
+        Command::Conn { verb } => mw::cli_admin::conn(verb, &mut std::io::stdout()).await,
         Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
