@@ -120,6 +120,11 @@ pub struct Config {
     pub max_batch: usize,
     /// Write operations waiting for the writer before callers wait too. Default 8192.
     pub queue_depth: usize,
+    /// Keys whose version, create revision, change count and expiry the writer keeps
+    /// in memory, so a put or delete need not read the key from the engine first.
+    /// Default 1,000,000 (about 100 bytes each plus the key); when full it starts
+    /// again empty. 0 disables it.
+    pub key_cache: usize,
 }
 
 impl Default for Config {
@@ -132,6 +137,7 @@ impl Default for Config {
             reap_interval: Duration::from_secs(1),
             max_batch: 1024,
             queue_depth: 8192,
+            key_cache: 1_000_000,
         }
     }
 }

@@ -180,6 +180,7 @@ impl Kv {
             clock,
             config: config.clone(),
             dirty: false,
+            known: std::collections::HashMap::new(),
         };
         let handle = tokio::spawn(writer.run(rx));
         let inner = Arc::new(Inner {

@@ -132,6 +132,27 @@ impl Pending {
     }
 }
 
+/// What the writer needs to know of a key's current value to change it: everything
+/// but the value's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyMeta {
+    version: Version,
+    create_revision: u64,
+    changes: u64,
+    expires_at_ms: Option<u64>,
+}
+
+impl KeyMeta {
+    fn of(v: &Versioned) -> KeyMeta {
+        KeyMeta {
+            version: v.version,
+            create_revision: v.create_revision,
+            changes: v.changes,
+            expires_at_ms: v.expires_at_ms,
+        }
+    }
+}
+
 /// The single writer: owns revision assignment and group commit.
 pub(crate) struct Writer {
     pub(crate) storage: Arc<dyn Storage>,
@@ -141,6 +162,10 @@ pub(crate) struct Writer {
     pub(crate) config: Config,
     /// Something was committed without an fsync since the last one.
     pub(crate) dirty: bool,
+    /// The committed (or, while a batch is built, about to be committed) metadata of
+    /// recently written or read keys (`None`: absent), at most `config.key_cache`;
+    /// cleared when full and when a commit fails.
+    pub(crate) known: HashMap<Bytes, Option<KeyMeta>>,
 }
 
 /// One batch being built: the view of keys changed so far in it, and what to commit.
@@ -228,6 +253,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; the batch's writes are refused");
+                self.known.clear();
                 Err(e)
             }
         };
@@ -276,20 +302,57 @@ impl Writer {
         }
     }
 
-    /// The live value of `key`; an expired one is reclaimed first (with its `Expire`
-    /// event), so watchers see the expiry before what replaces it.
-    fn current(&self, b: &mut Building, key: &Bytes, now: u64) -> Result<Option<Versioned>> {
-        let raw = self.raw(b, key)?;
-        match raw {
-            Some(v) if !live(&v, now) => {
-                self.remove(b, key, &v, EventKind::Expire);
+    /// Remembers `key`'s metadata for later batches.
+    fn remember(&mut self, key: &Bytes, meta: Option<KeyMeta>) {
+        if self.config.key_cache == 0 {
+            return;
+        }
+        if self.known.len() >= self.config.key_cache && !self.known.contains_key(key) {
+            self.known.clear();
+        }
+        self.known.insert(key.clone(), meta);
+    }
+
+    /// The metadata of `key`'s stored value as this batch sees it, expired or not:
+    /// from the batch, the cache, or the engine.
+    fn raw_meta(&mut self, b: &Building, key: &Bytes) -> Result<Option<KeyMeta>> {
+        if let Some(v) = b.overlay.get(key) {
+            return Ok(v.as_ref().map(KeyMeta::of));
+        }
+        if let Some(m) = self.known.get(key) {
+            return Ok(*m);
+        }
+        let meta = self.storage.get(key)?.as_ref().map(KeyMeta::of);
+        self.remember(key, meta);
+        Ok(meta)
+    }
+
+    /// The live metadata of `key`; an expired value is reclaimed first (with its
+    /// `Expire` event), so watchers see the expiry before what replaces it.
+    fn current_meta(&mut self, b: &mut Building, key: &Bytes, now: u64) -> Result<Option<KeyMeta>> {
+        match self.raw_meta(b, key)? {
+            Some(m) if m.expires_at_ms.is_some_and(|at| at <= now) => {
+                self.remove(b, key, m, EventKind::Expire);
                 Ok(None)
             }
             other => Ok(other),
         }
     }
 
-    fn remove(&self, b: &mut Building, key: &Bytes, old: &Versioned, kind: EventKind) -> u64 {
+    /// The live value of `key` (for operations that need its bytes); an expired one
+    /// is reclaimed first.
+    fn current(&mut self, b: &mut Building, key: &Bytes, now: u64) -> Result<Option<Versioned>> {
+        let raw = self.raw(b, key)?;
+        match raw {
+            Some(v) if !live(&v, now) => {
+                self.remove(b, key, KeyMeta::of(&v), EventKind::Expire);
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn remove(&mut self, b: &mut Building, key: &Bytes, old: KeyMeta, kind: EventKind) -> u64 {
         b.revision += 1;
         b.batch.writes.push(Write {
             key: key.clone(),
@@ -304,14 +367,15 @@ impl Writer {
             version: old.version,
         });
         b.overlay.insert(key.clone(), None);
+        self.remember(key, None);
         b.revision
     }
 
     fn store(
-        &self,
+        &mut self,
         b: &mut Building,
         key: &Bytes,
-        old: Option<&Versioned>,
+        old: Option<KeyMeta>,
         value: Bytes,
         expires_at_ms: Option<u64>,
     ) -> WriteResult {
@@ -324,6 +388,7 @@ impl Writer {
             changes: old.map_or(1, |o| o.changes + 1),
             expires_at_ms,
         };
+        self.remember(key, Some(KeyMeta::of(&new)));
         b.batch.writes.push(Write {
             key: key.clone(),
             old_expiry: old.and_then(|o| o.expires_at_ms),
@@ -344,7 +409,7 @@ impl Writer {
         }
     }
 
-    fn check_version(expected: Option<Version>, current: Option<&Versioned>) -> Result<()> {
+    fn check_version(expected: Option<Version>, current: Option<KeyMeta>) -> Result<()> {
         match expected {
             None => Ok(()),
             Some(v) if current.map_or(Version::ABSENT, |c| c.version) == v => Ok(()),
@@ -355,7 +420,7 @@ impl Writer {
         }
     }
 
-    fn apply_one(&self, b: &mut Building, op: Op, now: u64) {
+    fn apply_one(&mut self, b: &mut Building, op: Op, now: u64) {
         match op {
             Op::Put {
                 key,
@@ -363,10 +428,10 @@ impl Writer {
                 options,
                 reply,
             } => {
-                let r = self.current(b, &key, now).and_then(|cur| {
-                    Self::check_version(options.if_version, cur.as_ref())?;
+                let r = self.current_meta(b, &key, now).and_then(|cur| {
+                    Self::check_version(options.if_version, cur)?;
                     let expires = options.ttl.map(|t| now.saturating_add(millis(t).max(1)));
-                    Ok(self.store(b, &key, cur.as_ref(), value, expires))
+                    Ok(self.store(b, &key, cur, value, expires))
                 });
                 if r.is_ok() && options.durability == Durability::Sync {
                     b.wants_sync = true;
@@ -378,11 +443,11 @@ impl Writer {
                 options,
                 reply,
             } => {
-                let r = self.current(b, &key, now).and_then(|cur| {
-                    Self::check_version(options.if_version, cur.as_ref())?;
+                let r = self.current_meta(b, &key, now).and_then(|cur| {
+                    Self::check_version(options.if_version, cur)?;
                     Ok(match cur {
                         Some(old) => {
-                            let revision = self.remove(b, &key, &old, EventKind::Delete);
+                            let revision = self.remove(b, &key, old, EventKind::Delete);
                             DeleteResult {
                                 deleted: Some(old.version),
                                 revision,
@@ -413,7 +478,7 @@ impl Writer {
                     let new = old.checked_add(delta).ok_or(KvError::Overflow)?;
                     let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
                     let text = Bytes::from(new.to_string());
-                    self.store(b, &key, cur.as_ref(), text, expires);
+                    self.store(b, &key, cur.as_ref().map(KeyMeta::of), text, expires);
                     Ok(new)
                 });
                 if r.is_ok() {
@@ -432,12 +497,13 @@ impl Writer {
                         Update::Unchanged => (false, cur.as_ref().map(|c| c.version)),
                         Update::Put(value) => {
                             let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
-                            let w = self.store(b, &key, cur.as_ref(), value, expires);
+                            let w =
+                                self.store(b, &key, cur.as_ref().map(KeyMeta::of), value, expires);
                             (true, Some(w.version))
                         }
                         Update::Delete => match &cur {
                             Some(old) => {
-                                self.remove(b, &key, old, EventKind::Delete);
+                                self.remove(b, &key, KeyMeta::of(old), EventKind::Delete);
                                 (true, None)
                             }
                             None => (false, None),
@@ -457,7 +523,7 @@ impl Writer {
             }
             Op::Reap { keys } => {
                 for key in keys {
-                    if let Err(e) = self.current(b, &key, now) {
+                    if let Err(e) = self.current_meta(b, &key, now) {
                         tracing::warn!(error = %e, "reaper cannot read a key");
                     }
                 }

@@ -202,7 +202,14 @@ async fn concurrent_writes_are_siblings_until_a_write_with_their_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_for_a_down_replica_are_hinted_and_delivered_when_it_is_back() {
-    let mut cluster = Cluster::start(5, fast()).await;
+    // Replica calls get plenty of time: on a loaded machine a stand-in slower than the
+    // replica timeout would not store its hint (the write still succeeds with W=2), and
+    // the test waits for every hint.
+    let config = RingConfig {
+        replica_timeout: Duration::from_secs(5),
+        ..fast()
+    };
+    let mut cluster = Cluster::start(5, config).await;
     let ids: Vec<String> = cluster.nodes.keys().cloned().collect();
     let victim = ids[4].clone();
     let coordinator = cluster.node(&ids[0]).clone();
