@@ -254,9 +254,14 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         crate::queue::forward::RemoteConnect::default(),
         crate::queue::forward::ForwarderConfig::default(),
     );
-    let builder = builder.add(QueueServiceServer::new(
+    let mut builder = builder.add(QueueServiceServer::new(
         crate::queue::forward::RoutingQueueService::new(router.clone()),
     ));
+    if config.server.metrics_addr.is_some() {
+        builder.metrics_registry().register_collector(Box::new(
+            crate::metrics::BrokerCollector::new(queues.clone(), bus.clone(), router.clone()),
+        ));
+    }
     Ok(Broker {
         server: builder.build(),
         bus,

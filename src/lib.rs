@@ -55,5 +55,6 @@ pub mod cli_queue;
 pub mod cli_space;
 pub mod demo;
 pub mod logs;
+pub mod metrics;
 pub mod run;
 pub mod tour;

@@ -94,3 +94,32 @@ fn log_format_json_writes_one_object_per_line() {
         .unwrap()
         .starts_with("127.0.0.1:"));
 }
+
+/// A broker whose stderr reader went away (a log shipper that died, `| head`) keeps
+/// serving: a failed log write is not reported by panicking on that same stderr.
+#[test]
+fn the_broker_keeps_serving_when_its_stderr_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    drop(child.stderr.take());
+    let _broker = Proc(child);
+    let addr = out
+        .recv_timeout(WAIT)
+        .unwrap()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    for body in ["a", "b", "c"] {
+        let out = run_mw(&["send", "--broker", &addr, "q", body], None);
+        assert!(out.status.success(), "{:?}", out.stderr);
+    }
+}

@@ -134,6 +134,11 @@ pub(crate) struct BusInner {
     config: Config,
     state: RwLock<State>,
     next_id: AtomicU64,
+    /// Events published, events taken by a subscriber or sink, and events lost to a
+    /// slow-consumer policy (rejected, displaced or disconnected), since the bus began.
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl BusInner {
@@ -232,6 +237,9 @@ impl Bus {
                     closed: false,
                 }),
                 next_id: AtomicU64::new(1),
+                published: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -239,6 +247,18 @@ impl Bus {
     /// The limits the bus was built with.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Adds one publish's outcome to the bus's totals.
+    fn count(&self, report: &PublishReport) {
+        let i = &self.inner;
+        i.published.fetch_add(1, Ordering::Relaxed);
+        i.delivered
+            .fetch_add(report.delivered as u64, Ordering::Relaxed);
+        let lost = report.rejected + report.displaced + report.disconnected;
+        if lost > 0 {
+            i.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        }
     }
 
     /// Refuses a payload over [`Config::max_event_size`].
@@ -283,6 +303,7 @@ impl Bus {
         if let Some(dead) = dead {
             self.inner.remove_all(&dead);
         }
+        self.count(&report);
         Ok(report)
     }
 
@@ -323,6 +344,7 @@ impl Bus {
         if let Some(dead) = dead {
             self.inner.remove_all(&dead);
         }
+        self.count(&report);
         Ok(report)
     }
 
@@ -467,6 +489,9 @@ impl Bus {
             sinks: state.sinks,
             retained_topics: state.retained.len(),
             trie_nodes: state.trie.node_count(),
+            published: self.inner.published.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            dropped: self.inner.dropped.load(Ordering::Relaxed),
         }
     }
 }

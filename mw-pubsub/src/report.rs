@@ -44,4 +44,10 @@ pub struct BusStats {
     pub retained_topics: usize,
     /// Nodes in the subscription trie, 1 when there are no subscriptions.
     pub trie_nodes: usize,
+    /// Events published since the bus began.
+    pub published: u64,
+    /// Events a subscriber or sink took (one per subscriber reached).
+    pub delivered: u64,
+    /// Events lost to slow-consumer policies (rejected, displaced, disconnected).
+    pub dropped: u64,
 }

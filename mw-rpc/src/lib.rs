@@ -10,6 +10,7 @@
 //! - [`client`]: [`Channel`], [`ReplyHandle`] (deferred synchronous calls), [`ClientStream`].
 //! - [`server`]: [`Server`], [`ServerConfig`], [`RunningServer`], graceful shutdown.
 //! - [`connections`]: [`Connections`], the table of open connections (list, close).
+//! - [`metrics`]: Prometheus metrics of a server (`ServerConfig::metrics_addr`).
 //! - [`wire`]: call header and error codes inside mw-core frames.
 //! - [`error`]: [`RpcError`] (what callers see) and [`ServerError`].
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ extern crate self as mw_rpc;
 pub mod client;
 pub mod connections;
 pub mod error;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod service;
@@ -28,6 +30,7 @@ pub use client::{Channel, ClientConfig, ClientStream, ReplyHandle};
 pub use connections::{ConnectionInfo, Connections};
 pub use error::{RpcError, ServerError};
 pub use mw_macros::service;
+pub use prometheus_client;
 pub use server::{ExecutionMode, RunningServer, Server, ServerBuilder, ServerConfig};
 pub use service::{Ack, Handler, MethodInfo, MethodKind, Service, ServiceId, Streaming};
 

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::connections::Connections;
 use crate::error::{RpcError, ServerError};
+use crate::metrics::{CallLabels, ServerMetrics};
 use crate::service::{Handler, Service};
 use crate::wire::{self, code};
 
@@ -64,6 +65,10 @@ pub struct ServerConfig {
     /// How long a graceful shutdown lets in-flight calls finish before abandoning them.
     /// Default 10 s.
     pub drain_timeout: Duration,
+    /// Where to serve Prometheus metrics as text on `GET /metrics` (a TCP `HOST:PORT`;
+    /// port 0 picks one, see [`RunningServer::metrics_addr`]); see [`crate::metrics`].
+    /// Default `None`: no endpoint, and calls are not measured.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             mode: ExecutionMode::Concurrent,
             drain_timeout: Duration::from_secs(10),
+            metrics_addr: None,
         }
     }
 }
@@ -117,6 +123,10 @@ pub struct ServerBuilder {
     registry: Registry,
     config: ServerConfig,
     connections: Connections,
+    metrics: prometheus_client::registry::Registry,
+    /// Whether [`ServerBuilder::metrics_registry`] was asked for: then calls are
+    /// measured even without an endpoint.
+    metrics_wanted: bool,
 }
 
 impl ServerBuilder {
@@ -154,6 +164,14 @@ impl ServerBuilder {
         self.connections.clone()
     }
 
+    /// The registry the server's metrics go to, for an application to add its own
+    /// (metrics, or collectors read at each scrape). Asking for it turns the server's
+    /// call measurements on.
+    pub fn metrics_registry(&mut self) -> &mut prometheus_client::registry::Registry {
+        self.metrics_wanted = true;
+        &mut self.metrics
+    }
+
     /// Replaces the configuration.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -161,15 +179,20 @@ impl ServerBuilder {
     }
 
     /// Finishes building.
-    pub fn build(self) -> Server {
+    pub fn build(mut self) -> Server {
         let iterative =
             (self.config.mode == ExecutionMode::Iterative).then(|| Arc::new(Semaphore::new(1)));
+        let measured = self.metrics_wanted || self.config.metrics_addr.is_some();
+        let metrics =
+            measured.then(|| ServerMetrics::register(&mut self.metrics, &self.connections));
         Server {
             shared: Arc::new(Shared {
                 registry: self.registry,
                 config: self.config,
                 iterative,
                 connections: self.connections,
+                metrics,
+                metrics_registry: Arc::new(self.metrics),
             }),
         }
     }
@@ -180,6 +203,9 @@ struct Shared {
     config: ServerConfig,
     iterative: Option<Arc<Semaphore>>,
     connections: Connections,
+    /// `Some` when calls are measured.
+    metrics: Option<ServerMetrics>,
+    metrics_registry: Arc<prometheus_client::registry::Registry>,
 }
 
 /// A set of services ready to serve connections.
@@ -204,6 +230,42 @@ impl Server {
     /// Its open connections (list them, close one).
     pub fn connections(&self) -> Connections {
         self.shared.connections.clone()
+    }
+
+    /// The metrics as Prometheus text, as `GET /metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.shared.metrics_registry);
+        out
+    }
+
+    /// Binds the metrics endpoint of [`ServerConfig::metrics_addr`], if any, and serves
+    /// it until `stop`.
+    fn start_metrics(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<Option<std::net::SocketAddr>, RpcError> {
+        let Some(addr) = &self.shared.config.metrics_addr else {
+            return Ok(None);
+        };
+        let bind_err = |e: std::io::Error| {
+            RpcError::Transport(CoreError::Bind {
+                addr: addr.clone(),
+                source: e,
+            })
+        };
+        let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+        std_listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        tracing::info!(addr = %local, "serving metrics on /metrics");
+        tokio::spawn(crate::metrics::serve_metrics(
+            listener,
+            self.shared.metrics_registry.clone(),
+            stop.clone(),
+        ));
+        Ok(Some(local))
     }
 
     /// Serves `listener` until `shutdown` completes, then drains: stops accepting, tells
@@ -282,16 +344,38 @@ impl Server {
     /// A bad address or a failed bind.
     pub async fn spawn(self, addr: &str) -> Result<RunningServer, RpcError> {
         let listener = Listener::bind(&addr.parse()?).await?;
-        Ok(self.spawn_on(listener))
+        let token = CancellationToken::new();
+        let metrics_addr = self.start_metrics(&token)?;
+        Ok(self.spawn_with(listener, token, metrics_addr))
     }
 
-    /// Serves an already bound listener on a background task.
+    /// Serves an already bound listener on a background task (and the metrics endpoint
+    /// of [`ServerConfig::metrics_addr`]; one that cannot be bound is logged and left
+    /// out: use [`spawn`](Self::spawn) to be told).
     pub fn spawn_on(self, listener: Listener) -> RunningServer {
-        let addr = listener.local_addr().clone();
         let token = CancellationToken::new();
+        let metrics_addr = self.start_metrics(&token).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot serve metrics");
+            None
+        });
+        self.spawn_with(listener, token, metrics_addr)
+    }
+
+    fn spawn_with(
+        self,
+        listener: Listener,
+        token: CancellationToken,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> RunningServer {
+        let addr = listener.local_addr().clone();
         let stop = token.clone();
         let task = tokio::spawn(self.serve(listener, async move { stop.cancelled().await }));
-        RunningServer { addr, token, task }
+        RunningServer {
+            addr,
+            token,
+            task,
+            metrics_addr,
+        }
     }
 }
 
@@ -302,12 +386,19 @@ pub struct RunningServer {
     addr: Address,
     token: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningServer {
     /// The address clients connect to (with the real port if bound to port 0).
     pub fn local_addr(&self) -> &Address {
         &self.addr
+    }
+
+    /// Where the metrics endpoint listens (with the real port if bound to port 0), if
+    /// [`ServerConfig::metrics_addr`] was set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Shuts down gracefully and waits until the drain is over.
@@ -351,6 +442,8 @@ struct CallState {
     /// Whether the caller waits for a result (a `Request`): only such calls are told
     /// when they are abandoned. One-way calls never get an `Error` after acceptance.
     awaits_result: bool,
+    /// Service and method, and when it arrived: for metrics (`None` when unmeasured).
+    measured: Option<(CallLabels, std::time::Instant)>,
 }
 
 type InFlight = FuturesUnordered<BoxFuture<'static, (u64, Outcome)>>;
@@ -486,6 +579,12 @@ async fn serve_connection(
         if let Some(h) = call.abort {
             h.abort();
         }
+        if let (Some(m), Some(_)) = (&st.shared.metrics, call.measured) {
+            m.abandoned();
+        }
+    }
+    if let Some(m) = &st.shared.metrics {
+        m.queued(-(st.queued.len() as i64));
     }
     st.outbox.close();
     // Flush what is queued, but never wait past the hard deadline for a peer that does
@@ -645,12 +744,23 @@ impl ConnState {
             let _ = self.outbox.push(FrameKind::Ack, 0, frame.id, &[]);
         }
         let credits = is_stream.then(|| Arc::new(Semaphore::new(0)));
+        let measured = self.shared.metrics.as_ref().map(|m| {
+            m.accepted();
+            let method = service
+                .methods()
+                .iter()
+                .find(|m| m.id == header.method)
+                .map_or("?", |m| m.name);
+            let labels: CallLabels = [("service", service.id().name), ("method", method)];
+            (labels, std::time::Instant::now())
+        });
         self.calls.insert(
             frame.id,
             CallState {
                 abort: None,
                 credits,
                 awaits_result: frame.kind == FrameKind::Request,
+                measured,
             },
         );
         // The deadline runs from arrival: time spent queued counts against it. A one-way
@@ -667,6 +777,9 @@ impl ConnState {
             deadline,
             handler,
         });
+        if let Some(m) = &self.shared.metrics {
+            m.queued(1);
+        }
         self.start_queued();
     }
 
@@ -675,6 +788,9 @@ impl ConnState {
             let Some(q) = self.queued.pop_front() else {
                 break;
             };
+            if let Some(m) = &self.shared.metrics {
+                m.queued(-1);
+            }
             self.start(q);
         }
     }
@@ -781,7 +897,18 @@ impl ConnState {
     }
 
     fn finish(&mut self, id: u64, outcome: Outcome) {
-        self.calls.remove(&id);
+        let call = self.calls.remove(&id);
+        if let (Some(m), Some((labels, arrived))) =
+            (&self.shared.metrics, call.and_then(|c| c.measured))
+        {
+            let label = match &outcome {
+                Outcome::Reply(Ok(_)) | Outcome::Quiet => "ok",
+                Outcome::Reply(Err(_)) => "failed",
+                Outcome::DeadlineExceeded => "deadline_exceeded",
+                Outcome::Aborted | Outcome::ShuttingDown => "cancelled",
+            };
+            m.finished(labels, label, arrived.elapsed());
+        }
         match outcome {
             Outcome::Reply(Ok(body)) => {
                 if let Err(e) = self.outbox.push(FrameKind::Response, 0, id, &body) {

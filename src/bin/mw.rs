@@ -29,6 +29,9 @@ enum Command {
         /// Address to listen on: HOST:PORT or unix:PATH.
         #[arg(long, default_value = "127.0.0.1:7700")]
         addr: String,
+        /// Serve Prometheus metrics on http://ADDR/metrics; off when absent.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
     },
     /// Run the broker: queues, the event bus, the tuple space and a registry on one address.
     Broker(BrokerOpts),
@@ -127,6 +130,10 @@ struct BrokerOpts {
     /// Concurrent client connections; further connections are refused (`server overloaded`).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// Serve Prometheus metrics on http://ADDR/metrics (queues, calls, connections, bus,
+    /// routes); off when absent.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     /// Event bus subscriptions (transient plus durable) held at once.
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     max_subscriptions: usize,
@@ -149,6 +156,7 @@ impl BrokerOpts {
         config.pubsub.max_retained_topics = self.max_retained_topics;
         config.server.transport.max_frame_len = self.max_frame_size;
         config.server.max_connections = self.max_connections;
+        config.server.metrics_addr = self.metrics_addr;
         (self.addr, config)
     }
 }
@@ -276,9 +284,14 @@ async fn main() -> std::process::ExitCode {
     let daemon = matches!(cli.command, Command::Broker(_) | Command::Registry { .. });
     mw::logs::init(cli.log_format, if daemon { "info" } else { "error" });
     let result: Result<(), mw::run::BoxError> = match cli.command {
-        Command::Registry { addr } => {
+        Command::Registry { addr, metrics_addr } => {
             tracing::info!(version = env!("CARGO_PKG_VERSION"), %addr, "registry starting");
+            let config = mw::rpc::ServerConfig {
+                metrics_addr,
+                ..Default::default()
+            };
             let server = mw::rpc::Server::builder()
+                .config(config)
                 .add(mw::rpc::registry::RegistryServer::new(
                     mw::rpc::registry::RegistryImpl::new(),
                 ))
