@@ -12,6 +12,8 @@
 //! | `mw durable delete NAME` | stops collecting and discards the stored events | `deleted durable subscription NAME` (`{"durable","deleted"}`) |
 //! | `mw conn list` | client connections: id, peer, opened, calls | table (`[{"id","peer","opened_at_ms","calls"}]`) |
 //! | `mw conn close ID` | closes a connection at once | `closed connection ID` (`{"connection","closed"}`) |
+//! | `mw consumer list` | queue consumers: id, queue, unacked deliveries | table (`[{"id","queue","unacked"}]`) |
+//! | `mw consumer close ID` | ends a consumer; what it held is redelivered | `closed consumer ID` (`{"consumer","closed"}`) |
 //! | `mw retained clear TOPIC` | forgets the topic's retained message | `cleared the retained message of TOPIC` (`{"topic","cleared"}`) |
 //!
 //! A name the broker does not know is an error (exit 1) naming it, never created.
@@ -160,6 +162,58 @@ pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
             }
             let v = serde_json::json!({ "connection": id, "closed": true });
             print(out, common.json, v, format!("closed connection {id}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `mw consumer` verbs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ConsumerVerb {
+    /// List the consumers attached at the broker: id, queue, deliveries held unacked.
+    List {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Close consumer ID: its stream ends with an error; what it held unacked is
+    /// redelivered after the visibility timeout.
+    Close {
+        /// The broker and the output format.
+        #[command(flatten)]
+        common: Common,
+        /// The consumer's id, as `mw consumer list` shows it.
+        id: u64,
+    },
+}
+
+/// Runs a `mw consumer` verb, printing to `out`.
+///
+/// # Errors
+/// An unreachable broker, an id that is not an attached consumer (close).
+pub async fn consumer(verb: ConsumerVerb, out: &mut dyn Write) -> Result<(), BoxError> {
+    match verb {
+        ConsumerVerb::List { common } => {
+            let list = queues(&common.broker).await?.consumers().await?;
+            if common.json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|c| serde_json::json!({ "id": c.id, "queue": c.queue, "unacked": c.unacked }))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            } else {
+                writeln!(out, "{:>8}  {:<40}  {:>8}", "ID", "QUEUE", "UNACKED")?;
+                for c in list {
+                    writeln!(out, "{:>8}  {:<40}  {:>8}", c.id, c.queue, c.unacked)?;
+                }
+            }
+        }
+        ConsumerVerb::Close { common, id } => {
+            if !queues(&common.broker).await?.close_consumer(id).await? {
+                return Err(format!("no consumer {id} attached").into());
+            }
+            let v = serde_json::json!({ "consumer": id, "closed": true });
+            print(out, common.json, v, format!("closed consumer {id}"))?;
         }
     }
     Ok(())

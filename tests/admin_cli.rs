@@ -293,3 +293,55 @@ fn connections_are_listed_and_one_is_closed() {
     let out = run_mw(&[&["conn", "close"][..], &b, &["999999"]].concat(), None);
     assert_eq!(out.stderr, ["mw: no open connection 999999"]);
 }
+
+#[test]
+fn consumers_are_listed_and_one_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path());
+    let b = ["--broker", addr.as_str()];
+    ok(run_mw(
+        &[&["send"][..], &b, &["work", "job"]].concat(),
+        None,
+    ));
+    let mut recv = std::process::Command::new(queue_support::MW)
+        .args(["recv", "--broker", &addr, "work"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = queue_support::lines_of(recv.stdout.take().unwrap());
+    let err = queue_support::lines_of(recv.stderr.take().unwrap());
+    let mut recv = queue_support::Proc(recv);
+    // Readiness: it printed the message, so its consumer is attached.
+    assert_eq!(lines.recv_timeout(queue_support::WAIT).unwrap(), "job");
+    let list = ok(run_mw(
+        &[&["consumer", "list"][..], &b, &["--json"]].concat(),
+        None,
+    ));
+    let all = json(&list[0]);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all[0]["queue"], "work");
+    let id = all[0]["id"].as_u64().unwrap();
+    let out = ok(run_mw(
+        &[&["consumer", "close"][..], &b, &[&id.to_string()[..]]].concat(),
+        None,
+    ));
+    assert_eq!(out, [format!("closed consumer {id}")]);
+    // The receiver is told, and exits with an error.
+    let line = err.recv_timeout(queue_support::WAIT).unwrap();
+    assert_eq!(
+        line,
+        format!("mw: consumer {id} was closed by an administrator")
+    );
+    assert!(!recv.0.wait().unwrap().success());
+    let list = ok(run_mw(
+        &[&["consumer", "list"][..], &b, &["--json"]].concat(),
+        None,
+    ));
+    assert_eq!(json(&list[0]), serde_json::json!([]));
+    let out = run_mw(
+        &[&["consumer", "close"][..], &b, &["424242"]].concat(),
+        None,
+    );
+    assert_eq!(out.stderr, ["mw: no consumer 424242 attached"]);
+}

@@ -95,6 +95,14 @@ pub enum Error {
         /// Consumers attached.
         consumers: u64,
     },
+    /// The consumer was closed by an administrator
+    /// ([`QueueManager::close_consumer`](crate::QueueManager::close_consumer)). What it
+    /// held unsettled is redelivered after the visibility timeout.
+    #[error("consumer {consumer} was closed by an administrator")]
+    ConsumerClosed {
+        /// The consumer's number.
+        consumer: u64,
+    },
 }
 
 impl Error {

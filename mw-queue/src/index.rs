@@ -117,6 +117,8 @@ const CACHE_ENTRY_OVERHEAD: usize = 80;
 #[derive(Debug, Default)]
 struct ConsumerState {
     outstanding: u32,
+    /// Closed by an administrator: its next fetch fails with `ConsumerClosed`.
+    closed: bool,
 }
 
 /// Per-segment bookkeeping for deletion.
@@ -493,6 +495,19 @@ pub(crate) struct Taken {
     pub cached: Option<CachedBody>,
 }
 
+/// An attached consumer, as [`QueueManager::consumers`](crate::QueueManager::consumers)
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// The queue it reads.
+    pub queue: String,
+    /// Its number, unique in the manager (for closing it).
+    pub id: u64,
+    /// Deliveries it holds unsettled (prefetched or handed out, not yet acked).
+    pub unacked: u64,
+}
+
 /// Where a waiting message is, as browsing reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
@@ -768,6 +783,9 @@ impl State {
             .expect("consumer's queue exists");
         if let Some(e) = q.refill_error.take() {
             return Err(e);
+        }
+        if q.consumers.get(&consumer).is_some_and(|c| c.closed) {
+            return Err(Error::ConsumerClosed { consumer });
         }
         let outstanding = q.consumers.get(&consumer).map_or(0, |c| c.outstanding);
         let credit = prefetch.saturating_sub(outstanding);
@@ -1092,6 +1110,35 @@ impl State {
             );
         }
         (n, rx)
+    }
+
+    /// Every attached consumer: queue, id, deliveries it holds unsettled.
+    pub(crate) fn consumers(&self) -> Vec<ConsumerInfo> {
+        let mut v: Vec<ConsumerInfo> = self
+            .queues
+            .iter()
+            .flat_map(|(name, q)| {
+                q.consumers.iter().map(move |(id, c)| ConsumerInfo {
+                    queue: name.to_string(),
+                    id: *id,
+                    unacked: u64::from(c.outstanding),
+                })
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Marks consumer `id` closed and wakes it; whether it was attached.
+    pub(crate) fn close_consumer(&mut self, id: u64) -> bool {
+        for q in self.queues.values_mut() {
+            if let Some(c) = q.consumers.get_mut(&id) {
+                c.closed = true;
+                q.notify.notify_waiters();
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether `queue` is known: it holds or held messages since the manager opened

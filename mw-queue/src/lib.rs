@@ -209,7 +209,7 @@ pub use config::{Config, FsyncPolicy, MAX_MESSAGE_SIZE};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use delivery::{Delivery, DeliveryTag};
 pub use error::{Error, Result};
-pub use index::{MemoryStats, QueueStats, Waiting};
+pub use index::{ConsumerInfo, MemoryStats, QueueStats, Waiting};
 pub use log::LogStats;
 pub use manager::{Peeked, QueueManager};
 pub use message::{Message, MessageId};

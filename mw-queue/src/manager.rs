@@ -15,7 +15,7 @@ use crate::clock::{millis, Clock};
 use crate::config::Config;
 use crate::delivery::DeliveryTag;
 use crate::error::{Error, Result};
-use crate::index::{Limits, MemoryStats, QueueStats, SendOutcome, State, Waiting};
+use crate::index::{ConsumerInfo, Limits, MemoryStats, QueueStats, SendOutcome, State, Waiting};
 use crate::log::{Append, CommitHook, Log, LogConfig, LogStats};
 use crate::message::{Message, MessageId};
 use crate::queue::Queue;
@@ -302,6 +302,18 @@ impl QueueManager {
         })
         .await
         .map_err(|_| Error::Closed)?
+    }
+
+    /// Every attached consumer (remote consumers of a broker included), by id.
+    pub fn consumers(&self) -> Vec<ConsumerInfo> {
+        lock(&self.shared.state).consumers()
+    }
+
+    /// Closes consumer `id`: its next `recv` fails with [`Error::ConsumerClosed`] (a
+    /// remote consumer's stream ends with it); what it held unsettled is redelivered
+    /// after the visibility timeout. Whether it was attached.
+    pub fn close_consumer(&self, id: u64) -> bool {
+        lock(&self.shared.state).close_consumer(id)
     }
 
     /// Counters of the log writer (appends, fsyncs, records per fsync, ...).

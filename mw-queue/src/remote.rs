@@ -61,7 +61,8 @@ pub use service::{
     MAX_PREFETCH,
 };
 pub use wire::{
-    BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage, WirePeeked, WireWaiting,
+    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
+    WireWaiting,
 };
 
 pub use service::check_remote_name;

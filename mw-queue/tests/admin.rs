@@ -129,3 +129,31 @@ async fn peek_shows_waiting_messages_in_delivery_order_without_delivering() {
     // The dead-letter queue of a known queue exists, empty.
     assert!(qm.peek("p.dlq", 1).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_closed_consumer_fails_its_next_recv_and_its_delivery_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let qm = open(dir.path(), manual(&clock)).await;
+    let q = qm.queue("w");
+    q.send(Message::new("one")).await.unwrap();
+    let mut c = q.consumer(ConsumerOptions::default());
+    let held = recv(&mut c).await;
+    let listed = qm.consumers();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].queue.as_str(), listed[0].unacked), ("w", 1));
+    assert!(qm.close_consumer(listed[0].id));
+    assert!(!qm.close_consumer(listed[0].id + 1000));
+    let e = c.recv().await.unwrap_err();
+    assert!(
+        matches!(e, Error::ConsumerClosed { consumer } if consumer == listed[0].id),
+        "{e:?}"
+    );
+    drop(held); // never acked
+    drop(c);
+    assert!(qm.consumers().is_empty());
+    clock.advance(Duration::from_secs(10));
+    let mut again = q.consumer(ConsumerOptions::default());
+    let d = recv(&mut again).await;
+    assert_eq!((body(&d), d.attempt()), ("one".to_string(), 2));
+}

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         verb: mw::cli_admin::ConnVerb,
     },
+    /// Administer a broker's queue consumers: list, close.
+    Consumer {
+        #[command(subcommand)]
+        verb: mw::cli_admin::ConsumerVerb,
+    },
     /// Administer a broker's retained messages: clear.
     Retained {
         #[command(subcommand)]
@@ -311,6 +316,7 @@ async fn main() -> std::process::ExitCode {
         Command::Queue { verb } => mw::cli_admin::queue(verb, &mut std::io::stdout()).await,
         Command::Durable { verb } => mw::cli_admin::durable(verb, &mut std::io::stdout()).await,
         Command::Conn { verb } => mw::cli_admin::conn(verb, &mut std::io::stdout()).await,
+        Command::Consumer { verb } => mw::cli_admin::consumer(verb, &mut std::io::stdout()).await,
         Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {

@@ -16,7 +16,7 @@ use crate::message::Message;
 use crate::remote::check_remote_name;
 use crate::remote::{
     BrokerStats, ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,
-    RemoteQueues, WireMessage, WirePeeked, MAX_BATCH,
+    RemoteQueues, WireConsumer, WireMessage, WirePeeked, MAX_BATCH,
 };
 
 /// Deadline of one call to a hop by default: long enough for a batch and a busy
@@ -286,5 +286,13 @@ impl QueueService for RoutingQueueService {
 
     async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError> {
         self.local.peek(queue, max).await
+    }
+
+    async fn consumers(&self) -> Vec<WireConsumer> {
+        self.local.consumers().await
+    }
+
+    async fn close_consumer(&self, id: u64) -> bool {
+        self.local.close_consumer(id).await
     }
 }

@@ -323,6 +323,26 @@ impl RemoteQueues {
     pub async fn queues(&self) -> RemoteResult<Vec<QueueInfo>> {
         Ok(self.client.queues().await?)
     }
+
+    /// Every consumer attached at the broker, by id.
+    ///
+    /// # Errors
+    ///
+    /// Call failures.
+    pub async fn consumers(&self) -> RemoteResult<Vec<super::WireConsumer>> {
+        Ok(self.client.consumers().await?)
+    }
+
+    /// Closes consumer `id` at the broker (see
+    /// [`QueueService::close_consumer`](super::QueueService::close_consumer)); whether it
+    /// was attached.
+    ///
+    /// # Errors
+    ///
+    /// Call failures.
+    pub async fn close_consumer(&self, id: u64) -> RemoteResult<bool> {
+        Ok(self.client.close_consumer(id).await?)
+    }
 }
 
 /// A handle to one queue at a broker. Cheap to clone.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage, WirePeeked};
+use super::wire::{
+    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
+};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::delivery::{Delivery, DeliveryTag};
 use crate::error::Error;
@@ -92,6 +94,12 @@ pub trait QueueService {
     /// Up to `max` messages waiting in `queue`, in delivery order, without delivering
     /// them (at most [`MAX_PEEK`]).
     async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError>;
+    /// Every consumer attached at the broker (each remote consumer is one), by id.
+    async fn consumers(&self) -> Vec<WireConsumer>;
+    /// Closes consumer `id`: its stream ends with [`QueueError::ConsumerClosed`], and what
+    /// it held unsettled is redelivered after the visibility timeout. Whether it was
+    /// attached.
+    async fn close_consumer(&self, id: u64) -> bool;
 }
 
 /// Most messages one `peek` returns.
@@ -346,6 +354,26 @@ impl QueueService for QueueServiceImpl {
         let max = max.min(MAX_PEEK) as usize;
         let found = self.qm.peek(&queue, max).await?;
         Ok(found.into_iter().map(WirePeeked::from).collect())
+    }
+
+    async fn consumers(&self) -> Vec<WireConsumer> {
+        self.qm
+            .consumers()
+            .into_iter()
+            .map(|c| WireConsumer {
+                queue: c.queue,
+                id: c.id,
+                unacked: c.unacked,
+            })
+            .collect()
+    }
+
+    async fn close_consumer(&self, id: u64) -> bool {
+        let closed = self.qm.close_consumer(id);
+        if closed {
+            tracing::info!(consumer = id, "consumer closed by an administrator");
+        }
+        closed
     }
 }
 

@@ -113,6 +113,17 @@ impl From<crate::Peeked> for WirePeeked {
     }
 }
 
+/// A consumer attached at the broker, as `consumers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireConsumer {
+    /// The queue it reads.
+    pub queue: String,
+    /// Its number (for `close_consumer`).
+    pub id: u64,
+    /// Deliveries it holds unsettled.
+    pub unacked: u64,
+}
+
 /// One queue and its counters, as listed by the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
@@ -278,6 +289,12 @@ pub enum QueueError {
         /// Consumers attached.
         consumers: u64,
     },
+    /// The consumer was closed by an administrator (`mw consumer close`).
+    #[error("consumer {consumer} was closed by an administrator")]
+    ConsumerClosed {
+        /// The consumer's number.
+        consumer: u64,
+    },
 }
 
 impl QueueError {
@@ -311,6 +328,7 @@ impl From<Error> for QueueError {
             Error::Closed => QueueError::Closed,
             Error::UnknownQueue(n) => QueueError::UnknownQueue(n),
             Error::QueueInUse { queue, consumers } => QueueError::QueueInUse { queue, consumers },
+            Error::ConsumerClosed { consumer } => QueueError::ConsumerClosed { consumer },
             // Io, Locked and future variants.
             other => QueueError::Io(crate_chain(&other)),
         }
