@@ -12,6 +12,7 @@
 //! | `mw_queue_log_written_bytes_total` | counter | |
 //! | `mw_queue_fsyncs_total` | counter | |
 //! | `mw_queue_fsynced_records_total` | counter: records made durable by those fsyncs (÷ fsyncs = messages per fsync) | |
+//! | `mw_queue_fsync_duration_seconds` | histogram | |
 //! | `mw_queue_segments` | gauge: segment files on disk | |
 //! | `mw_pubsub_subscriptions` | gauge: subscriptions on the bus (network subscribers included) | |
 //! | `mw_pubsub_durable_subscriptions` | gauge | |
@@ -24,7 +25,7 @@
 //! | `mw_route_up` | gauge: 1 while the last call to the hop succeeded | `hop` |
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -49,6 +50,31 @@ impl BrokerCollector {
             bus,
             router,
         }
+    }
+}
+
+/// The log writer's fsync durations, as a histogram.
+#[derive(Debug)]
+struct FsyncHistogram(crate::queue::LogStats);
+
+impl prometheus_client::metrics::TypedMetric for FsyncHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for FsyncHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = crate::queue::FSYNC_BUCKETS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.0.fsync_buckets).collect();
+        let count = self.0.fsync_buckets.iter().sum();
+        let sum = self.0.fsync_nanos as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -162,6 +188,15 @@ impl Collector for BrokerCollector {
             "Segment files on disk",
             &ConstGauge::new(self.queues.segment_count() as i64),
         )?;
+
+        let fsync = FsyncHistogram(log);
+        let d = e.encode_descriptor(
+            "mw_queue_fsync_duration",
+            "Time an fdatasync of a segment file took",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        fsync.encode(d)?;
 
         let bus = self.bus.stats();
         single(

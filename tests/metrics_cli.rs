@@ -81,6 +81,8 @@ fn the_broker_serves_prometheus_metrics() {
         "mw_pubsub_events_published_total 1",
         "mw_pubsub_subscriptions 0",
         "# TYPE mw_queue_fsyncs counter",
+        "mw_queue_fsync_duration_seconds_count 3",
+        "mw_queue_fsync_duration_seconds_bucket{le=\"+Inf\"} 3",
         "# EOF",
     ] {
         assert!(

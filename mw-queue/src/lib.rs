@@ -210,7 +210,7 @@ pub use consumer::{Consumer, ConsumerOptions};
 pub use delivery::{Delivery, DeliveryTag};
 pub use error::{Error, Result};
 pub use index::{ConsumerInfo, MemoryStats, QueueStats, Waiting};
-pub use log::LogStats;
+pub use log::{LogStats, FSYNC_BUCKETS_SECONDS};
 pub use manager::{Peeked, QueueManager};
 pub use message::{Message, MessageId};
 pub use queue::Queue;

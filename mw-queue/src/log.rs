@@ -76,7 +76,19 @@ pub struct LogStats {
     pub segments_created: u64,
     /// Segment files deleted because nothing in them was live.
     pub segments_deleted: u64,
+    /// Fsync durations: how many fsyncs took at most each bound of
+    /// [`FSYNC_BUCKETS_SECONDS`] (and more than the bound before it); the last slot counts
+    /// those over the largest bound.
+    pub fsync_buckets: [u64; FSYNC_BUCKETS_SECONDS.len() + 1],
+    /// Time spent in fsyncs, in nanoseconds.
+    pub fsync_nanos: u64,
 }
+
+/// Upper bounds, in seconds, of the fsync duration buckets of [`LogStats`]: from 100 µs
+/// (a battery-backed or NVMe write cache) to 1 s (a disk in trouble).
+pub const FSYNC_BUCKETS_SECONDS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
 
 impl LogStats {
     /// Mean number of records covered by one fsync (0 if none happened).
@@ -104,6 +116,8 @@ struct AtomicStats {
     max_records_per_fsync: AtomicU64,
     segments_created: AtomicU64,
     segments_deleted: AtomicU64,
+    fsync_buckets: [AtomicU64; FSYNC_BUCKETS_SECONDS.len() + 1],
+    fsync_nanos: AtomicU64,
 }
 
 #[derive(Default)]
@@ -351,6 +365,8 @@ impl Log {
             max_records_per_fsync: s.max_records_per_fsync.load(Ordering::Relaxed),
             segments_created: s.segments_created.load(Ordering::Relaxed),
             segments_deleted: s.segments_deleted.load(Ordering::Relaxed),
+            fsync_buckets: std::array::from_fn(|i| s.fsync_buckets[i].load(Ordering::Relaxed)),
+            fsync_nanos: s.fsync_nanos.load(Ordering::Relaxed),
         }
     }
 
@@ -613,6 +629,7 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<()> {
+        let started = Instant::now();
         if let Err(e) = self.active.file.sync_data() {
             // After a failed fsync the page cache state is unknown (the kernel may have
             // dropped the dirty pages), so retrying is unsafe: poison.
@@ -624,6 +641,14 @@ impl Writer {
         s.fsyncs.fetch_add(1, Ordering::Relaxed);
         s.synced_records.fetch_add(n, Ordering::Relaxed);
         s.max_records_per_fsync.fetch_max(n, Ordering::Relaxed);
+        let took = started.elapsed();
+        let slot = FSYNC_BUCKETS_SECONDS
+            .iter()
+            .position(|b| took.as_secs_f64() <= *b)
+            .unwrap_or(FSYNC_BUCKETS_SECONDS.len());
+        s.fsync_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        s.fsync_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.last_sync = Instant::now();
         Ok(())
     }
