@@ -8,6 +8,7 @@
 //! | `mw_queue_in_flight` | gauge: delivered, not yet settled | `queue` |
 //! | `mw_queue_consumers` | gauge | `queue` |
 //! | `mw_queue_dead_letters` | gauge: messages in the queue's dead-letter queue | `queue` |
+//! | `mw_queue_oldest_message_age_seconds` | gauge: since the oldest waiting message was sent (0 when empty) | `queue` |
 //! | `mw_queue_log_appends_total` | counter: log records written | |
 //! | `mw_queue_log_written_bytes_total` | counter | |
 //! | `mw_queue_fsyncs_total` | counter | |
@@ -155,6 +156,24 @@ impl Collector for BrokerCollector {
             g,
             "queue",
             gauge(|s| s.dead_letters),
+        )?;
+
+        // Blocking reads, at most one record per queue: scrapes run on the blocking pool.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ages = queues.iter().map(|(n, _)| {
+            let sent = self.queues.oldest_sent_ms_blocking(n).ok().flatten();
+            let age = sent.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0);
+            (n.clone(), ConstGauge::new(age))
+        });
+        family(
+            e,
+            "mw_queue_oldest_message_age_seconds",
+            "Seconds since the oldest message waiting in the queue was sent (0 when none waits)",
+            g,
+            "queue",
+            ages,
         )?;
 
         let log = self.queues.log_stats();

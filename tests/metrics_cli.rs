@@ -73,6 +73,7 @@ fn the_broker_serves_prometheus_metrics() {
     for expected in [
         "mw_queue_depth{queue=\"orders\"} 3",
         "mw_queue_in_flight{queue=\"orders\"} 0",
+        "# TYPE mw_queue_oldest_message_age_seconds gauge",
         "mw_rpc_calls_total{service=\"mw.queue\",method=\"send\",outcome=\"ok\"} 3",
         "# TYPE mw_rpc_call_duration_seconds histogram",
         "mw_rpc_call_duration_seconds_count{service=\"mw.queue\",method=\"send\"} 3",

@@ -1227,6 +1227,39 @@ impl State {
         (n, rx)
     }
 
+    /// The oldest message waiting in `queue` (ready, returned or delayed; the smallest
+    /// log position is the earliest send), with its cached body if the cache has it.
+    pub(crate) fn oldest_waiting(&self, queue: &str) -> Option<Browsed> {
+        let q = self.queues.get(queue)?;
+        let ready = q.ready.front().map(|s| {
+            let meta = Meta {
+                offset: s.offset,
+                len: s.len,
+                deliveries: 0,
+            };
+            (s.lsn, meta, Waiting::Ready)
+        });
+        let retry = q
+            .retry
+            .first_key_value()
+            .map(|(k, m)| (*k, *m, Waiting::Returned));
+        let delayed = q
+            .delayed
+            .iter()
+            .min_by_key(|((_, lsn), _)| *lsn)
+            .map(|(&(due, lsn), m)| (lsn, *m, Waiting::Delayed { due_ms: due }));
+        let (lsn, meta, waiting) = [ready, retry, delayed]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(lsn, _, _)| *lsn)?;
+        Some(Browsed {
+            lsn,
+            meta,
+            waiting,
+            cached: self.cache.get(&lsn).cloned(),
+        })
+    }
+
     /// Up to `max` waiting messages of `queue` in delivery order, with cached bodies
     /// where the cache has them.
     pub(crate) fn browse(&self, queue: &str, max: usize) -> Result<Vec<Browsed>> {

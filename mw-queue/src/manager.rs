@@ -304,6 +304,25 @@ impl QueueManager {
         .map_err(|_| Error::Closed)?
     }
 
+    /// When the oldest message waiting in `name` was sent (ms since the Unix epoch), or
+    /// `None` when nothing waits. Blocking: the message's record is read back from its
+    /// segment when its body is no longer cached; call it from a blocking context.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors reading the record.
+    pub fn oldest_sent_ms_blocking(&self, name: &str) -> Result<Option<u64>> {
+        let Some(found) = lock(&self.shared.state).oldest_waiting(name) else {
+            return Ok(None);
+        };
+        if let Some(c) = found.cached {
+            return Ok(Some(c.timestamp_ms));
+        }
+        let f =
+            crate::consumer::read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
+        Ok(Some(f.sent_at_ms))
+    }
+
     /// Every attached consumer (remote consumers of a broker included), by id.
     pub fn consumers(&self) -> Vec<ConsumerInfo> {
         lock(&self.shared.state).consumers()

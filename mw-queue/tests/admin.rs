@@ -157,3 +157,25 @@ async fn a_closed_consumer_fails_its_next_recv_and_its_delivery_comes_back() {
     let d = recv(&mut again).await;
     assert_eq!((body(&d), d.attempt()), ("one".to_string(), 2));
 }
+
+#[tokio::test]
+async fn the_oldest_waiting_message_is_found_cached_or_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    for cache in [0, 1 << 20] {
+        let config = Config {
+            body_cache_bytes: cache,
+            ..manual(&clock)
+        };
+        let qm = open(dir.path(), config).await;
+        let name = format!("age{cache}");
+        assert_eq!(qm.oldest_sent_ms_blocking(&name).unwrap(), None);
+        let q = qm.queue(&name);
+        let sent_at = clock.now_ms();
+        q.send(Message::new("old")).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        q.send(Message::new("new")).await.unwrap();
+        assert_eq!(qm.oldest_sent_ms_blocking(&name).unwrap(), Some(sent_at));
+        qm.close().await.unwrap();
+    }
+}

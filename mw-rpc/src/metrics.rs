@@ -137,6 +137,7 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `registry` as Prometheus text on `GET /metrics` at `listener` until `stop`.
+/// The text is encoded on the blocking pool, so collectors may block (read a file).
 /// Scrapes are answered one at a time (each is short, and it bounds what a scraper
 /// can make the server do); anything else gets `404`.
 pub(crate) async fn serve_metrics(
@@ -168,9 +169,15 @@ pub(crate) async fn serve_metrics(
             let response = if head.starts_with(b"GET /metrics ")
                 || head.starts_with(b"GET /metrics?")
             {
-                let mut body = String::new();
-                prometheus_client::encoding::text::encode(&mut body, &registry)
-                    .map_err(std::io::Error::other)?;
+                // On the blocking pool: collectors may read from disk.
+                let registry = registry.clone();
+                let body = tokio::task::spawn_blocking(move || {
+                    let mut body = String::new();
+                    prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
