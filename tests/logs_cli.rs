@@ -123,3 +123,22 @@ fn the_broker_keeps_serving_when_its_stderr_is_closed() {
         assert!(out.status.success(), "{:?}", out.stderr);
     }
 }
+
+/// A store-and-forward route is logged when it is found down (`warn`) and when its next
+/// hop takes messages again (`info`).
+#[test]
+fn routes_going_down_and_up_are_logged() {
+    let hop_addr = queue_support::dead_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let route = format!("orders=127.0.0.1:{}", hop_addr.rsplit(':').next().unwrap());
+    let (_router, addr, err) = broker(dir.path(), &["--route", &route]);
+    let out = run_mw(&["send", "--broker", &addr, "orders", "o1"], None);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let down = until(&err, "route down");
+    assert!(down.contains(" WARN "), "{down}");
+    // The next hop comes up at that address.
+    let hop_dir = tempfile::tempdir().unwrap();
+    let (_hop, _) = queue_support::start_broker_with(hop_dir.path(), &hop_addr, &[]);
+    let up = until(&err, "route up");
+    assert!(up.contains(" INFO "), "{up}");
+}
