@@ -377,6 +377,8 @@ pub enum Stream {
     Unix(UnixStream),
     /// One end of an in-process pipe.
     InProc(DuplexStream),
+    /// A TCP connection inside TLS ([`crate::tls`]).
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 macro_rules! delegate {
@@ -386,6 +388,7 @@ macro_rules! delegate {
             #[cfg(unix)]
             Stream::Unix($s) => $e,
             Stream::InProc($s) => $e,
+            Stream::Tls($s) => $e,
         }
     };
 }
@@ -421,6 +424,7 @@ impl AsyncWrite for Stream {
             #[cfg(unix)]
             Stream::Unix(s) => s.is_write_vectored(),
             Stream::InProc(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -451,6 +455,10 @@ impl Stream {
             }
             Stream::InProc(s) => {
                 let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
                 (Box::new(r), Box::new(w))
             }
         }
