@@ -54,5 +54,6 @@ pub mod cli_pubsub;
 pub mod cli_queue;
 pub mod cli_space;
 pub mod demo;
+pub mod logs;
 pub mod run;
 pub mod tour;

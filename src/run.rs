@@ -98,8 +98,10 @@ pub async fn serve_with(
     // Listening from here on, once: a second signal arriving while the first is being
     // handled is kept for the second wait, not lost between two registrations.
     let mut signals = Signals::new();
+    tracing::info!(addr = %local, "listening");
     println!("listening on {local}");
     signals.next().await;
+    tracing::info!("signal received: shutting down, draining calls in flight");
     // Also the readiness line for tests that send a second signal.
     eprintln!("shutting down: draining calls in flight (Ctrl-C again to stop at once)");
     on_signal.await;

@@ -137,6 +137,18 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Counts one lost event; the first loss of a subscription is logged (later ones
+    /// only counted: a slow consumer would otherwise flood the log).
+    fn note_first_drop(&self) {
+        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::info!(
+                capacity = self.capacity,
+                policy = ?self.policy,
+                "slow consumer: its buffer is full, dropping events"
+            );
+        }
+    }
+
     /// Offers an event; never blocks beyond the brief lock.
     pub(crate) fn push(&self, topic: &Topic, payload: &Bytes) -> Push {
         let mut st = self.lock();
@@ -155,17 +167,21 @@ impl Queue {
                             None => st.gap += lost,
                         }
                     }
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.note_first_drop();
                     displaced = true;
                 }
                 SlowConsumerPolicy::DropNewest => {
                     st.gap += 1;
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.note_first_drop();
                     return Push::Rejected;
                 }
                 SlowConsumerPolicy::Disconnect => {
                     st.closed = Some(CloseReason::SlowConsumer);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        capacity = self.capacity,
+                        "slow consumer disconnected: its buffer was full"
+                    );
                     let waker = st.waker.take();
                     drop(st);
                     if let Some(w) = waker {

@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
     about = "mw middleware: daemons and client verbs"
 )]
 struct Cli {
+    /// Log lines on stderr as `text` (colored only on a terminal) or `json` (one object
+    /// per line). Levels: RUST_LOG (default `info` for `broker` and `registry`, `error`
+    /// for client verbs).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: mw::logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -267,13 +272,12 @@ impl SpaceVerb {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Broker(_) | Command::Registry { .. });
+    mw::logs::init(cli.log_format, if daemon { "info" } else { "error" });
     let result: Result<(), mw::run::BoxError> = match cli.command {
         Command::Registry { addr } => {
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), %addr, "registry starting");
             let server = mw::rpc::Server::builder()
                 .add(mw::rpc::registry::RegistryServer::new(
                     mw::rpc::registry::RegistryImpl::new(),
@@ -350,7 +354,10 @@ fn parse_fsync(s: &str) -> Result<mw::queue::FsyncPolicy, String> {
 }
 
 async fn broker(addr: &str, config: mw::broker::BrokerConfig) -> Result<(), mw::run::BoxError> {
+    let opening = std::time::Instant::now();
+    let summary = mw::logs::BrokerSummary::of(&config, addr);
     let broker = mw::broker::open(config).await?;
+    summary.log(&broker, opening.elapsed());
     let space = broker.space.clone();
     // Callers blocked in `rd` / `in` would hold the drain until its timeout: wake them
     // (they are told the space closed) before draining.

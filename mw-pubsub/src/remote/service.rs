@@ -207,7 +207,13 @@ impl PubSub for PubSubService {
         payload: Blob,
     ) -> Result<WireReport, RemoteError> {
         let t = topic(&topic_name)?;
-        Ok(self.bus.publish(&t, payload.0)?.into())
+        match self.bus.publish(&t, payload.0) {
+            Ok(report) => Ok(report.into()),
+            Err(e) => {
+                tracing::info!(topic = %t, error = %e, "refused a publish");
+                Err(e.into())
+            }
+        }
     }
 
     async fn publish_retained(

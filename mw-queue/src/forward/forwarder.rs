@@ -354,6 +354,10 @@ impl Worker<'_> {
             match result {
                 Ok(()) => {
                     backoff.reset();
+                    let was_up = self.stats.borrow().hop_up;
+                    if !was_up {
+                        tracing::info!(queue = self.queue.name(), destination = %dest, "route up: the next hop takes messages");
+                    }
                     self.settle(&run_tags, Settle::Ack).await;
                     tags.retain(|t| !run_tags.contains(t));
                     self.stats.send_modify(|s| {
@@ -386,7 +390,17 @@ impl Worker<'_> {
                     });
                 }
                 Err(HopError::Unavailable(reason)) => {
-                    tracing::debug!(queue = self.queue.name(), %reason, "next hop unavailable; will retry");
+                    let (was_up, retried) = {
+                        let s = self.stats.borrow();
+                        (s.hop_up, s.retries > 0)
+                    };
+                    // Logged when the route goes down (or is found down at first), not
+                    // on every retry.
+                    if was_up || !retried {
+                        tracing::warn!(queue = self.queue.name(), destination = %dest, %reason, "route down: next hop unavailable; retrying with backoff");
+                    } else {
+                        tracing::debug!(queue = self.queue.name(), %reason, "next hop unavailable; will retry");
+                    }
                     self.stats.send_modify(|s| {
                         s.retries += 1;
                         s.hop_up = false;

@@ -167,6 +167,17 @@ impl QueueServiceImpl {
     }
 }
 
+/// Logs sends the broker refused (`refused` of them, the first for `error`): at `info`
+/// for what a client can cause (full queue, oversized message), at `warn` for storage
+/// trouble.
+fn log_refusal(queue: &str, refused: usize, error: &QueueError) {
+    if error.is_permanent() || matches!(error, QueueError::QueueFull { .. }) {
+        tracing::info!(queue, refused, %error, "refused sends");
+    } else {
+        tracing::warn!(queue, refused, %error, "sends failed");
+    }
+}
+
 /// Refuses names a remote client may not use (see [`QueueServiceImpl`]): empty, longer
 /// than 255 bytes, or holding whitespace or control characters.
 ///
@@ -185,8 +196,14 @@ pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
 
 impl QueueService for QueueServiceImpl {
     async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
-        let id = self.queue(&queue)?.send(Message::from(message)).await?;
-        Ok(id.0)
+        match self.queue(&queue)?.send(Message::from(message)).await {
+            Ok(id) => Ok(id.0),
+            Err(e) => {
+                let e = QueueError::from(e);
+                log_refusal(&queue, 1, &e);
+                Err(e)
+            }
+        }
     }
 
     async fn send_batch(
@@ -203,11 +220,17 @@ impl QueueService for QueueServiceImpl {
         }
         let messages = messages.into_iter().map(Message::from).collect();
         // Enqueued together and in order: consecutive in the log, one group commit.
-        let results = q.send_batch(messages).await;
-        Ok(results
+        let results: Vec<Result<u128, QueueError>> = q
+            .send_batch(messages)
+            .await
             .into_iter()
             .map(|r| r.map(|id| id.0).map_err(QueueError::from))
-            .collect())
+            .collect();
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
+            log_refusal(&queue, refused, first);
+        }
+        Ok(results)
     }
 
     async fn consume(
