@@ -4,10 +4,10 @@
 //! server certificate, a missing, untrusted or expired client certificate, unreadable
 //! or mismatched files); and the server keeps serving the clients it admitted.
 
-#[allow(unused_macros)]
-mod common;
 #[path = "support/certs.rs"]
 mod certs;
+#[allow(unused_macros)]
+mod common;
 
 use std::path::Path;
 
@@ -155,12 +155,18 @@ async fn a_server_certificate_from_another_ca_is_not_trusted() {
     let wrong = TlsClient::new(Some(&p.other.pem), None).unwrap();
     let e = connect(&addr, Some(wrong)).await.unwrap_err();
     println!("{e}");
-    assert!(e.contains("not trusted") && e.contains("UnknownIssuer"), "{e}");
+    assert!(
+        e.contains("not trusted") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
     // A name the certificate does not hold.
     let renamed = p.client_tls().with_server_name("elsewhere.example");
     let e = connect(&addr, Some(renamed)).await.unwrap_err();
     println!("{e}");
-    assert!(e.contains("not trusted") && e.contains("NotValidForName"), "{e}");
+    assert!(
+        e.contains("not trusted") && e.contains("NotValidForName"),
+        "{e}"
+    );
     echo_ok(&connect(&addr, Some(p.client_tls())).await.unwrap()).await;
     s.shutdown().await;
 }
@@ -168,9 +174,8 @@ async fn a_server_certificate_from_another_ca_is_not_trusted() {
 #[tokio::test]
 async fn an_expired_server_certificate_is_not_trusted() {
     let p = pki();
-    let (cert, key) = p
-        .ca
-        .leaf(p.path(), "old-server", &["127.0.0.1"], false, true);
+    let (cert, key) =
+        p.ca.leaf(p.path(), "old-server", &["127.0.0.1"], false, true);
     let s = server(Some(TlsServer::from_pem_files(&cert, &key, None).unwrap())).await;
     let e = connect(&s.local_addr().to_string(), Some(p.client_tls()))
         .await

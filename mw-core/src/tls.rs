@@ -79,7 +79,10 @@ fn roots(path: &Path, what: &str) -> Result<RootCertStore, CoreError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, what)? {
         roots.add(cert).map_err(|e| {
-            CoreError::Tls(format!("{what} {}: unusable certificate: {e}", path.display()))
+            CoreError::Tls(format!(
+                "{what} {}: unusable certificate: {e}",
+                path.display()
+            ))
         })?;
     }
     Ok(roots)
@@ -223,7 +226,10 @@ impl TlsClient {
     /// # Errors
     /// [`CoreError::Tls`] naming a file that cannot be read or used, or when the
     /// platform has no trusted roots.
-    pub fn new(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<TlsClient, CoreError> {
+    pub fn new(
+        ca: Option<&Path>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<TlsClient, CoreError> {
         let roots = match ca {
             Some(ca) => roots(ca, "CA file")?,
             None => {
@@ -303,7 +309,9 @@ fn host_of(addr: &str) -> &str {
 /// Says what a TLS failure talking to `addr` means for the user, or `None` if `e` is
 /// not a TLS failure.
 pub fn explain_io(addr: &str, e: &io::Error) -> Option<CoreError> {
-    let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())?;
+    let tls = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())?;
     Some(explain_rustls(addr, tls))
 }
 
@@ -330,9 +338,9 @@ fn explain_rustls(addr: &str, e: &rustls::Error) -> CoreError {
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => format!(
             "{addr} did not answer in TLS: is it a plaintext server? (connect without --tls-ca)"
         ),
-        Error::AlertReceived(AlertDescription::CertificateRequired) => format!(
-            "{addr} requires a client certificate: pass --tls-cert FILE --tls-key FILE"
-        ),
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            format!("{addr} requires a client certificate: pass --tls-cert FILE --tls-key FILE")
+        }
         Error::AlertReceived(
             a @ (AlertDescription::BadCertificate
             | AlertDescription::UnknownCA

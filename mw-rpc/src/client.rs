@@ -187,9 +187,12 @@ impl std::fmt::Debug for Channel {
 async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcError> {
     let mut stream = mw_core::connect(addr).await?;
     if let Some(tls) = &config.tls {
-        stream = tokio::time::timeout(config.transport.handshake_timeout, tls.connect(stream, addr))
-            .await
-            .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
+        stream = tokio::time::timeout(
+            config.transport.handshake_timeout,
+            tls.connect(stream, addr),
+        )
+        .await
+        .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
     }
     let (reader, outbox, _writer) = mw_core::client_connection(stream, &config.transport).await?;
     let conn = Arc::new(Conn {
