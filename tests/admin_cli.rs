@@ -265,7 +265,10 @@ fn connections_are_listed_and_one_is_closed() {
     let err = queue_support::lines_of(sub.stderr.take().unwrap());
     let mut sub = queue_support::Proc(sub);
     // Readiness: subscribed, so its connection is open.
-    assert_eq!(err.recv_timeout(queue_support::WAIT).unwrap(), "subscribed to a.>");
+    assert_eq!(
+        err.recv_timeout(queue_support::WAIT).unwrap(),
+        "subscribed to a.>"
+    );
     let during = ids(ok(run_mw(
         &[&["conn", "list"][..], &b, &["--json"]].concat(),
         None,

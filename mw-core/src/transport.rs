@@ -395,10 +395,21 @@ macro_rules! delegate {
 
 impl AsyncRead for Stream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Stream::Tls(s) = &mut *self {
+            // A peer that closes without TLS's close_notify (most clients just drop the
+            // connection) is an end of stream like a TCP FIN: frames are length-prefixed,
+            // so a cut inside a frame is still detected by the frame codec.
+            return match Pin::new(s).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            };
+        }
         delegate!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
@@ -457,8 +468,9 @@ impl Stream {
                 let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w))
             }
-            Stream::Tls(s) => {
-                let (r, w) = tokio::io::split(*s);
+            // Split as a whole, so reads keep `Stream`'s end-of-stream rule for TLS.
+            tls @ Stream::Tls(_) => {
+                let (r, w) = tokio::io::split(tls);
                 (Box::new(r), Box::new(w))
             }
         }
