@@ -115,9 +115,68 @@ pub fn bus_config() -> mw_pubsub::RemoteConfig {
     config
 }
 
+/// The warning a server prints when it listens on `addr`, reachable from other machines,
+/// while every client that connects may do everything (no client certificates required):
+/// `None` for loopback, Unix-socket and in-process addresses, and with mutual TLS.
+pub fn exposure_warning(addr: &str, tls: Option<&TlsServer>) -> Option<String> {
+    if tls.is_some_and(TlsServer::requires_client_certificates) {
+        return None;
+    }
+    let Ok(mw_core::Address::Tcp(hostport)) = addr.parse::<mw_core::Address>() else {
+        return None;
+    };
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if loopback {
+        return None;
+    }
+    Some(format!(
+        "WARNING: listening on {addr}, reachable from other machines: every client that can \
+         connect may read and change everything this server holds (mw has no users or \
+         permissions yet). Require client certificates (--tls-client-ca) or listen on \
+         127.0.0.1 or a unix: socket.{}",
+        if tls.is_none() {
+            " Traffic is not encrypted (no --tls-cert)."
+        } else {
+            ""
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_non_loopback_tcp_without_client_certificates_is_warned_about() {
+        for quiet in [
+            "127.0.0.1:7800",
+            "[::1]:7800",
+            "localhost:7800",
+            "unix:/tmp/s",
+            "inproc:x",
+        ] {
+            assert!(exposure_warning(quiet, None).is_none(), "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:7800",
+            "10.0.0.5:7800",
+            "[::]:7800",
+            "broker.example:7800",
+        ] {
+            let w = exposure_warning(loud, None).unwrap_or_default();
+            assert!(
+                w.starts_with("WARNING: listening on") && w.contains("not encrypted"),
+                "{loud}: {w}"
+            );
+        }
+    }
 
     #[test]
     fn half_given_or_misplaced_flags_are_refused() {

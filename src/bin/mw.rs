@@ -290,6 +290,16 @@ async fn main() -> std::process::ExitCode {
         Ok(t) => t,
         Err(e) => return mw::run::exit_boxed("mw", Err(e.into())),
     };
+    let listen = match &cli.command {
+        Command::Registry { addr } => Some(addr.as_str()),
+        Command::Broker(opts) => Some(opts.addr.as_str()),
+        _ => None,
+    };
+    if let Some(warning) =
+        listen.and_then(|a| mw::cli_tls::exposure_warning(a, server_tls.as_ref()))
+    {
+        tracing::warn!("{warning}");
+    }
     let result: Result<(), mw::run::BoxError> = match cli.command {
         Command::Registry { addr } => {
             tracing::info!(version = env!("CARGO_PKG_VERSION"), %addr, tls = server_tls.is_some(), "registry starting");
