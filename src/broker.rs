@@ -213,7 +213,12 @@ pub struct Broker {
 /// created or opened (recovery errors name file and offset).
 pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+    // Owner-only: the directory holds every message and subscription in plain files.
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
             config.data_dir.display()

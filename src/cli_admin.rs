@@ -127,8 +127,9 @@ pub enum ConnVerb {
 /// An unreachable broker, an id that is not an open connection (close).
 pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     let connect = |addr: String| async move {
-        crate::admin::AdminClient::connect(&addr)
+        mw_rpc::Channel::connect_with(&addr, crate::cli_tls::client_config())
             .await
+            .map(crate::admin::AdminClient::new)
             .map_err(|e| -> BoxError {
                 format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into()
             })
@@ -233,11 +234,11 @@ pub enum RetainedVerb {
 }
 
 async fn queues(addr: &str) -> Result<RemoteQueues, BoxError> {
-    Ok(RemoteQueues::connect(addr).await?)
+    Ok(RemoteQueues::connect_with(addr, crate::cli_tls::client_config()).await?)
 }
 
 async fn bus(addr: &str) -> Result<RemoteBus, BoxError> {
-    RemoteBus::connect(addr)
+    RemoteBus::connect_with(addr, crate::cli_tls::bus_config())
         .await
         .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
 }

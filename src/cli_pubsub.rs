@@ -80,7 +80,7 @@ pub struct SubArgs {
 }
 
 async fn connect(addr: &str) -> Result<RemoteBus, BoxError> {
-    RemoteBus::connect(addr)
+    RemoteBus::connect_with(addr, crate::cli_tls::bus_config())
         .await
         .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
 }

@@ -140,7 +140,7 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         }
         m
     };
-    let broker = RemoteQueues::connect(&args.broker).await?;
+    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
     let queue = broker.queue(&args.queue);
     let single = source.is_single();
     let mut input = spawn_reader(source);
@@ -229,7 +229,7 @@ pub fn refused_error(item: &str, done: &str, refused: &[u64]) -> Result<(), BoxE
 /// An unreachable or lost broker, an invalid or unknown queue name, a failed write to
 /// `out`, no message within `--timeout`.
 pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
-    let broker = RemoteQueues::connect(&args.broker).await?;
+    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
     check_known(&broker, &args.queue).await?;
     let queue = broker.queue(&args.queue);
     let options = ConsumerOptions {
@@ -339,7 +339,7 @@ pub struct QueuesArgs {
 ///
 /// An unreachable broker.
 pub async fn queues(args: QueuesArgs, out: &mut dyn Write) -> Result<(), BoxError> {
-    let broker = RemoteQueues::connect(&args.broker).await?;
+    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
     let list = broker.queues().await?;
     if args.json {
         writeln!(out, "{}", queues_json(&list))?;

@@ -87,13 +87,15 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 async fn connect(addr: &str) -> Result<RemoteSpace, BoxError> {
-    RemoteSpace::connect(addr).await.map_err(|e| {
-        let why = match &e {
-            SpaceError::Rpc(rpc) => crate::run::chain(rpc),
-            other => crate::run::chain(other),
-        };
-        format!("cannot reach broker at {addr}: {why}").into()
-    })
+    RemoteSpace::connect_with(addr, crate::cli_tls::client_config())
+        .await
+        .map_err(|e| {
+            let why = match &e {
+                SpaceError::Rpc(rpc) => crate::run::chain(rpc),
+                other => crate::run::chain(other),
+            };
+            format!("cannot reach broker at {addr}: {why}").into()
+        })
 }
 
 fn wait(timeout: Option<Duration>) -> Wait {

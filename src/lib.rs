@@ -53,6 +53,7 @@ pub mod cli_input;
 pub mod cli_pubsub;
 pub mod cli_queue;
 pub mod cli_space;
+pub mod cli_tls;
 pub mod demo;
 pub mod logs;
 pub mod metrics;

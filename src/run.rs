@@ -195,7 +195,7 @@ pub async fn connect(
     service: ServiceId,
 ) -> Result<Channel, RunError> {
     match (addr, registry) {
-        (Some(a), _) => Channel::connect(a)
+        (Some(a), _) => Channel::connect_with(a, crate::cli_tls::client_config())
             .await
             .map_err(|source| RunError::Connect {
                 target: a.into(),

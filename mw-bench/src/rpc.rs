@@ -71,16 +71,24 @@ pub struct RpcArgs {
     /// Short run for smoke testing (2,000 sequential calls, 0.3 s per throughput workload).
     #[arg(long)]
     pub quick: bool,
-    /// Only these systems (comma-separated: raw, mw, tarpc).
-    #[arg(long, value_delimiter = ',', value_parser = ["raw", "mw", "tarpc"])]
+    /// Only these systems (comma-separated: raw, mw, mw-tls, tarpc).
+    #[arg(long, value_delimiter = ',', value_parser = ["raw", "mw", "mw-tls", "tarpc"])]
     pub systems: Vec<String>,
+    /// Also measure mw over TLS (`mw-tls`: the same server and client with rustls, a
+    /// P-256 certificate made for the run), with its ratio to plaintext mw.
+    #[arg(long)]
+    pub tls: bool,
     /// Only these workloads (comma-separated: seq, seq_1cpu, 1conn_x256, 4conn_x64).
     #[arg(long, value_delimiter = ',', value_parser = ["seq", "seq_1cpu", "1conn_x256", "4conn_x64"])]
     pub workloads: Vec<String>,
 }
 
 /// The servers `mw-bench serve` knows for this benchmark.
-pub const SERVE_TARGETS: &[&str] = &["raw", "mw", "tarpc"];
+pub const SERVE_TARGETS: &[&str] = &["raw", "mw", "mw-tls", "tarpc"];
+
+/// The directory holding the run's TLS certificate, key and CA (set by the parent for
+/// the `mw-tls` server it spawns).
+const TLS_DIR_ENV: &str = "MW_BENCH_TLS_DIR";
 
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -123,16 +131,18 @@ impl Plan {
 enum System {
     Raw,
     Mw,
+    MwTls,
     Tarpc,
 }
 
 impl System {
-    const ALL: [System; 3] = [System::Raw, System::Mw, System::Tarpc];
+    const ALL: [System; 4] = [System::Raw, System::Mw, System::MwTls, System::Tarpc];
 
     fn name(self) -> &'static str {
         match self {
             System::Raw => "raw",
             System::Mw => "mw",
+            System::MwTls => "mw-tls",
             System::Tarpc => "tarpc",
         }
     }
@@ -208,7 +218,17 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
     let systems: Vec<System> = System::ALL
         .into_iter()
         .filter(|s| pick(&args.systems, s.name()))
+        .filter(|s| *s != System::MwTls || args.tls || !args.systems.is_empty())
         .collect();
+    // Certificates for the run, made before the servers start (they read them).
+    let _tls_dir = if systems.contains(&System::MwTls) {
+        let dir = tempfile::tempdir()?;
+        make_certificates(dir.path())?;
+        std::env::set_var(TLS_DIR_ENV, dir.path());
+        Some(dir)
+    } else {
+        None
+    };
     let workloads: Vec<Workload> = Workload::ALL
         .into_iter()
         .filter(|w| pick(&args.workloads, w.key()))
@@ -361,10 +381,10 @@ async fn throughput(
     let (conns, window) = workload.shape();
     match system {
         System::Raw => raw_pipelined(addr, conns, window, plan).await,
-        System::Mw => {
+        System::Mw | System::MwTls => {
             let mut clients = Vec::new();
             for _ in 0..conns {
-                clients.push(MwCaller::connect(addr).await?);
+                clients.push(MwCaller::connect(addr, system == System::MwTls).await?);
             }
             closed_loop(clients, window, plan).await
         }
@@ -387,6 +407,7 @@ fn find(results: &[(System, Workload, Summary)], s: System, w: Workload) -> Opti
 
 const SEQ_P50_LIMIT: f64 = 1.2;
 const TP_VS_TARPC_MIN: f64 = 2.0;
+const TLS_VS_PLAIN_MIN: f64 = 0.7;
 
 fn rows(results: &[(System, Workload, Summary)], others_cpu: Option<f64>) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -406,6 +427,20 @@ fn rows(results: &[(System, Workload, Summary)], others_cpu: Option<f64>) -> Vec
         };
         if system != System::Raw {
             vs(System::Raw, &mut ratios);
+        }
+        if system == System::MwTls {
+            vs(System::Mw, &mut ratios);
+            if workload == Workload::OneConn256 {
+                let v = ratios
+                    .iter()
+                    .find(|(n, _)| n == "ops_vs_mw")
+                    .map_or(f64::NAN, |(_, v)| *v);
+                targets.push(Target::at_least(
+                    format!("1-conn 256-in-flight over TLS >= {TLS_VS_PLAIN_MIN}x plaintext mw"),
+                    v,
+                    TLS_VS_PLAIN_MIN,
+                ));
+            }
         }
         if system == System::Mw {
             vs(System::Tarpc, &mut ratios);
@@ -467,6 +502,23 @@ fn print_ratios(results: &[(System, Workload, Summary)], rows: &[Row]) {
         let p50 = |s: Option<Summary>| s.map(|s| s.p50_us);
         let p99 = |s: Option<Summary>| s.map(|s| s.p99_us);
         let ops = |s: Option<Summary>| s.map(|s| s.ops_per_s);
+        let tls = get(System::MwTls, w);
+        if tls.is_some() {
+            if w.is_seq() {
+                println!(
+                    "  {:<24} mw-tls p50 = {} mw, p99 = {} mw",
+                    w.label(),
+                    r(p50(tls), p50(mw)),
+                    r(p99(tls), p99(mw)),
+                );
+            } else {
+                println!(
+                    "  {:<24} mw-tls = {} mw (throughput)",
+                    w.label(),
+                    r(ops(tls), ops(mw))
+                );
+            }
+        }
         if w.is_seq() {
             println!(
                 "  {:<24} mw p50 = {} raw, {} tarpc; mw p99 = {} raw, {} tarpc; tarpc p50 = {} raw",
@@ -548,7 +600,8 @@ impl SeqConn {
     async fn connect(system: System, addr: &str) -> Result<SeqConn, Error> {
         Ok(match system {
             System::Raw => SeqConn::Raw(RawConn::connect(addr).await?),
-            System::Mw => SeqConn::Mw(MwCaller::connect(addr).await?),
+            System::Mw => SeqConn::Mw(MwCaller::connect(addr, false).await?),
+            System::MwTls => SeqConn::Mw(MwCaller::connect(addr, true).await?),
             System::Tarpc => SeqConn::Tarpc(TarpcCaller::connect(addr).await?),
         })
     }
@@ -887,9 +940,35 @@ mod mw_inc {
 struct MwCaller(mw_inc::IncrementClient);
 
 impl MwCaller {
-    async fn connect(addr: &str) -> Result<MwCaller, Error> {
-        Ok(MwCaller(mw_inc::IncrementClient::connect(addr).await?))
+    async fn connect(addr: &str, tls: bool) -> Result<MwCaller, Error> {
+        let mut config = mw_rpc::ClientConfig::default();
+        if tls {
+            let dir = std::path::PathBuf::from(std::env::var(TLS_DIR_ENV)?);
+            config.tls = Some(mw_core::tls::TlsClient::new(
+                Some(&dir.join("ca.pem")),
+                None,
+            )?);
+        }
+        let channel = mw_rpc::Channel::connect_with(addr, config).await?;
+        Ok(MwCaller(mw_inc::IncrementClient::new(channel)))
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1`, written to `dir` (`ca.pem`,
+/// `server.pem`, `server.key`).
+fn make_certificates(dir: &std::path::Path) -> Result<(), Error> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca, &ca_key)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("server.pem"), cert.pem())?;
+    std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+    Ok(())
 }
 
 impl Caller for MwCaller {
@@ -898,9 +977,19 @@ impl Caller for MwCaller {
     }
 }
 
-async fn serve_mw(addr: &str) -> Result<(), Error> {
+async fn serve_mw(addr: &str, tls: bool) -> Result<(), Error> {
+    let mut config = mw_rpc::ServerConfig::default();
+    if tls {
+        let dir = std::path::PathBuf::from(std::env::var(TLS_DIR_ENV)?);
+        config.tls = Some(mw_core::tls::TlsServer::from_pem_files(
+            &dir.join("server.pem"),
+            &dir.join("server.key"),
+            None,
+        )?);
+    }
     let server = mw_rpc::Server::builder()
         .add(mw_inc::IncrementServer::new(mw_inc::Inc))
+        .config(config)
         .build()
         .spawn(addr)
         .await?;
@@ -989,7 +1078,8 @@ async fn serve_tarpc(addr: &str) -> Result<(), Error> {
 pub async fn serve(target: &str, addr: &str) -> Result<(), Error> {
     match target {
         "raw" => serve_raw(addr).await,
-        "mw" => serve_mw(addr).await,
+        "mw" => serve_mw(addr, false).await,
+        "mw-tls" => serve_mw(addr, true).await,
         "tarpc" => serve_tarpc(addr).await,
         other => Err(format!("unknown rpc server {other:?}").into()),
     }

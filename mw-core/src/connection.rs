@@ -306,12 +306,21 @@ pub async fn client_connection(
     mut stream: Stream,
     config: &TransportConfig,
 ) -> Result<(FrameReader, Outbox, JoinHandle<Result<(), CoreError>>), CoreError> {
+    let tls = matches!(stream, Stream::Tls(_));
     tokio::time::timeout(
         config.handshake_timeout,
         handshake::client_handshake(&mut stream, handshake::MIN_VERSION, handshake::MAX_VERSION),
     )
     .await
-    .map_err(|_| CoreError::HandshakeTimeout)??;
+    .map_err(|_| CoreError::HandshakeTimeout)?
+    .map_err(|e| match e {
+        // Under TLS 1.3 a server refuses a client certificate after the client's side
+        // of the TLS handshake is done: the refusal arrives as the first read fails.
+        CoreError::Io(io) if tls => {
+            crate::tls::explain_io("the server", &io).unwrap_or(CoreError::Io(io))
+        }
+        e => e,
+    })?;
     Ok(split(stream, config))
 }
 

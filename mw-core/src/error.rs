@@ -82,6 +82,11 @@ pub enum CoreError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// TLS could not be set up: a certificate or key file that cannot be read or used,
+    /// or a TLS handshake that failed (untrusted certificate, a plaintext peer, a
+    /// missing client certificate). The text says which and what to check.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Any other I/O failure.
     #[error("i/o error")]
     Io(#[from] io::Error),

@@ -32,8 +32,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the client side of the handshake offering `min..=max`; returns the agreed version.
 ///
 /// # Errors
-/// [`CoreError::VersionRefused`] with the server's explanation, [`CoreError::BadHandshake`]
-/// if the peer is not an mw server, or an I/O error.
+/// [`CoreError::VersionRefused`] with the server's explanation, [`CoreError::Tls`] if the
+/// server requires TLS, [`CoreError::BadHandshake`] if the peer is not an mw server, or an
+/// I/O error.
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled handshake leaves the stream in an unknown state; drop it.
@@ -67,6 +68,9 @@ where
     stream.read_exact(&mut text).await?;
     let text = String::from_utf8_lossy(&text).into_owned();
     if version == 0 {
+        if text.starts_with(crate::tls::TLS_REQUIRED) {
+            return Err(CoreError::Tls(text));
+        }
         return Err(CoreError::VersionRefused { reason: text });
     }
     if version < min || version > max {

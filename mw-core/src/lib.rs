@@ -12,6 +12,7 @@
 //!   in-process pipes.
 //! - [`fault`]: [`FaultNet`], a simulated in-process network that drops, duplicates,
 //!   delays and reorders frames and partitions endpoints, deterministically from a seed.
+//! - [`tls`]: TLS on TCP connections (rustls): [`tls::TlsServer`], [`tls::TlsClient`].
 //! - [`connection`]: the batching writer ([`Outbox`]), the frame reader, and the
 //!   client/server connection set-up.
 //! - [`error`]: [`CoreError`] and [`FrameError`].
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fault;
 pub mod frame;
 pub mod handshake;
+pub mod tls;
 pub mod transport;
 
 pub use connection::{

@@ -377,6 +377,8 @@ pub enum Stream {
     Unix(UnixStream),
     /// One end of an in-process pipe.
     InProc(DuplexStream),
+    /// A TCP connection inside TLS ([`crate::tls`]).
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 macro_rules! delegate {
@@ -386,16 +388,28 @@ macro_rules! delegate {
             #[cfg(unix)]
             Stream::Unix($s) => $e,
             Stream::InProc($s) => $e,
+            Stream::Tls($s) => $e,
         }
     };
 }
 
 impl AsyncRead for Stream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Stream::Tls(s) = &mut *self {
+            // A peer that closes without TLS's close_notify (most clients just drop the
+            // connection) is an end of stream like a TCP FIN: frames are length-prefixed,
+            // so a cut inside a frame is still detected by the frame codec.
+            return match Pin::new(s).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            };
+        }
         delegate!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
@@ -421,6 +435,7 @@ impl AsyncWrite for Stream {
             #[cfg(unix)]
             Stream::Unix(s) => s.is_write_vectored(),
             Stream::InProc(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -451,6 +466,11 @@ impl Stream {
             }
             Stream::InProc(s) => {
                 let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
+            // Split as a whole, so reads keep `Stream`'s end-of-stream rule for TLS.
+            tls @ Stream::Tls(_) => {
+                let (r, w) = tokio::io::split(tls);
                 (Box::new(r), Box::new(w))
             }
         }

@@ -53,6 +53,9 @@ pub struct ClientConfig {
     /// fails with [`RpcError::Disconnected`]. Default off (`None`): deadlines alone bound
     /// each call; turn it on for long-lived connections and streams (subscriptions).
     pub keepalive: Option<Duration>,
+    /// TLS on TCP connections: the CAs to trust and, for servers that require one, a
+    /// client certificate. Default `None`: plaintext.
+    pub tls: Option<mw_core::tls::TlsClient>,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +67,7 @@ impl Default for ClientConfig {
             reconnect: false,
             max_in_flight: 1024,
             keepalive: None,
+            tls: None,
         }
     }
 }
@@ -181,7 +185,15 @@ impl std::fmt::Debug for Channel {
 }
 
 async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcError> {
-    let stream = mw_core::connect(addr).await?;
+    let mut stream = mw_core::connect(addr).await?;
+    if let Some(tls) = &config.tls {
+        stream = tokio::time::timeout(
+            config.transport.handshake_timeout,
+            tls.connect(stream, addr),
+        )
+        .await
+        .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
+    }
     let (reader, outbox, _writer) = mw_core::client_connection(stream, &config.transport).await?;
     let conn = Arc::new(Conn {
         outbox,

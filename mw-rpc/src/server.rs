@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// port 0 picks one, see [`RunningServer::metrics_addr`]); see [`crate::metrics`].
     /// Default `None`: no endpoint, and calls are not measured.
     pub metrics_addr: Option<String>,
+    /// TLS on TCP connections (certificate, key, optional client CA). Default `None`:
+    /// plaintext. With it, a plaintext client is refused with a message saying TLS is
+    /// required; Unix-socket and in-process connections stay plaintext.
+    pub tls: Option<mw_core::tls::TlsServer>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             mode: ExecutionMode::Concurrent,
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
+            tls: None,
         }
     }
 }
@@ -292,7 +297,7 @@ impl Server {
                             tracing::warn!(%peer, "connection limit reached; refusing new connection");
                             let config = self.shared.config.transport.clone();
                             // Tell the client why before closing, off the accept loop.
-                            tracker.spawn(refuse_connection(stream, config));
+                            tracker.spawn(refuse_connection(stream, config, self.shared.config.tls.clone()));
                             continue;
                         };
                         let shared = self.shared.clone();
@@ -465,7 +470,14 @@ struct ConnState {
 
 /// Completes the handshake with a client over the connection limit, tells it why with an
 /// `Error` frame (id 0, `OVERLOADED`) and closes.
-async fn refuse_connection(stream: Stream, config: TransportConfig) {
+async fn refuse_connection(
+    stream: Stream,
+    config: TransportConfig,
+    tls: Option<mw_core::tls::TlsServer>,
+) {
+    let Ok(stream) = secure(stream, &config, tls.as_ref()).await else {
+        return;
+    };
     if let Ok((_reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
         let _ = outbox.push_with(FrameKind::Error, 0, 0, |b| {
             wire::error_body(
@@ -477,6 +489,20 @@ async fn refuse_connection(stream: Stream, config: TransportConfig) {
         });
         outbox.close();
         let _ = writer.await;
+    }
+}
+
+/// Runs the server side of TLS when the server has it, within the handshake timeout.
+async fn secure(
+    stream: Stream,
+    config: &TransportConfig,
+    tls: Option<&mw_core::tls::TlsServer>,
+) -> Result<Stream, CoreError> {
+    match tls {
+        Some(tls) => tokio::time::timeout(config.handshake_timeout, tls.accept(stream))
+            .await
+            .map_err(|_| CoreError::HandshakeTimeout)?,
+        None => Ok(stream),
     }
 }
 
@@ -497,6 +523,7 @@ async fn serve_connection(
     hard: CancellationToken,
     calls: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ConnEnd, CoreError> {
+    let stream = secure(stream, &shared.config.transport, shared.config.tls.as_ref()).await?;
     let (mut reader, outbox, writer) =
         mw_core::server_connection(stream, &shared.config.transport).await?;
     let high_water = shared.config.transport.outbox_high_water;

@@ -16,6 +16,8 @@ struct Cli {
     /// for client verbs).
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: mw::logs::LogFormat,
+    #[command(flatten)]
+    tls: mw::cli_tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -288,11 +290,35 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Broker(_) | Command::Registry { .. });
     mw::logs::init(cli.log_format, if daemon { "info" } else { "error" });
+    // TLS settings: a server's own, or the ones every client verb connects with.
+    let server_tls = if daemon {
+        cli.tls.server()
+    } else {
+        cli.tls.client().map(|c| {
+            mw::cli_tls::install_client(c);
+            None
+        })
+    };
+    let server_tls = match server_tls {
+        Ok(t) => t,
+        Err(e) => return mw::run::exit_boxed("mw", Err(e.into())),
+    };
+    let listen = match &cli.command {
+        Command::Registry { addr, .. } => Some(addr.as_str()),
+        Command::Broker(opts) => Some(opts.addr.as_str()),
+        _ => None,
+    };
+    if let Some(warning) =
+        listen.and_then(|a| mw::cli_tls::exposure_warning(a, server_tls.as_ref()))
+    {
+        tracing::warn!("{warning}");
+    }
     let result: Result<(), mw::run::BoxError> = match cli.command {
         Command::Registry { addr, metrics_addr } => {
-            tracing::info!(version = env!("CARGO_PKG_VERSION"), %addr, "registry starting");
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), %addr, tls = server_tls.is_some(), "registry starting");
             let config = mw::rpc::ServerConfig {
                 metrics_addr,
+                tls: server_tls,
                 ..Default::default()
             };
             let server = mw::rpc::Server::builder()
@@ -320,7 +346,8 @@ async fn main() -> std::process::ExitCode {
         Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
-            let (addr, config) = opts.into_config();
+            let (addr, mut config) = opts.into_config();
+            config.server.tls = server_tls;
             broker(&addr, config).await
         }
         Command::Pub(args) => mw::cli_pubsub::publish(args, &mut std::io::stdout()).await,
@@ -330,7 +357,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn lookup(registry: &str, json: bool) -> Result<(), mw::run::BoxError> {
-    let client = mw::rpc::registry::RegistryClient::connect(registry).await?;
+    let channel = mw::rpc::Channel::connect_with(registry, mw::cli_tls::client_config()).await?;
+    let client = mw::rpc::registry::RegistryClient::new(channel);
     let list = client.list().await?;
     if json {
         let rows: Vec<_> = list

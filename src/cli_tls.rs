@@ -1,0 +1,210 @@
+//! TLS flags of the `mw` command, shared by every verb.
+//!
+//! Servers (`mw broker`, `mw registry`): `--tls-cert FILE --tls-key FILE
+//! [--tls-client-ca FILE]`. Client verbs: `--tls-ca FILE [--tls-cert FILE --tls-key
+//! FILE]`, or `--tls` alone to trust the platform's roots. Each flag can come from the
+//! environment instead (`MW_TLS_CA`, `MW_TLS_CERT`, `MW_TLS_KEY`, `MW_TLS_CLIENT_CA`).
+//! [`install_client`] sets the client settings once per process; every client verb
+//! connects with [`client_config`].
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use mw_core::tls::{TlsClient, TlsServer};
+use mw_rpc::ClientConfig;
+
+/// The TLS flags (global: they may be given before or after the verb).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Client verbs: connect with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client verbs: connect with TLS, trusting the platform's root certificates
+    /// (implied by --tls-ca and by a client --tls-cert).
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// Servers: their certificate chain (PEM, leaf first). Client verbs: a client
+    /// certificate, for servers that require one. Needs --tls-key.
+    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Servers: require a client certificate signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn identity(&self) -> Result<Option<(&PathBuf, &PathBuf)>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+        }
+    }
+
+    /// The server's TLS settings: `None` without `--tls-cert`.
+    ///
+    /// # Errors
+    /// A half-given pair, a client-only flag, or a file that cannot be read or used.
+    pub fn server(&self) -> Result<Option<TlsServer>, String> {
+        if self.tls_ca.is_some() || self.tls {
+            return Err(
+                "--tls-ca and --tls are for client verbs; a server takes --tls-cert, --tls-key \
+                 and --tls-client-ca"
+                    .into(),
+            );
+        }
+        let Some((cert, key)) = self.identity()? else {
+            if self.tls_client_ca.is_some() {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+            }
+            return Ok(None);
+        };
+        TlsServer::from_pem_files(cert, key, self.tls_client_ca.as_deref())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The client's TLS settings: `None` (plaintext) unless `--tls`, `--tls-ca` or a
+    /// client certificate is given.
+    ///
+    /// # Errors
+    /// A half-given pair, a server-only flag, or a file that cannot be read or used.
+    pub fn client(&self) -> Result<Option<TlsClient>, String> {
+        if self.tls_client_ca.is_some() {
+            return Err("--tls-client-ca is for servers; a client verb takes --tls-ca".into());
+        }
+        let identity = self.identity()?;
+        if !self.tls && self.tls_ca.is_none() && identity.is_none() {
+            return Ok(None);
+        }
+        TlsClient::new(
+            self.tls_ca.as_deref(),
+            identity.map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
+}
+
+static CLIENT_TLS: OnceLock<Option<TlsClient>> = OnceLock::new();
+
+/// Sets the TLS settings every client verb of this process connects with (the first
+/// call wins).
+pub fn install_client(tls: Option<TlsClient>) {
+    let _ = CLIENT_TLS.set(tls);
+}
+
+/// The client settings of this process's verbs: defaults, with the TLS settings of
+/// [`install_client`].
+pub fn client_config() -> ClientConfig {
+    ClientConfig {
+        tls: CLIENT_TLS.get().cloned().flatten(),
+        ..ClientConfig::default()
+    }
+}
+
+/// [`client_config`] for the event bus client ([`mw_pubsub::RemoteConfig`]'s defaults
+/// otherwise).
+pub fn bus_config() -> mw_pubsub::RemoteConfig {
+    let mut config = mw_pubsub::RemoteConfig::default();
+    config.client.tls = client_config().tls;
+    config
+}
+
+/// The warning a server prints when it listens on `addr`, reachable from other machines,
+/// while every client that connects may do everything (no client certificates required):
+/// `None` for loopback, Unix-socket and in-process addresses, and with mutual TLS.
+pub fn exposure_warning(addr: &str, tls: Option<&TlsServer>) -> Option<String> {
+    if tls.is_some_and(TlsServer::requires_client_certificates) {
+        return None;
+    }
+    let Ok(mw_core::Address::Tcp(hostport)) = addr.parse::<mw_core::Address>() else {
+        return None;
+    };
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if loopback {
+        return None;
+    }
+    Some(format!(
+        "WARNING: listening on {addr}, reachable from other machines: every client that can \
+         connect may read and change everything this server holds (mw has no users or \
+         permissions yet). Require client certificates (--tls-client-ca) or listen on \
+         127.0.0.1 or a unix: socket.{}",
+        if tls.is_none() {
+            " Traffic is not encrypted (no --tls-cert)."
+        } else {
+            ""
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_loopback_tcp_without_client_certificates_is_warned_about() {
+        for quiet in [
+            "127.0.0.1:7800",
+            "[::1]:7800",
+            "localhost:7800",
+            "unix:/tmp/s",
+            "inproc:x",
+        ] {
+            assert!(exposure_warning(quiet, None).is_none(), "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:7800",
+            "10.0.0.5:7800",
+            "[::]:7800",
+            "broker.example:7800",
+        ] {
+            let w = exposure_warning(loud, None).unwrap_or_default();
+            assert!(
+                w.starts_with("WARNING: listening on") && w.contains("not encrypted"),
+                "{loud}: {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn half_given_or_misplaced_flags_are_refused() {
+        let cert_only = TlsArgs {
+            tls_cert: Some("c.pem".into()),
+            ..TlsArgs::default()
+        };
+        assert_eq!(
+            cert_only.server().unwrap_err(),
+            "--tls-cert needs --tls-key"
+        );
+        assert_eq!(
+            cert_only.client().unwrap_err(),
+            "--tls-cert needs --tls-key"
+        );
+        let ca = TlsArgs {
+            tls_ca: Some("ca.pem".into()),
+            ..TlsArgs::default()
+        };
+        assert!(ca.server().unwrap_err().contains("for client verbs"));
+        let client_ca = TlsArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            ..TlsArgs::default()
+        };
+        assert!(client_ca.client().unwrap_err().contains("for servers"));
+        assert!(client_ca.server().unwrap_err().contains("needs --tls-cert"));
+        let none = TlsArgs::default();
+        assert!(none.server().unwrap().is_none());
+        assert!(none.client().unwrap().is_none());
+    }
+}
