@@ -31,6 +31,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7900";
     about = "mw's key-value store: run a node, or talk to one"
 )]
 pub struct Cli {
+    /// TLS: `serve --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]` (single nodes);
+    /// client verbs `--tls-ca FILE [--tls-cert FILE --tls-key FILE]` (mw's TLS flags).
+    #[command(flatten)]
+    pub tls: mw::cli_tls::TlsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -276,6 +280,9 @@ pub enum CliError {
     /// Serving failed.
     #[error("{0}")]
     Serve(String),
+    /// The TLS flags cannot work (a half-given pair, a file that cannot be used).
+    #[error("{0}")]
+    Tls(String),
     /// Reading an input file failed.
     #[error("{0}")]
     Input(String),
@@ -302,7 +309,7 @@ fn rpc(node: &str, e: RpcError<KvError>) -> CliError {
 }
 
 async fn connect(node: &NodeArg) -> Result<KvServiceClient, CliError> {
-    let channel = mw::rpc::Channel::connect(&node.node)
+    let channel = mw::rpc::Channel::connect_with(&node.node, mw::cli_tls::client_config())
         .await
         .map_err(|source| CliError::Rpc {
             node: node.node.clone(),
@@ -319,6 +326,13 @@ async fn connect(node: &NodeArg) -> Result<KvServiceClient, CliError> {
 ///
 /// Whatever the verb ran into; [`CliError::NotFound`] for absent keys.
 pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), CliError> {
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let server_tls = if serving {
+        cli.tls.server().map_err(CliError::Tls)?
+    } else {
+        mw::cli_tls::install_client(cli.tls.client().map_err(CliError::Tls)?);
+        None
+    };
     match cli.command {
         Command::Serve {
             addr,
@@ -335,9 +349,16 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 ..Config::default()
             };
             if ring.ring || ring.join.is_some() {
+                if server_tls.is_some() {
+                    return Err(CliError::Serve(
+                        "TLS is for single nodes: ring members talk to each other in \
+                         plaintext (not supported yet)"
+                            .into(),
+                    ));
+                }
                 serve_ring(&addr, &data, config, &ring, out).await
             } else {
-                serve(&addr, &data, config, out).await
+                serve(&addr, &data, config, server_tls, out).await
             }
         }
         Command::Put {
@@ -620,7 +641,7 @@ fn not_a_ring(node: &NodeArg) -> CliError {
 /// A ring client if the node at `node` serves `mw.kv.ring`, `None` if it is a single
 /// node (it answers that it does not know the service).
 async fn ring_client(node: &NodeArg) -> Result<Option<RingKvClient>, CliError> {
-    let channel = mw::rpc::Channel::connect(&node.node)
+    let channel = mw::rpc::Channel::connect_with(&node.node, mw::cli_tls::client_config())
         .await
         .map_err(|source| CliError::Rpc {
             node: node.node.clone(),
@@ -778,7 +799,7 @@ fn read_value(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     Ok(buf)
 }
 
-/// Opens the store in `data`, serves `mw.kv` on `addr`, prints `listening on <addr>`
+/// Opens the store in `data`, serves `mw.kv` on `addr` (over TLS with `tls`), prints `listening on <addr>`
 /// once connections are accepted, and on Ctrl-C/SIGTERM stops accepting, drains the
 /// calls in progress and syncs the store.
 ///
@@ -789,13 +810,21 @@ pub async fn serve(
     addr: &str,
     data: &std::path::Path,
     config: Config,
+    tls: Option<mw::core::tls::TlsServer>,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
+    if let Some(warning) = mw::cli_tls::exposure_warning(addr, tls.as_ref()) {
+        tracing::warn!("{warning}");
+    }
     let kv = Kv::open(data, config).await?;
     let status = kv.status();
     let server = Server::builder()
         .add(KvServiceServer::new(KvNode::new(kv.clone())))
+        .config(mw::rpc::ServerConfig {
+            tls,
+            ..mw::rpc::ServerConfig::default()
+        })
         .build();
     let running = server
         .spawn(addr)

@@ -2,6 +2,8 @@
 //! node process, `MW_KV_NODE`, exit codes, one clear line for every bad input, and
 //! SIGTERM draining and syncing buffered writes.
 
+#[path = "../../../tests/support/certs.rs"]
+mod certs;
 mod common;
 
 use std::io::Write;
@@ -189,4 +191,40 @@ fn sigterm_drains_and_syncs_buffered_writes() {
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let node = NodeProcess::start(dir.path(), &[]);
     assert_eq!(ok(&node.addr, &["scan", "b"]).lines().count(), 20);
+}
+
+/// `serve --tls-cert/--tls-key`: client verbs with `--tls-ca` are served; a plaintext one
+/// is told TLS is required; a ring member refuses TLS (its peers talk plaintext).
+#[test]
+fn a_tls_node_serves_tls_clients_and_refuses_plaintext_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.server(dir.path(), "node");
+    let (cert, key, ca_pem) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        ca.pem.to_str().unwrap(),
+    );
+    let data = dir.path().join("data");
+    let node = NodeProcess::start(&data, &["--tls-cert", cert, "--tls-key", key]);
+    let n = node.addr.as_str();
+    assert_eq!(ok(n, &["--tls-ca", ca_pem, "put", "k", "v"]), "1\n");
+    assert_eq!(ok(n, &["get", "k", "--tls-ca", ca_pem]), "v\n");
+    fails(n, &["get", "k"], 1, "requires TLS");
+    fails(
+        n,
+        &["get", "k", "--tls-cert", cert],
+        1,
+        "--tls-cert needs --tls-key",
+    );
+
+    let out = mw_kv()
+        .args(["serve", "--ring", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("ring"))
+        .args(["--tls-cert", cert, "--tls-key", key])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS is for single nodes"), "{err}");
 }
