@@ -206,6 +206,46 @@ pub struct Broker {
     pub space: Space,
 }
 
+/// File descriptors kept for everything but client connections (segment files, data
+/// directory, listener, forwarders' connections, logs).
+pub const RESERVED_FDS: usize = 256;
+
+/// Raises the process's soft open-file limit as far as the hard limit allows, and keeps
+/// `config.server.max_connections` under what it allows (less [`RESERVED_FDS`]), so that
+/// clients beyond it get a readable `server busy` refusal instead of failing to connect.
+/// Returns what an operator should read: the limit raised, or `max_connections`
+/// lowered (with how to raise the limit).
+pub fn fit_open_files(config: &mut BrokerConfig) -> Vec<String> {
+    let mut notes = Vec::new();
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft).ok();
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(e) => {
+            notes.push(format!("cannot raise the open-file limit: {e}"));
+            before.unwrap_or(1024)
+        }
+    };
+    if before.is_some_and(|b| b < soft) {
+        notes.push(format!(
+            "open-file limit raised from {} to {soft}",
+            before.unwrap_or_default()
+        ));
+    }
+    let room = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FDS)
+        .max(1);
+    if config.server.max_connections > room {
+        notes.push(format!(
+            "max connections lowered from {} to {room}: the open-file limit is {soft} \
+             (raise it with `ulimit -n` or LimitNOFILE= in a systemd unit)",
+            config.server.max_connections
+        ));
+        config.server.max_connections = room;
+    }
+    notes
+}
+
 /// Opens the data directory and assembles every broker service into one server.
 ///
 /// # Errors

@@ -58,8 +58,19 @@ pub struct ServerConfig {
     /// Accepted calls waiting for a slot, per connection. Default 1024. When full, further
     /// calls are refused with [`RpcError::Overloaded`] rather than buffered.
     pub max_queued: usize,
-    /// Concurrent connections. Default 10,000; further connections are closed at once.
+    /// Concurrent connections. Default 10,000; a further connection completes the
+    /// handshake, is told `server busy: connection limit N reached; try again later`
+    /// (`OVERLOADED`) and is closed, while admitted ones keep being served.
     pub max_connections: usize,
+    /// Concurrent TCP connections from one client IP address. Default 1,024; a further
+    /// one is refused like one over `max_connections` (`server busy: N connections from
+    /// ADDR already; try again later`). Unix-socket and in-process connections are not
+    /// counted.
+    pub max_connections_per_ip: usize,
+    /// Close a connection that has held no call, stream or subscription for this long
+    /// (it is sent `GoAway` first). Default `None`: never. Connections of consumers and
+    /// subscribers are never idle: their stream is open.
+    pub idle_timeout: Option<Duration>,
     /// Scheduling of calls. Default concurrent.
     pub mode: ExecutionMode,
     /// How long a graceful shutdown lets in-flight calls finish before abandoning them.
@@ -82,6 +93,8 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             max_queued: 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 1024,
+            idle_timeout: None,
             mode: ExecutionMode::Concurrent,
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
@@ -286,19 +299,33 @@ impl Server {
         let graceful = CancellationToken::new();
         let hard = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        let max = self.shared.config.max_connections;
+        let limit = Arc::new(Semaphore::new(max));
+        let per_ip = PerIp::new(self.shared.config.max_connections_per_ip);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = limit.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, "connection limit reached; refusing new connection");
-                            let config = self.shared.config.transport.clone();
-                            // Tell the client why before closing, off the accept loop.
-                            tracker.spawn(refuse_connection(stream, config, self.shared.config.tls.clone()));
-                            continue;
+                        let admitted = match limit.clone().try_acquire_owned() {
+                            Ok(permit) => per_ip.admit(&peer).map(|ip| (permit, ip)),
+                            Err(_) => Err(format!("server busy: connection limit {max} reached; try again later")),
+                        };
+                        let (permit, ip_slot) = match admitted {
+                            Ok(a) => {
+                                if max >= 10 && limit.available_permits() == max / 10 {
+                                    tracing::warn!(open = max - max / 10, limit = max, "connections at 90% of the limit: raise max_connections (and the open-file limit) or add servers");
+                                }
+                                a
+                            }
+                            Err(why) => {
+                                tracing::warn!(%peer, reason = %why, "refusing new connection");
+                                let config = self.shared.config.transport.clone();
+                                // Tell the client why before closing, off the accept loop.
+                                tracker.spawn(refuse_connection(stream, config, self.shared.config.tls.clone(), why));
+                                continue;
+                            }
                         };
                         let shared = self.shared.clone();
                         let graceful = graceful.clone();
@@ -316,9 +343,11 @@ impl Server {
                                 Ok(ConnEnd::PeerClosed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the peer", "connection closed"),
                                 Ok(ConnEnd::Drained) => tracing::info!(%peer, conn, calls, secs, reason = "server shutdown", "connection closed"),
                                 Ok(ConnEnd::Closed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the server (shutdown timeout or administrator)", "connection closed"),
+                                Ok(ConnEnd::Idle) => tracing::info!(%peer, conn, calls, secs, reason = "idle", "connection closed"),
                                 Err(e) => tracing::info!(%peer, conn, calls, secs, reason = %e, "connection closed"),
                             }
                             drop(reg);
+                            drop(ip_slot);
                             drop(permit);
                         });
                     }
@@ -468,23 +497,75 @@ struct ConnState {
     started: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Completes the handshake with a client over the connection limit, tells it why with an
+/// Connections open per client IP address, bounded ([`ServerConfig::max_connections_per_ip`]).
+struct PerIp {
+    max: usize,
+    open: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One admitted connection's place in its address's count; released on drop.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(max: usize) -> PerIp {
+        PerIp {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts a connection from `peer` (a socket address; anything else is not
+    /// counted), or says why it is refused.
+    fn admit(&self, peer: &str) -> Result<Option<IpSlot>, String> {
+        let Ok(addr) = peer.parse::<std::net::SocketAddr>() else {
+            return Ok(None);
+        };
+        let ip = addr.ip();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(format!(
+                "server busy: {} connections from {ip} already; try again later",
+                self.max
+            ));
+        }
+        *n += 1;
+        Ok(Some(IpSlot {
+            ip,
+            open: self.open.clone(),
+        }))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Completes the handshake with a client over a connection limit, tells it why with an
 /// `Error` frame (id 0, `OVERLOADED`) and closes.
 async fn refuse_connection(
     stream: Stream,
     config: TransportConfig,
     tls: Option<mw_core::tls::TlsServer>,
+    why: String,
 ) {
     let Ok(stream) = secure(stream, &config, tls.as_ref()).await else {
         return;
     };
     if let Ok((_reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
         let _ = outbox.push_with(FrameKind::Error, 0, 0, |b| {
-            wire::error_body(
-                b,
-                code::OVERLOADED,
-                "connection limit reached; try again later",
-            );
+            wire::error_body(b, code::OVERLOADED, &why);
             Ok::<_, CoreError>(())
         });
         outbox.close();
@@ -514,6 +595,8 @@ enum ConnEnd {
     Drained,
     /// A hard shutdown or an administrator closed it.
     Closed,
+    /// It held no call for [`ServerConfig::idle_timeout`].
+    Idle,
 }
 
 async fn serve_connection(
@@ -545,6 +628,12 @@ async fn serve_connection(
     tokio::pin!(hard_cancelled);
     let graceful_cancelled = graceful.cancelled();
     tokio::pin!(graceful_cancelled);
+    // Idle detection costs nothing unless configured: frames only stamp `last_active`,
+    // and the timer, when it fires early, re-arms at the stamp plus the timeout.
+    let idle_timeout = st.shared.config.idle_timeout;
+    let mut last_active = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(idle);
     loop {
         if (st.draining || !reading) && st.inflight.is_empty() && st.queued.is_empty() {
             if st.draining && reading {
@@ -573,7 +662,22 @@ async fn serve_connection(
                 st.draining = true;
                 let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
             }
+            () = &mut idle, if idle_timeout.is_some() && reading && !st.draining => {
+                let timeout = idle_timeout.unwrap_or_default();
+                let due = last_active + timeout;
+                if st.calls.is_empty() && due <= tokio::time::Instant::now() {
+                    let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
+                    result = Ok(ConnEnd::Idle);
+                    break;
+                }
+                // Busy, or active since: look again one timeout after the last frame.
+                let next = if st.calls.is_empty() { due } else { tokio::time::Instant::now() + timeout };
+                idle.as_mut().reset(next);
+            }
             Some((id, outcome)) = st.inflight.next(), if !st.inflight.is_empty() => {
+                if idle_timeout.is_some() {
+                    last_active = tokio::time::Instant::now();
+                }
                 st.finish(id, outcome);
                 st.start_queued();
             }
@@ -585,7 +689,12 @@ async fn serve_connection(
                 }
             }
             next = reader.next(), if reading && room => match next {
-                Some(Ok(frame)) => st.on_frame(frame),
+                Some(Ok(frame)) => {
+                    if idle_timeout.is_some() {
+                        last_active = tokio::time::Instant::now();
+                    }
+                    st.on_frame(frame)
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "closing connection after bad frame");
                     st.error(0, code::PROTOCOL, &e.to_string());

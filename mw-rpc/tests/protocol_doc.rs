@@ -516,7 +516,7 @@ fn example_frames_are_what_the_encoders_produce() {
         &error_frame(
             0,
             code::OVERLOADED,
-            "connection limit reached; try again later",
+            "server busy: connection limit 1 reached; try again later",
         ),
     );
     let max = DEFAULT_MAX_FRAME_LEN;

@@ -134,9 +134,17 @@ struct BrokerOpts {
     /// Clients refuse to send frames over their own limit (16 MiB by default).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = mw::cli_args::parse_size)]
     max_frame_size: usize,
-    /// Concurrent client connections; further connections are refused (`server overloaded`).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Concurrent client connections; further connections are refused (`server busy:
+    /// connection limit N reached`). Lowered at start to what the open-file limit allows.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Concurrent TCP connections from one client IP address; further ones are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: u64,
+    /// Close client connections that hold no call, consumer or subscription for SECS
+    /// seconds (they are told GoAway first); off when absent.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: Option<u64>,
     /// Serve Prometheus metrics on http://ADDR/metrics (queues, calls, connections, bus,
     /// routes); off when absent.
     #[arg(long, value_name = "HOST:PORT")]
@@ -162,7 +170,10 @@ impl BrokerOpts {
         config.pubsub.max_subscriptions = self.max_subscriptions;
         config.pubsub.max_retained_topics = self.max_retained_topics;
         config.server.transport.max_frame_len = self.max_frame_size;
-        config.server.max_connections = self.max_connections;
+        config.server.max_connections = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        config.server.max_connections_per_ip =
+            usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
+        config.server.idle_timeout = self.idle_timeout.map(std::time::Duration::from_secs);
         config.server.metrics_addr = self.metrics_addr;
         (self.addr, config)
     }
@@ -400,8 +411,15 @@ fn parse_fsync(s: &str) -> Result<mw::queue::FsyncPolicy, String> {
     }
 }
 
-async fn broker(addr: &str, config: mw::broker::BrokerConfig) -> Result<(), mw::run::BoxError> {
+async fn broker(addr: &str, mut config: mw::broker::BrokerConfig) -> Result<(), mw::run::BoxError> {
     let opening = std::time::Instant::now();
+    for note in mw::broker::fit_open_files(&mut config) {
+        if note.starts_with("open-file limit raised") {
+            tracing::info!("{note}");
+        } else {
+            tracing::warn!("{note}");
+        }
+    }
     let summary = mw::logs::BrokerSummary::of(&config, addr);
     let broker = mw::broker::open(config).await?;
     summary.log(&broker, opening.elapsed());
