@@ -10,6 +10,16 @@
 //! - [`pubsub`]: the topic-based event bus.
 //! - [`space`]: the tuple space (Linda / JavaSpaces): `out`, `rd`, `in`, `notify`.
 //!
+//! and runs them as one daemon:
+//! - [`broker`]: `mw broker`'s assembly of every service on one address
+//!   ([`broker::BrokerConfig`], its limits and their validation); [`admin`]: its
+//!   `mw.admin` service (connections).
+//! - [`logs`] and [`metrics`]: what a broker tells an operator (`tracing` set-up and the
+//!   start-up summary; Prometheus collectors).
+//! - [`run`]: serving until a signal; `cli_*`: the `mw` verbs ([`cli_queue`],
+//!   [`cli_pubsub`], [`cli_space`], [`cli_admin`]) and their argument parsing
+//!   ([`cli_args`], [`cli_input`]).
+//!
 //! ```
 //! #[mw::service(name = "inc", version = 1)]
 //! pub trait Increment {
