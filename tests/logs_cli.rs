@@ -142,3 +142,40 @@ fn routes_going_down_and_up_are_logged() {
     let up = until(&err, "route up");
     assert!(up.contains(" INFO "), "{up}");
 }
+
+/// A subscriber that stops reading is logged once its broker-side buffer overflows and
+/// events start being dropped (once, not per event).
+#[test]
+fn a_slow_consumer_starting_to_drop_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr, err) = broker(dir.path(), &[]);
+    let mut child = Command::new(MW)
+        .args(["sub", "--broker", &addr, "flood", "--buffer", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sub_err = lines_of(child.stderr.take().unwrap());
+    let sub = Proc(child);
+    assert!(sub_err
+        .recv_timeout(WAIT)
+        .unwrap()
+        .starts_with("subscribed to"));
+    // Stopped: it grants no more credit, so its broker-side buffer (1 event) overflows.
+    let stopped = Command::new("kill")
+        .args(["-STOP", &sub.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    // More than the credit window and the socket buffers hold.
+    let body = "x".repeat(64 << 10);
+    let lines: String = (0..400).map(|i| format!("{i} {body}\n")).collect();
+    let out = run_mw(&["pub", "--broker", &addr, "flood"], Some(&lines));
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let line = until(&err, "slow consumer");
+    assert!(
+        line.contains("dropping events") && line.contains("capacity=1"),
+        "{line}"
+    );
+    drop(sub); // SIGKILL works on a stopped process
+}
