@@ -107,6 +107,14 @@ pub enum ConfigError {
         /// [`FRAME_HEADROOM`].
         headroom: usize,
     },
+    /// The metrics endpoint's address is not a TCP `HOST:PORT`.
+    #[error("invalid broker setting: --metrics-addr {addr}: {reason}")]
+    BadMetricsAddress {
+        /// The address as given.
+        addr: String,
+        /// Why it is unusable.
+        reason: String,
+    },
     /// A route's next hop is not an address the broker can connect to.
     #[error("invalid broker setting: route {route}: {reason}")]
     BadRouteAddress {
@@ -120,8 +128,8 @@ pub enum ConfigError {
 impl BrokerConfig {
     /// Checks the settings that would make the broker misbehave later: a zero visibility
     /// timeout or queue length limit, size limits that disagree (a message or event
-    /// larger than a frame, an event larger than a message), a route to something that
-    /// is not an address.
+    /// larger than a frame, an event larger than a message), a metrics address or a route
+    /// to something that is not an address.
     ///
     /// # Errors
     /// The first such setting found.
@@ -133,6 +141,18 @@ impl BrokerConfig {
             return Err(ConfigError::ZeroMaxQueueLen);
         }
         self.validate_sizes()?;
+        if let Some(addr) = &self.server.metrics_addr {
+            use std::net::ToSocketAddrs;
+            let bad = |reason: String| ConfigError::BadMetricsAddress {
+                addr: addr.clone(),
+                reason,
+            };
+            match addr.to_socket_addrs().map(|mut found| found.next()) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(bad("it resolves to no address".into())),
+                Err(e) => return Err(bad(format!("expected HOST:PORT ({e})"))),
+            }
+        }
         for route in self.routes.routes() {
             let bad = |reason: String| ConfigError::BadRouteAddress {
                 route: format!("{}={}", route.pattern, route.hop),

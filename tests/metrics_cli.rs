@@ -109,3 +109,36 @@ fn the_registry_serves_its_call_metrics_too() {
         "{body}"
     );
 }
+
+/// A metrics address that is not `HOST:PORT` is refused at start, with one line.
+#[test]
+fn a_bad_metrics_address_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = run_mw(
+        &[
+            "broker",
+            "--addr",
+            "127.0.0.1:0",
+            "--data",
+            data,
+            "--metrics-addr",
+            "notanaddr",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "it must not listen: {:?}",
+        out.stdout
+    );
+    assert_eq!(out.stderr.len(), 1, "{:?}", out.stderr);
+    assert!(
+        out.stderr[0].starts_with(
+            "mw: invalid broker setting: --metrics-addr notanaddr: expected HOST:PORT"
+        ),
+        "{:?}",
+        out.stderr
+    );
+}
