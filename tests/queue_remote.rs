@@ -799,8 +799,9 @@ async fn a_remote_consumer_of_an_unknown_queue_creates_nothing() {
     let remote = RemoteQueues::connect(&broker.addr).await.unwrap();
     let c = remote.queue("typo").consumer(opts(1)).await.unwrap();
     drop(c);
-    // The broker drops its consumer when the stream ends; wait for that (bounded).
-    for _ in 0..1000 {
+    // The broker drops its consumer when it handles the stream's cancel, which it reads
+    // before the next call on this connection; wait for that, bounded.
+    for _ in 0..10_000 {
         if remote.queues().await.unwrap().is_empty() {
             break;
         }
