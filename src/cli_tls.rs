@@ -1,9 +1,11 @@
 //! TLS flags of the `mw` command, shared by every verb.
 //!
 //! Servers (`mw broker`, `mw registry`): `--tls-cert FILE --tls-key FILE
-//! [--tls-client-ca FILE]`. Client verbs: `--tls-ca FILE [--tls-cert FILE --tls-key
-//! FILE]`, or `--tls` alone to trust the platform's roots. Each flag can come from the
-//! environment instead (`MW_TLS_CA`, `MW_TLS_CERT`, `MW_TLS_KEY`, `MW_TLS_CLIENT_CA`).
+//! [--tls-client-ca FILE]`, from flags only. Client verbs: `--tls-ca FILE [--tls-cert FILE
+//! --tls-key FILE]`, or `--tls` alone to trust the platform's roots; a client flag not
+//! given is taken from the environment (`MW_TLS_CA`, `MW_TLS_CERT`, `MW_TLS_KEY`; empty
+//! counts as unset), so one `export MW_TLS_CA=ca.pem` serves every client verb and never
+//! changes how a server in the same shell starts.
 //! [`install_client`] sets the client settings once per process; every client verb
 //! connects with [`client_config`].
 
@@ -17,7 +19,7 @@ use mw_rpc::ClientConfig;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsArgs {
     /// Client verbs: connect with TLS, trusting the CA certificates in this PEM file.
-    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CA")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Client verbs: connect with TLS, trusting the platform's root certificates
     /// (implied by --tls-ca and by a client --tls-cert).
@@ -25,13 +27,13 @@ pub struct TlsArgs {
     pub tls: bool,
     /// Servers: their certificate chain (PEM, leaf first). Client verbs: a client
     /// certificate, for servers that require one. Needs --tls-key.
-    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CERT")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_KEY")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Servers: require a client certificate signed by a CA in this PEM file (mutual TLS).
-    #[arg(long, global = true, value_name = "FILE", env = "MW_TLS_CLIENT_CA")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
 }
 
@@ -68,8 +70,28 @@ impl TlsArgs {
             .map_err(|e| e.to_string())
     }
 
+    /// These flags, with the client flags not given taken from `MW_TLS_CA`,
+    /// `MW_TLS_CERT` and `MW_TLS_KEY` (an empty value counts as unset).
+    pub fn with_client_env(&self) -> TlsArgs {
+        let env = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let mut args = self.clone();
+        if args.tls_ca.is_none() {
+            args.tls_ca = env("MW_TLS_CA");
+        }
+        if args.tls_cert.is_none() && args.tls_key.is_none() {
+            args.tls_cert = env("MW_TLS_CERT");
+            args.tls_key = env("MW_TLS_KEY");
+        }
+        args
+    }
+
     /// The client's TLS settings: `None` (plaintext) unless `--tls`, `--tls-ca` or a
-    /// client certificate is given.
+    /// client certificate is given (by flag or, see [`with_client_env`](Self::with_client_env),
+    /// the environment).
     ///
     /// # Errors
     /// A half-given pair, a server-only flag, or a file that cannot be read or used.
@@ -77,12 +99,20 @@ impl TlsArgs {
         if self.tls_client_ca.is_some() {
             return Err("--tls-client-ca is for servers; a client verb takes --tls-ca".into());
         }
-        let identity = self.identity()?;
-        if !self.tls && self.tls_ca.is_none() && identity.is_none() {
+        let this = self.with_client_env();
+        let identity = this.identity().map_err(|e| {
+            if self.tls_cert.is_none() && self.tls_key.is_none() {
+                format!("{e} (MW_TLS_CERT and MW_TLS_KEY go together)")
+            } else {
+                e
+            }
+        })?;
+        let this = &this;
+        if !this.tls && this.tls_ca.is_none() && identity.is_none() {
             return Ok(None);
         }
         TlsClient::new(
-            self.tls_ca.as_deref(),
+            this.tls_ca.as_deref(),
             identity.map(|(c, k)| (c.as_path(), k.as_path())),
         )
         .map(Some)
@@ -99,10 +129,13 @@ pub fn install_client(tls: Option<TlsClient>) {
 }
 
 /// The client settings of this process's verbs: defaults, with the TLS settings of
-/// [`install_client`].
+/// [`install_client`], and reconnecting on the next call after the connection was closed
+/// (a broker's idle timeout closes the connection of a verb waiting on slow stdin; calls
+/// in flight when a connection breaks still fail, as mw cannot know whether they ran).
 pub fn client_config() -> ClientConfig {
     ClientConfig {
         tls: CLIENT_TLS.get().cloned().flatten(),
+        reconnect: true,
         ..ClientConfig::default()
     }
 }
@@ -111,7 +144,9 @@ pub fn client_config() -> ClientConfig {
 /// otherwise).
 pub fn bus_config() -> mw_pubsub::RemoteConfig {
     let mut config = mw_pubsub::RemoteConfig::default();
-    config.client.tls = client_config().tls;
+    let client = client_config();
+    config.client.tls = client.tls;
+    config.client.reconnect = client.reconnect;
     config
 }
 
@@ -119,12 +154,18 @@ pub fn bus_config() -> mw_pubsub::RemoteConfig {
 /// while every client that connects may do everything (no client certificates required):
 /// `None` for loopback, Unix-socket and in-process addresses, and with mutual TLS.
 pub fn exposure_warning(addr: &str, tls: Option<&TlsServer>) -> Option<String> {
+    let Ok(mw_core::Address::Tcp(hostport)) = addr.parse::<mw_core::Address>() else {
+        return tls.is_some().then(|| {
+            format!(
+                "WARNING: the TLS flags apply to TCP only: connections to {addr} stay \
+                 plaintext and need no client certificate (protect the socket file's \
+                 permissions instead)"
+            )
+        });
+    };
     if tls.is_some_and(TlsServer::requires_client_certificates) {
         return None;
     }
-    let Ok(mw_core::Address::Tcp(hostport)) = addr.parse::<mw_core::Address>() else {
-        return None;
-    };
     let host = hostport
         .rsplit_once(':')
         .map_or(hostport.as_str(), |(h, _)| h);

@@ -164,7 +164,7 @@ async fn a_server_certificate_from_another_ca_is_not_trusted() {
     let e = connect(&addr, Some(renamed)).await.unwrap_err();
     println!("{e}");
     assert!(
-        e.contains("not trusted") && e.contains("NotValidForName"),
+        e.contains("not trusted") && e.contains("not valid for name \"elsewhere.example\""),
         "{e}"
     );
     echo_ok(&connect(&addr, Some(p.client_tls())).await.unwrap()).await;
@@ -181,7 +181,10 @@ async fn an_expired_server_certificate_is_not_trusted() {
         .await
         .unwrap_err();
     println!("{e}");
-    assert!(e.contains("not trusted") && e.contains("Expired"), "{e}");
+    assert!(
+        e.contains("not trusted") && e.contains("certificate expired"),
+        "{e}"
+    );
     s.shutdown().await;
 }
 

@@ -146,3 +146,35 @@ fn tls_flags_that_cannot_work_are_refused_with_one_line() {
         assert!(out.stderr[0].contains(says), "{args:?}: {out:?}");
     }
 }
+
+/// `MW_TLS_*` are for client verbs: a server started in a shell that exported them for
+/// its clients ignores them, and an empty one counts as unset.
+#[test]
+fn client_tls_environment_variables_do_not_change_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let ca_pem = s(&ca.pem);
+    // A plaintext broker started with MW_TLS_CA in its environment starts plaintext.
+    let mut child = std::process::Command::new(queue_support::MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("MW_TLS_CA", &ca_pem)
+        .env("MW_TLS_CLIENT_CA", &ca_pem)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = queue_support::lines_of(child.stdout.take().unwrap());
+    let _broker = queue_support::Proc(child);
+    let line = out
+        .recv_timeout(queue_support::WAIT)
+        .expect("the broker starts");
+    let addr = line.strip_prefix("listening on ").unwrap().to_string();
+    let out = queue_support::run_mw_raw(
+        &["send", "--broker", &addr, "q", "plain"],
+        b"",
+        &[("MW_TLS_CA", "")],
+    );
+    assert!(out.status.success(), "{out:?}");
+}

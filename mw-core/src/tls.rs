@@ -332,7 +332,7 @@ fn explain_rustls(addr: &str, e: &rustls::Error) -> CoreError {
     use rustls::{AlertDescription, Error};
     CoreError::Tls(match e {
         Error::InvalidCertificate(why) => format!(
-            "the certificate of {addr} is not trusted: {why:?} (check --tls-ca and the address's \
+            "the certificate of {addr} is not trusted: {why} (check --tls-ca and the address's \
              host name)"
         ),
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => format!(

@@ -93,6 +93,9 @@ struct Conn {
     next_id: AtomicU64,
     /// Set once the reader ended or the server said GoAway: no new calls on this connection.
     dead: AtomicBool,
+    /// Why it died, when the server said (an `Error` frame with id 0: over a connection
+    /// limit, a protocol error): later calls get that instead of a bare `Disconnected`.
+    why: Mutex<Option<RpcError>>,
     /// Slots for outstanding calls ([`ClientConfig::max_in_flight`]).
     slots: Arc<Semaphore>,
 }
@@ -111,8 +114,28 @@ impl Conn {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The error a call on this dead connection gets: the server's reason if it gave
+    /// one, else [`RpcError::Disconnected`].
+    fn death(&self) -> RpcError {
+        match &*self.why.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(RpcError::Protocol(m)) => RpcError::Protocol(m.clone()),
+            Some(RpcError::Overloaded(m)) => RpcError::Overloaded(m.clone()),
+            _ => RpcError::Disconnected,
+        }
+    }
+
     /// Marks the connection dead, closes it and fails every outstanding call and stream.
     fn fail_all(&self, failure: &RpcError) {
+        if matches!(failure, RpcError::Protocol(_) | RpcError::Overloaded(_)) {
+            let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+            if why.is_none() {
+                *why = Some(match failure {
+                    RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
+                    RpcError::Overloaded(m) => RpcError::Overloaded(m.clone()),
+                    _ => RpcError::Disconnected,
+                });
+            }
+        }
         self.dead.store(true, Ordering::Release);
         self.outbox.close();
         let slots: Vec<Slot> = self.pending().drain().map(|(_, s)| s).collect();
@@ -200,6 +223,7 @@ async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcErr
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         dead: AtomicBool::new(false),
+        why: Mutex::new(None),
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
     });
     tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
@@ -424,7 +448,7 @@ impl Channel {
             return Ok(conn);
         }
         if !self.shared.config.reconnect {
-            return Err(RpcError::Disconnected);
+            return Err(conn.death());
         }
         let _one_at_a_time = self.shared.reconnecting.lock().await;
         let conn = self.current();
@@ -468,10 +492,7 @@ impl Channel {
             ),
             None => None,
         };
-        conn.outbox
-            .ready()
-            .await
-            .map_err(|_| RpcError::Disconnected)?;
+        conn.outbox.ready().await.map_err(|_| conn.death())?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = slot {
             let n = {
@@ -488,7 +509,7 @@ impl Channel {
         if let Err(e) = pushed {
             conn.forget(id);
             return Err(match e {
-                RpcError::Transport(CoreError::Closed) => RpcError::Disconnected,
+                RpcError::Transport(CoreError::Closed) => conn.death(),
                 e => e,
             });
         }

@@ -302,6 +302,8 @@ impl Server {
         let max = self.shared.config.max_connections;
         let limit = Arc::new(Semaphore::new(max));
         let per_ip = PerIp::new(self.shared.config.max_connections_per_ip);
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+        let mut refused_total: u64 = 0;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -320,10 +322,21 @@ impl Server {
                                 a
                             }
                             Err(why) => {
-                                tracing::warn!(%peer, reason = %why, "refusing new connection");
-                                let config = self.shared.config.transport.clone();
-                                // Tell the client why before closing, off the accept loop.
-                                tracker.spawn(refuse_connection(stream, config, self.shared.config.tls.clone(), why));
+                                refused_total += 1;
+                                // One line per refused connection would flood the log.
+                                if refused_total.is_power_of_two() {
+                                    tracing::warn!(%peer, reason = %why, refused_total, "refusing new connections");
+                                }
+                                // Tell the client why before closing, off the accept loop,
+                                // unless too many refusals are in progress already.
+                                if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                                    let config = self.shared.config.transport.clone();
+                                    let tls = self.shared.config.tls.clone();
+                                    tracker.spawn(async move {
+                                        refuse_connection(stream, config, tls, why).await;
+                                        drop(slot);
+                                    });
+                                }
                                 continue;
                             }
                         };
@@ -497,6 +510,14 @@ struct ConnState {
     started: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How long a refused connection is read from, after the refusal, for the client to
+/// close first; and how long its handshake may take.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections being told why at once; beyond this, a refused connection is
+/// closed without a word, so that a flood cannot hold more descriptors than this.
+const MAX_REFUSING: usize = 64;
+
 /// Connections open per client IP address, bounded ([`ServerConfig::max_connections_per_ip`]).
 struct PerIp {
     max: usize,
@@ -556,20 +577,28 @@ impl Drop for IpSlot {
 /// `Error` frame (id 0, `OVERLOADED`) and closes.
 async fn refuse_connection(
     stream: Stream,
-    config: TransportConfig,
+    mut config: TransportConfig,
     tls: Option<mw_core::tls::TlsServer>,
     why: String,
 ) {
+    // A refused client gets a short handshake: it holds a descriptor meanwhile.
+    config.handshake_timeout = config.handshake_timeout.min(REFUSAL_LINGER);
     let Ok(stream) = secure(stream, &config, tls.as_ref()).await else {
         return;
     };
-    if let Ok((_reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
+    if let Ok((mut reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
         let _ = outbox.push_with(FrameKind::Error, 0, 0, |b| {
             wire::error_body(b, code::OVERLOADED, &why);
             Ok::<_, CoreError>(())
         });
         outbox.close();
         let _ = writer.await;
+        // Read what the client sent until it closes (briefly): closing with its request
+        // unread would reset the connection, and the client could lose the refusal.
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while let Some(Ok(_)) = reader.next().await {}
+        })
+        .await;
     }
 }
 

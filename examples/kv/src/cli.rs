@@ -745,6 +745,9 @@ pub async fn serve_ring(
     args: &RingArgs,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
+    if let Some(warning) = mw::cli_tls::exposure_warning(addr, None) {
+        tracing::warn!("{warning}");
+    }
     let ring_config = RingConfig {
         n: args.n as usize,
         w: args.w as usize,
