@@ -120,6 +120,10 @@ pub enum Command {
         /// Watch events kept for watchers resuming from a past revision.
         #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         retain_events: u64,
+        /// Serve Prometheus metrics (connections, calls by method and outcome, latency)
+        /// on http://HOST:PORT/metrics; off when absent.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
         #[command(flatten)]
         ring: RingArgs,
     },
@@ -340,8 +344,14 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             fsync,
             engine,
             retain_events,
+            metrics_addr,
             ring,
         } => {
+            let server = mw::rpc::ServerConfig {
+                tls: server_tls,
+                metrics_addr,
+                ..mw::rpc::ServerConfig::default()
+            };
             let config = Config {
                 fsync,
                 engine,
@@ -349,16 +359,16 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 ..Config::default()
             };
             if ring.ring || ring.join.is_some() {
-                if server_tls.is_some() {
+                if server.tls.is_some() {
                     return Err(CliError::Serve(
                         "TLS is for single nodes: ring members talk to each other in \
                          plaintext (not supported yet)"
                             .into(),
                     ));
                 }
-                serve_ring(&addr, &data, config, &ring, out).await
+                serve_ring(&addr, &data, config, &ring, server, out).await
             } else {
-                serve(&addr, &data, config, server_tls, out).await
+                serve(&addr, &data, config, server, out).await
             }
         }
         Command::Put {
@@ -743,6 +753,7 @@ pub async fn serve_ring(
     data: &std::path::Path,
     config: Config,
     args: &RingArgs,
+    server: mw::rpc::ServerConfig,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     if let Some(warning) = mw::cli_tls::exposure_warning(addr, None) {
@@ -776,8 +787,12 @@ pub async fn serve_ring(
         data,
         ring_config,
         args.join.as_deref(),
+        server,
     )
     .await?;
+    if let Some(m) = served.server.metrics_addr() {
+        tracing::info!(addr = %m, "metrics on http://{m}/metrics");
+    }
     tracing::info!(node = served.node.id(), members = ?served.node.membership().owners(), "ring node ready");
     writeln!(out, "listening on {}", served.server.local_addr())?;
     out.flush()?;
@@ -813,21 +828,18 @@ pub async fn serve(
     addr: &str,
     data: &std::path::Path,
     config: Config,
-    tls: Option<mw::core::tls::TlsServer>,
+    server: mw::rpc::ServerConfig,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    if let Some(warning) = mw::cli_tls::exposure_warning(addr, tls.as_ref()) {
+    if let Some(warning) = mw::cli_tls::exposure_warning(addr, server.tls.as_ref()) {
         tracing::warn!("{warning}");
     }
     let kv = Kv::open(data, config).await?;
     let status = kv.status();
     let server = Server::builder()
         .add(KvServiceServer::new(KvNode::new(kv.clone())))
-        .config(mw::rpc::ServerConfig {
-            tls,
-            ..mw::rpc::ServerConfig::default()
-        })
+        .config(server)
         .build();
     let running = server
         .spawn(addr)
@@ -841,6 +853,9 @@ pub async fn serve(
         open_ms = started.elapsed().as_millis() as u64,
         "mw-kv node ready"
     );
+    if let Some(m) = running.metrics_addr() {
+        tracing::info!(addr = %m, "metrics on http://{m}/metrics");
+    }
     writeln!(out, "listening on {}", running.local_addr())?;
     out.flush()?;
     mw::run::wait_for_signal().await;

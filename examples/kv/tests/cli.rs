@@ -228,3 +228,71 @@ fn a_tls_node_serves_tls_clients_and_refuses_plaintext_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS is for single nodes"), "{err}");
 }
+
+/// `serve --metrics-addr`: the node serves Prometheus text with its calls counted.
+#[test]
+fn a_node_serves_metrics() {
+    use std::io::{BufRead, BufReader, Read, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = mw_kv()
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let node = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    // The log says where the metrics are; read on a thread so the wait is bounded.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let _node = common::NodeProcess {
+        child,
+        addr: node.clone(),
+    };
+    let mut metrics = None;
+    for _ in 0..50 {
+        let Ok(l) = rx.recv_timeout(common::STEP) else {
+            break;
+        };
+        if let Some(rest) = l.split("metrics on http://").nth(1) {
+            metrics = Some(rest.split('/').next().unwrap().to_string());
+            break;
+        }
+    }
+    let metrics = metrics.expect("a metrics line in the log");
+    assert_eq!(ok(&node, &["put", "k", "v"]), "1\n");
+    let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("mw_rpc_calls_total{service=\"mw.kv\",method=\"put\",outcome=\"ok\"} 1"),
+        "{body}"
+    );
+}

@@ -149,7 +149,8 @@ pub struct ServedNode {
 }
 
 /// Binds `addr`, opens a ring node named after the bound address (or `advertise`) on
-/// `data`, joins through `seed` if given, and serves both ring services.
+/// `data`, joins through `seed` if given, and serves both ring services with `server`'s
+/// settings (e.g. its metrics endpoint).
 ///
 /// # Errors
 ///
@@ -160,6 +161,7 @@ pub async fn spawn(
     data: &Path,
     config: RingConfig,
     seed: Option<&str>,
+    server: mw::rpc::ServerConfig,
 ) -> Result<ServedNode> {
     let address: Address = addr.parse().map_err(|e| KvError::Storage(format!("{e}")))?;
     let listener = Listener::bind(&address)
@@ -172,6 +174,7 @@ pub async fn spawn(
     let server = Server::builder()
         .add(RingKvServer::new(RingHandler(node.clone())))
         .add(ReplicaServer::new(ReplicaHandler(node.clone())))
+        .config(server)
         .build()
         .spawn_on(listener);
     Ok(ServedNode { node, server })
