@@ -781,7 +781,7 @@ pub async fn serve_ring(
             "W + R <= N: read and write quorums do not overlap; reads may miss acknowledged writes"
         );
     }
-    let served = crate::ring::serve::spawn(
+    let served = crate::ring::serve::spawn_with(
         addr,
         args.advertise.as_deref(),
         data,

@@ -149,13 +149,36 @@ pub struct ServedNode {
 }
 
 /// Binds `addr`, opens a ring node named after the bound address (or `advertise`) on
-/// `data`, joins through `seed` if given, and serves both ring services with `server`'s
-/// settings (e.g. its metrics endpoint).
+/// `data`, joins through `seed` if given, and serves both ring services (default server
+/// settings; see [`spawn_with`]).
 ///
 /// # Errors
 ///
 /// A bad or busy address; the data directory refused; the seed unreachable.
 pub async fn spawn(
+    addr: &str,
+    advertise: Option<&str>,
+    data: &Path,
+    config: RingConfig,
+    seed: Option<&str>,
+) -> Result<ServedNode> {
+    spawn_with(
+        addr,
+        advertise,
+        data,
+        config,
+        seed,
+        mw::rpc::ServerConfig::default(),
+    )
+    .await
+}
+
+/// As [`spawn`], with `server`'s settings (e.g. its metrics endpoint).
+///
+/// # Errors
+///
+/// A bad or busy address; the data directory refused; the seed unreachable.
+pub async fn spawn_with(
     addr: &str,
     advertise: Option<&str>,
     data: &Path,
