@@ -120,6 +120,87 @@ impl TlsArgs {
     }
 }
 
+/// The login flags (global): servers `--auth FILE`; client verbs `--user USER --password
+/// PASSWORD` or `--token USER.SECRET`, each taken from `MW_USER`, `MW_PASSWORD`,
+/// `MW_TOKEN` when not given (empty counts as unset).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Servers: admit only the users of this file (TOML; see examples/auth.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// Client verbs: log in as USER, with --password (or MW_USER).
+    #[arg(long, global = true, value_name = "USER")]
+    pub user: Option<String>,
+    /// Client verbs: the password of --user (or MW_PASSWORD).
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// Client verbs: log in with a token, USER.SECRET (or MW_TOKEN).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+fn env_text(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl AuthArgs {
+    /// The server's authenticator: `None` without `--auth`.
+    ///
+    /// # Errors
+    /// A client flag given to a server, or an auth file that cannot be used.
+    pub fn server(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn mw_rpc::auth::Authenticator>>, String> {
+        if self.user.is_some() || self.password.is_some() || self.token.is_some() {
+            return Err(
+                "--user, --password and --token are for client verbs; a server takes --auth FILE"
+                    .into(),
+            );
+        }
+        match &self.auth {
+            None => Ok(None),
+            Some(path) => Ok(Some(std::sync::Arc::new(crate::auth::AuthFile::load(
+                path,
+            )?))),
+        }
+    }
+
+    /// The client's credentials: `None` unless a user or token is given (by flag or
+    /// environment).
+    ///
+    /// # Errors
+    /// `--auth` given to a client, a user without a password or the reverse.
+    pub fn client(&self) -> Result<Option<mw_rpc::auth::Credentials>, String> {
+        use mw_rpc::auth::Credentials;
+        if self.auth.is_some() {
+            return Err(
+                "--auth is for servers; a client verb takes --user/--password or --token".into(),
+            );
+        }
+        let token = self.token.clone().or_else(|| env_text("MW_TOKEN"));
+        let user = self.user.clone().or_else(|| env_text("MW_USER"));
+        let password = self.password.clone().or_else(|| env_text("MW_PASSWORD"));
+        match (token, user, password) {
+            (Some(t), _, _) if self.user.is_none() && self.password.is_none() => {
+                Ok(Some(Credentials::Token(t)))
+            }
+            (_, Some(user), Some(password)) => Ok(Some(Credentials::Password { user, password })),
+            (_, Some(_), None) => Err("--user needs --password (or MW_PASSWORD)".into()),
+            (_, None, Some(_)) => Err("--password needs --user (or MW_USER)".into()),
+            (Some(t), None, None) => Ok(Some(Credentials::Token(t))),
+            (None, None, None) => Ok(None),
+        }
+    }
+}
+
+static CREDENTIALS: OnceLock<Option<mw_rpc::auth::Credentials>> = OnceLock::new();
+
+/// Sets the credentials every client verb of this process logs in with (the first call
+/// wins).
+pub fn install_credentials(credentials: Option<mw_rpc::auth::Credentials>) {
+    let _ = CREDENTIALS.set(credentials);
+}
+
 static CLIENT_TLS: OnceLock<Option<TlsClient>> = OnceLock::new();
 
 /// Sets the TLS settings every client verb of this process connects with (the first
@@ -135,6 +216,7 @@ pub fn install_client(tls: Option<TlsClient>) {
 pub fn client_config() -> ClientConfig {
     ClientConfig {
         tls: CLIENT_TLS.get().cloned().flatten(),
+        credentials: CREDENTIALS.get().cloned().flatten(),
         reconnect: true,
         ..ClientConfig::default()
     }
@@ -147,13 +229,20 @@ pub fn bus_config() -> mw_pubsub::RemoteConfig {
     let client = client_config();
     config.client.tls = client.tls;
     config.client.reconnect = client.reconnect;
+    config.client.credentials = client.credentials;
     config
 }
 
 /// The warning a server prints when it listens on `addr`, reachable from other machines,
 /// while every client that connects may do everything (no client certificates required):
 /// `None` for loopback, Unix-socket and in-process addresses, and with mutual TLS.
-pub fn exposure_warning(addr: &str, tls: Option<&TlsServer>) -> Option<String> {
+///
+/// With `authenticated` (`--auth`), only an unencrypted listener is warned about.
+pub fn exposure_warning(
+    addr: &str,
+    tls: Option<&TlsServer>,
+    authenticated: bool,
+) -> Option<String> {
     let Ok(mw_core::Address::Tcp(hostport)) = addr.parse::<mw_core::Address>() else {
         return tls.is_some().then(|| {
             format!(
@@ -174,13 +263,20 @@ pub fn exposure_warning(addr: &str, tls: Option<&TlsServer>) -> Option<String> {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
-    if loopback {
+    if loopback || (authenticated && tls.is_some()) {
         return None;
+    }
+    if authenticated {
+        return Some(format!(
+            "WARNING: listening on {addr}, reachable from other machines, without TLS: \
+             passwords, tokens and traffic cross the network unencrypted (add --tls-cert \
+             and --tls-key)."
+        ));
     }
     Some(format!(
         "WARNING: listening on {addr}, reachable from other machines: every client that can \
-         connect may read and change everything this server holds (mw has no users or \
-         permissions yet). Require client certificates (--tls-client-ca) or listen on \
+         connect may read and change everything this server holds (no --auth). Require \
+         logins (--auth FILE) or client certificates (--tls-client-ca), or listen on \
          127.0.0.1 or a unix: socket.{}",
         if tls.is_none() {
             " Traffic is not encrypted (no --tls-cert)."
@@ -203,7 +299,7 @@ mod tests {
             "unix:/tmp/s",
             "inproc:x",
         ] {
-            assert!(exposure_warning(quiet, None).is_none(), "{quiet}");
+            assert!(exposure_warning(quiet, None, false).is_none(), "{quiet}");
         }
         for loud in [
             "0.0.0.0:7800",
@@ -211,7 +307,7 @@ mod tests {
             "[::]:7800",
             "broker.example:7800",
         ] {
-            let w = exposure_warning(loud, None).unwrap_or_default();
+            let w = exposure_warning(loud, None, false).unwrap_or_default();
             assert!(
                 w.starts_with("WARNING: listening on") && w.contains("not encrypted"),
                 "{loud}: {w}"

@@ -56,6 +56,7 @@ pub use mw_rpc as rpc;
 pub use mw_space as space;
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod cli_admin;
 pub mod cli_args;

@@ -56,6 +56,9 @@ pub struct ClientConfig {
     /// TLS on TCP connections: the CAs to trust and, for servers that require one, a
     /// client certificate. Default `None`: plaintext.
     pub tls: Option<mw_core::tls::TlsClient>,
+    /// Log in with these on every connection (servers that require it,
+    /// [`crate::auth`]). Default `None`.
+    pub credentials: Option<crate::auth::Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +71,7 @@ impl Default for ClientConfig {
             max_in_flight: 1024,
             keepalive: None,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -227,6 +231,9 @@ async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcErr
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
     });
     tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
+    if let Some(creds) = &config.credentials {
+        login(&conn, creds).await?;
+    }
     if let Some(every) = config.keepalive {
         tokio::spawn(keepalive(
             Arc::downgrade(&conn),
@@ -360,6 +367,38 @@ async fn keepalive(conn: std::sync::Weak<Conn>, every: Duration) {
             c.fail_all(&RpcError::Disconnected);
             return;
         }
+    }
+}
+
+/// Logs in on a fresh connection (the `mw.auth` exchange, [`crate::auth`]), waiting at
+/// most 30 s (a server slows down repeated failures).
+async fn login(conn: &Arc<Conn>, creds: &crate::auth::Credentials) -> Result<(), RpcError> {
+    use crate::auth::{AUTH_SERVICE, AUTH_VERSION, LOGIN_METHOD};
+    const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+    let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    conn.pending().insert(id, Slot::Reply(tx));
+    conn.outbox
+        .push_with(FrameKind::Request, 0, id, |b| {
+            wire::put_call_header(
+                b,
+                LOGIN_TIMEOUT.as_millis() as u32,
+                AUTH_SERVICE,
+                AUTH_VERSION,
+                LOGIN_METHOD,
+            );
+            encode_args(b, creds)
+        })
+        .map_err(|_| conn.death())?;
+    match tokio::time::timeout(LOGIN_TIMEOUT, rx).await {
+        Ok(Ok(Ok((FrameKind::Response, _)))) => Ok(()),
+        Ok(Ok(Ok((FrameKind::Error, body)))) => Err(wire::decode_error(body)),
+        Ok(Ok(Ok((kind, _)))) => Err(RpcError::Protocol(format!(
+            "login answered with a {kind:?} frame"
+        ))),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(conn.death()),
+        Err(_) => Err(RpcError::Timeout(LOGIN_TIMEOUT)),
     }
 }
 

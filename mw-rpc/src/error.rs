@@ -44,6 +44,13 @@ pub enum RpcError<E = Infallible> {
     /// The server is shutting down and takes no new calls.
     #[error("server shutting down")]
     ShuttingDown,
+    /// The server requires a login and this connection has none, or the login failed
+    /// (the text says which user).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The logged-in user may not do this (the text names the operation and resource).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The handler panicked or failed inside the server.
     #[error("server internal error: {0}")]
     Internal(String),
@@ -69,6 +76,8 @@ impl RpcError<Infallible> {
             RpcError::Protocol(s) => RpcError::Protocol(s),
             RpcError::Overloaded(s) => RpcError::Overloaded(s),
             RpcError::ShuttingDown => RpcError::ShuttingDown,
+            RpcError::Unauthenticated(s) => RpcError::Unauthenticated(s),
+            RpcError::PermissionDenied(s) => RpcError::PermissionDenied(s),
             RpcError::Internal(s) => RpcError::Internal(s),
             RpcError::Application(never) => match never {},
             RpcError::Transport(e) => RpcError::Transport(e),
@@ -93,6 +102,8 @@ impl<E> RpcError<E> {
             RpcError::Protocol(s) => RpcError::Protocol(s),
             RpcError::Overloaded(s) => RpcError::Overloaded(s),
             RpcError::ShuttingDown => RpcError::ShuttingDown,
+            RpcError::Unauthenticated(s) => RpcError::Unauthenticated(s),
+            RpcError::PermissionDenied(s) => RpcError::PermissionDenied(s),
             RpcError::Internal(s) => RpcError::Internal(s),
             RpcError::Transport(e) => RpcError::Transport(e),
         })
@@ -115,4 +126,7 @@ pub enum ServerError {
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// A login failed (the text says which user).
+    #[error("{0}")]
+    Unauthenticated(String),
 }

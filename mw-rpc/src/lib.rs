@@ -17,6 +17,7 @@
 
 extern crate self as mw_rpc;
 
+pub mod auth;
 pub mod client;
 pub mod connections;
 pub mod error;

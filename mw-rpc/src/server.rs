@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// plaintext. With it, a plaintext client is refused with a message saying TLS is
     /// required; Unix-socket and in-process connections stay plaintext.
     pub tls: Option<mw_core::tls::TlsServer>,
+    /// Require every connection to log in ([`crate::auth`]) and check which services
+    /// each user may call. Default `None`: anyone connected may call everything.
+    pub auth: Option<std::sync::Arc<dyn crate::auth::Authenticator>>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(10),
             metrics_addr: None,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -211,6 +215,7 @@ impl ServerBuilder {
                 connections: self.connections,
                 metrics,
                 metrics_registry: Arc::new(self.metrics),
+                login_failures: std::sync::Mutex::default(),
             }),
         }
     }
@@ -224,6 +229,9 @@ struct Shared {
     /// `Some` when calls are measured.
     metrics: Option<ServerMetrics>,
     metrics_registry: Arc<prometheus_client::registry::Registry>,
+    /// Failed logins per client address and when the last one was: later attempts from
+    /// there are answered more slowly.
+    login_failures: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
 }
 
 /// A set of services ready to serve connections.
@@ -348,7 +356,7 @@ impl Server {
                         tracker.spawn(async move {
                             let opened = std::time::Instant::now();
                             let result =
-                                serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone()).await;
+                                serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone(), &peer).await;
                             let calls = reg.calls.load(std::sync::atomic::Ordering::Relaxed);
                             let secs = opened.elapsed().as_secs_f64();
                             let conn = reg.id;
@@ -508,6 +516,10 @@ struct ConnState {
     shutdown: CancellationToken,
     /// Calls started on this connection (shared with its [`Connections`] entry).
     started: Arc<std::sync::atomic::AtomicU64>,
+    /// Who logged in on this connection (servers with [`ServerConfig::auth`]).
+    identity: Arc<std::sync::OnceLock<crate::auth::Identity>>,
+    /// The client's address without the port (failed logins are counted per address).
+    peer_host: String,
 }
 
 /// How long a refused connection is read from, after the refusal, for the client to
@@ -634,6 +646,7 @@ async fn serve_connection(
     graceful: CancellationToken,
     hard: CancellationToken,
     calls: Arc<std::sync::atomic::AtomicU64>,
+    peer: &str,
 ) -> Result<ConnEnd, CoreError> {
     let stream = secure(stream, &shared.config.transport, shared.config.tls.as_ref()).await?;
     let (mut reader, outbox, writer) =
@@ -648,6 +661,10 @@ async fn serve_connection(
         draining: false,
         shutdown: graceful.clone(),
         started: calls,
+        identity: Arc::default(),
+        peer_host: peer
+            .parse::<std::net::SocketAddr>()
+            .map_or_else(|_| peer.to_string(), |a| a.ip().to_string()),
     };
     let mut reading = true;
     let mut result = Ok(ConnEnd::PeerClosed);
@@ -877,6 +894,32 @@ impl ConnState {
             Ok(x) => x,
             Err(msg) => return refuse(self, code::BAD_REQUEST, &msg),
         };
+        if let Some(auth) = &self.shared.config.auth {
+            if header.service.as_str() == crate::auth::AUTH_SERVICE {
+                if frame.kind != FrameKind::Request {
+                    return refuse(self, code::BAD_REQUEST, "login must be a request");
+                }
+                return self.login(frame.id, args, auth.clone());
+            }
+            match self.identity.get() {
+                None => {
+                    return refuse(
+                        self,
+                        code::UNAUTHENTICATED,
+                        "authentication required: this server admits logged-in users only \
+                         (the CLI's --user and --password, or --token)",
+                    )
+                }
+                Some(who) if !who.may_call(&header.service) => {
+                    let msg = format!(
+                        "user {:?} may not call service {}",
+                        who.user, header.service
+                    );
+                    return refuse(self, code::PERMISSION_DENIED, &msg);
+                }
+                Some(_) => {}
+            }
+        }
         let service = match self.shared.registry.find(&header.service, header.version) {
             Ok(s) => s,
             Err((c, msg)) => return refuse(self, c, &msg),
@@ -1061,6 +1104,69 @@ impl ConnState {
         self.inflight.push(fut);
     }
 
+    /// Runs a login: checks the credentials on the blocking pool, remembers the identity
+    /// on success; a failure is answered after a delay that doubles with each recent
+    /// failure from the same address (up to 5 s).
+    fn login(&mut self, id: u64, args: Bytes, auth: Arc<dyn crate::auth::Authenticator>) {
+        self.calls.insert(
+            id,
+            CallState {
+                awaits_result: true,
+                ..CallState::default()
+            },
+        );
+        let identity = self.identity.clone();
+        let shared = self.shared.clone();
+        let host = self.peer_host.clone();
+        let fut = async move {
+            let outcome = match postcard::from_bytes::<crate::auth::Credentials>(&args) {
+                Err(e) => Outcome::Reply(Err(ServerError::BadArguments(e.to_string()))),
+                Ok(creds) => {
+                    let user = creds.user().to_string();
+                    let checked =
+                        tokio::task::spawn_blocking(move || auth.authenticate(&creds)).await;
+                    match checked {
+                        Ok(Ok(who)) => {
+                            let body = postcard::to_allocvec(&who.user).unwrap_or_default();
+                            tracing::info!(user = %who.user, peer = %host, "logged in");
+                            let _ = identity.set(who);
+                            Outcome::Reply(Ok(Bytes::from(body)))
+                        }
+                        other => {
+                            let why = match other {
+                                Ok(Err(why)) => why,
+                                _ => format!("authentication failed for user {user:?}"),
+                            };
+                            let failures = {
+                                let mut f = shared
+                                    .login_failures
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner());
+                                let now = std::time::Instant::now();
+                                let e = f.entry(host.clone()).or_insert((0, now));
+                                // Failures older than a minute are forgiven.
+                                if now.duration_since(e.1) > Duration::from_secs(60) {
+                                    e.0 = 0;
+                                }
+                                e.0 += 1;
+                                e.1 = now;
+                                e.0
+                            };
+                            tracing::warn!(user = %user, peer = %host, failures, "login failed");
+                            let delay = Duration::from_millis(100)
+                                .saturating_mul(1 << failures.saturating_sub(1).min(6))
+                                .min(Duration::from_secs(5));
+                            tokio::time::sleep(delay).await;
+                            Outcome::Reply(Err(ServerError::Unauthenticated(why)))
+                        }
+                    }
+                }
+            };
+            (id, outcome)
+        };
+        self.inflight.push(fut.boxed());
+    }
+
     fn finish(&mut self, id: u64, outcome: Outcome) {
         let call = self.calls.remove(&id);
         if let (Some(m), Some((labels, arrived))) =
@@ -1085,6 +1191,7 @@ impl ConnState {
                 let c = match e {
                     ServerError::BadArguments(_) => code::BAD_REQUEST,
                     ServerError::UnknownMethod(_) => code::UNKNOWN_METHOD,
+                    ServerError::Unauthenticated(_) => code::UNAUTHENTICATED,
                     _ => code::INTERNAL,
                 };
                 self.error(id, c, &e.to_string());

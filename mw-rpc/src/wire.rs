@@ -39,6 +39,10 @@ pub mod code {
     pub const INTERNAL: u16 = 9;
     /// The peer broke the protocol.
     pub const PROTOCOL: u16 = 10;
+    /// The connection has not logged in, or the login failed (PROTOCOL.md §4.8).
+    pub const UNAUTHENTICATED: u16 = 11;
+    /// The logged-in user may not do this (PROTOCOL.md §4.8).
+    pub const PERMISSION_DENIED: u16 = 12;
 }
 
 /// A decoded call header, borrowing nothing.
@@ -165,6 +169,8 @@ pub fn decode_error(mut body: Bytes) -> RpcError {
         code::SHUTTING_DOWN => RpcError::ShuttingDown,
         code::INTERNAL => RpcError::Internal(msg),
         code::PROTOCOL => RpcError::Protocol(msg),
+        code::UNAUTHENTICATED => RpcError::Unauthenticated(msg),
+        code::PERMISSION_DENIED => RpcError::PermissionDenied(msg),
         other => RpcError::Protocol(format!("unknown error code {other}: {msg}")),
     }
 }

@@ -1271,6 +1271,8 @@ fn error_code_table_matches_wire_code() {
         ("SHUTTING_DOWN", code::SHUTTING_DOWN),
         ("INTERNAL", code::INTERNAL),
         ("PROTOCOL", code::PROTOCOL),
+        ("UNAUTHENTICATED", code::UNAUTHENTICATED),
+        ("PERMISSION_DENIED", code::PERMISSION_DENIED),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))

@@ -18,6 +18,8 @@ struct Cli {
     log_format: mw::logs::LogFormat,
     #[command(flatten)]
     tls: mw::cli_tls::TlsArgs,
+    #[command(flatten)]
+    auth: mw::cli_tls::AuthArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +81,13 @@ enum Command {
     Space {
         #[command(subcommand)]
         verb: SpaceVerb,
+    },
+    /// Print an argon2 hash of PASSWORD (or of the first line of stdin) for an auth file
+    /// (`password = "..."`, or a token's secret in `tokens = [...]`).
+    Passwd {
+        /// The password; read from stdin when absent (keeps it out of shell history).
+        #[arg(value_name = "PASSWORD")]
+        secret: Option<String>,
     },
     /// Show what a registry knows.
     Lookup {
@@ -314,13 +323,25 @@ async fn main() -> std::process::ExitCode {
         Ok(t) => t,
         Err(e) => return mw::run::exit_boxed("mw", Err(e.into())),
     };
+    let server_auth = if daemon {
+        cli.auth.server()
+    } else {
+        cli.auth.client().map(|c| {
+            mw::cli_tls::install_credentials(c);
+            None
+        })
+    };
+    let server_auth = match server_auth {
+        Ok(a) => a,
+        Err(e) => return mw::run::exit_boxed("mw", Err(e.into())),
+    };
     let listen = match &cli.command {
         Command::Registry { addr, .. } => Some(addr.as_str()),
         Command::Broker(opts) => Some(opts.addr.as_str()),
         _ => None,
     };
-    if let Some(warning) =
-        listen.and_then(|a| mw::cli_tls::exposure_warning(a, server_tls.as_ref()))
+    if let Some(warning) = listen
+        .and_then(|a| mw::cli_tls::exposure_warning(a, server_tls.as_ref(), server_auth.is_some()))
     {
         tracing::warn!("{warning}");
     }
@@ -330,6 +351,7 @@ async fn main() -> std::process::ExitCode {
             let config = mw::rpc::ServerConfig {
                 metrics_addr,
                 tls: server_tls,
+                auth: server_auth,
                 ..Default::default()
             };
             let server = mw::rpc::Server::builder()
@@ -343,6 +365,7 @@ async fn main() -> std::process::ExitCode {
                 .map_err(Into::into)
         }
         Command::Lookup { registry, json } => lookup(&registry, json).await,
+        Command::Passwd { secret } => passwd(secret),
         Command::Space { verb } => {
             let (broker, op) = verb.into_op();
             mw::cli_space::run(&broker, op, &mut std::io::stdout()).await
@@ -359,6 +382,7 @@ async fn main() -> std::process::ExitCode {
         Command::Broker(opts) => {
             let (addr, mut config) = opts.into_config();
             config.server.tls = server_tls;
+            config.server.auth = server_auth;
             broker(&addr, config).await
         }
         Command::Pub(args) => mw::cli_pubsub::publish(args, &mut std::io::stdout()).await,
@@ -386,6 +410,22 @@ async fn lookup(registry: &str, json: bool) -> Result<(), mw::run::BoxError> {
     for r in list {
         println!("{} v{} {} (ttl {} ms)", r.name, r.version, r.addr, r.ttl_ms);
     }
+    Ok(())
+}
+
+fn passwd(password: Option<String>) -> Result<(), mw::run::BoxError> {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if password.is_empty() {
+        return Err("an empty password cannot be used".into());
+    }
+    println!("{}", mw::auth::hash_password(&password)?);
     Ok(())
 }
 

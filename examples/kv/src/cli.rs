@@ -756,7 +756,7 @@ pub async fn serve_ring(
     server: mw::rpc::ServerConfig,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
-    if let Some(warning) = mw::cli_tls::exposure_warning(addr, None) {
+    if let Some(warning) = mw::cli_tls::exposure_warning(addr, None, false) {
         tracing::warn!("{warning}");
     }
     let ring_config = RingConfig {
@@ -832,7 +832,7 @@ pub async fn serve(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    if let Some(warning) = mw::cli_tls::exposure_warning(addr, server.tls.as_ref()) {
+    if let Some(warning) = mw::cli_tls::exposure_warning(addr, server.tls.as_ref(), false) {
         tracing::warn!("{warning}");
     }
     let kv = Kv::open(data, config).await?;

@@ -317,6 +317,8 @@ pub(crate) fn share(e: &RemoteError) -> RemoteError {
             RpcError::Overloaded(s) => RpcError::Overloaded(s.clone()),
             RpcError::ShuttingDown => RpcError::ShuttingDown,
             RpcError::Internal(s) => RpcError::Internal(s.clone()),
+            RpcError::Unauthenticated(s) => RpcError::Unauthenticated(s.clone()),
+            RpcError::PermissionDenied(s) => RpcError::PermissionDenied(s.clone()),
             RpcError::Application(q) => RpcError::Application(q.clone()),
             // Disconnected, Transport and future variants.
             _ => RpcError::Disconnected,

@@ -1,0 +1,129 @@
+//! Logins through the `mw` command: a broker started with `--auth examples/auth.toml`
+//! (the README's example: alice may use queues, bob the event bus, `ci` logs in with a
+//! token) refuses verbs without a login or with a wrong password, one line naming the
+//! user; admits the right ones; refuses services a user may not call; and `mw passwd`
+//! makes the hashes the file holds. Bad login flags are refused with one line.
+
+mod queue_support;
+
+use queue_support::{run_mw, run_mw_raw, start_broker_with};
+
+const AUTH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/auth.toml");
+
+#[test]
+fn the_example_auth_file_admits_its_users_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--auth".to_string(), AUTH.to_string()];
+    let (_broker, addr) = start_broker_with(dir.path(), "127.0.0.1:0", &extra);
+    let b = ["--broker", addr.as_str()];
+    let alice = ["--user", "alice", "--password", "alice-secret"];
+
+    let out = run_mw(&[&["send", "orders.1", "x"][..], &b].concat(), None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr[0].contains("authentication required"), "{out:?}");
+
+    let out = run_mw(
+        &[
+            &[
+                "send",
+                "orders.1",
+                "x",
+                "--user",
+                "alice",
+                "--password",
+                "nope",
+            ][..],
+            &b,
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.stderr.len(), 1, "{out:?}");
+    assert!(
+        out.stderr[0].ends_with("authentication failed for user \"alice\""),
+        "{out:?}"
+    );
+
+    let out = run_mw(&[&["send", "orders.1", "x"][..], &b, &alice].concat(), None);
+    assert!(out.status.success(), "{out:?}");
+    let out = run_mw(&[&["pub", "t.x", "hi"][..], &b, &alice].concat(), None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0].contains("permission denied: user \"alice\" may not call service mw.pubsub"),
+        "{out:?}"
+    );
+
+    let out = run_mw(
+        &[
+            &[
+                "pub",
+                "t.x",
+                "hi",
+                "--user",
+                "bob",
+                "--password",
+                "bob-secret",
+            ][..],
+            &b,
+        ]
+        .concat(),
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    // The token from the environment.
+    let out = run_mw_raw(
+        &[&["recv", "--count", "1", "orders.1"][..], &b].concat(),
+        b"",
+        &[("MW_TOKEN", "ci.ci-secret")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"x\n");
+}
+
+#[test]
+fn login_flags_that_cannot_work_are_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").display().to_string();
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["send", "q", "x", "--user", "alice"],
+            "--user needs --password",
+        ),
+        (&["send", "q", "x", "--auth", AUTH], "--auth is for servers"),
+        (
+            &["broker", "--data", &data, "--user", "alice"],
+            "for client verbs",
+        ),
+        (
+            &["broker", "--data", &data, "--auth", &missing],
+            "cannot read auth file",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = run_mw(args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.len(), 1, "{args:?}: {out:?}");
+        assert!(out.stderr[0].contains(says), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn mw_passwd_hashes_what_it_reads() {
+    let out = run_mw(&["passwd"], Some("alice-secret\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout[0].starts_with("$argon2id$"), "{out:?}");
+    let file = format!("[users.alice]\npassword = \"{}\"\n", out.stdout[0]);
+    let parsed = mw::auth::AuthFile::parse(&file).unwrap();
+    use mw::rpc::auth::{Authenticator, Credentials};
+    assert!(parsed
+        .authenticate(&Credentials::Password {
+            user: "alice".into(),
+            password: "alice-secret".into()
+        })
+        .is_ok());
+    let out = run_mw(&["passwd"], Some("\n"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -1,0 +1,131 @@
+//! Logins over real sockets (`ServerConfig::auth`, `ClientConfig::credentials`): a
+//! connection without a login is refused on its first call, a wrong password or token is
+//! refused at connect naming the user, a right one is admitted, a service the user may
+//! not call is refused with `PermissionDenied` and the same connection keeps serving
+//! what is allowed, and a client reconnecting logs in again.
+
+#[allow(unused_macros)]
+mod common;
+
+use std::sync::Arc;
+
+use common::{start_server, within, Transport};
+use mw::auth::{hash_password, AuthFile};
+use mw::rpc::auth::Credentials;
+use mw::rpc::{Channel, ClientConfig, RpcError, ServerConfig};
+
+#[mw::service(name = "auth.open", version = 1)]
+pub trait Open {
+    async fn hello(&self) -> String;
+}
+
+#[mw::service(name = "auth.closed", version = 1)]
+pub trait Closed {
+    async fn secret(&self) -> String;
+}
+
+struct Impl;
+
+impl Open for Impl {
+    async fn hello(&self) -> String {
+        "hello".into()
+    }
+}
+
+impl Closed for Impl {
+    async fn secret(&self) -> String {
+        "secret".into()
+    }
+}
+
+async fn server() -> common::TestServer {
+    let alice = hash_password("alice-secret").unwrap();
+    let token = hash_password("t0k3n").unwrap();
+    let file = AuthFile::parse(&format!(
+        "[users.alice]\npassword = \"{alice}\"\nservices = [\"auth.open\"]\n\
+         [users.ci]\ntokens = [\"{token}\"]\n"
+    ))
+    .unwrap();
+    let config = ServerConfig {
+        auth: Some(Arc::new(file)),
+        ..ServerConfig::default()
+    };
+    start_server(Transport::Tcp, config, |b| {
+        b.add(OpenServer::new(Impl)).add(ClosedServer::new(Impl))
+    })
+    .await
+}
+
+async fn connect(addr: &str, credentials: Option<Credentials>) -> Result<Channel, RpcError> {
+    let config = ClientConfig {
+        credentials,
+        ..ClientConfig::default()
+    };
+    within("connect", Channel::connect_with(addr, config)).await
+}
+
+fn alice(password: &str) -> Option<Credentials> {
+    Some(Credentials::Password {
+        user: "alice".into(),
+        password: password.into(),
+    })
+}
+
+#[tokio::test]
+async fn without_a_login_every_call_is_refused() {
+    let s = server().await;
+    let ch = connect(&s.addr, None).await.unwrap();
+    match within("call", OpenClient::new(ch).hello()).await {
+        Err(RpcError::Unauthenticated(m)) => assert!(m.contains("authentication required"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_naming_the_user() {
+    let s = server().await;
+    for creds in [
+        alice("wrong"),
+        Some(Credentials::Password {
+            user: "mallory".into(),
+            password: "x".into(),
+        }),
+        Some(Credentials::Token("ci.wrong".into())),
+    ] {
+        let user = creds.as_ref().unwrap().user().to_string();
+        match connect(&s.addr, creds).await {
+            Err(RpcError::Unauthenticated(m)) => {
+                assert_eq!(m, format!("authentication failed for user {user:?}"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_calls_what_is_allowed_and_is_refused_the_rest_on_one_connection() {
+    let s = server().await;
+    let ch = connect(&s.addr, alice("alice-secret")).await.unwrap();
+    let open = OpenClient::new(ch.clone());
+    assert_eq!(within("hello", open.hello()).await.unwrap(), "hello");
+    match within("secret", ClosedClient::new(ch).secret()).await {
+        Err(RpcError::PermissionDenied(m)) => {
+            assert_eq!(m, "user \"alice\" may not call service auth.closed")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(within("hello again", open.hello()).await.unwrap(), "hello");
+    // A token user may call everything.
+    let ci = connect(&s.addr, Some(Credentials::Token("ci.t0k3n".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("ci secret", ClosedClient::new(ci).secret())
+            .await
+            .unwrap(),
+        "secret"
+    );
+    s.shutdown().await;
+}
