@@ -235,7 +235,16 @@ async fn five_processes_survive_a_sigkill_with_hints_and_lose_nothing() {
             .get(Bytes::from(k.clone()), Some(Quorum::All))
             .await
             .unwrap();
-        if r.values != [Bytes::from(v.clone())] {
+        let v = Bytes::from(v.clone());
+        // A retried ambiguous write may have been applied twice: two concurrent siblings
+        // of the same value (a blind write does not replace what it did not read).
+        let retried = ambiguous.iter().any(|a| a.starts_with(&format!("{k}: ")));
+        let ok = if retried {
+            !r.values.is_empty() && r.values.len() <= 2 && r.values.iter().all(|x| *x == v)
+        } else {
+            r.values == [v]
+        };
+        if !ok {
             lost.push((k.clone(), r.values));
         }
     }
