@@ -355,17 +355,20 @@ impl Server {
                         tracing::info!(%peer, conn = reg.id, "connection opened");
                         tracker.spawn(async move {
                             let opened = std::time::Instant::now();
+                            let identity: Arc<std::sync::OnceLock<crate::auth::Identity>> = Arc::default();
                             let result =
-                                serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone(), &peer).await;
+                                serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone(), &peer, identity.clone()).await;
                             let calls = reg.calls.load(std::sync::atomic::Ordering::Relaxed);
+                            // The logged-in user, on servers that require logins.
+                            let user = identity.get().map_or("-", |i| i.user.as_str());
                             let secs = opened.elapsed().as_secs_f64();
                             let conn = reg.id;
                             match result {
-                                Ok(ConnEnd::PeerClosed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the peer", "connection closed"),
-                                Ok(ConnEnd::Drained) => tracing::info!(%peer, conn, calls, secs, reason = "server shutdown", "connection closed"),
-                                Ok(ConnEnd::Closed) => tracing::info!(%peer, conn, calls, secs, reason = "closed by the server (shutdown timeout or administrator)", "connection closed"),
-                                Ok(ConnEnd::Idle) => tracing::info!(%peer, conn, calls, secs, reason = "idle", "connection closed"),
-                                Err(e) => tracing::info!(%peer, conn, calls, secs, reason = %e, "connection closed"),
+                                Ok(ConnEnd::PeerClosed) => tracing::info!(%peer, conn, calls, secs, user = %user, reason = "closed by the peer", "connection closed"),
+                                Ok(ConnEnd::Drained) => tracing::info!(%peer, conn, calls, secs, user = %user, reason = "server shutdown", "connection closed"),
+                                Ok(ConnEnd::Closed) => tracing::info!(%peer, conn, calls, secs, user = %user, reason = "closed by the server (shutdown timeout or administrator)", "connection closed"),
+                                Ok(ConnEnd::Idle) => tracing::info!(%peer, conn, calls, secs, user = %user, reason = "idle", "connection closed"),
+                                Err(e) => tracing::info!(%peer, conn, calls, secs, user = %user, reason = %e, "connection closed"),
                             }
                             drop(reg);
                             drop(ip_slot);
@@ -647,6 +650,7 @@ async fn serve_connection(
     hard: CancellationToken,
     calls: Arc<std::sync::atomic::AtomicU64>,
     peer: &str,
+    identity: Arc<std::sync::OnceLock<crate::auth::Identity>>,
 ) -> Result<ConnEnd, CoreError> {
     let stream = secure(stream, &shared.config.transport, shared.config.tls.as_ref()).await?;
     let (mut reader, outbox, writer) =
@@ -661,7 +665,7 @@ async fn serve_connection(
         draining: false,
         shutdown: graceful.clone(),
         started: calls,
-        identity: Arc::default(),
+        identity,
         peer_host: peer
             .parse::<std::net::SocketAddr>()
             .map_or_else(|_| peer.to_string(), |a| a.ip().to_string()),
