@@ -1,4 +1,5 @@
-//! TLS flags of the `mw` command, shared by every verb.
+//! TLS and login flags of the `mw` command (also used by `mw-kv`), shared by every verb:
+//! [`TlsArgs`] and [`AuthArgs`], and the client settings every verb connects with.
 //!
 //! Servers (`mw broker`, `mw registry`): `--tls-cert FILE --tls-key FILE
 //! [--tls-client-ca FILE]`, from flags only. Client verbs: `--tls-ca FILE [--tls-cert FILE

@@ -131,22 +131,8 @@ fn mw_passwd_hashes_what_it_reads() {
 /// The broker's log names the user of each connection when it closes.
 #[test]
 fn connection_logs_name_the_logged_in_user() {
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(queue_support::MW)
-        .args(["broker", "--addr", "127.0.0.1:0", "--auth", AUTH, "--data"])
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = queue_support::lines_of(child.stdout.take().unwrap());
-    let log = queue_support::lines_of(child.stderr.take().unwrap());
-    let _broker = queue_support::Proc(child);
-    let line = out.recv_timeout(queue_support::WAIT).unwrap();
-    let addr = line.strip_prefix("listening on ").unwrap().to_string();
+    let (_broker, addr, log) = queue_support::start_broker_logged(dir.path(), &["--auth", AUTH]);
     let out = run_mw(
         &[
             "queues",
@@ -160,20 +146,6 @@ fn connection_logs_name_the_logged_in_user() {
         None,
     );
     assert!(out.status.success(), "{out:?}");
-    let mut seen = Vec::new();
-    for _ in 0..100 {
-        let Ok(l) = log.recv_timeout(queue_support::WAIT) else {
-            break;
-        };
-        let done = l.contains("connection closed");
-        seen.push(l);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        seen.iter()
-            .any(|l| l.contains("connection closed") && l.contains("user=alice")),
-        "{seen:?}"
-    );
+    let closed = queue_support::log_until(&log, "connection closed");
+    assert!(closed.contains("user=alice"), "{closed}");
 }

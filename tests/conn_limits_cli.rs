@@ -107,50 +107,14 @@ fn limit_flags_that_cannot_work_are_refused() {
     }
 }
 
-/// Starts `mw broker --addr 127.0.0.1:0 --data DIR EXTRA...` with its stderr (the log)
-/// readable; returns it, its address and the log lines.
-fn broker_with_log(
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (Proc, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(MW)
-        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
-    let proc = Proc(child);
-    let line = out.recv_timeout(WAIT).expect("listening line");
-    let addr = line.strip_prefix("listening on ").unwrap().to_string();
-    (proc, addr, err)
-}
-
-/// Waits (bounded) for a log line containing `needle`.
-fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, needle: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        match log.recv_timeout(WAIT) {
-            Ok(l) if l.contains(needle) => return,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no log line with {needle:?}");
-}
-
 /// Every verb refused at the connection limit prints the reason, not a bare
 /// `disconnected` (the server reads the refused client's request before closing, and a
 /// client remembers why its connection died).
 #[test]
 fn every_refused_verb_says_the_server_is_busy() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, addr, _log) = broker_with_log(dir.path(), &["--max-connections", "1"]);
+    let (_broker, addr, _log) =
+        queue_support::start_broker_logged(dir.path(), &["--max-connections", "1"]);
     let mut holder = Command::new(MW)
         .args(["sub", "--broker", &addr, "t.>"])
         .stdin(Stdio::null())
@@ -186,7 +150,8 @@ fn every_refused_verb_says_the_server_is_busy() {
 #[test]
 fn a_send_from_slow_stdin_outlives_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, addr, log) = broker_with_log(dir.path(), &["--idle-timeout", "1"]);
+    let (_broker, addr, log) =
+        queue_support::start_broker_logged(dir.path(), &["--idle-timeout", "1"]);
     let mut send = Command::new(MW)
         .args(["send", "--broker", &addr, "q"])
         .stdin(Stdio::piped())
@@ -200,7 +165,7 @@ fn a_send_from_slow_stdin_outlives_the_idle_timeout() {
     writeln!(stdin, "first").unwrap();
     ids.recv_timeout(WAIT).expect("first line stored");
     // The broker closes the idle connection (its log says so); then the next line.
-    wait_for_log(&log, "reason=\"idle\"");
+    queue_support::log_until(&log, "reason=\"idle\"");
     writeln!(stdin, "second").unwrap();
     drop(stdin);
     ids.recv_timeout(WAIT)

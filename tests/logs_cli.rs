@@ -8,24 +8,8 @@ use std::sync::mpsc::Receiver;
 
 use queue_support::{lines_of, run_mw, Proc, MW, WAIT};
 
-/// Starts a broker with stderr piped; returns it, its address and its stderr lines.
 fn broker(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, Receiver<String>) {
-    let mut child = Command::new(MW)
-        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let err = lines_of(child.stderr.take().unwrap());
-    let proc = Proc(child);
-    let line = out.recv_timeout(WAIT).unwrap();
-    let addr = line.strip_prefix("listening on ").unwrap().to_string();
-    (proc, addr, err)
+    queue_support::start_broker_logged(dir, extra)
 }
 
 /// Reads stderr lines (bounded) until one contains `what`; returns it. Every line read

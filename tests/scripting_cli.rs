@@ -42,7 +42,8 @@ fn client_verbs_take_the_broker_from_mw_broker_and_default_to_7800() {
     let out = run_mw(&["send", "--help"], None);
     let help = out.stdout.join("\n");
     assert!(help.contains("[env: MW_BROKER"), "{help}");
-    assert!(help.contains("[default: 127.0.0.1:7800]"), "{help}");
+    let default = format!("[default: {}]", mw::cli_args::DEFAULT_BROKER);
+    assert!(help.contains(&default), "{help}");
 }
 
 #[test]

@@ -74,6 +74,47 @@ pub fn start_broker_with(dir: &Path, addr: &str, extra: &[String]) -> (Proc, Str
     (proc, addr)
 }
 
+/// Starts `mw broker --addr 127.0.0.1:0 --data DIR EXTRA...` with its log (stderr)
+/// piped at the default level (`RUST_LOG` removed); returns it once it printed `listening
+/// on ...`, with that address and its log lines.
+pub fn start_broker_logged(dir: &Path, extra: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(MW)
+        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mw broker starts");
+    let out = lines_of(child.stdout.take().unwrap());
+    let log = lines_of(child.stderr.take().unwrap());
+    let proc = Proc(child);
+    let line = out
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("mw broker printed nothing within {WAIT:?}"));
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (proc, addr, log)
+}
+
+/// Reads log lines (at most 1000, each within [`WAIT`]) until one contains `what`;
+/// returns it.
+pub fn log_until(log: &mpsc::Receiver<String>, what: &str) -> String {
+    for _ in 0..1000 {
+        let line = log
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no log line with {what:?} within {WAIT:?}"));
+        if line.contains(what) {
+            return line;
+        }
+    }
+    panic!("no log line with {what:?} in 1000 lines");
+}
+
 /// What a finished `mw` client process printed.
 #[derive(Debug)]
 pub struct Output {
