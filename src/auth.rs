@@ -1,18 +1,29 @@
-//! Users, from a TOML file: `mw broker --auth FILE` (and `mw registry --auth FILE`).
+//! Users, from a TOML file: `mw broker --auth FILE` (and `mw registry --auth FILE`,
+//! `mw-kv serve --auth FILE`).
 //!
 //! ```toml
 //! [users.alice]
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$..."   # from `mw passwd`
 //! services = ["mw.queue", "mw.admin"]              # default: every service
+//! queues = { send = ["orders.*"], receive = ["orders.*"] }
+//!
+//! [users.bob]
+//! password = "$argon2id$v=19$..."
+//! topics = { subscribe = ["sensors.>"] }
+//! kv = { read = ["config/"] }                      # key prefixes; "" is every key
 //!
 //! [users.ci]
 //! tokens = ["$argon2id$v=19$..."]                   # the SECRET of token `ci.SECRET`
+//! admin = true                                     # everything, internal names too
 //! ```
 //!
 //! Passwords and token secrets are stored only as argon2 hashes (PHC strings, made by
-//! `mw passwd` or [`hash_password`]). `examples/auth.toml` is a complete, commented
-//! example. What users may do inside a service (which queues, topics, keys) is not
-//! checked yet: a user admitted to `mw.queue` may use every queue.
+//! `mw passwd` or [`hash_password`]). Inside the services a user may do only what is
+//! granted: `queues` (`send`, `receive`, `manage`) and `topics` (`publish`,
+//! `subscribe`) take name patterns with `*` and `>` as subscriptions do, `kv` (`read`,
+//! `write`) takes key prefixes. Internal queues (`xmit.*`, `durable.*`, `*.dlq`) are
+//! granted only by patterns that name them literally (`*.dlq`, `xmit.>`), or by
+//! `admin = true`. `examples/auth.toml` is a complete, commented example.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +31,7 @@ use std::path::Path;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use mw_rpc::auth::{Authenticator, Credentials, Identity};
+use mw_rpc::auth::{pattern, Action, Authenticator, Credentials, Identity, Permissions};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +49,78 @@ struct User {
     tokens: Vec<String>,
     #[serde(default = "every_service")]
     services: Vec<String>,
+    /// Every action on every name, internal ones included.
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    queues: QueueGrants,
+    #[serde(default)]
+    topics: TopicGrants,
+    #[serde(default)]
+    kv: KvGrants,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueGrants {
+    #[serde(default)]
+    send: Vec<String>,
+    #[serde(default)]
+    receive: Vec<String>,
+    #[serde(default)]
+    manage: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicGrants {
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvGrants {
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+}
+
+impl User {
+    /// The user's grants, name patterns checked.
+    fn permissions(&self) -> Result<Permissions, String> {
+        if self.admin {
+            return Ok(Permissions::everything());
+        }
+        let mut p = Permissions::default();
+        let named = [
+            ("queues.send", Action::QueueSend, &self.queues.send),
+            ("queues.receive", Action::QueueReceive, &self.queues.receive),
+            ("queues.manage", Action::QueueManage, &self.queues.manage),
+            ("topics.publish", Action::TopicPublish, &self.topics.publish),
+            (
+                "topics.subscribe",
+                Action::TopicSubscribe,
+                &self.topics.subscribe,
+            ),
+        ];
+        for (key, action, patterns) in named {
+            for pat in patterns {
+                pattern::check(pat).map_err(|e| format!("{key}: {e}"))?;
+                p.grant(action, pat.clone());
+            }
+        }
+        for prefix in &self.kv.read {
+            p.grant(Action::KvRead, prefix.clone());
+        }
+        for prefix in &self.kv.write {
+            p.grant(Action::KvWrite, prefix.clone());
+        }
+        Ok(p)
+    }
 }
 
 fn every_service() -> Vec<String> {
@@ -48,6 +131,7 @@ fn every_service() -> Vec<String> {
 #[derive(Debug)]
 pub struct AuthFile {
     users: BTreeMap<String, User>,
+    permissions: BTreeMap<String, Permissions>,
 }
 
 impl AuthFile {
@@ -86,7 +170,21 @@ impl AuthFile {
                 })?;
             }
         }
-        Ok(AuthFile { users: file.users })
+        let permissions = file
+            .users
+            .iter()
+            .map(|(name, user)| {
+                Ok((
+                    name.clone(),
+                    user.permissions()
+                        .map_err(|e| format!("user {name:?}: {e}"))?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(AuthFile {
+            users: file.users,
+            permissions,
+        })
     }
 }
 
@@ -118,6 +216,7 @@ impl Authenticator for AuthFile {
         Ok(Identity {
             user: name.to_string(),
             services: user.services.clone(),
+            permissions: self.permissions.get(name).cloned().unwrap_or_default(),
         })
     }
 }
@@ -207,5 +306,54 @@ mod tests {
             let e = AuthFile::parse(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");
         }
+        let hash = hash_password("x").unwrap();
+        for (grants, says) in [
+            (
+                "queues = { send = [\"a.>.b\"] }",
+                "queues.send: pattern \"a.>.b\"",
+            ),
+            (
+                "topics = { subscribe = [\"\"] }",
+                "topics.subscribe: a pattern cannot be empty",
+            ),
+            ("queues = { sned = [\"a\"] }", "unknown field `sned`"),
+            ("kv = { read = \"a\" }", "invalid type"),
+        ] {
+            let text = format!("[users.bob]\npassword = \"{hash}\"\n{grants}\n");
+            let e = AuthFile::parse(&text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn grants_become_the_users_permissions() {
+        let hash = hash_password("pw").unwrap();
+        let f = AuthFile::parse(&format!(
+            "[users.alice]\npassword = \"{hash}\"\n\
+             queues = {{ send = [\"orders.*\"], receive = [\"orders.*\"] }}\n\
+             kv = {{ read = [\"\"], write = [\"app/\"] }}\n\
+             [users.ops]\npassword = \"{hash}\"\nadmin = true\n"
+        ))
+        .unwrap();
+        let login = |user: &str| {
+            f.authenticate(&Credentials::Password {
+                user: user.into(),
+                password: "pw".into(),
+            })
+            .unwrap()
+            .permissions
+        };
+        let alice = login("alice");
+        assert!(alice.allows(Action::QueueSend, "orders.new"));
+        assert!(alice.allows(Action::QueueReceive, "orders.new"));
+        assert!(!alice.allows(Action::QueueManage, "orders.new"));
+        assert!(!alice.allows(Action::QueueReceive, "orders.dlq"));
+        assert!(!alice.allows(Action::TopicSubscribe, "orders.>"));
+        assert!(alice.allows(Action::KvRead, "anything"));
+        assert!(alice.allows(Action::KvWrite, "app/x"));
+        assert!(!alice.allows(Action::KvWrite, "other"));
+        let ops = login("ops");
+        assert!(ops.is_everything());
+        assert!(ops.allows(Action::QueueReceive, "xmit.qm2"));
     }
 }

@@ -9,8 +9,19 @@
 //! connecting (and reconnecting). After login, a call to a service the user may not call
 //! is refused with [`RpcError::PermissionDenied`](crate::RpcError::PermissionDenied) and
 //! the connection stays usable for what is allowed. PROTOCOL.md §4.8 has the bytes.
+//!
+//! Inside a service, what a user may do with each queue, topic or key is in their
+//! [`Permissions`]. The server runs every call of a logged-in connection with its
+//! [`Identity`] at hand: a service asks [`check`] (or [`caller`]) before it acts, and
+//! answers a refusal with its own typed error carrying the [`Denied`]. On a server
+//! without an authenticator there is no caller and everything is allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub mod pattern;
 
 /// The reserved service a client logs in with.
 pub const AUTH_SERVICE: &str = "mw.auth";
@@ -54,7 +65,7 @@ impl Credentials {
     }
 }
 
-/// An authenticated user and the services they may call.
+/// An authenticated user, the services they may call and what they may do inside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The user name.
@@ -62,6 +73,175 @@ pub struct Identity {
     /// Service name patterns the user may call: a name, a prefix ending in `*`
     /// (`mw.queue*`), or `*` for every service.
     pub services: Vec<String>,
+    /// What the user may do with queues, topics and keys.
+    pub permissions: Permissions,
+}
+
+/// Something a user may be allowed to do with a named resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// Send messages to a queue.
+    QueueSend,
+    /// Receive from a queue: consume, settle (ack, nack, reject, extend), peek.
+    QueueReceive,
+    /// Administer a queue: purge, delete, redrive, peek, close its consumers.
+    QueueManage,
+    /// Publish to a topic, set or clear its retained message.
+    TopicPublish,
+    /// Subscribe to topics (a subscription pattern must be covered by a grant).
+    TopicSubscribe,
+    /// Read keys (get, scan, watch: a scanned or watched prefix must lie within a grant).
+    KvRead,
+    /// Write keys (put, delete, incr).
+    KvWrite,
+}
+
+impl Action {
+    /// What the action does to its resource, for messages: `send to queue`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::QueueSend => "send to queue",
+            Action::QueueReceive => "receive from queue",
+            Action::QueueManage => "manage queue",
+            Action::TopicPublish => "publish to topic",
+            Action::TopicSubscribe => "subscribe to",
+            Action::KvRead => "read key",
+            Action::KvWrite => "write key",
+        }
+    }
+}
+
+/// What a user may do with queues, topics and keys: for each [`Action`], the patterns it
+/// is granted on. Queue and topic patterns are dot-separated with `*` and `>` wildcards
+/// ([`pattern`]); kv patterns are key prefixes (`""` for every key). Nothing is granted
+/// unless listed, and internal queue names only when a grant names them literally
+/// ([`pattern::admits_queue`]).
+///
+/// ```
+/// use mw_rpc::auth::{Action, Permissions};
+/// let mut p = Permissions::default();
+/// p.grant(Action::QueueSend, "orders.*");
+/// assert!(p.allows(Action::QueueSend, "orders.new"));
+/// assert!(!p.allows(Action::QueueReceive, "orders.new"));
+/// assert!(!p.allows(Action::QueueSend, "payments.new"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    everything: bool,
+    grants: BTreeMap<Action, Vec<String>>,
+}
+
+impl Permissions {
+    /// Every action on every name, internal names included (an operator).
+    pub fn everything() -> Permissions {
+        Permissions {
+            everything: true,
+            grants: BTreeMap::new(),
+        }
+    }
+
+    /// Grants `action` on the names `pattern` admits.
+    pub fn grant(&mut self, action: Action, pattern: impl Into<String>) -> &mut Self {
+        self.grants.entry(action).or_default().push(pattern.into());
+        self
+    }
+
+    /// The patterns `action` is granted on.
+    pub fn granted(&self, action: Action) -> &[String] {
+        self.grants.get(&action).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether this is [`everything`](Self::everything).
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
+    /// Whether `action` is allowed on `resource`: a queue name, a topic, a subscription
+    /// pattern (for [`Action::TopicSubscribe`]) or a key / key prefix.
+    pub fn allows(&self, action: Action, resource: &str) -> bool {
+        if self.everything {
+            return true;
+        }
+        let granted = self.granted(action);
+        match action {
+            Action::QueueSend | Action::QueueReceive | Action::QueueManage => {
+                granted.iter().any(|p| pattern::admits_queue(p, resource))
+            }
+            Action::TopicPublish => granted.iter().any(|p| pattern::matches(p, resource)),
+            Action::TopicSubscribe => granted.iter().any(|p| pattern::covers(p, resource)),
+            Action::KvRead | Action::KvWrite => {
+                granted.iter().any(|p| resource.starts_with(p.as_str()))
+            }
+        }
+    }
+}
+
+/// A refused operation: who, what, on which resource. Services carry it in their typed
+/// errors (`permission denied: user "bob" may not send to queue orders.new`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("user {user:?} may not {} {resource}", action.describe())]
+pub struct Denied {
+    /// The user refused.
+    pub user: String,
+    /// What they tried.
+    pub action: Action,
+    /// On what: the queue, topic, pattern or key.
+    pub resource: String,
+}
+
+tokio::task_local! {
+    static CALLER: Arc<Identity>;
+}
+
+/// The logged-in user whose call is running, on a server with an authenticator; `None`
+/// elsewhere (no authenticator, or not inside a call's handler).
+pub fn caller() -> Option<Arc<Identity>> {
+    CALLER.try_with(Arc::clone).ok()
+}
+
+/// Whether the running call's user may do `action` on `resource`: `Ok` without an
+/// authenticated caller (a server without `auth`, or code outside a call).
+///
+/// # Errors
+/// [`Denied`] naming the user, the action and the resource.
+pub fn check(action: Action, resource: &str) -> Result<(), Denied> {
+    match caller() {
+        Some(who) if !who.permissions.allows(action, resource) => Err(Denied {
+            user: who.user.clone(),
+            action,
+            resource: resource.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `fut` as a call of `who` (what [`caller`] answers inside it).
+pub(crate) fn scope<F: std::future::Future>(
+    who: Arc<Identity>,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CALLER.scope(who, fut)
+}
+
+/// Polls `stream` as items of a call of `who`.
+pub(crate) struct ScopedStream<S> {
+    pub(crate) who: Arc<Identity>,
+    pub(crate) stream: S,
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for ScopedStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = &mut *self;
+        let stream = &mut this.stream;
+        CALLER.sync_scope(this.who.clone(), || {
+            futures::StreamExt::poll_next_unpin(stream, cx)
+        })
+    }
 }
 
 impl Identity {
@@ -94,6 +274,7 @@ mod tests {
         let id = Identity {
             user: "a".into(),
             services: vec!["mw.queue".into(), "mw.pub*".into()],
+            permissions: Permissions::default(),
         };
         assert!(id.may_call("mw.queue"));
         assert!(!id.may_call("mw.queue2"));
@@ -102,8 +283,55 @@ mod tests {
         let all = Identity {
             user: "b".into(),
             services: vec!["*".into()],
+            permissions: Permissions::everything(),
         };
         assert!(all.may_call("anything"));
+    }
+
+    #[test]
+    fn grants_are_per_action_and_kind_of_resource() {
+        let mut p = Permissions::default();
+        p.grant(Action::QueueSend, "orders.*")
+            .grant(Action::QueueReceive, ">")
+            .grant(Action::TopicSubscribe, "sensors.>")
+            .grant(Action::TopicPublish, "sensors.*.temp")
+            .grant(Action::KvRead, "config/");
+        assert!(p.allows(Action::QueueSend, "orders.new"));
+        assert!(!p.allows(Action::QueueSend, "orders"));
+        assert!(!p.allows(Action::QueueManage, "orders.new"));
+        assert!(p.allows(Action::QueueReceive, "payments"));
+        assert!(!p.allows(Action::QueueReceive, "xmit.qm2"), "internal");
+        assert!(!p.allows(Action::QueueReceive, "orders.dlq"), "internal");
+        assert!(p.allows(Action::TopicSubscribe, "sensors.*.temp"));
+        assert!(!p.allows(Action::TopicSubscribe, ">"));
+        assert!(p.allows(Action::TopicPublish, "sensors.k1.temp"));
+        assert!(p.allows(Action::KvRead, "config/app"));
+        assert!(!p.allows(Action::KvRead, "conf"));
+        assert!(!p.allows(Action::KvWrite, "config/app"));
+        assert!(Permissions::everything().allows(Action::QueueManage, "xmit.qm2"));
+        assert!(!Permissions::default().allows(Action::KvRead, ""));
+    }
+
+    #[tokio::test]
+    async fn check_answers_for_the_caller_in_scope() {
+        let mut p = Permissions::default();
+        p.grant(Action::QueueSend, "orders.*");
+        let bob = Arc::new(Identity {
+            user: "bob".into(),
+            services: vec!["*".into()],
+            permissions: p,
+        });
+        assert!(
+            check(Action::QueueManage, "x").is_ok(),
+            "no caller: allowed"
+        );
+        let denied = scope(bob, async { check(Action::QueueReceive, "orders.new") }).await;
+        let denied = denied.unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "user \"bob\" may not receive from queue orders.new"
+        );
+        assert_eq!(denied.action, Action::QueueReceive);
     }
 
     #[test]

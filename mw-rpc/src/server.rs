@@ -355,7 +355,7 @@ impl Server {
                         tracing::info!(%peer, conn = reg.id, "connection opened");
                         tracker.spawn(async move {
                             let opened = std::time::Instant::now();
-                            let identity: Arc<std::sync::OnceLock<crate::auth::Identity>> = Arc::default();
+                            let identity: Arc<std::sync::OnceLock<Arc<crate::auth::Identity>>> = Arc::default();
                             let result =
                                 serve_connection(stream, shared, graceful, reg.close.clone(), reg.calls.clone(), &peer, identity.clone()).await;
                             let calls = reg.calls.load(std::sync::atomic::Ordering::Relaxed);
@@ -520,7 +520,7 @@ struct ConnState {
     /// Calls started on this connection (shared with its [`Connections`] entry).
     started: Arc<std::sync::atomic::AtomicU64>,
     /// Who logged in on this connection (servers with [`ServerConfig::auth`]).
-    identity: Arc<std::sync::OnceLock<crate::auth::Identity>>,
+    identity: Arc<std::sync::OnceLock<Arc<crate::auth::Identity>>>,
     /// The client's address without the port (failed logins are counted per address).
     peer_host: String,
 }
@@ -650,7 +650,7 @@ async fn serve_connection(
     hard: CancellationToken,
     calls: Arc<std::sync::atomic::AtomicU64>,
     peer: &str,
-    identity: Arc<std::sync::OnceLock<crate::auth::Identity>>,
+    identity: Arc<std::sync::OnceLock<Arc<crate::auth::Identity>>>,
 ) -> Result<ConnEnd, CoreError> {
     let stream = secure(stream, &shared.config.transport, shared.config.tls.as_ref()).await?;
     let (mut reader, outbox, writer) =
@@ -942,6 +942,20 @@ impl ConnState {
                 return refuse(self, c, &msg);
             }
         };
+        // A logged-in user's calls run with their identity at hand, for the service's
+        // own permission checks (`auth::check`).
+        let handler = match self.identity.get() {
+            None => handler,
+            Some(who) => {
+                let who = who.clone();
+                match handler {
+                    Handler::Unary(fut) => Handler::Unary(Box::pin(crate::auth::scope(who, fut))),
+                    Handler::Stream(stream) => {
+                        Handler::Stream(Box::pin(crate::auth::ScopedStream { who, stream }))
+                    }
+                }
+            }
+        };
         let is_stream = frame.flags & flags::STREAM != 0 && frame.kind == FrameKind::Request;
         if is_stream != matches!(handler, Handler::Stream(_)) {
             let msg = if is_stream {
@@ -1133,7 +1147,7 @@ impl ConnState {
                         Ok(Ok(who)) => {
                             let body = postcard::to_allocvec(&who.user).unwrap_or_default();
                             tracing::info!(user = %who.user, peer = %host, "logged in");
-                            let _ = identity.set(who);
+                            let _ = identity.set(Arc::new(who));
                             Outcome::Reply(Ok(Bytes::from(body)))
                         }
                         other => {
