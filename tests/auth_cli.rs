@@ -1,7 +1,8 @@
 //! Logins through the `mw` command: a broker started with `--auth examples/auth.toml`
-//! (the README's example: alice may use queues, bob the event bus, `ci` logs in with a
-//! token) refuses verbs without a login or with a wrong password, one line naming the
-//! user; admits the right ones; refuses services a user may not call; and `mw passwd`
+//! (the README's example: alice may send to and receive from `orders.*`, bob may only
+//! subscribe to `sensors.>`, `ci` logs in with a token and may do everything) refuses
+//! verbs without a login or with a wrong password, one line naming the user; admits the
+//! right ones; refuses services, queues and topics a user was not granted; and `mw passwd`
 //! makes the hashes the file holds. Bad login flags are refused with one line.
 
 mod queue_support;
@@ -54,23 +55,35 @@ fn the_example_auth_file_admits_its_users_and_refuses_the_rest() {
         "{out:?}"
     );
 
+    // bob is admitted to the bus, where he may subscribe to sensors.> and nothing else.
+    let bob = ["--user", "bob", "--password", "bob-secret"];
+    let out = run_mw(&[&["pub", "sensors.x", "hi"][..], &b, &bob].concat(), None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0]
+            .contains("permission denied: user \"bob\" may not publish to topic sensors.x"),
+        "{out:?}"
+    );
+    // alice may not send outside orders.*, nor touch what she was not granted.
     let out = run_mw(
-        &[
-            &[
-                "pub",
-                "t.x",
-                "hi",
-                "--user",
-                "bob",
-                "--password",
-                "bob-secret",
-            ][..],
-            &b,
-        ]
-        .concat(),
+        &[&["send", "payments.1", "x"][..], &b, &alice].concat(),
         None,
     );
-    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0]
+            .contains("permission denied: user \"alice\" may not send to queue payments.1"),
+        "{out:?}"
+    );
+    let out = run_mw(
+        &[&["queue", "purge", "orders.1"][..], &b, &alice].concat(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0].contains("permission denied: user \"alice\" may not manage queue orders.1"),
+        "{out:?}"
+    );
 
     // The token from the environment.
     let out = run_mw_raw(

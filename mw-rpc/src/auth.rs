@@ -215,6 +215,32 @@ pub fn check(action: Action, resource: &str) -> Result<(), Denied> {
     }
 }
 
+/// [`check`] for a key of the kv store (bytes, not necessarily UTF-8): `action` is
+/// [`Action::KvRead`] or [`Action::KvWrite`], allowed when a granted prefix is a prefix of
+/// `key` (for a scan or watch, `key` is the prefix asked for).
+///
+/// # Errors
+/// [`Denied`], the key shown as text (invalid UTF-8 replaced).
+pub fn check_key(action: Action, key: &[u8]) -> Result<(), Denied> {
+    match caller() {
+        Some(who)
+            if !who.permissions.is_everything()
+                && !who
+                    .permissions
+                    .granted(action)
+                    .iter()
+                    .any(|p| key.starts_with(p.as_bytes())) =>
+        {
+            Err(Denied {
+                user: who.user.clone(),
+                action,
+                resource: String::from_utf8_lossy(key).into_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `fut` as a call of `who` (what [`caller`] answers inside it).
 pub(crate) fn scope<F: std::future::Future>(
     who: Arc<Identity>,

@@ -35,6 +35,10 @@ pub struct Cli {
     /// client verbs `--tls-ca FILE [--tls-cert FILE --tls-key FILE]` (mw's TLS flags).
     #[command(flatten)]
     pub tls: mw::cli_tls::TlsArgs,
+    /// Logins: `serve --auth FILE` (single nodes; users and their key prefixes, see
+    /// examples/auth.toml); client verbs `--user USER --password PW` or `--token`.
+    #[command(flatten)]
+    pub auth: mw::cli_tls::AuthArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -284,7 +288,8 @@ pub enum CliError {
     /// Serving failed.
     #[error("{0}")]
     Serve(String),
-    /// The TLS flags cannot work (a half-given pair, a file that cannot be used).
+    /// The TLS or login flags cannot work (a half-given pair, a file that cannot be used,
+    /// a server flag given to a client verb).
     #[error("{0}")]
     Tls(String),
     /// Reading an input file failed.
@@ -331,11 +336,15 @@ async fn connect(node: &NodeArg) -> Result<KvServiceClient, CliError> {
 /// Whatever the verb ran into; [`CliError::NotFound`] for absent keys.
 pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), CliError> {
     let serving = matches!(cli.command, Command::Serve { .. });
-    let server_tls = if serving {
-        cli.tls.server().map_err(CliError::Tls)?
+    let (server_tls, server_auth) = if serving {
+        (
+            cli.tls.server().map_err(CliError::Tls)?,
+            cli.auth.server().map_err(CliError::Tls)?,
+        )
     } else {
         mw::cli_tls::install_client(cli.tls.client().map_err(CliError::Tls)?);
-        None
+        mw::cli_tls::install_credentials(cli.auth.client().map_err(CliError::Tls)?);
+        (None, None)
     };
     match cli.command {
         Command::Serve {
@@ -349,6 +358,7 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
         } => {
             let server = mw::rpc::ServerConfig {
                 tls: server_tls,
+                auth: server_auth,
                 metrics_addr,
                 ..mw::rpc::ServerConfig::default()
             };
@@ -363,6 +373,13 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                     return Err(CliError::Serve(
                         "TLS is for single nodes: ring members talk to each other in \
                          plaintext (not supported yet)"
+                            .into(),
+                    ));
+                }
+                if server.auth.is_some() {
+                    return Err(CliError::Serve(
+                        "--auth is for single nodes: ring members call each other without \
+                         logging in (not supported yet)"
                             .into(),
                     ));
                 }
@@ -661,7 +678,8 @@ async fn ring_client(node: &NodeArg) -> Result<Option<RingKvClient>, CliError> {
     let ring = RingKvClient::new(channel);
     match ring.locate(Bytes::from_static(b"probe")).await {
         Ok(_) => Ok(Some(ring)),
-        Err(RpcError::UnknownService(_)) => Ok(None),
+        // A user not granted mw.kv.ring meets a single node as if it had none.
+        Err(RpcError::UnknownService(_) | RpcError::PermissionDenied(_)) => Ok(None),
         Err(source) => Err(CliError::Rpc {
             node: node.node.clone(),
             source,
@@ -832,7 +850,9 @@ pub async fn serve(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    if let Some(warning) = mw::cli_tls::exposure_warning(addr, server.tls.as_ref(), false) {
+    if let Some(warning) =
+        mw::cli_tls::exposure_warning(addr, server.tls.as_ref(), server.auth.is_some())
+    {
         tracing::warn!("{warning}");
     }
     let kv = Kv::open(data, config).await?;

@@ -110,6 +110,10 @@ pub enum KvError {
     /// The store is shutting down or closed.
     #[error("the store is closed")]
     Closed,
+    /// The logged-in user may not read or write this key (the node's `--auth` file);
+    /// nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(mw::rpc::auth::Denied),
 }
 
 fn fmt_version(v: &Option<Version>) -> String {
@@ -127,3 +131,9 @@ impl KvError {
 
 /// `Result` with [`KvError`].
 pub type Result<T, E = KvError> = std::result::Result<T, E>;
+
+impl From<mw::rpc::auth::Denied> for KvError {
+    fn from(d: mw::rpc::auth::Denied) -> Self {
+        KvError::PermissionDenied(d)
+    }
+}

@@ -5,6 +5,7 @@
 //! store; a ring node answers the same service by coordinating replicas instead.
 
 use bytes::Bytes;
+use mw::rpc::auth::{check_key, Action};
 use mw::rpc::Streaming;
 
 use crate::error::KvError;
@@ -68,6 +69,7 @@ impl KvNode {
 
 impl KvService for KvNode {
     async fn get(&self, key: Bytes) -> Result<Option<Versioned>, KvError> {
+        check_key(Action::KvRead, &key)?;
         self.kv.get(key).await
     }
 
@@ -77,14 +79,17 @@ impl KvService for KvNode {
         value: Bytes,
         options: PutOptions,
     ) -> Result<WriteResult, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.kv.put(key, value, options).await
     }
 
     async fn delete(&self, key: Bytes, options: DeleteOptions) -> Result<DeleteResult, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.kv.delete(key, options).await
     }
 
     async fn incr(&self, key: Bytes, delta: i64) -> Result<i64, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.kv.incr(key, delta).await
     }
 
@@ -94,6 +99,9 @@ impl KvService for KvNode {
         start_after: Option<Bytes>,
         limit: u32,
     ) -> Streaming<Result<Entry, KvError>> {
+        if let Err(denied) = check_key(Action::KvRead, &prefix) {
+            return Box::pin(futures::stream::iter([Err(denied.into())]));
+        }
         match self.kv.scan(prefix, start_after, limit) {
             Ok(s) => s,
             Err(e) => Box::pin(futures::stream::iter([Err(e)])),
@@ -105,6 +113,9 @@ impl KvService for KvNode {
         prefix: Bytes,
         from_revision: Option<u64>,
     ) -> Streaming<Result<Event, KvError>> {
+        if let Err(denied) = check_key(Action::KvRead, &prefix) {
+            return Box::pin(futures::stream::iter([Err(denied.into())]));
+        }
         self.kv.watch(prefix, from_revision)
     }
 

@@ -229,6 +229,86 @@ fn a_tls_node_serves_tls_clients_and_refuses_plaintext_ones() {
     assert!(err.contains("TLS is for single nodes"), "{err}");
 }
 
+/// `serve --auth examples/auth.toml`: carol may read and write keys under `app/` and
+/// nothing else; every refusal is one line naming her, the operation and the key; a
+/// client without a login is told to log in; a ring member refuses `--auth`.
+#[test]
+fn a_node_with_auth_checks_key_prefixes() {
+    let auth = concat!(env!("CARGO_MANIFEST_DIR"), "/../auth.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), &["--auth", auth]);
+    let n = node.addr.as_str();
+    let carol = ["--user", "carol", "--password", "carol-secret"];
+    let with = |args: &[&'static str]| -> Vec<&'static str> { [&carol[..], args].concat() };
+    assert_eq!(ok(n, &with(&["put", "app/colour", "blue"])), "1\n");
+    assert_eq!(ok(n, &with(&["get", "app/colour"])), "blue\n");
+    assert_eq!(ok(n, &with(&["incr", "app/hits", "2"])), "2\n");
+    assert_eq!(
+        ok(n, &with(&["scan", "app/"])),
+        "app/colour\tblue\napp/hits\t2\n"
+    );
+    fails(
+        n,
+        &with(&["put", "admin/root", "x"]),
+        1,
+        "permission denied: user \"carol\" may not write key admin/root",
+    );
+    fails(
+        n,
+        &with(&["get", "admin/root"]),
+        1,
+        "permission denied: user \"carol\" may not read key admin/root",
+    );
+    fails(
+        n,
+        &with(&["scan", ""]),
+        1,
+        "permission denied: user \"carol\" may not read key ",
+    );
+    fails(
+        n,
+        &with(&["del", "other"]),
+        1,
+        "permission denied: user \"carol\" may not write key other",
+    );
+    fails(n, &["get", "app/colour"], 1, "authentication required");
+    fails(
+        n,
+        &["get", "app/colour", "--user", "carol", "--password", "nope"],
+        1,
+        "authentication failed for user \"carol\"",
+    );
+    // alice may call mw.queue only.
+    fails(
+        n,
+        &[
+            "get",
+            "app/colour",
+            "--user",
+            "alice",
+            "--password",
+            "alice-secret",
+        ],
+        1,
+        "may not call service mw.kv",
+    );
+    // The ci admin reads what carol may not.
+    assert_eq!(
+        ok(n, &["--token", "ci.ci-secret", "get", "app/colour"]),
+        "blue\n"
+    );
+
+    let out = mw_kv()
+        .args(["serve", "--ring", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("ring"))
+        .args(["--auth", auth])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--auth is for single nodes"), "{err}");
+}
+
 /// `serve --metrics-addr`: the node serves Prometheus text with its calls counted.
 #[test]
 fn a_node_serves_metrics() {

@@ -317,6 +317,11 @@ impl Durables {
         Box::pin(ready.chain(deliveries))
     }
 
+    /// The pattern of durable subscription `name`, if it exists.
+    pub(crate) fn pattern_of(&self, name: &str) -> Option<String> {
+        lock(&self.subs).get(name).map(|d| d.pattern.to_string())
+    }
+
     pub(crate) async fn ack(&self, name: &str, tags: &[DeliveryTag]) -> Result<u64, RemoteError> {
         let durable = lock(&self.subs)
             .get(name)

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::Stream;
 use mw_queue::DeliveryTag;
+use mw_rpc::auth::{check, Action};
 use mw_rpc::Streaming;
 
 use super::durable::Durables;
@@ -179,6 +180,11 @@ impl PubSub for PubSubService {
     async fn publish(&self, topic: String, payload: Blob) {
         match Topic::new(&topic) {
             Ok(t) => {
+                if let Err(denied) = check(Action::TopicPublish, t.as_str()) {
+                    // One-way: nobody to answer (`publish_report` answers).
+                    tracing::warn!(%denied, "refused a one-way publish");
+                    return;
+                }
                 if let Err(err) = self.bus.publish(&t, payload.0) {
                     tracing::info!(topic = %t, error = %err, "refused a one-way publish");
                 }
@@ -190,6 +196,10 @@ impl PubSub for PubSubService {
     async fn publish_batch(&self, batch: Blob) {
         let bus = &self.bus;
         let r = decode_batch(&batch, |e| {
+            if let Err(denied) = check(Action::TopicPublish, e.topic.as_str()) {
+                tracing::warn!(%denied, "refused a one-way publish");
+                return;
+            }
             if let Err(err) = bus.publish(&e.topic, e.payload) {
                 // One-way: nobody to answer, so the refusal (an oversized event, a closed
                 // bus) is the operator's to see.
@@ -207,6 +217,7 @@ impl PubSub for PubSubService {
         payload: Blob,
     ) -> Result<WireReport, RemoteError> {
         let t = topic(&topic_name)?;
+        check(Action::TopicPublish, t.as_str())?;
         match self.bus.publish(&t, payload.0) {
             Ok(report) => Ok(report.into()),
             Err(e) => {
@@ -222,6 +233,7 @@ impl PubSub for PubSubService {
         payload: Blob,
     ) -> Result<WireReport, RemoteError> {
         let t = topic(&topic_name)?;
+        check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
             return Ok(self.bus.publish_retained(&t, payload.0)?.into());
         };
@@ -233,6 +245,7 @@ impl PubSub for PubSubService {
 
     async fn clear_retained(&self, topic_name: String) -> Result<bool, RemoteError> {
         let t = topic(&topic_name)?;
+        check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
             return Ok(self.bus.clear_retained(&t)?);
         };
@@ -256,6 +269,9 @@ impl PubSub for PubSubService {
             buffer: buffer as usize,
             policy: policy.into(),
         };
+        if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
+            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+        }
         let sub = match self.bus.subscribe(pattern.as_str(), options) {
             Ok(s) => s,
             Err(e) => return Box::pin(futures::stream::iter([Err(RemoteError::from(e))])),
@@ -288,15 +304,26 @@ impl PubSub for PubSubService {
             Ok(d) => d.clone(),
             Err(e) => return Box::pin(futures::stream::iter([Err(e)])),
         };
+        if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
+            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+        }
         durables.session(&name, &pattern, prefetch).await
     }
 
     async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, RemoteError> {
-        self.durables()?.ack(&name, &tags).await
+        let durables = self.durables()?;
+        if let Some(pattern) = durables.pattern_of(&name) {
+            check(Action::TopicSubscribe, &pattern)?;
+        }
+        durables.ack(&name, &tags).await
     }
 
     async fn unsubscribe_durable(&self, name: String) -> Result<bool, RemoteError> {
-        self.durables()?.remove(&name).await
+        let durables = self.durables()?;
+        if let Some(pattern) = durables.pattern_of(&name) {
+            check(Action::TopicSubscribe, &pattern)?;
+        }
+        durables.remove(&name).await
     }
 
     async fn stats(&self) -> RemoteStats {
@@ -306,6 +333,7 @@ impl PubSub for PubSubService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
+            .filter(|r| check(Action::TopicSubscribe, r.lock().pattern().as_str()).is_ok())
             .map(|r| {
                 let sub = r.lock();
                 RemoteSubscriptionStats {
@@ -327,7 +355,10 @@ impl PubSub for PubSubService {
                 .durables
                 .as_ref()
                 .map(|d| d.stats())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| check(Action::TopicSubscribe, &d.pattern).is_ok())
+                .collect(),
         }
     }
 }

@@ -190,6 +190,17 @@ pub enum RemoteError {
         /// The broker's limit (`mw broker --max-event-size`).
         limit: u64,
     },
+    /// The logged-in user may not publish to this topic or subscribe to this pattern
+    /// (the broker's `--auth` file); nothing was done, and the connection stays usable
+    /// for what is allowed.
+    #[error("permission denied: {0}")]
+    PermissionDenied(mw_rpc::auth::Denied),
+}
+
+impl From<mw_rpc::auth::Denied> for RemoteError {
+    fn from(d: mw_rpc::auth::Denied) -> Self {
+        RemoteError::PermissionDenied(d)
+    }
 }
 
 impl From<&PubSubError> for RemoteError {

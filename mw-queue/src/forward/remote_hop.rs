@@ -191,6 +191,7 @@ impl QueueService for RoutingQueueService {
         if self.router.route(&queue).is_none() {
             return self.local.send(queue, message).await;
         }
+        mw_rpc::auth::check(mw_rpc::auth::Action::QueueSend, &queue)?;
         check_remote_name(&queue)?;
         let id = self.router.send(&queue, Message::from(message)).await?;
         Ok(id.0)
@@ -204,6 +205,7 @@ impl QueueService for RoutingQueueService {
         if self.router.route(&queue).is_none() {
             return self.local.send_batch(queue, messages).await;
         }
+        mw_rpc::auth::check(mw_rpc::auth::Action::QueueSend, &queue)?;
         check_remote_name(&queue)?;
         if messages.len() > MAX_BATCH {
             return Err(QueueError::BadRequest(format!(

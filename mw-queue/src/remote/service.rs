@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::manager::QueueManager;
 use crate::message::Message;
 use crate::queue::Queue;
+use mw_rpc::auth::{check, Action};
 use mw_rpc::Streaming;
 
 /// Most messages accepted in one `send_batch` call (and tags in one `ack_many`).
@@ -186,6 +187,13 @@ fn log_refusal(queue: &str, refused: usize, error: &QueueError) {
     }
 }
 
+/// Whether the calling user may do anything with `queue` (what listings show them).
+fn may_see(queue: &str) -> bool {
+    [Action::QueueSend, Action::QueueReceive, Action::QueueManage]
+        .into_iter()
+        .any(|a| check(a, queue).is_ok())
+}
+
 /// Refuses names a remote client may not use (see [`QueueServiceImpl`]): empty, longer
 /// than 255 bytes, or holding whitespace or control characters.
 ///
@@ -204,6 +212,7 @@ pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
 
 impl QueueService for QueueServiceImpl {
     async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
+        check(Action::QueueSend, &queue)?;
         match self.queue(&queue)?.send(Message::from(message)).await {
             Ok(id) => Ok(id.0),
             Err(e) => {
@@ -219,6 +228,7 @@ impl QueueService for QueueServiceImpl {
         queue: String,
         messages: Vec<WireMessage>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
+        check(Action::QueueSend, &queue)?;
         let q = self.queue(&queue)?;
         if messages.len() > MAX_BATCH {
             return Err(QueueError::BadRequest(format!(
@@ -248,7 +258,10 @@ impl QueueService for QueueServiceImpl {
         visibility_ms: Option<u64>,
         limit: Option<u64>,
     ) -> Streaming<ConsumeItem> {
-        let q = match self.queue(&queue) {
+        let q = match check(Action::QueueReceive, &queue)
+            .map_err(QueueError::from)
+            .and_then(|()| self.queue(&queue))
+        {
             Ok(q) => q,
             Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
@@ -275,6 +288,7 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn ack(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        check(Action::QueueReceive, &queue)?;
         Ok(self.queue(&queue)?.ack(tag).await?)
     }
 
@@ -284,15 +298,18 @@ impl QueueService for QueueServiceImpl {
         tag: DeliveryTag,
         delay_ms: Option<u64>,
     ) -> Result<(), QueueError> {
+        check(Action::QueueReceive, &queue)?;
         let delay = delay_ms.map(Duration::from_millis);
         Ok(self.queue(&queue)?.nack(tag, delay).await?)
     }
 
     async fn reject(&self, queue: String, tag: DeliveryTag) -> Result<(), QueueError> {
+        check(Action::QueueReceive, &queue)?;
         Ok(self.queue(&queue)?.reject(tag).await?)
     }
 
     async fn extend(&self, queue: String, tag: DeliveryTag, by_ms: u64) -> Result<(), QueueError> {
+        check(Action::QueueReceive, &queue)?;
         let by = Duration::from_millis(by_ms);
         Ok(self.queue(&queue)?.extend_visibility(tag, by)?)
     }
@@ -301,11 +318,13 @@ impl QueueService for QueueServiceImpl {
         self.qm
             .queues()
             .into_iter()
+            .filter(|(name, _)| may_see(name))
             .map(|(name, s)| QueueInfo::new(name, s))
             .collect()
     }
 
     async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
+        check(Action::QueueManage, &queue)?;
         Ok(self.queue(&queue)?.redrive().await?)
     }
 
@@ -314,6 +333,7 @@ impl QueueService for QueueServiceImpl {
         queue: String,
         tags: Vec<DeliveryTag>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        check(Action::QueueReceive, &queue)?;
         let q = self.queue(&queue)?;
         if tags.len() > MAX_BATCH {
             return Err(QueueError::BadRequest(format!(
@@ -333,11 +353,13 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn purge(&self, queue: String) -> Result<u64, QueueError> {
+        check(Action::QueueManage, &queue)?;
         check_remote_name(&queue)?;
         Ok(self.qm.purge(&queue).await?)
     }
 
     async fn delete(&self, queue: String) -> Result<u64, QueueError> {
+        check(Action::QueueManage, &queue)?;
         check_remote_name(&queue)?;
         let n = self.qm.delete(&queue).await?;
         // The cached handle would still work (queues are created by sending), but a
@@ -350,6 +372,10 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError> {
+        // Reading bodies without taking them: for receivers and managers.
+        if check(Action::QueueReceive, &queue).is_err() {
+            check(Action::QueueManage, &queue)?;
+        }
         check_remote_name(&queue)?;
         let max = max.min(MAX_PEEK) as usize;
         let found = self.qm.peek(&queue, max).await?;
@@ -360,6 +386,7 @@ impl QueueService for QueueServiceImpl {
         self.qm
             .consumers()
             .into_iter()
+            .filter(|c| may_see(&c.queue))
             .map(|c| WireConsumer {
                 queue: c.queue,
                 id: c.id,
@@ -369,6 +396,11 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn close_consumer(&self, id: u64) -> bool {
+        // A consumer of a queue the caller may not manage is, to them, not attached.
+        let queue = self.qm.consumers().into_iter().find(|c| c.id == id);
+        if queue.is_none_or(|c| check(Action::QueueManage, &c.queue).is_err()) {
+            return false;
+        }
         let closed = self.qm.close_consumer(id);
         if closed {
             tracing::info!(consumer = id, "consumer closed by an administrator");

@@ -295,6 +295,16 @@ pub enum QueueError {
         /// The consumer's number.
         consumer: u64,
     },
+    /// The logged-in user may not do this to this queue (the broker's `--auth` file);
+    /// nothing was done, and the connection stays usable for what is allowed.
+    #[error("permission denied: {0}")]
+    PermissionDenied(mw_rpc::auth::Denied),
+}
+
+impl From<mw_rpc::auth::Denied> for QueueError {
+    fn from(d: mw_rpc::auth::Denied) -> Self {
+        QueueError::PermissionDenied(d)
+    }
 }
 
 impl QueueError {
@@ -308,6 +318,7 @@ impl QueueError {
                 | QueueError::DeliveryNotFound { .. }
                 | QueueError::BadRequest(_)
                 | QueueError::UnknownQueue(_)
+                | QueueError::PermissionDenied(_)
         )
     }
 }
