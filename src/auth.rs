@@ -15,6 +15,10 @@
 //! [users.ci]
 //! tokens = ["$argon2id$v=19$..."]                   # the SECRET of token `ci.SECRET`
 //! admin = true                                     # everything, internal names too
+//!
+//! [users.sensor-7]
+//! certificate = true     # a client certificate with common name sensor-7 logs in
+//! topics = { publish = ["sensors.7.>"] }
 //! ```
 //!
 //! Passwords and token secrets are stored only as argon2 hashes (PHC strings, made by
@@ -52,6 +56,10 @@ struct User {
     /// Every action on every name, internal ones included.
     #[serde(default)]
     admin: bool,
+    /// A client certificate whose subject common name is the user's name (verified
+    /// against the server's `--tls-client-ca`) logs the user in.
+    #[serde(default)]
+    certificate: bool,
     #[serde(default)]
     queues: QueueGrants,
     #[serde(default)]
@@ -156,8 +164,10 @@ impl AuthFile {
             return Err("no [users.NAME] sections: nobody could log in".into());
         }
         for (name, user) in &file.users {
-            if user.password.is_none() && user.tokens.is_empty() {
-                return Err(format!("user {name:?} has neither a password nor a token"));
+            if user.password.is_none() && user.tokens.is_empty() && !user.certificate {
+                return Err(format!(
+                    "user {name:?} has neither a password nor a token (nor certificate = true)"
+                ));
             }
             if name.contains('.') {
                 return Err(format!(
@@ -213,11 +223,22 @@ impl Authenticator for AuthFile {
         if !ok {
             return Err(failed());
         }
-        Ok(Identity {
+        Ok(self.identity(name, user))
+    }
+
+    fn authenticate_certificate(&self, common_name: &str) -> Option<Identity> {
+        let user = self.users.get(common_name).filter(|u| u.certificate)?;
+        Some(self.identity(common_name, user))
+    }
+}
+
+impl AuthFile {
+    fn identity(&self, name: &str, user: &User) -> Identity {
+        Identity {
             user: name.to_string(),
             services: user.services.clone(),
             permissions: self.permissions.get(name).cloned().unwrap_or_default(),
-        })
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub struct BrokerConfig {
     /// queue matching a route are stored in the transmission queue `xmit.<hop>` and
     /// forwarded to that hop's `mw.queue` service. Empty: every queue is local.
     pub routes: crate::queue::forward::RoutingTable,
+    /// How the routes' next brokers are connected to: TLS (`route_client.tls`) and
+    /// credentials (`route_client.credentials`) for hops that require them (`mw broker
+    /// --route-tls-ca FILE --route-token USER.SECRET`).
+    pub route_client: crate::rpc::ClientConfig,
     /// Tuple space limits. Its `fsync` is ignored: the space follows `queue.fsync`, so
     /// one `--fsync` policy governs everything the broker stores.
     pub space: crate::space::Config,
@@ -56,6 +60,7 @@ impl BrokerConfig {
             server: ServerConfig::default(),
             queue: crate::queue::Config::default(),
             routes: crate::queue::forward::RoutingTable::new(),
+            route_client: crate::rpc::ClientConfig::default(),
             space: crate::space::Config::default(),
             pubsub: crate::pubsub::Config::default(),
         }
@@ -316,7 +321,10 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
     let router = crate::queue::forward::Router::start(
         queues.clone(),
         config.routes.clone(),
-        crate::queue::forward::RemoteConnect::default(),
+        crate::queue::forward::RemoteConnect {
+            client: config.route_client.clone(),
+            ..crate::queue::forward::RemoteConnect::default()
+        },
         crate::queue::forward::ForwarderConfig::default(),
     );
     let mut builder = builder.add(QueueServiceServer::new(

@@ -5,6 +5,8 @@
 //! right ones; refuses services, queues and topics a user was not granted; and `mw passwd`
 //! makes the hashes the file holds. Bad login flags are refused with one line.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod queue_support;
 
 use queue_support::{run_mw, run_mw_raw, start_broker_with};
@@ -161,4 +163,75 @@ fn connection_logs_name_the_logged_in_user() {
     assert!(out.status.success(), "{out:?}");
     let closed = queue_support::log_until(&log, "connection closed");
     assert!(closed.contains("user=alice"), "{closed}");
+}
+
+/// A broker forwarding `orders.*` to a broker started with `--auth` and TLS logs in
+/// there with `--route-token` over TLS (`--route-tls-ca`): the message sent to the first broker is received from the second by
+/// alice. A token that is not USER.SECRET is refused at start.
+#[test]
+fn a_route_logs_in_to_the_next_broker_with_its_token() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ca = certs::Ca::new(dirs[2].path(), "ca");
+    let (cert, key) = ca.server(dirs[2].path(), "target");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let extra = [
+        "--auth".to_string(),
+        AUTH.to_string(),
+        "--tls-cert".to_string(),
+        path(&cert),
+        "--tls-key".to_string(),
+        path(&key),
+    ];
+    let (_target, target) = start_broker_with(dirs[0].path(), "127.0.0.1:0", &extra);
+    let route = [
+        "--route".to_string(),
+        format!("orders.*={target}"),
+        "--route-token".to_string(),
+        "ci.ci-secret".to_string(),
+        "--route-tls-ca".to_string(),
+        path(&ca.pem),
+    ];
+    let (_router, router) = start_broker_with(dirs[1].path(), "127.0.0.1:0", &route);
+
+    let out = run_mw(&["send", "orders.r", "relayed", "--broker", &router], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = run_mw(
+        &[
+            "recv",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+            "orders.r",
+            "--broker",
+            &target,
+            "--user",
+            "alice",
+            "--password",
+            "alice-secret",
+            "--tls-ca",
+            &path(&ca.pem),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, ["relayed"], "{out:?}");
+
+    let out = run_mw(
+        &[
+            "broker",
+            "--addr",
+            "127.0.0.1:0",
+            "--route",
+            "a=127.0.0.1:1",
+            "--route-token",
+            "no-dot",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0].contains("--route-token must be USER.SECRET"),
+        "{out:?}"
+    );
 }

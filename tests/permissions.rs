@@ -276,3 +276,15 @@ async fn topic_grants_cover_publishes_and_subscriptions() {
     assert_eq!(event.topic.as_str(), "sensors.k1.temp");
     assert_eq!(&event.payload[..], b"21");
 }
+
+/// The refusals' bytes as PROTOCOL.md §1.1 and §4.8 give them: appended variants (13 of
+/// `QueueError`, 11 of pub/sub's `RemoteError`), then `Denied` (user, action, resource).
+#[test]
+fn denials_have_the_wire_indices_protocol_md_gives() {
+    let d = denied("al", Action::QueueManage, "q");
+    let denied_bytes = [2, b'a', b'l', 2, 1, b'q'];
+    let q = postcard::to_allocvec(&QueueError::PermissionDenied(d.clone())).unwrap();
+    assert_eq!(q, [&[13][..], &denied_bytes].concat());
+    let p = postcard::to_allocvec(&RemoteError::PermissionDenied(d)).unwrap();
+    assert_eq!(p, [&[11][..], &denied_bytes].concat());
+}

@@ -2,8 +2,11 @@
 //! connection without a login is refused on its first call, a wrong password or token is
 //! refused at connect naming the user, a right one is admitted, a service the user may
 //! not call is refused with `PermissionDenied` and the same connection keeps serving
-//! what is allowed, and a client reconnecting logs in again.
+//! what is allowed, and a client reconnecting logs in again. Over mutual TLS, a client
+//! certificate named after a user with `certificate = true` logs in by itself.
 
+#[path = "support/certs.rs"]
+mod certs;
 #[allow(unused_macros)]
 mod common;
 
@@ -128,4 +131,102 @@ async fn a_user_calls_what_is_allowed_and_is_refused_the_rest_on_one_connection(
         "secret"
     );
     s.shutdown().await;
+}
+
+/// Mutual TLS with `--auth`: a client certificate whose common name is a user with
+/// `certificate = true` is logged in without a password, with that user's services; a
+/// trusted certificate of anyone else logs nobody in; a password login over a
+/// certificate login as another user is refused.
+#[tokio::test]
+async fn a_client_certificate_logs_its_user_in() {
+    use mw::core::tls::{TlsClient, TlsServer};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.server(dir.path(), "server");
+    let alice = hash_password("alice-secret").unwrap();
+    let file = AuthFile::parse(&format!(
+        "[users.sensor-7]\ncertificate = true\nservices = [\"auth.open\"]\n\
+         [users.alice]\npassword = \"{alice}\"\n"
+    ))
+    .unwrap();
+    let config = ServerConfig {
+        auth: Some(Arc::new(file)),
+        tls: Some(TlsServer::from_pem_files(&cert, &key, Some(ca.pem.as_path())).unwrap()),
+        ..ServerConfig::default()
+    };
+    let s = start_server(Transport::Tcp, config, |b| {
+        b.add(OpenServer::new(Impl)).add(ClosedServer::new(Impl))
+    })
+    .await;
+    let client = |name: &str, credentials: Option<Credentials>| {
+        let (cert, key) = ca.client(dir.path(), name);
+        ClientConfig {
+            tls: Some(TlsClient::new(Some(&ca.pem), Some((&cert, &key))).unwrap()),
+            credentials,
+            ..ClientConfig::default()
+        }
+    };
+
+    let ch = within(
+        "connect",
+        Channel::connect_with(&s.addr, client("sensor-7", None)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        within("hello", OpenClient::new(ch.clone()).hello())
+            .await
+            .unwrap(),
+        "hello"
+    );
+    match within("secret", ClosedClient::new(ch).secret()).await {
+        Err(RpcError::PermissionDenied(m)) => {
+            assert_eq!(m, "user \"sensor-7\" may not call service auth.closed")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A certificate of no certificate user: trusted, but nobody is logged in.
+    let ch = within(
+        "connect",
+        Channel::connect_with(&s.addr, client("stranger", None)),
+    )
+    .await
+    .unwrap();
+    match within("hello", OpenClient::new(ch).hello()).await {
+        Err(RpcError::Unauthenticated(m)) => assert!(m.contains("authentication required"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // ...who may still log in with a password.
+    let ch = within(
+        "connect",
+        Channel::connect_with(&s.addr, client("stranger", alice_creds())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        within("hello", OpenClient::new(ch).hello()).await.unwrap(),
+        "hello"
+    );
+
+    // The certificate's user cannot become someone else.
+    match within(
+        "connect",
+        Channel::connect_with(&s.addr, client("sensor-7", alice_creds())),
+    )
+    .await
+    {
+        Err(RpcError::Unauthenticated(m)) => {
+            assert!(
+                m.contains("logged in as \"sensor-7\" by its client certificate"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    s.shutdown().await;
+}
+
+fn alice_creds() -> Option<Credentials> {
+    alice("alice-secret")
 }

@@ -182,6 +182,19 @@ impl TlsServer {
     }
 }
 
+/// The subject common name of the certificate the client presented on a TLS `stream`
+/// (verified against the server's client CA during the handshake), if it has one.
+/// `None` for other transports and for clients without a certificate.
+pub fn peer_common_name(stream: &Stream) -> Option<String> {
+    let Stream::Tls(tls) = stream else {
+        return None;
+    };
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_string())
+}
+
 /// Tells a plaintext mw client, in the handshake's own refusal form (version 0 and a
 /// text), that this server speaks TLS only, then closes.
 async fn refuse_plaintext(mut tcp: TcpStream) {

@@ -22,6 +22,7 @@ use mw_rpc::{RunningServer, Server};
 fn connect() -> RemoteConnect {
     RemoteConnect {
         timeout: Duration::from_secs(5),
+        ..RemoteConnect::default()
     }
 }
 

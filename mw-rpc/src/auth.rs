@@ -6,7 +6,10 @@
 //! until it succeeds, every other call is refused with
 //! [`RpcError::Unauthenticated`](crate::RpcError::Unauthenticated). A client with
 //! [`ClientConfig::credentials`](crate::ClientConfig::credentials) logs in as part of
-//! connecting (and reconnecting). After login, a call to a service the user may not call
+//! connecting (and reconnecting); over mutual TLS, a client certificate whose subject
+//! common name the authenticator accepts
+//! ([`Authenticator::authenticate_certificate`]) logs the connection in by itself. After
+//! login, a call to a service the user may not call
 //! is refused with [`RpcError::PermissionDenied`](crate::RpcError::PermissionDenied) and
 //! the connection stays usable for what is allowed. PROTOCOL.md §4.8 has the bytes.
 //!
@@ -289,6 +292,15 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// Unknown user, wrong password or token.
     fn authenticate(&self, credentials: &Credentials) -> Result<Identity, String>;
+
+    /// The identity proven by a client certificate whose subject common name is
+    /// `common_name`, the certificate verified against the server's client CA
+    /// (`ServerConfig::tls` with client certificates required). `None` (the default) when
+    /// certificates do not log anyone in: the client must then log in as usual.
+    fn authenticate_certificate(&self, common_name: &str) -> Option<Identity> {
+        let _ = common_name;
+        None
+    }
 }
 
 #[cfg(test)]

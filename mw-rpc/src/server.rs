@@ -653,6 +653,14 @@ async fn serve_connection(
     identity: Arc<std::sync::OnceLock<Arc<crate::auth::Identity>>>,
 ) -> Result<ConnEnd, CoreError> {
     let stream = secure(stream, &shared.config.transport, shared.config.tls.as_ref()).await?;
+    if let Some(auth) = &shared.config.auth {
+        if let Some(name) = mw_core::tls::peer_common_name(&stream) {
+            if let Some(who) = auth.authenticate_certificate(&name) {
+                tracing::info!(user = %who.user, %peer, "logged in by client certificate");
+                let _ = identity.set(Arc::new(who));
+            }
+        }
+    }
     let (mut reader, outbox, writer) =
         mw_core::server_connection(stream, &shared.config.transport).await?;
     let high_water = shared.config.transport.outbox_high_water;
@@ -1139,6 +1147,21 @@ impl ConnState {
         let fut = async move {
             let outcome = match postcard::from_bytes::<crate::auth::Credentials>(&args) {
                 Err(e) => Outcome::Reply(Err(ServerError::BadArguments(e.to_string()))),
+                // Logged in already (by a client certificate): the same user is welcome,
+                // another one is not let in over it.
+                Ok(creds) if identity.get().is_some() => {
+                    let who = identity.get().map(|w| w.user.clone()).unwrap_or_default();
+                    if creds.user() == who {
+                        let body = postcard::to_allocvec(&who).unwrap_or_default();
+                        Outcome::Reply(Ok(Bytes::from(body)))
+                    } else {
+                        Outcome::Reply(Err(ServerError::Unauthenticated(format!(
+                            "this connection is logged in as {who:?} by its client \
+                             certificate; it cannot log in as {:?}",
+                            creds.user()
+                        ))))
+                    }
+                }
                 Ok(creds) => {
                     let user = creds.user().to_string();
                     let checked =

@@ -114,6 +114,19 @@ struct BrokerOpts {
     /// rest). Repeat for more routes; the most specific match wins.
     #[arg(long = "route", value_name = "PATTERN=ADDR")]
     routes: Vec<mw::queue::forward::Route>,
+    /// Connect to the routes' next brokers over TLS, trusting the CA certificates in
+    /// FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    route_tls_ca: Option<std::path::PathBuf>,
+    /// Log in to the routes' next brokers (started with --auth) with this token,
+    /// USER.SECRET; or MW_ROUTE_TOKEN. The user needs `queues.send` on the routed queues.
+    #[arg(
+        long,
+        value_name = "USER.SECRET",
+        env = "MW_ROUTE_TOKEN",
+        hide_env_values = true
+    )]
+    route_token: Option<String>,
     /// When confirmed sends are fsynced: `always` (group commit: nothing acknowledged
     /// is lost even on power failure), `interval:MS`, or `never` (leave it to the OS).
     #[arg(long, default_value = "always", value_parser = parse_fsync)]
@@ -167,9 +180,20 @@ struct BrokerOpts {
 }
 
 impl BrokerOpts {
-    fn into_config(self) -> (String, mw::broker::BrokerConfig) {
+    fn into_config(self) -> Result<(String, mw::broker::BrokerConfig), String> {
         let mut config = mw::broker::BrokerConfig::new(self.data);
         config.routes = self.routes.into_iter().collect();
+        if let Some(ca) = &self.route_tls_ca {
+            let tls = mw::core::tls::TlsClient::new(Some(ca.as_path()), None)
+                .map_err(|e| format!("--route-tls-ca: {e}"))?;
+            config.route_client.tls = Some(tls);
+        }
+        if let Some(token) = self.route_token.filter(|t| !t.is_empty()) {
+            if !token.contains('.') {
+                return Err("--route-token must be USER.SECRET".into());
+            }
+            config.route_client.credentials = Some(mw::rpc::auth::Credentials::Token(token));
+        }
         config.queue.fsync = self.fsync;
         config.queue.visibility_timeout = std::time::Duration::from_secs(self.visibility_timeout);
         config.queue.max_attempts = (self.max_attempts > 0).then_some(self.max_attempts);
@@ -184,7 +208,7 @@ impl BrokerOpts {
             usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
         config.server.idle_timeout = self.idle_timeout.map(std::time::Duration::from_secs);
         config.server.metrics_addr = self.metrics_addr;
-        (self.addr, config)
+        Ok((self.addr, config))
     }
 }
 
@@ -380,7 +404,10 @@ async fn main() -> std::process::ExitCode {
         Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
-            let (addr, mut config) = opts.into_config();
+            let (addr, mut config) = match opts.into_config() {
+                Ok(x) => x,
+                Err(e) => return mw::run::exit_boxed("mw", Err(e.into())),
+            };
             config.server.tls = server_tls;
             config.server.auth = server_auth;
             broker(&addr, config).await

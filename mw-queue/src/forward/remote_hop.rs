@@ -46,12 +46,21 @@ impl RemoteHop {
 
     /// Like [`new`](RemoteHop::new), with this deadline for each call.
     pub fn with_timeout(addr: &str, timeout: Duration) -> RemoteHop {
-        RemoteHop {
-            addr: addr.to_string(),
-            config: ClientConfig {
+        RemoteHop::with_config(
+            addr,
+            ClientConfig {
                 default_timeout: timeout,
                 ..ClientConfig::default()
             },
+        )
+    }
+
+    /// Like [`new`](RemoteHop::new), connecting with `config`: TLS and credentials for a
+    /// next broker that requires them, and `default_timeout` as the deadline of each call.
+    pub fn with_config(addr: &str, config: ClientConfig) -> RemoteHop {
+        RemoteHop {
+            addr: addr.to_string(),
+            config,
             client: Mutex::new(None),
         }
     }
@@ -136,19 +145,28 @@ impl NextHop for RemoteHop {
 pub struct RemoteConnect {
     /// Deadline of each call to a hop. Default: [`DEFAULT_HOP_TIMEOUT`].
     pub timeout: Duration,
+    /// How hops are connected to: TLS and credentials (`client.tls`,
+    /// `client.credentials`) for next brokers that require them. Its `default_timeout`
+    /// is replaced by `timeout`.
+    pub client: ClientConfig,
 }
 
 impl Default for RemoteConnect {
     fn default() -> Self {
         RemoteConnect {
             timeout: DEFAULT_HOP_TIMEOUT,
+            client: ClientConfig::default(),
         }
     }
 }
 
 impl Connect for RemoteConnect {
     fn connect(&self, addr: &str) -> Arc<dyn NextHop> {
-        Arc::new(RemoteHop::with_timeout(addr, self.timeout))
+        let config = ClientConfig {
+            default_timeout: self.timeout,
+            ..self.client.clone()
+        };
+        Arc::new(RemoteHop::with_config(addr, config))
     }
 }
 
