@@ -115,6 +115,11 @@ pub struct QueueArgs {
     /// workload is marked `nc`).
     #[arg(long)]
     no_consumer: bool,
+    /// Also run every confirmed-send series over TLS (rustls, TLS 1.3, a P-256
+    /// certificate made for the run) against a second broker child, and print each TLS
+    /// series' ratios to the same series in plaintext.
+    #[arg(long)]
+    tls: bool,
     /// Run only these parts (floor, sends, backlog; repeatable). Default: all.
     #[arg(long, value_parser = ["floor", "sends", "backlog"])]
     only: Vec<String>,
@@ -146,12 +151,23 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, Error> {
     }
 }
 
+/// Set to `1` in a `serve queue-broker` child's environment: serve TLS.
+const QUEUE_TLS_ENV: &str = "MW_BENCH_QUEUE_TLS";
+
 /// Runs `mw::broker` on `data` with the given fsync policy until its stdin closes. Its
 /// counters are read over the network (`stats` of the `mw.queue` service).
 pub async fn serve(addr: &str, data: Option<PathBuf>, fsync: Option<String>) -> Result<(), Error> {
     let data = data.ok_or("serve queue-broker needs --data DIR")?;
     let mut config = mw::broker::BrokerConfig::new(data);
     config.queue.fsync = parse_fsync(fsync.as_deref().unwrap_or("always"))?;
+    if std::env::var(QUEUE_TLS_ENV).is_ok_and(|v| v == "1") {
+        let dir = PathBuf::from(std::env::var(crate::rpc::TLS_DIR_ENV)?);
+        config.server.tls = Some(mw_core::tls::TlsServer::from_pem_files(
+            &dir.join("server.pem"),
+            &dir.join("server.key"),
+            None,
+        )?);
+    }
     let broker = mw::broker::open(config).await?;
     let queues = broker.queues.clone();
     let router = broker.router.clone();
@@ -181,10 +197,19 @@ pub(crate) struct BrokerChild {
     stdout: BufReader<ChildStdout>,
     addr: String,
     control: Option<RemoteQueues>,
+    /// Set when the child serves TLS (with the run's certificates).
+    tls: Option<mw_core::tls::TlsClient>,
 }
 
 impl BrokerChild {
     pub(crate) fn spawn(data: &Path, fsync: &str) -> Result<BrokerChild, Error> {
+        BrokerChild::spawn_with(data, fsync, false)
+    }
+
+    /// [`spawn`](Self::spawn), serving TLS with the run's certificates when `tls` (made
+    /// by [`crate::rpc::make_certificates`] in the directory named by
+    /// [`crate::rpc::TLS_DIR_ENV`]).
+    pub(crate) fn spawn_with(data: &Path, fsync: &str, tls: bool) -> Result<BrokerChild, Error> {
         // /proc/self/exe still names this binary if a build in the shared target
         // directory replaced the file during the run (current_exe() would not).
         let proc_exe = Path::new("/proc/self/exe");
@@ -204,18 +229,29 @@ impl BrokerChild {
             ])
             .arg("--data")
             .arg(data)
+            .env(QUEUE_TLS_ENV, if tls { "1" } else { "" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout was piped"));
+        let tls = if tls {
+            let dir = PathBuf::from(std::env::var(crate::rpc::TLS_DIR_ENV)?);
+            Some(mw_core::tls::TlsClient::new(
+                Some(&dir.join("ca.pem")),
+                None,
+            )?)
+        } else {
+            None
+        };
         let mut b = BrokerChild {
             child,
             stdin,
             stdout,
             addr: String::new(),
             control: None,
+            tls,
         };
         let mut line = String::new();
         b.stdout.read_line(&mut line)?;
@@ -226,6 +262,14 @@ impl BrokerChild {
             }
         }
         Ok(b)
+    }
+
+    /// How clients connect to the child: over TLS when it serves TLS.
+    pub(crate) fn client_config(&self) -> mw_rpc::ClientConfig {
+        mw_rpc::ClientConfig {
+            tls: self.tls.clone(),
+            ..mw_rpc::ClientConfig::default()
+        }
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -240,7 +284,8 @@ impl BrokerChild {
     /// The child's counters, over its own control connection (made on first use).
     async fn stats(&mut self) -> Result<BrokerStats, Error> {
         if self.control.is_none() {
-            self.control = Some(RemoteQueues::connect(&self.addr).await?);
+            self.control =
+                Some(RemoteQueues::connect_with(&self.addr, self.client_config()).await?);
         }
         let control = self.control.as_ref().expect("connected above");
         Ok(control.stats().await?)
@@ -381,6 +426,7 @@ pub(crate) fn measure_floor(dir: &Path, size: usize, seconds: f64) -> Result<Flo
 #[derive(Debug, Clone)]
 struct Series {
     fsync: &'static str,
+    tls: bool,
     producers: usize,
     window: usize,
     with_consumer: bool,
@@ -398,7 +444,8 @@ struct Series {
 impl Series {
     fn workload(&self) -> String {
         let nc = if self.with_consumer { "" } else { " nc" };
-        format!("{}x{}{nc}", self.producers, self.window)
+        let tls = if self.tls { " tls" } else { "" };
+        format!("{}x{}{nc}{tls}", self.producers, self.window)
     }
 }
 
@@ -428,7 +475,8 @@ async fn run_series(
     // The consumer: its own connection, acks kept in flight concurrently.
     let mut consumer_task = None;
     if with_consumer {
-        let consumer_conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        let consumer_conn =
+            RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
         let mut consumer = consumer_conn
             .queue(&queue)
             .consumer(ConsumerOptions {
@@ -462,7 +510,7 @@ async fn run_series(
     let body = Bytes::from(vec![0x5Au8; BODY]);
     let mut tasks = Vec::new();
     for _ in 0..producers {
-        let conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        let conn = RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
         for _ in 0..window {
             let q = conn.queue(&queue);
             let shared = shared.clone();
@@ -542,6 +590,7 @@ async fn run_series(
     };
     Ok(Series {
         fsync,
+        tls: broker.tls.is_some(),
         producers,
         window,
         with_consumer,
@@ -599,7 +648,7 @@ async fn run_backlog(broker: &mut BrokerChild, total: u64, quiet: bool) -> Resul
     let mut tasks = Vec::new();
     let start = Instant::now();
     for _ in 0..BACKLOG_CONNS {
-        let conn = RemoteQueues::connect(broker.addr.as_str()).await?;
+        let conn = RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
         for _ in 0..BACKLOG_TASKS_PER_CONN {
             let q = conn.queue("bench.backlog");
             let (sent, tickets, body) = (sent.clone(), tickets.clone(), body.clone());
@@ -726,6 +775,15 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     let latency_target_us = 2.0 * floor_4k_p50 + 1000.0;
 
     // 2. Confirmed sends.
+    // Certificates for the TLS series, made before their brokers start (they read them).
+    let _tls_dir = if args.tls && args.part("sends") {
+        let dir = tempfile::tempdir()?;
+        crate::rpc::make_certificates(dir.path())?;
+        std::env::set_var(crate::rpc::TLS_DIR_ENV, dir.path());
+        Some(dir)
+    } else {
+        None
+    };
     let rt = child::runtime()?;
     let mut series = Vec::new();
     let shapes = if args.shape.is_empty() {
@@ -747,24 +805,30 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
                 return Err("--shape: connections and in-flight sends must be at least 1".into());
             }
         }
-        let data = dir.join(format!("broker-{fsync}"));
-        let mut broker = BrokerChild::spawn(&data, fsync)?;
-        for &(producers, window) in &shapes {
-            say(format!(
-                "  confirmed sends: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s"
-            ));
-            let s = rt.block_on(run_series(
-                &mut broker,
-                fsync,
-                producers,
-                window,
-                seconds,
-                !args.no_consumer,
-            ))?;
-            series.push(s);
+        for tls in [false, true] {
+            if tls && !args.tls {
+                continue;
+            }
+            let data = dir.join(format!("broker-{fsync}{}", if tls { "-tls" } else { "" }));
+            let mut broker = BrokerChild::spawn_with(&data, fsync, tls)?;
+            for &(producers, window) in &shapes {
+                say(format!(
+                    "  confirmed sends{}: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s",
+                    if tls { " over TLS" } else { "" }
+                ));
+                let s = rt.block_on(run_series(
+                    &mut broker,
+                    fsync,
+                    producers,
+                    window,
+                    seconds,
+                    !args.no_consumer,
+                ))?;
+                series.push(s);
+            }
+            broker.stop();
+            let _ = std::fs::remove_dir_all(&data);
         }
-        broker.stop();
-        let _ = std::fs::remove_dir_all(&data);
     }
 
     // 3. Memory while a backlog builds.
@@ -785,7 +849,7 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     let mut targets = Vec::new();
     let loaded = series
         .iter()
-        .filter(|s| s.fsync == "always")
+        .filter(|s| s.fsync == "always" && !s.tls)
         .max_by_key(|s| s.producers * s.window);
     if let Some(loaded) = loaded {
         targets.push(Target::at_least(
@@ -810,7 +874,7 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     // 100k/s = 5 ms) exceeds any per-message bound, whatever the middleware does.
     let waiting = series
         .iter()
-        .filter(|s| s.fsync == "always" && s.window == 1)
+        .filter(|s| s.fsync == "always" && s.window == 1 && !s.tls)
         .max_by_key(|s| s.producers);
     if let Some(w) = waiting {
         targets.push(Target::at_most(
@@ -883,7 +947,39 @@ fn series_ratios(s: &Series, latency_target_us: f64) -> Vec<(String, f64)> {
     ]
 }
 
+/// A TLS series' throughput and latency as multiples of the same series in plaintext.
+fn tls_ratios(tls: &Series, plain: &Series) -> Vec<(String, f64)> {
+    vec![
+        (
+            "tls_vs_plaintext".into(),
+            stats::ratio(tls.send.ops_per_s, plain.send.ops_per_s),
+        ),
+        (
+            "tls_p50_vs_plaintext".into(),
+            stats::ratio(tls.send.p50_us, plain.send.p50_us),
+        ),
+        (
+            "tls_p99_vs_plaintext".into(),
+            stats::ratio(tls.send.p99_us, plain.send.p99_us),
+        ),
+    ]
+}
+
 impl Output<'_> {
+    /// The plaintext series measured like the TLS series `s` (`None` for a plaintext one).
+    fn plaintext_of(&self, s: &Series) -> Option<&Series> {
+        if !s.tls {
+            return None;
+        }
+        self.series.iter().find(|p| {
+            !p.tls
+                && p.fsync == s.fsync
+                && p.producers == s.producers
+                && p.window == s.window
+                && p.with_consumer == s.with_consumer
+        })
+    }
+
     fn print_json(&self) {
         for f in self.floors {
             let row = Row {
@@ -901,10 +997,20 @@ impl Output<'_> {
         }
         for s in self.series {
             let row = Row {
-                series: format!("mw-queue-tcp-fsync-{}", s.fsync),
+                series: format!(
+                    "mw-queue-{}-fsync-{}",
+                    if s.tls { "tls" } else { "tcp" },
+                    s.fsync
+                ),
                 workload: format!("{} 100B", s.workload()),
                 summary: s.send,
-                ratios: series_ratios(s, self.latency_target_us),
+                ratios: {
+                    let mut r = series_ratios(s, self.latency_target_us);
+                    if let Some(p) = self.plaintext_of(s) {
+                        r.extend(tls_ratios(s, p));
+                    }
+                    r
+                },
                 targets: vec![],
                 others_cpu_percent: s.others_cpu_percent,
             };
@@ -1034,7 +1140,7 @@ impl Output<'_> {
         println!();
         println!("2. confirmed sends, 100 B, TCP to a broker child; 1 consumer acking (prefetch {PREFETCH}, {MAX_ACKS_IN_FLIGHT} acks in flight) unless marked nc");
         println!(
-            "{:<7} {:<6} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
+            "{:<7} {:<10} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
             "fsync",
             "prod",
             "confirmed/s",
@@ -1057,7 +1163,7 @@ impl Output<'_> {
         };
         for s in self.series {
             println!(
-                "{:<7} {:<6} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
+                "{:<7} {:<10} {:>11} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>9} {:>14} {:>7}",
                 s.fsync,
                 s.workload(),
                 fmt_rate(s.send.ops_per_s),
@@ -1090,13 +1196,13 @@ impl Output<'_> {
             self.latency_target_us
         );
         println!(
-            "{:<7} {:<6} {:>12} {:>12} {:>14} {:>14}",
+            "{:<7} {:<10} {:>12} {:>12} {:>14} {:>14}",
             "fsync", "prod", "x RabbitMQ", "x redis", "p99 x target", "msg/fsync x 64"
         );
         for s in self.series {
             let r = series_ratios(s, self.latency_target_us);
             println!(
-                "{:<7} {:<6} {:>12} {:>12} {:>14} {:>14}",
+                "{:<7} {:<10} {:>12} {:>12} {:>14} {:>14}",
                 s.fsync,
                 s.workload(),
                 fmt_ratio(r[0].1),
@@ -1108,6 +1214,32 @@ impl Output<'_> {
                     fmt_ratio(r[3].1)
                 }
             );
+        }
+        let pairs: Vec<(&Series, &Series)> = self
+            .series
+            .iter()
+            .filter_map(|s| self.plaintext_of(s).map(|p| (s, p)))
+            .collect();
+        if !pairs.is_empty() {
+            println!();
+            println!(
+                "TLS (rustls, TLS 1.3) as multiples of the same series in plaintext, this run"
+            );
+            println!(
+                "{:<7} {:<10} {:>12} {:>10} {:>10}",
+                "fsync", "prod", "confirmed/s", "p50", "p99"
+            );
+            for (tls, plain) in pairs {
+                let r = tls_ratios(tls, plain);
+                println!(
+                    "{:<7} {:<10} {:>12} {:>10} {:>10}",
+                    tls.fsync,
+                    tls.workload(),
+                    fmt_ratio(r[0].1),
+                    fmt_ratio(r[1].1),
+                    fmt_ratio(r[2].1)
+                );
+            }
         }
     }
 }

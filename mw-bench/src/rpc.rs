@@ -88,7 +88,7 @@ pub const SERVE_TARGETS: &[&str] = &["raw", "mw", "mw-tls", "tarpc"];
 
 /// The directory holding the run's TLS certificate, key and CA (set by the parent for
 /// the `mw-tls` server it spawns).
-const TLS_DIR_ENV: &str = "MW_BENCH_TLS_DIR";
+pub(crate) const TLS_DIR_ENV: &str = "MW_BENCH_TLS_DIR";
 
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -956,7 +956,7 @@ impl MwCaller {
 
 /// A CA and a server certificate for `127.0.0.1`, written to `dir` (`ca.pem`,
 /// `server.pem`, `server.key`).
-fn make_certificates(dir: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn make_certificates(dir: &std::path::Path) -> Result<(), Error> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
