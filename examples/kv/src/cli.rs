@@ -31,11 +31,13 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7900";
     about = "mw's key-value store: run a node, or talk to one"
 )]
 pub struct Cli {
-    /// TLS: `serve --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]` (single nodes);
+    /// TLS: `serve --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]` (ring members
+    /// also `--peer-tls-ca`, and no `--tls-client-ca`);
     /// client verbs `--tls-ca FILE [--tls-cert FILE --tls-key FILE]` (mw's TLS flags).
     #[command(flatten)]
     pub tls: mw::cli_tls::TlsArgs,
-    /// Logins: `serve --auth FILE` (single nodes; users and their key prefixes, see
+    /// Logins: `serve --auth FILE` (ring members also `--peer-token`; users and their key
+    /// prefixes, see
     /// examples/auth.toml); client verbs `--user USER --password PW` or `--token`.
     #[command(flatten)]
     pub auth: mw::cli_tls::AuthArgs,
@@ -79,6 +81,86 @@ pub struct RingArgs {
     /// Virtual nodes per member.
     #[arg(long, default_value_t = crate::ring::hash::DEFAULT_TOKENS, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub tokens: u32,
+    /// Members serve TLS (--tls-cert/--tls-key): connect to the other members over TLS,
+    /// trusting the CA certificates in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub peer_tls_ca: Option<std::path::PathBuf>,
+    /// Members require logins (--auth): log in to the other members with this token,
+    /// USER.SECRET (or MW_KV_PEER_TOKEN); the user needs the services mw.kv.ring and
+    /// mw.kv.replica and `kv = { read = [""], write = [""] }` (or `admin = true`).
+    #[arg(
+        long,
+        value_name = "USER.SECRET",
+        env = "MW_KV_PEER_TOKEN",
+        hide_env_values = true
+    )]
+    pub peer_token: Option<String>,
+}
+
+impl RingArgs {
+    /// How this member connects to the others, checked against how it serves: a TLS
+    /// member needs `--peer-tls-ca`, a member with `--auth` needs `--peer-token`.
+    fn peer_client(
+        &self,
+        server: &mw::rpc::ServerConfig,
+    ) -> Result<mw::rpc::ClientConfig, CliError> {
+        let mut client = mw::rpc::ClientConfig::default();
+        match (&server.tls, &self.peer_tls_ca) {
+            (Some(tls), _) if tls.requires_client_certificates() => {
+                return Err(CliError::Serve(
+                    "--tls-client-ca is for single nodes: ring members present no client \
+                     certificates to each other (not supported yet); use --auth with \
+                     --peer-token"
+                        .into(),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(CliError::Serve(
+                    "a ring member serving TLS needs --peer-tls-ca FILE (the CA that signed \
+                     the members' certificates) to reach the other members"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(CliError::Serve(
+                    "--peer-tls-ca needs --tls-cert and --tls-key: members serve TLS to each \
+                     other or not at all"
+                        .into(),
+                ))
+            }
+            (Some(_), Some(ca)) => {
+                let tls = mw::core::tls::TlsClient::new(Some(ca.as_path()), None)
+                    .map_err(|e| CliError::Tls(format!("--peer-tls-ca: {e}")))?;
+                client.tls = Some(tls);
+            }
+            (None, None) => {}
+        }
+        let token = self.peer_token.clone().filter(|t| !t.is_empty());
+        match (&server.auth, token) {
+            (Some(_), None) => {
+                return Err(CliError::Serve(
+                    "a ring member with --auth needs --peer-token USER.SECRET (or \
+                     MW_KV_PEER_TOKEN) to log in to the other members"
+                        .into(),
+                ))
+            }
+            (_, Some(t)) if !t.contains('.') => {
+                return Err(CliError::Tls("--peer-token must be USER.SECRET".into()))
+            }
+            (None, Some(_)) => {
+                return Err(CliError::Serve(
+                    "--peer-token needs --auth FILE: members require logins of each other \
+                     or not at all"
+                        .into(),
+                ))
+            }
+            (Some(_), Some(t)) => {
+                client.credentials = Some(mw::rpc::auth::Credentials::Token(t));
+            }
+            (None, None) => {}
+        }
+        Ok(client)
+    }
 }
 
 /// Per-request quorum flags of the client verbs (ring nodes only).
@@ -369,22 +451,14 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 ..Config::default()
             };
             if ring.ring || ring.join.is_some() {
-                if server.tls.is_some() {
-                    return Err(CliError::Serve(
-                        "TLS is for single nodes: ring members talk to each other in \
-                         plaintext (not supported yet)"
-                            .into(),
-                    ));
-                }
-                if server.auth.is_some() {
-                    return Err(CliError::Serve(
-                        "--auth is for single nodes: ring members call each other without \
-                         logging in (not supported yet)"
-                            .into(),
-                    ));
-                }
                 serve_ring(&addr, &data, config, &ring, server, out).await
             } else {
+                if ring.peer_tls_ca.is_some() || ring.peer_token.is_some() {
+                    return Err(CliError::Serve(
+                        "--peer-tls-ca and --peer-token are for ring members (--ring or --join)"
+                            .into(),
+                    ));
+                }
                 serve(&addr, &data, config, server, out).await
             }
         }
@@ -675,11 +749,19 @@ async fn ring_client(node: &NodeArg) -> Result<Option<RingKvClient>, CliError> {
             source,
         })?;
     let channel = channel.with_timeout(Duration::from_secs_f64(node.timeout.max(0.001)));
-    let ring = RingKvClient::new(channel);
+    let ring = RingKvClient::new(channel.clone());
     match ring.locate(Bytes::from_static(b"probe")).await {
         Ok(_) => Ok(Some(ring)),
-        // A user not granted mw.kv.ring meets a single node as if it had none.
-        Err(RpcError::UnknownService(_) | RpcError::PermissionDenied(_)) => Ok(None),
+        Err(RpcError::UnknownService(_)) => Ok(None),
+        // Not granted mw.kv.ring: a single node if it serves mw.kv, else a ring member
+        // this user may not use, which is what they are told.
+        Err(RpcError::PermissionDenied(m)) => match KvServiceClient::new(channel).status().await {
+            Err(RpcError::UnknownService(_)) => Err(CliError::Rpc {
+                node: node.node.clone(),
+                source: RpcError::PermissionDenied(m),
+            }),
+            _ => Ok(None),
+        },
         Err(source) => Err(CliError::Rpc {
             node: node.node.clone(),
             source,
@@ -774,10 +856,14 @@ pub async fn serve_ring(
     server: mw::rpc::ServerConfig,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
-    if let Some(warning) = mw::cli_tls::exposure_warning(addr, None, false) {
+    if let Some(warning) =
+        mw::cli_tls::exposure_warning(addr, server.tls.as_ref(), server.auth.is_some())
+    {
         tracing::warn!("{warning}");
     }
+    let peer_client = args.peer_client(&server)?;
     let ring_config = RingConfig {
+        peer_client,
         n: args.n as usize,
         w: args.w as usize,
         r: args.r as usize,

@@ -194,7 +194,7 @@ fn sigterm_drains_and_syncs_buffered_writes() {
 }
 
 /// `serve --tls-cert/--tls-key`: client verbs with `--tls-ca` are served; a plaintext one
-/// is told TLS is required; a ring member refuses TLS (its peers talk plaintext).
+/// is told TLS is required; a ring member serving TLS needs the CA to reach its peers.
 #[test]
 fn a_tls_node_serves_tls_clients_and_refuses_plaintext_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,7 +226,7 @@ fn a_tls_node_serves_tls_clients_and_refuses_plaintext_ones() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TLS is for single nodes"), "{err}");
+    assert!(err.contains("needs --peer-tls-ca FILE"), "{err}");
 }
 
 /// `serve --auth examples/auth.toml`: carol may read and write keys under `app/` and
@@ -306,7 +306,118 @@ fn a_node_with_auth_checks_key_prefixes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--auth is for single nodes"), "{err}");
+    assert!(err.contains("needs --peer-token USER.SECRET"), "{err}");
+}
+
+/// A ring of two members over TLS with `--auth`: the members reach and log in to each
+/// other (`--peer-tls-ca`, `--peer-token`), so a W=2 write by carol is stored on both;
+/// her grants hold on the ring as on a single node; a plaintext client is refused.
+#[test]
+fn a_ring_over_tls_with_logins() {
+    let auth = concat!(env!("CARGO_MANIFEST_DIR"), "/../auth.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.server(dir.path(), "member");
+    let (cert, key, ca_pem) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        ca.pem.to_str().unwrap(),
+    );
+    let secure = [
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--peer-tls-ca",
+        ca_pem,
+        "--auth",
+        auth,
+        "--peer-token",
+        "ci.ci-secret",
+        "--n",
+        "2",
+        "--w",
+        "2",
+        "--r",
+        "2",
+    ];
+    let a = NodeProcess::start(&dir.path().join("a"), &[&["--ring"][..], &secure].concat());
+    let b = NodeProcess::start(
+        &dir.path().join("b"),
+        &[&["--join", a.addr.as_str()][..], &secure].concat(),
+    );
+    let n = a.addr.as_str();
+    let admin = ["--tls-ca", ca_pem, "--token", "ci.ci-secret"];
+    // Both members up and reachable from the first, which pings the second over TLS.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ring = ok(n, &[&admin[..], &["ring"]].concat());
+        let reachable = ring
+            .lines()
+            .filter(|l| l.contains(" up ") && l.contains(" yes "))
+            .count();
+        if reachable == 2 && ring.contains(b.addr.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ring never formed: {ring}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let carol = [
+        "--tls-ca",
+        ca_pem,
+        "--user",
+        "carol",
+        "--password",
+        "carol-secret",
+    ];
+    let with = |args: &[&'static str]| -> Vec<&str> { [&carol[..], args].concat() };
+    // Prints the write's dot (NODE:COUNTER), coordinated by the node asked.
+    assert!(ok(n, &with(&["put", "app/colour", "blue"])).starts_with(n));
+    assert_eq!(ok(b.addr.as_str(), &with(&["get", "app/colour"])), "blue\n");
+    // A ring put reads the key first (for its context), a blind one only writes.
+    fails(
+        n,
+        &with(&["put", "admin/root", "x"]),
+        1,
+        "permission denied: user \"carol\" may not read key admin/root",
+    );
+    fails(
+        n,
+        &with(&["put", "--blind", "admin/root", "x"]),
+        1,
+        "permission denied: user \"carol\" may not write key admin/root",
+    );
+    fails(n, &["get", "app/colour"], 1, "requires TLS");
+
+    // Half-configured rings are refused at start, one line each.
+    for (extra, says) in [
+        (
+            vec!["--tls-cert", cert, "--tls-key", key],
+            "needs --peer-tls-ca FILE",
+        ),
+        (
+            vec!["--peer-tls-ca", ca_pem],
+            "--peer-tls-ca needs --tls-cert",
+        ),
+        (vec!["--auth", auth], "needs --peer-token"),
+        (
+            vec!["--peer-token", "ci.ci-secret"],
+            "--peer-token needs --auth",
+        ),
+    ] {
+        let out = mw_kv()
+            .args(["serve", "--ring", "--addr", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("refused"))
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
 }
 
 /// `serve --metrics-addr`: the node serves Prometheus text with its calls counted.

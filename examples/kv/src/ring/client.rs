@@ -50,6 +50,8 @@ struct Inner {
     w: usize,
     r: usize,
     replicas: tokio::sync::Mutex<HashMap<String, (Channel, ReplicaClient)>>,
+    /// How replicas are connected to (TLS, credentials).
+    config: mw::rpc::ClientConfig,
 }
 
 impl RingClient {
@@ -59,7 +61,19 @@ impl RingClient {
     ///
     /// The seed cannot be reached or is not a ring member.
     pub async fn connect(seed: &str) -> Result<RingClient> {
-        let channel = Channel::connect(seed)
+        RingClient::connect_with(seed, mw::rpc::ClientConfig::default()).await
+    }
+
+    /// [`connect`](Self::connect) with `config` for the seed and every replica: TLS and
+    /// credentials for a ring that requires them. The user needs the services
+    /// `mw.kv.ring` and `mw.kv.replica` (replica calls are checked against the user's kv
+    /// grants key by key).
+    ///
+    /// # Errors
+    ///
+    /// The seed cannot be reached or is not a ring member.
+    pub async fn connect_with(seed: &str, config: mw::rpc::ClientConfig) -> Result<RingClient> {
+        let channel = Channel::connect_with(seed, config.clone())
             .await
             .map_err(|e| KvError::Storage(format!("cannot reach {seed}: {e}")))?;
         let seed = RingKvClient::new(channel);
@@ -86,6 +100,7 @@ impl RingClient {
                 w: view.w,
                 r: view.r,
                 replicas: tokio::sync::Mutex::new(HashMap::new()),
+                config,
             }),
         };
         Ok(client)
@@ -133,7 +148,7 @@ impl RingClient {
         // replica that stopped answering must not hold a client's request for long.
         let config = mw::rpc::ClientConfig {
             default_timeout: std::time::Duration::from_secs(1),
-            ..Default::default()
+            ..self.inner.config.clone()
         };
         let ch = Channel::connect_with(node, config)
             .await

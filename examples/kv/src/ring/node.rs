@@ -38,7 +38,7 @@ use crate::ring::types::{
 use crate::types::{Durability, PutOptions};
 
 /// Settings of a ring node. The cluster's N, W and R are the defaults of each request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RingConfig {
     /// Replicas per key. Default 3.
     pub n: usize,
@@ -67,6 +67,11 @@ pub struct RingConfig {
     pub tombstone_grace: Duration,
     /// The local store's settings (fsync policy, retention).
     pub store: Config,
+    /// How this node connects to the other members: TLS (`peer_client.tls`) when they
+    /// serve TLS, and credentials (`peer_client.credentials`) when they require logins
+    /// (`mw-kv serve --ring --peer-tls-ca FILE --peer-token USER.SECRET`). Its
+    /// `default_timeout` is replaced by `replica_timeout`.
+    pub peer_client: ClientConfig,
 }
 
 impl Default for RingConfig {
@@ -84,6 +89,7 @@ impl Default for RingConfig {
             anti_entropy_keys_per_sec: 500,
             tombstone_grace: Duration::from_secs(30),
             store: Config::default(),
+            peer_client: ClientConfig::default(),
         }
     }
 }
@@ -320,7 +326,7 @@ impl RingNode {
         }
         let config = ClientConfig {
             default_timeout: self.inner.config.replica_timeout,
-            ..Default::default()
+            ..self.inner.config.peer_client.clone()
         };
         // On a simulated network (`sim:NET/NAME`), dial as this node's endpoint so that
         // partitions between named nodes apply; elsewhere the address is used as is.
@@ -331,8 +337,17 @@ impl RingNode {
             (Ok(peer), Ok(me)) => peer.dialed_from(&me).to_string(),
             _ => slot.addr.clone(),
         };
+        // A login (argon2 at the peer) may take longer than a replica call should.
+        let connect_timeout = if config.credentials.is_some() {
+            self.inner
+                .config
+                .replica_timeout
+                .max(Duration::from_secs(5))
+        } else {
+            self.inner.config.replica_timeout
+        };
         let connect = Channel::connect_with(&dial, config);
-        let ch = match tokio::time::timeout(self.inner.config.replica_timeout, connect).await {
+        let ch = match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(KvError::Storage(format!("cannot reach {node}: {e}"))),
             Err(_) => return Err(KvError::Storage(format!("cannot reach {node}: timed out"))),

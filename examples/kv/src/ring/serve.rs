@@ -5,6 +5,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use mw::core::transport::{Address, Listener};
+use mw::rpc::auth::{check_key, Action};
 use mw::rpc::{RunningServer, Server};
 
 use crate::error::{KvError, Result};
@@ -25,6 +26,7 @@ pub struct ReplicaHandler(pub RingNode);
 
 impl RingKv for RingHandler {
     async fn get(&self, key: Bytes, r: Option<Quorum>) -> Result<RingRead, KvError> {
+        check_key(Action::KvRead, &key)?;
         self.0.read(key, r).await
     }
 
@@ -34,10 +36,12 @@ impl RingKv for RingHandler {
         value: Bytes,
         options: RingWriteOptions,
     ) -> Result<RingWrite, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.0.write(key, Some(value), options).await
     }
 
     async fn delete(&self, key: Bytes, options: RingWriteOptions) -> Result<RingWrite, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.0.write(key, None, options).await
     }
 
@@ -61,6 +65,7 @@ impl Replica for ReplicaHandler {
         siblings: Vec<Sibling>,
         new_write: bool,
     ) -> Result<u64, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.0.store_local(&key, siblings, new_write).await
     }
 
@@ -70,10 +75,12 @@ impl Replica for ReplicaHandler {
         value: Option<Bytes>,
         options: RingWriteOptions,
     ) -> Result<RingWrite, KvError> {
+        check_key(Action::KvWrite, &key)?;
         self.0.coordinate(key, value, options).await
     }
 
     async fn fetch(&self, key: Bytes) -> Result<SiblingSet, KvError> {
+        check_key(Action::KvRead, &key)?;
         self.0.store().read(&key).await
     }
 
