@@ -50,6 +50,9 @@ pub struct BrokerSummary {
     max_event_size: usize,
     max_frame_size: usize,
     max_connections: usize,
+    /// `off`, `on`, or `mutual` (client certificates required).
+    tls: &'static str,
+    auth: bool,
 }
 
 impl BrokerSummary {
@@ -64,6 +67,12 @@ impl BrokerSummary {
             max_event_size: config.pubsub.max_event_size,
             max_frame_size: config.server.transport.max_frame_len,
             max_connections: config.server.max_connections,
+            tls: match &config.server.tls {
+                None => "off",
+                Some(t) if t.requires_client_certificates() => "mutual",
+                Some(_) => "on",
+            },
+            auth: config.server.auth.is_some(),
         }
     }
 
@@ -80,6 +89,8 @@ impl BrokerSummary {
             version = env!("CARGO_PKG_VERSION"),
             data_dir = %self.data_dir,
             addr = %self.addr,
+            tls = self.tls,
+            auth = self.auth,
             fsync = %self.fsync,
             routes = self.routes,
             segments = r.segments,

@@ -216,6 +216,12 @@ async fn mutual_tls_admits_only_clients_with_a_trusted_current_certificate() {
     let e = connect_and_call(&addr, Some(old)).await.unwrap_err();
     println!("{e}");
     assert!(e.contains("refused our client certificate"), "{e}");
+    // A server certificate (serverAuth only) used as a client certificate.
+    let (cert, key) = p.ca.server(p.path(), "not-a-client");
+    let wrong_use = TlsClient::new(Some(&p.ca.pem), Some((&cert, &key))).unwrap();
+    let e = connect_and_call(&addr, Some(wrong_use)).await.unwrap_err();
+    println!("{e}");
+    assert!(e.contains("extendedKeyUsage=clientAuth"), "{e}");
     // A plaintext client.
     let e = connect(&addr, None).await.unwrap_err();
     println!("{e}");
@@ -241,7 +247,17 @@ fn unusable_files_are_refused_naming_the_file() {
     // A key that is not the certificate's.
     let e = TlsServer::from_pem_files(&cert, &other_key, None).unwrap_err();
     println!("{e}");
-    assert!(e.to_string().contains("cannot be used together"), "{e}");
+    assert!(e.to_string().contains("do not belong together"), "{e}");
+    // An encrypted key (mw reads unencrypted ones) is named as such.
+    let encrypted = p.path().join("encrypted.key");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let e = TlsServer::from_pem_files(&cert, &encrypted, None).unwrap_err();
+    println!("{e}");
+    assert!(e.to_string().contains("encrypted.key is encrypted"), "{e}");
     // A key file given as a certificate: no certificate in it.
     let e = TlsServer::from_pem_files(&key, &key, None).unwrap_err();
     println!("{e}");
@@ -251,5 +267,5 @@ fn unusable_files_are_refused_naming_the_file() {
     assert!(e.to_string().contains("missing.pem"), "{e}");
     let e = TlsClient::new(Some(&p.ca.pem), Some((&cert, &other_key))).unwrap_err();
     println!("{e}");
-    assert!(e.to_string().contains("cannot be used together"), "{e}");
+    assert!(e.to_string().contains("do not belong together"), "{e}");
 }

@@ -67,6 +67,16 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, C
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CoreError> {
+    // An encrypted key parses as "no key"; say what it is instead.
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(CoreError::Tls(format!(
+                "private key {} is encrypted: mw reads unencrypted keys (decrypt it with \
+                 `openssl pkey -in KEY -out KEY.plain` and keep that file owner-only)",
+                path.display()
+            )));
+        }
+    }
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
         CoreError::Tls(format!(
             "cannot read private key {}: {e} (a PEM file with one PKCS#8, PKCS#1 or SEC1 key)",
@@ -86,6 +96,26 @@ fn roots(path: &Path, what: &str) -> Result<RootCertStore, CoreError> {
         })?;
     }
     Ok(roots)
+}
+
+/// Why a certificate and key were refused: they do not belong together, or the
+/// certificate itself cannot be used.
+fn unusable_pair(what: &str, cert: &Path, e: &rustls::Error) -> CoreError {
+    CoreError::Tls(match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "{what} {} and its key do not belong together: {e}",
+            cert.display()
+        ),
+        rustls::Error::InvalidCertificate(_) => format!(
+            "{what} {} cannot be used: {e} (mw needs an X.509 v3 certificate, with \
+             extensions, as `openssl x509 -req ... -extfile FILE` makes)",
+            cert.display()
+        ),
+        _ => format!(
+            "{what} {} and its key cannot be used together: {e}",
+            cert.display()
+        ),
+    })
 }
 
 /// A server's TLS settings: its certificate and key, and the CA its clients'
@@ -134,12 +164,9 @@ impl TlsServer {
             }
             None => builder.with_no_client_auth(),
         };
-        let config = builder.with_single_cert(chain, key).map_err(|e| {
-            CoreError::Tls(format!(
-                "certificate {} and its key cannot be used together: {e}",
-                cert.display()
-            ))
-        })?;
+        let config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| unusable_pair("certificate", cert, &e))?;
         Ok(TlsServer {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             mutual: client_ca.is_some(),
@@ -264,12 +291,7 @@ impl TlsClient {
         let config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(read_certs(cert, "certificate")?, read_key(key)?)
-                .map_err(|e| {
-                    CoreError::Tls(format!(
-                        "client certificate {} and its key cannot be used together: {e}",
-                        cert.display()
-                    ))
-                })?,
+                .map_err(|e| unusable_pair("client certificate", cert, &e))?,
             None => builder.with_no_client_auth(),
         };
         Ok(TlsClient {
@@ -354,6 +376,10 @@ fn explain_rustls(addr: &str, e: &rustls::Error) -> CoreError {
         Error::AlertReceived(AlertDescription::CertificateRequired) => {
             format!("{addr} requires a client certificate: pass --tls-cert FILE --tls-key FILE")
         }
+        Error::AlertReceived(AlertDescription::UnsupportedCertificate) => format!(
+            "{addr} refused our client certificate (UnsupportedCertificate): it must allow \
+             client authentication (extendedKeyUsage=clientAuth)"
+        ),
         Error::AlertReceived(
             a @ (AlertDescription::BadCertificate
             | AlertDescription::UnknownCA

@@ -39,7 +39,7 @@ pub enum RpcError<E = Infallible> {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The server refused the call because it is at capacity.
-    #[error("server overloaded: {0}")]
+    #[error("{}", overloaded(.0))]
     Overloaded(String),
     /// The server is shutting down and takes no new calls.
     #[error("server shutting down")]
@@ -129,4 +129,33 @@ pub enum ServerError {
     /// A login failed (the text says which user).
     #[error("{0}")]
     Unauthenticated(String),
+}
+
+/// The text of [`RpcError::Overloaded`]: the server's own words when they already say it
+/// is busy (`server busy: connection limit N reached`), else prefixed.
+fn overloaded(msg: &str) -> String {
+    if msg.starts_with("server busy") {
+        msg.to_string()
+    } else {
+        format!("server overloaded: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod overloaded_tests {
+    use super::RpcError;
+
+    #[test]
+    fn a_busy_server_is_not_called_overloaded_twice() {
+        let busy = RpcError::<std::convert::Infallible>::Overloaded(
+            "server busy: connection limit 3 reached".into(),
+        );
+        assert_eq!(busy.to_string(), "server busy: connection limit 3 reached");
+        let queued =
+            RpcError::<std::convert::Infallible>::Overloaded("1 calls running and 1 queued".into());
+        assert_eq!(
+            queued.to_string(),
+            "server overloaded: 1 calls running and 1 queued"
+        );
+    }
 }
