@@ -4,7 +4,7 @@
 //! ```toml
 //! [users.alice]
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$..."   # from `mw passwd`
-//! services = ["mw.queue", "mw.admin"]              # default: every service
+//! services = ["mw.queue", "mw.admin"]              # default: what the grants below need
 //! queues = { send = ["orders.*"], receive = ["orders.*"] }
 //!
 //! [users.bob]
@@ -51,8 +51,8 @@ struct User {
     password: Option<String>,
     #[serde(default)]
     tokens: Vec<String>,
-    #[serde(default = "every_service")]
-    services: Vec<String>,
+    /// Absent: the services the user's grants need (see [`User::services`]).
+    services: Option<Vec<String>>,
     /// Every action on every name, internal ones included.
     #[serde(default)]
     admin: bool,
@@ -131,8 +131,33 @@ impl User {
     }
 }
 
-fn every_service() -> Vec<String> {
-    vec!["*".into()]
+impl User {
+    /// The services the user may call: as listed, or, without a list, what the grants
+    /// need — `mw.queue` for queue grants, `mw.pubsub` for topic grants, `mw.kv` and
+    /// `mw.kv.ring` for kv grants, everything for `admin = true` — so that nothing is
+    /// callable unless something is granted.
+    fn services(&self) -> Vec<String> {
+        if let Some(list) = &self.services {
+            return list.clone();
+        }
+        if self.admin {
+            return vec!["*".into()];
+        }
+        let q = &self.queues;
+        let t = &self.topics;
+        let mut out = Vec::new();
+        if !(q.send.is_empty() && q.receive.is_empty() && q.manage.is_empty()) {
+            out.push("mw.queue".to_string());
+        }
+        if !(t.publish.is_empty() && t.subscribe.is_empty()) {
+            out.push("mw.pubsub".to_string());
+        }
+        if !(self.kv.read.is_empty() && self.kv.write.is_empty()) {
+            out.push("mw.kv".to_string());
+            out.push("mw.kv.ring".to_string());
+        }
+        out
+    }
 }
 
 /// The users of an auth file, checked when loaded.
@@ -168,6 +193,9 @@ impl AuthFile {
                 return Err(format!(
                     "user {name:?} has neither a password nor a token (nor certificate = true)"
                 ));
+            }
+            if name.is_empty() {
+                return Err("a user name cannot be empty ([users.\"\"])".into());
             }
             if name.contains('.') {
                 return Err(format!(
@@ -236,7 +264,7 @@ impl AuthFile {
     fn identity(&self, name: &str, user: &User) -> Identity {
         Identity {
             user: name.to_string(),
-            services: user.services.clone(),
+            services: user.services(),
             permissions: self.permissions.get(name).cloned().unwrap_or_default(),
         }
     }
@@ -302,10 +330,8 @@ mod tests {
         let token = f
             .authenticate(&Credentials::Token("ci.t0k3n".into()))
             .unwrap();
-        assert_eq!(
-            (token.user.as_str(), &token.services[..]),
-            ("ci", &["*".to_string()][..])
-        );
+        // No grants and no list: nothing to call.
+        assert_eq!((token.user.as_str(), token.services.len()), ("ci", 0));
         assert!(f
             .authenticate(&Credentials::Token("ci.wrong".into()))
             .is_err());
@@ -322,6 +348,7 @@ mod tests {
             ("[users.bob]\npassword = \"plain\"\n", "not a password hash"),
             ("[users.bob]\npasword = \"x\"\n", "unknown field"),
             ("[users.\"a.b\"]\npassword = \"x\"\n", "cannot contain '.'"),
+            ("[users.\"\"]\npassword = \"x\"\n", "cannot be empty"),
             ("not toml", "expected"),
         ] {
             let e = AuthFile::parse(text).unwrap_err();
@@ -356,14 +383,20 @@ mod tests {
              [users.ops]\npassword = \"{hash}\"\nadmin = true\n"
         ))
         .unwrap();
-        let login = |user: &str| {
+        let identity = |user: &str| {
             f.authenticate(&Credentials::Password {
                 user: user.into(),
                 password: "pw".into(),
             })
             .unwrap()
-            .permissions
         };
+        let login = |user: &str| identity(user).permissions;
+        // Without a services list, the services the grants need.
+        assert_eq!(
+            identity("alice").services,
+            ["mw.queue", "mw.kv", "mw.kv.ring"]
+        );
+        assert_eq!(identity("ops").services, ["*"]);
         let alice = login("alice");
         assert!(alice.allows(Action::QueueSend, "orders.new"));
         assert!(alice.allows(Action::QueueReceive, "orders.new"));

@@ -178,6 +178,9 @@ impl AuthArgs {
                 "--auth is for servers; a client verb takes --user/--password or --token".into(),
             );
         }
+        if self.token.is_some() && (self.user.is_some() || self.password.is_some()) {
+            return Err("give --token or --user and --password, not both".into());
+        }
         let token = self.token.clone().or_else(|| env_text("MW_TOKEN"));
         let user = self.user.clone().or_else(|| env_text("MW_USER"));
         let password = self.password.clone().or_else(|| env_text("MW_PASSWORD"));

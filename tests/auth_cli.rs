@@ -102,10 +102,24 @@ fn login_flags_that_cannot_work_are_refused_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d").display().to_string();
     let missing = dir.path().join("missing.toml").display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["send", "q", "x", "--user", "alice"],
             "--user needs --password",
+        ),
+        (
+            &[
+                "send",
+                "q",
+                "x",
+                "--token",
+                "ci.s",
+                "--user",
+                "a",
+                "--password",
+                "p",
+            ],
+            "give --token or --user and --password, not both",
         ),
         (&["send", "q", "x", "--auth", AUTH], "--auth is for servers"),
         (
@@ -195,6 +209,29 @@ fn a_route_logs_in_to_the_next_broker_with_its_token() {
 
     let out = run_mw(&["send", "orders.r", "relayed", "--broker", &router], None);
     assert!(out.status.success(), "{out:?}");
+    // `mw recv` refuses a queue the broker does not have yet: wait for the forwarded
+    // message to create it (bounded).
+    let ca_pem = path(&ca.pem);
+    let listed = [
+        "queue",
+        "list",
+        "--broker",
+        &target,
+        "--token",
+        "ci.ci-secret",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = run_mw(&[&listed[..], &["--tls-ca", &ca_pem]].concat(), None);
+        if out.stdout.iter().any(|l| l.starts_with("orders.r ")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never forwarded: {out:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = run_mw(
         &[
             "recv",

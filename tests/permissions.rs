@@ -288,3 +288,45 @@ fn denials_have_the_wire_indices_protocol_md_gives() {
     let p = postcard::to_allocvec(&RemoteError::PermissionDenied(d)).unwrap();
     assert_eq!(p, [&[11][..], &denied_bytes].concat());
 }
+
+/// Redriving moves dead letters out of `QUEUE.dlq`: it needs `manage` on that internal
+/// queue too, which a wildcard grant does not give.
+#[tokio::test]
+async fn redrive_needs_the_dead_letter_queue_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let qm = QueueManager::open(dir.path().join("q"), mw::queue::Config::default())
+        .await
+        .unwrap();
+    let hash = mw::auth::hash_password("pw").unwrap();
+    let file = AuthFile::parse(&format!(
+        "[users.wide]\npassword = \"{hash}\"\nqueues = {{ manage = [\"orders.>\"] }}\n\
+         [users.ops]\npassword = \"{hash}\"\n\
+         queues = {{ manage = [\"orders.>\", \"orders.*.dlq\"] }}\n"
+    ))
+    .unwrap();
+    let config = ServerConfig {
+        auth: Some(Arc::new(file)),
+        ..ServerConfig::default()
+    };
+    let server = start_server(Transport::Tcp, config, |b| {
+        b.add(QueueServiceServer::new(QueueServiceImpl::new(qm.clone())))
+    })
+    .await;
+    qm.queue("orders.x.dlq")
+        .send(Message::new("dead"))
+        .await
+        .unwrap();
+    let wide = queues(&server.addr, login("wide", "pw")).await;
+    let e = queue_error(within("redrive", wide.queue("orders.x").redrive()).await);
+    assert_eq!(
+        e,
+        QueueError::PermissionDenied(denied("wide", Action::QueueManage, "orders.x.dlq"))
+    );
+    let ops = queues(&server.addr, login("ops", "pw")).await;
+    assert_eq!(
+        within("redrive", ops.queue("orders.x").redrive())
+            .await
+            .unwrap(),
+        1
+    );
+}

@@ -46,7 +46,7 @@ async fn server() -> common::TestServer {
     let token = hash_password("t0k3n").unwrap();
     let file = AuthFile::parse(&format!(
         "[users.alice]\npassword = \"{alice}\"\nservices = [\"auth.open\"]\n\
-         [users.ci]\ntokens = [\"{token}\"]\n"
+         [users.ci]\ntokens = [\"{token}\"]\nservices = [\"*\"]\n"
     ))
     .unwrap();
     let config = ServerConfig {
@@ -146,7 +146,7 @@ async fn a_client_certificate_logs_its_user_in() {
     let alice = hash_password("alice-secret").unwrap();
     let file = AuthFile::parse(&format!(
         "[users.sensor-7]\ncertificate = true\nservices = [\"auth.open\"]\n\
-         [users.alice]\npassword = \"{alice}\"\n"
+         [users.alice]\npassword = \"{alice}\"\nservices = [\"*\"]\n"
     ))
     .unwrap();
     let config = ServerConfig {
@@ -209,6 +209,22 @@ async fn a_client_certificate_logs_its_user_in() {
         "hello"
     );
 
+    // Credentials given over the certificate login are still checked.
+    let wrong = Some(Credentials::Password {
+        user: "sensor-7".into(),
+        password: "guess".into(),
+    });
+    match within(
+        "connect",
+        Channel::connect_with(&s.addr, client("sensor-7", wrong)),
+    )
+    .await
+    {
+        Err(RpcError::Unauthenticated(m)) => {
+            assert_eq!(m, "authentication failed for user \"sensor-7\"")
+        }
+        other => panic!("{other:?}"),
+    }
     // The certificate's user cannot become someone else.
     match within(
         "connect",

@@ -210,7 +210,7 @@ impl TlsServer {
 }
 
 /// The subject common name of the certificate the client presented on a TLS `stream`
-/// (verified against the server's client CA during the handshake), if it has one.
+/// (verified against the server's client CA during the handshake), if it has exactly one.
 /// `None` for other transports and for clients without a certificate.
 pub fn peer_common_name(stream: &Stream) -> Option<String> {
     let Stream::Tls(tls) = stream else {
@@ -218,7 +218,12 @@ pub fn peer_common_name(stream: &Stream) -> Option<String> {
     };
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    // A subject with several common names names nobody for sure.
+    let mut names = cert.subject().iter_common_name();
+    let name = names.next()?.as_str().ok()?;
+    if names.next().is_some() {
+        return None;
+    }
     Some(name.to_string())
 }
 

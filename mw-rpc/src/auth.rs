@@ -209,13 +209,22 @@ pub fn caller() -> Option<Arc<Identity>> {
 /// [`Denied`] naming the user, the action and the resource.
 pub fn check(action: Action, resource: &str) -> Result<(), Denied> {
     match caller() {
-        Some(who) if !who.permissions.allows(action, resource) => Err(Denied {
-            user: who.user.clone(),
-            action,
-            resource: resource.to_string(),
-        }),
+        Some(who) if !who.permissions.allows(action, resource) => {
+            Err(denied(&who, action, resource.to_string()))
+        }
         _ => Ok(()),
     }
+}
+
+/// The refusal, logged for the operator (at `info`: a client can cause it at will).
+fn denied(who: &Identity, action: Action, resource: String) -> Denied {
+    let d = Denied {
+        user: who.user.clone(),
+        action,
+        resource,
+    };
+    tracing::info!(user = %d.user, action = ?d.action, resource = %d.resource, "permission denied");
+    d
 }
 
 /// [`check`] for a key of the kv store (bytes, not necessarily UTF-8): `action` is
@@ -234,11 +243,11 @@ pub fn check_key(action: Action, key: &[u8]) -> Result<(), Denied> {
                     .iter()
                     .any(|p| key.starts_with(p.as_bytes())) =>
         {
-            Err(Denied {
-                user: who.user.clone(),
+            Err(denied(
+                &who,
                 action,
-                resource: String::from_utf8_lossy(key).into_owned(),
-            })
+                String::from_utf8_lossy(key).into_owned(),
+            ))
         }
         _ => Ok(()),
     }
@@ -273,9 +282,18 @@ impl<S: futures::Stream + Unpin> futures::Stream for ScopedStream<S> {
     }
 }
 
+/// Services that reach past every per-name permission — `mw.admin` (every connection
+/// of the server) and `mw.kv.replica` (a ring member's raw store and membership) — are
+/// granted only by name (or [`Permissions::everything`]), never by a pattern.
+pub const INTERNAL_SERVICES: &[&str] = &["mw.admin", "mw.kv.replica"];
+
 impl Identity {
-    /// Whether the user may call `service`.
+    /// Whether the user may call `service`: a pattern of [`services`](Self::services)
+    /// admits it, and for one of the [`INTERNAL_SERVICES`] the list names it exactly.
     pub fn may_call(&self, service: &str) -> bool {
+        if INTERNAL_SERVICES.contains(&service) && !self.permissions.is_everything() {
+            return self.services.iter().any(|p| p == service);
+        }
         self.services.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => service.starts_with(prefix),
             None => p == service,
@@ -324,6 +342,24 @@ mod tests {
             permissions: Permissions::everything(),
         };
         assert!(all.may_call("anything"));
+        assert!(all.may_call("mw.admin"));
+        let wildcard = Identity {
+            user: "c".into(),
+            services: vec!["*".into(), "mw.*".into()],
+            permissions: Permissions::default(),
+        };
+        assert!(wildcard.may_call("mw.queue"));
+        assert!(!wildcard.may_call("mw.admin"), "internal: by name only");
+        assert!(
+            !wildcard.may_call("mw.kv.replica"),
+            "internal: by name only"
+        );
+        let named = Identity {
+            user: "d".into(),
+            services: vec!["mw.admin".into()],
+            permissions: Permissions::default(),
+        };
+        assert!(named.may_call("mw.admin"));
     }
 
     #[test]

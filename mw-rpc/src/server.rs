@@ -1147,20 +1147,15 @@ impl ConnState {
         let fut = async move {
             let outcome = match postcard::from_bytes::<crate::auth::Credentials>(&args) {
                 Err(e) => Outcome::Reply(Err(ServerError::BadArguments(e.to_string()))),
-                // Logged in already (by a client certificate): the same user is welcome,
-                // another one is not let in over it.
-                Ok(creds) if identity.get().is_some() => {
+                // Logged in already (by a client certificate): another user is not let in
+                // over it (the same user's credentials are still checked, below).
+                Ok(creds) if identity.get().is_some_and(|who| who.user != creds.user()) => {
                     let who = identity.get().map(|w| w.user.clone()).unwrap_or_default();
-                    if creds.user() == who {
-                        let body = postcard::to_allocvec(&who).unwrap_or_default();
-                        Outcome::Reply(Ok(Bytes::from(body)))
-                    } else {
-                        Outcome::Reply(Err(ServerError::Unauthenticated(format!(
-                            "this connection is logged in as {who:?} by its client \
-                             certificate; it cannot log in as {:?}",
-                            creds.user()
-                        ))))
-                    }
+                    Outcome::Reply(Err(ServerError::Unauthenticated(format!(
+                        "this connection is logged in as {who:?} by its client certificate; \
+                         it cannot log in as {:?}",
+                        creds.user()
+                    ))))
                 }
                 Ok(creds) => {
                     let user = creds.user().to_string();

@@ -118,6 +118,13 @@ struct BrokerOpts {
     /// FILE (PEM).
     #[arg(long, value_name = "FILE")]
     route_tls_ca: Option<std::path::PathBuf>,
+    /// Present this client certificate (PEM) to the routes' next brokers, for those that
+    /// require client certificates (--tls-client-ca); with --route-tls-key.
+    #[arg(long, value_name = "FILE", requires = "route_tls_key")]
+    route_tls_cert: Option<std::path::PathBuf>,
+    /// The key of --route-tls-cert (PEM, unencrypted).
+    #[arg(long, value_name = "FILE", requires = "route_tls_cert")]
+    route_tls_key: Option<std::path::PathBuf>,
     /// Log in to the routes' next brokers (started with --auth) with this token,
     /// USER.SECRET; or MW_ROUTE_TOKEN. The user needs `queues.send` on the routed queues.
     #[arg(
@@ -181,13 +188,29 @@ struct BrokerOpts {
 
 impl BrokerOpts {
     fn into_config(self) -> Result<(String, mw::broker::BrokerConfig), String> {
+        if self.routes.is_empty() && self.route_tls_ca.is_some() {
+            return Err("--route-tls-ca needs a --route".into());
+        }
         let mut config = mw::broker::BrokerConfig::new(self.data);
         config.routes = self.routes.into_iter().collect();
-        if let Some(ca) = &self.route_tls_ca {
-            let tls = mw::core::tls::TlsClient::new(Some(ca.as_path()), None)
-                .map_err(|e| format!("--route-tls-ca: {e}"))?;
-            config.route_client.tls = Some(tls);
+        let identity = self
+            .route_tls_cert
+            .as_deref()
+            .zip(self.route_tls_key.as_deref());
+        match (&self.route_tls_ca, identity) {
+            (Some(ca), identity) => {
+                let tls = mw::core::tls::TlsClient::new(Some(ca.as_path()), identity)
+                    .map_err(|e| format!("--route-tls-ca: {e}"))?;
+                config.route_client.tls = Some(tls);
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "--route-tls-cert needs --route-tls-ca (routes use TLS only with it)".into(),
+                )
+            }
+            (None, None) => {}
         }
+
         if let Some(token) = self.route_token.filter(|t| !t.is_empty()) {
             if !token.contains('.') {
                 return Err("--route-token must be USER.SECRET".into());

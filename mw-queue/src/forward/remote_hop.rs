@@ -109,11 +109,12 @@ impl RemoteHop {
 }
 
 /// Refusals that cannot change are [`HopError::Refused`]; everything else (including
-/// a hop that does not speak `mw.queue`, a configuration mistake that may be fixed) is
-/// retried.
+/// a hop that does not speak `mw.queue`, or refuses the route's user a queue: a
+/// configuration mistake that may be fixed) is retried.
 fn classify(e: &RemoteError) -> HopError {
     let text = error_chain(e);
     match e {
+        RemoteError::Queue(QueueError::PermissionDenied(_)) => HopError::Unavailable(text),
         RemoteError::Queue(q) if q.is_permanent() => HopError::Refused(text),
         _ => HopError::Unavailable(text),
     }

@@ -324,7 +324,9 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn redrive(&self, queue: String) -> Result<u64, QueueError> {
+        // Moving dead letters reads them out of QUEUE.dlq: manage both.
         check(Action::QueueManage, &queue)?;
+        check(Action::QueueManage, &format!("{queue}.dlq"))?;
         Ok(self.queue(&queue)?.redrive().await?)
     }
 
