@@ -20,7 +20,7 @@
 
 use std::io::Write;
 
-use crate::cli_args::DEFAULT_BROKER;
+use crate::cli_args::BrokerAddr;
 use crate::cli_input::body_json;
 use crate::cli_queue::{check_known, queues_json, write_table, QueuesArgs};
 use crate::pubsub::RemoteBus;
@@ -31,8 +31,8 @@ use crate::run::BoxError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -136,7 +136,7 @@ pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     };
     match verb {
         ConnVerb::List { common } => {
-            let list = connect(common.broker).await?.connections().await?;
+            let list = connect(common.broker.addr).await?.connections().await?;
             if common.json {
                 writeln!(out, "{}", serde_json::to_string(&list)?)?;
             } else {
@@ -158,7 +158,11 @@ pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
             }
         }
         ConnVerb::Close { common, id } => {
-            if !connect(common.broker).await?.close_connection(id).await? {
+            if !connect(common.broker.addr)
+                .await?
+                .close_connection(id)
+                .await?
+            {
                 return Err(format!("no open connection {id}").into());
             }
             let v = serde_json::json!({ "connection": id, "closed": true });
@@ -195,7 +199,7 @@ pub enum ConsumerVerb {
 pub async fn consumer(verb: ConsumerVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     match verb {
         ConsumerVerb::List { common } => {
-            let list = queues(&common.broker).await?.consumers().await?;
+            let list = queues(&common.broker.addr).await?.consumers().await?;
             if common.json {
                 let rows: Vec<_> = list
                     .iter()
@@ -210,7 +214,11 @@ pub async fn consumer(verb: ConsumerVerb, out: &mut dyn Write) -> Result<(), Box
             }
         }
         ConsumerVerb::Close { common, id } => {
-            if !queues(&common.broker).await?.close_consumer(id).await? {
+            if !queues(&common.broker.addr)
+                .await?
+                .close_consumer(id)
+                .await?
+            {
                 return Err(format!("no consumer {id} attached").into());
             }
             let v = serde_json::json!({ "consumer": id, "closed": true });
@@ -265,7 +273,7 @@ fn print(
 pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     match verb {
         QueueVerb::List(args) => {
-            let broker = queues(&args.broker).await?;
+            let broker = queues(&args.broker.addr).await?;
             let list = broker.queues().await?;
             if args.json {
                 writeln!(out, "{}", queues_json(&list))?;
@@ -278,7 +286,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
             count,
             queue,
         } => {
-            let broker = queues(&common.broker).await?;
+            let broker = queues(&common.broker.addr).await?;
             let found = broker.queue(&queue).peek(count).await?;
             for m in found {
                 let id = crate::queue::MessageId(m.id).to_string();
@@ -312,7 +320,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
             }
         }
         QueueVerb::Purge { common, queue } => {
-            let broker = queues(&common.broker).await?;
+            let broker = queues(&common.broker.addr).await?;
             let n = broker.queue(&queue).purge().await?;
             let v = serde_json::json!({ "queue": queue, "purged": n });
             print(
@@ -323,7 +331,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
             )?;
         }
         QueueVerb::Delete { common, queue } => {
-            let broker = queues(&common.broker).await?;
+            let broker = queues(&common.broker.addr).await?;
             let n = broker.queue(&queue).delete().await?;
             let v = serde_json::json!({ "queue": queue, "deleted": n });
             print(
@@ -334,7 +342,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
             )?;
         }
         QueueVerb::Redrive { common, queue } => {
-            let broker = queues(&common.broker).await?;
+            let broker = queues(&common.broker.addr).await?;
             check_known(&broker, &queue).await?;
             let n = broker.queue(&queue).redrive().await?;
             let v = serde_json::json!({ "queue": queue, "moved": n });
@@ -352,7 +360,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
 pub async fn durable(verb: DurableVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     match verb {
         DurableVerb::List { common } => {
-            let stats = bus(&common.broker).await?.stats().await?;
+            let stats = bus(&common.broker.addr).await?.stats().await?;
             if common.json {
                 let rows: Vec<_> = stats
                     .durable
@@ -381,7 +389,7 @@ pub async fn durable(verb: DurableVerb, out: &mut dyn Write) -> Result<(), BoxEr
             }
         }
         DurableVerb::Delete { common, name } => {
-            let existed = bus(&common.broker)
+            let existed = bus(&common.broker.addr)
                 .await?
                 .unsubscribe_durable(&name)
                 .await?;
@@ -408,7 +416,7 @@ pub async fn retained(verb: RetainedVerb, out: &mut dyn Write) -> Result<(), Box
     match verb {
         RetainedVerb::Clear { common, topic } => {
             crate::pubsub::Topic::new(&topic)?;
-            let had = bus(&common.broker)
+            let had = bus(&common.broker.addr)
                 .await?
                 .clear_retained(topic.as_str())
                 .await?;

@@ -9,6 +9,15 @@ pub const DEFAULT_BROKER: &str = "127.0.0.1:7800";
 /// (an empty value counts as unset).
 pub const BROKER_ENV: &str = "MW_BROKER";
 
+/// `--broker ADDR`, else `$MW_BROKER`, else [`DEFAULT_BROKER`]: the broker a client verb
+/// talks to. Flattened into every verb's arguments (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerAddr {
+    /// The broker's address.
+    #[arg(long = "broker", id = "broker", value_name = "BROKER", env = BROKER_ENV, default_value = DEFAULT_BROKER)]
+    pub addr: String,
+}
+
 /// Parses a byte size: a number with an optional unit, `B`, `KiB`/`K`/`KB`, `MiB`/`M`/`MB`
 /// or `GiB`/`G`/`GB` (all powers of 1024; case-insensitive): `4194304`, `4MiB`, `64k`.
 ///

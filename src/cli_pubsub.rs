@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cli_args::DEFAULT_BROKER;
+use crate::cli_args::BrokerAddr;
 use crate::cli_input::{body_json, item_name, spawn_reader, Source};
 use crate::cli_space::parse_secs;
 use crate::pubsub::{PubSubError, PublishReport, RemoteBus, SlowConsumerPolicy, SubscribeOptions};
@@ -29,8 +29,8 @@ use crate::run::BoxError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PubArgs {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// Keep the message as the topic's retained message for late subscribers (an empty
     /// one clears it).
     #[arg(long)]
@@ -57,8 +57,8 @@ pub struct PubArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubArgs {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// Read (creating it if new) the durable subscription NAME, acknowledging each event.
     #[arg(long, value_name = "NAME")]
     pub durable: Option<String>,
@@ -115,7 +115,7 @@ pub async fn publish(args: PubArgs, out: &mut dyn Write) -> Result<(), BoxError>
     let source = Source::from_flags(args.message.clone(), args.file.clone(), args.framed)?;
     let item = item_name(&source);
     let single = source.is_single();
-    let bus = connect(&args.broker).await?;
+    let bus = connect(&args.broker.addr).await?;
     let publish = |body: Bytes| publish_one(bus.clone(), args.topic.clone(), body, args.retain);
     let mut refused = Vec::new();
     let mut report = |n: u64, r: Result<PublishReport, PubSubError>, out: &mut dyn Write| match r {
@@ -222,7 +222,7 @@ async fn within<T>(
 /// slow-consumer disconnect, or no event within `--timeout`.
 pub async fn subscribe(args: SubArgs, out: &mut impl Write) -> Result<(), BoxError> {
     crate::pubsub::Pattern::new(&args.pattern)?;
-    let bus = connect(&args.broker).await?;
+    let bus = connect(&args.broker.addr).await?;
     let limit = args.count.unwrap_or(u64::MAX);
     let mut seen = 0u64;
     let pattern = args.pattern.as_str();

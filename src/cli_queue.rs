@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cli_args::DEFAULT_BROKER;
+use crate::cli_args::BrokerAddr;
 use crate::cli_input::{body_json, item_name, spawn_reader, write_framed, Source};
 use crate::cli_space::parse_secs;
 use crate::queue::remote::{QueueError, QueueInfo, RemoteQueues};
@@ -43,8 +43,8 @@ const SEND_BATCH: usize = 1000;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// The queue.
     pub queue: String,
     /// The message; without it (and without --file or --framed), each line of stdin is one
@@ -74,8 +74,8 @@ pub struct SendArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecvArgs {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// Exit after N messages (default: run until interrupted).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -140,7 +140,8 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         }
         m
     };
-    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
+    let broker =
+        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
     let queue = broker.queue(&args.queue);
     let single = source.is_single();
     let mut input = spawn_reader(source);
@@ -229,7 +230,8 @@ pub fn refused_error(item: &str, done: &str, refused: &[u64]) -> Result<(), BoxE
 /// An unreachable or lost broker, an invalid or unknown queue name, a failed write to
 /// `out`, no message within `--timeout`.
 pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
-    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
+    let broker =
+        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
     check_known(&broker, &args.queue).await?;
     let queue = broker.queue(&args.queue);
     let options = ConsumerOptions {
@@ -325,8 +327,8 @@ pub async fn check_known(broker: &RemoteQueues, name: &str) -> Result<(), BoxErr
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueuesArgs {
     /// The broker's address.
-    #[arg(long, env = "MW_BROKER", default_value = DEFAULT_BROKER)]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerAddr,
     /// Print a JSON array of objects (name, depth, delayed, in_flight, consumers,
     /// dead_letters) instead of the table; names are never shortened.
     #[arg(long)]
@@ -339,7 +341,8 @@ pub struct QueuesArgs {
 ///
 /// An unreachable broker.
 pub async fn queues(args: QueuesArgs, out: &mut dyn Write) -> Result<(), BoxError> {
-    let broker = RemoteQueues::connect_with(&args.broker, crate::cli_tls::client_config()).await?;
+    let broker =
+        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
     let list = broker.queues().await?;
     if args.json {
         writeln!(out, "{}", queues_json(&list))?;

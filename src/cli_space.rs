@@ -20,6 +20,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::cli_args::BrokerAddr;
 use crate::pubsub::SubscribeOptions;
 use crate::run::BoxError;
 use crate::space::{Pattern, RemoteSpace, SpaceError, Tuple, Wait};
@@ -27,50 +28,89 @@ use crate::space::{Pattern, RemoteSpace, SpaceError, Tuple, Wait};
 /// The error text when nothing matched.
 pub const NO_MATCH: &str = "no matching tuple";
 
-/// What `mw space` is asked to do.
-#[derive(Debug, Clone)]
+/// A `mw space` verb and its arguments. Tuples and patterns are JSON arrays: `'["task", 7]'`;
+/// in patterns `null` matches any value and `{"?": "int"}` any int (string, int, float,
+/// bool, bytes).
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Op {
-    /// `out TUPLE [--lease SECS]`.
+    /// Write TUPLE into the space; prints its id once the broker has it durably.
     Out {
-        /// The tuple's JSON text.
-        tuple: String,
-        /// Lease after which the tuple disappears.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// Remove the tuple after SECS seconds if nobody took it.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
         lease: Option<Duration>,
+        /// The tuple, such as '["task", 7]'.
+        tuple: String,
     },
-    /// `rd PATTERN [--timeout SECS]`.
+    /// Print a tuple matching PATTERN, leaving it in the space; waits for one to come.
     Rd {
-        /// The pattern's JSON text.
-        pattern: String,
-        /// How long to wait; `None` waits until a match comes.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
         timeout: Option<Duration>,
+        /// The pattern, such as '["task", {"?": "int"}]'.
+        pattern: String,
     },
-    /// `in PATTERN [--timeout SECS]`.
+    /// Remove and print a tuple matching PATTERN; waits for one to come.
     In {
-        /// The pattern's JSON text.
-        pattern: String,
-        /// How long to wait; `None` waits until a match comes.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
         timeout: Option<Duration>,
+        /// The pattern, such as '["task", {"?": "int"}]'.
+        pattern: String,
     },
-    /// `rdp PATTERN`.
+    /// Print a tuple matching PATTERN without waiting (exit 1 if there is none).
     Rdp {
-        /// The pattern's JSON text.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// The pattern, such as '["task", null]'.
         pattern: String,
     },
-    /// `inp PATTERN`.
+    /// Remove and print a tuple matching PATTERN without waiting (exit 1 if there is none).
     Inp {
-        /// The pattern's JSON text.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// The pattern, such as '["task", null]'.
         pattern: String,
     },
-    /// `notify PATTERN [--count N] [--timeout SECS]`.
+    /// Print each tuple matching PATTERN as it is written (until Ctrl-C or N tuples).
     Notify {
-        /// The pattern's JSON text.
-        pattern: String,
-        /// Exit after this many tuples.
+        /// The broker's address.
+        #[command(flatten)]
+        broker: BrokerAddr,
+        /// Exit after N tuples.
+        #[arg(long)]
         count: Option<u64>,
-        /// Give up when no tuple comes within this long (of subscribing, or of the
-        /// previous one).
+        /// Give up (exit 1) when no tuple is written within SECS seconds of subscribing or
+        /// of the previous one; default: wait forever.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         timeout: Option<Duration>,
+        /// The pattern, such as '["result", null, null]'.
+        pattern: String,
     },
+}
+
+impl Op {
+    /// The broker the verb talks to.
+    pub fn broker(&self) -> &str {
+        match self {
+            Op::Out { broker, .. }
+            | Op::Rd { broker, .. }
+            | Op::In { broker, .. }
+            | Op::Rdp { broker, .. }
+            | Op::Inp { broker, .. }
+            | Op::Notify { broker, .. } => &broker.addr,
+        }
+    }
 }
 
 /// Parses `SECS` (a non-negative number, fractions allowed) for `--timeout` and `--lease`.
@@ -109,14 +149,16 @@ fn print(out: &mut dyn Write, found: Option<Tuple>) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Runs one `mw space` verb against the broker at `broker`, printing to `out`.
+/// Runs one `mw space` verb against its broker, printing to `out`.
 ///
 /// # Errors
 /// Bad JSON or a bad pattern (before connecting), an unreachable broker, a refusal from
 /// the broker (limits, full space), or [`NO_MATCH`].
-pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxError> {
+pub async fn run(op: Op, out: &mut dyn Write) -> Result<(), BoxError> {
+    let broker = op.broker().to_owned();
+    let broker = broker.as_str();
     match op {
-        Op::Out { tuple, lease } => {
+        Op::Out { tuple, lease, .. } => {
             let tuple = Tuple::from_json(&tuple)?;
             if lease.is_some_and(|d| d.is_zero()) {
                 return Err("--lease must be more than 0 seconds".into());
@@ -128,22 +170,26 @@ pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxErr
             };
             writeln!(out, "{id}")?;
         }
-        Op::Rd { pattern, timeout } => {
+        Op::Rd {
+            pattern, timeout, ..
+        } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;
             print(out, space.rd(&pattern, wait(timeout)).await?)?;
         }
-        Op::In { pattern, timeout } => {
+        Op::In {
+            pattern, timeout, ..
+        } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;
             print(out, space.in_(&pattern, wait(timeout)).await?)?;
         }
-        Op::Rdp { pattern } => {
+        Op::Rdp { pattern, .. } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;
             print(out, space.rdp(&pattern).await?)?;
         }
-        Op::Inp { pattern } => {
+        Op::Inp { pattern, .. } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;
             print(out, space.inp(&pattern).await?)?;
@@ -152,6 +198,7 @@ pub async fn run(broker: &str, op: Op, out: &mut dyn Write) -> Result<(), BoxErr
             pattern,
             count,
             timeout,
+            ..
         } => {
             let pattern = Pattern::from_json(&pattern)?;
             let space = connect(broker).await?;

@@ -159,9 +159,7 @@ impl Collector for BrokerCollector {
         )?;
 
         // Blocking reads, at most one record per queue: scrapes run on the blocking pool.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = mw_core::time::unix_ms();
         let ages = queues.iter().map(|(n, _)| {
             let sent = self.queues.oldest_sent_ms_blocking(n).ok().flatten();
             let age = sent.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0);

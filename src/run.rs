@@ -6,6 +6,8 @@ use std::time::Duration;
 use mw_rpc::registry::LeaseKeeper;
 use mw_rpc::{Channel, RpcError, Server, ServiceId};
 
+pub use mw_core::error::chain;
+
 /// Lease length servers ask the registry for. Renewed every third of it.
 pub const REGISTRY_TTL: Duration = Duration::from_secs(10);
 
@@ -221,22 +223,6 @@ pub fn exit<E: std::error::Error>(program: &str, result: Result<(), E>) -> std::
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `error` and its sources joined with `: `, skipping a source whose text the previous
-/// message already contains.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut msg = error.to_string();
-    let mut src = error.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 /// A boxed error for binaries and examples.

@@ -49,19 +49,8 @@ async fn connect(addr: &str, tls: Option<TlsClient>) -> Result<EchoClient, Strin
     };
     match within("connect", Channel::connect_with(addr, config)).await {
         Ok(ch) => Ok(EchoClient::new(ch)),
-        Err(e) => Err(error_chain(&e)),
+        Err(e) => Err(mw::run::chain(&e)),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn echo_ok(c: &EchoClient) {
@@ -79,7 +68,7 @@ async fn connect_and_call(addr: &str, tls: Option<TlsClient>) -> Result<(), Stri
     within("echo", c.echo("x".into()))
         .await
         .map(|_| ())
-        .map_err(|e| error_chain(&e))
+        .map_err(|e| mw::run::chain(&e))
 }
 
 struct Pki {

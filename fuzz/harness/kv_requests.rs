@@ -99,7 +99,7 @@ async fn operations(data: &[u8]) {
                     0 => Some(Version(c.u64() % 8)),
                     _ => None,
                 };
-                let durability = if c.u8() % 2 == 0 {
+                let durability = if c.u8().is_multiple_of(2) {
                     Durability::Sync
                 } else {
                     Durability::Buffered

@@ -113,7 +113,7 @@ async fn reopen(dir: &Path) {
 /// Runs one input (see the module docs).
 pub fn run(data: &[u8]) {
     let mut c = Cursor::new(data);
-    let engine = if c.u8() % 2 == 0 {
+    let engine = if c.u8().is_multiple_of(2) {
         Engine::Fjall
     } else {
         Engine::Redb

@@ -658,7 +658,7 @@ async fn closed_loop<C: Caller>(
                     }
                     // Time one call in LATENCY_SAMPLE: clock reads and histogram updates
                     // on every call would cost the client (the bottleneck) several percent.
-                    let timed = ph == MEASURE && n % LATENCY_SAMPLE == 0;
+                    let timed = ph == MEASURE && n.is_multiple_of(LATENCY_SAMPLE);
                     let t0 = timed.then(Instant::now);
                     let r = c.call(n).await?;
                     if r != n + 1 {
@@ -884,7 +884,7 @@ async fn raw_pipelined(
                 while let Some((used, _, id, _)) = parse_frame(&r[pos..])? {
                     pos += used;
                     done += 1;
-                    if measuring && (count + done as u64) % LATENCY_SAMPLE == 0 {
+                    if measuring && (count + done as u64).is_multiple_of(LATENCY_SAMPLE) {
                         hist.saturating_record(now.saturating_sub(id).max(1));
                     }
                 }

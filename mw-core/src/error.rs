@@ -1,4 +1,5 @@
-//! Errors of the transport layer.
+//! Errors of the transport layer, and [`chain`], the one way mw prints an error with its
+//! causes.
 
 use std::io;
 
@@ -90,4 +91,29 @@ pub enum CoreError {
     /// Any other I/O failure.
     #[error("i/o error")]
     Io(#[from] io::Error),
+}
+
+/// `error` and its sources joined with `: ` on one line, skipping a source whose text the
+/// previous messages already contain (a `#[error("...: {0}")]` wrapper repeats its cause).
+///
+/// Binaries print this once where a task ends; messages that travel (a queue's `Io` error
+/// text) carry it so the far side sees the cause too.
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// let e = mw_core::FrameError::Io(io);
+/// assert_eq!(mw_core::error::chain(&e), "i/o error: disk full");
+/// ```
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut msg = error.to_string();
+    let mut src = error.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    msg
 }

@@ -15,7 +15,9 @@
 //! - [`tls`]: TLS on TCP connections (rustls): [`tls::TlsServer`], [`tls::TlsClient`].
 //! - [`connection`]: the batching writer ([`Outbox`]), the frame reader, and the
 //!   client/server connection set-up.
-//! - [`error`]: [`CoreError`] and [`FrameError`].
+//! - [`error`]: [`CoreError`] and [`FrameError`]; [`error::chain`], how every binary
+//!   and log line prints an error with its causes.
+//! - [`time`]: wall-clock milliseconds ([`time::unix_ms`]) and saturating conversion.
 //!
 //! PROTOCOL.md at the repository root specifies the bytes.
 #![deny(missing_docs)]
@@ -25,6 +27,7 @@ pub mod error;
 pub mod fault;
 pub mod frame;
 pub mod handshake;
+pub mod time;
 pub mod tls;
 pub mod transport;
 

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -73,9 +72,7 @@ impl Connections {
         let id = t.next_id;
         let calls = Arc::new(AtomicU64::new(0));
         let close = parent.child_token();
-        let opened_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let opened_at_ms = mw_core::time::unix_ms();
         t.open.insert(
             id,
             Entry {

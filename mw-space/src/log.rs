@@ -2,7 +2,7 @@
 //! compaction.
 //!
 //! A persistent space keeps `DIR/space.log` (format in [`format`]) and a `LOCK` file held
-//! with `flock` while the space is open. Every write (`out`) and every confirmed take is
+//! with an exclusive lock (`File::try_lock`, `flock` on Unix) while the space is open. Every write (`out`) and every confirmed take is
 //! one record, appended by a dedicated thread (not a tokio worker): it takes every record
 //! waiting, writes them with one `pwrite`, fsyncs once as the [`FsyncPolicy`] says, then
 //! runs each record's completion — so concurrent writers share one fsync (group commit).
@@ -24,13 +24,13 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use mw_core::time::unix_ms;
 use mw_queue::FsyncPolicy;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
@@ -120,13 +120,6 @@ impl std::fmt::Debug for Log {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn lock_dir(dir: &Path) -> Result<File, SpaceError> {
     let path = dir.join("LOCK");
     let f = OpenOptions::new()
@@ -136,16 +129,13 @@ fn lock_dir(dir: &Path) -> Result<File, SpaceError> {
         .write(true)
         .open(&path)
         .map_err(|e| SpaceError::storage("open", &path, e))?;
-    // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(SpaceError::Locked(dir.display().to_string()));
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(SpaceError::Locked(dir.display().to_string()))
         }
-        return Err(SpaceError::storage("lock", &path, err));
+        Err(std::fs::TryLockError::Error(e)) => Err(SpaceError::storage("lock", &path, e)),
     }
-    Ok(f)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -171,7 +161,7 @@ impl Log {
             .open(&path)
             .map_err(|e| SpaceError::storage("open", &path, e))?;
         let data = std::fs::read(&path).map_err(|e| SpaceError::storage("read", &path, e))?;
-        let mut recovered = format::scan(&path.display().to_string(), &data, wall_ms())?;
+        let mut recovered = format::scan(&path.display().to_string(), &data, unix_ms())?;
         drop(data);
         if recovered.end == 0 {
             // New (or cut short while being created): write the header.
@@ -440,7 +430,7 @@ impl Writer {
     }
 
     fn compact(&mut self) -> std::io::Result<()> {
-        let now_ms = wall_ms();
+        let now_ms = unix_ms();
         let tmp = self.dir.join(COMPACT_FILE);
         let mut live: Vec<(u64, Loc)> = self
             .mirror

@@ -48,11 +48,12 @@ use crate::config::Config;
 use crate::error::{Result, SpaceError};
 use crate::index::{Entry, Index};
 use crate::log::format::{self, Recovered};
-use crate::log::{wall_ms, Append, Done, Effect, Log, LogStats};
+use crate::log::{Append, Done, Effect, Log, LogStats};
 use crate::notify::{self, Notifications};
 use crate::pattern::Pattern;
 use crate::value::{Tuple, TupleId};
 use crate::waiters::{Delivery, Kind, Waiter, Waiters};
+use mw_core::time::{millis, unix_ms};
 
 /// How long `rd` / `in` wait for a match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -501,7 +502,7 @@ impl Space {
 
     fn from_parts(config: Config, bus: Bus, log: Option<Log>, recovered: Recovered) -> Space {
         let now = Instant::now();
-        let now_ms = wall_ms();
+        let now_ms = unix_ms();
         let mut state = State {
             next_id: recovered.max_id + 1,
             ..State::default()
@@ -583,10 +584,10 @@ impl Space {
         let now = Instant::now();
         let (expires, expires_ms) = match lease {
             None => (None, 0),
-            Some(d) => {
-                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                (now.checked_add(d), wall_ms().saturating_add(ms).max(1))
-            }
+            Some(d) => (
+                now.checked_add(d),
+                unix_ms().saturating_add(millis(d)).max(1),
+            ),
         };
         let id = {
             let mut st = self.shared.lock();

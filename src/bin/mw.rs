@@ -80,7 +80,7 @@ enum Command {
     #[command(after_help = SPACE_HELP)]
     Space {
         #[command(subcommand)]
-        verb: SpaceVerb,
+        verb: mw::cli_space::Op,
     },
     /// Print an argon2 hash of PASSWORD (or of the first line of stdin) for an auth file
     /// (`password = "..."`, or a token's secret in `tokens = [...]`).
@@ -244,114 +244,6 @@ Patterns are arrays of the same length; null matches any value and {\"?\": \"int
 Found tuples are printed as JSON on one line; nothing found prints `no matching tuple`
 and exits with status 1.";
 
-/// `mw space` verbs. Tuples and patterns are JSON arrays: `'["task", 7]'`; in patterns
-/// `null` matches any value and `{"?": "int"}` any int (string, int, float, bool, bytes).
-#[derive(Debug, Subcommand)]
-enum SpaceVerb {
-    /// Write TUPLE into the space; prints its id once the broker has it durably.
-    Out {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Remove the tuple after SECS seconds if nobody took it.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
-        lease: Option<std::time::Duration>,
-        /// The tuple, such as '["task", 7]'.
-        tuple: String,
-    },
-    /// Print a tuple matching PATTERN, leaving it in the space; waits for one to come.
-    Rd {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
-        timeout: Option<std::time::Duration>,
-        /// The pattern, such as '["task", {"?": "int"}]'.
-        pattern: String,
-    },
-    /// Remove and print a tuple matching PATTERN; waits for one to come.
-    In {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Give up after SECS seconds (exit 1, `no matching tuple`); default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs, allow_negative_numbers = true)]
-        timeout: Option<std::time::Duration>,
-        /// The pattern, such as '["task", {"?": "int"}]'.
-        pattern: String,
-    },
-    /// Print a tuple matching PATTERN without waiting (exit 1 if there is none).
-    Rdp {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// The pattern, such as '["task", null]'.
-        pattern: String,
-    },
-    /// Remove and print a tuple matching PATTERN without waiting (exit 1 if there is none).
-    Inp {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// The pattern, such as '["task", null]'.
-        pattern: String,
-    },
-    /// Print each tuple matching PATTERN as it is written (until Ctrl-C or N tuples).
-    Notify {
-        /// The broker's address.
-        #[arg(long, env = "MW_BROKER", default_value = mw::cli_args::DEFAULT_BROKER)]
-        broker: String,
-        /// Exit after N tuples.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Give up (exit 1) when no tuple is written within SECS seconds of subscribing or
-        /// of the previous one; default: wait forever.
-        #[arg(long, value_name = "SECS", value_parser = mw::cli_space::parse_secs)]
-        timeout: Option<std::time::Duration>,
-        /// The pattern, such as '["result", null, null]'.
-        pattern: String,
-    },
-}
-
-impl SpaceVerb {
-    fn into_op(self) -> (String, mw::cli_space::Op) {
-        use mw::cli_space::Op;
-        match self {
-            SpaceVerb::Out {
-                broker,
-                lease,
-                tuple,
-            } => (broker, Op::Out { tuple, lease }),
-            SpaceVerb::Rd {
-                broker,
-                timeout,
-                pattern,
-            } => (broker, Op::Rd { pattern, timeout }),
-            SpaceVerb::In {
-                broker,
-                timeout,
-                pattern,
-            } => (broker, Op::In { pattern, timeout }),
-            SpaceVerb::Rdp { broker, pattern } => (broker, Op::Rdp { pattern }),
-            SpaceVerb::Inp { broker, pattern } => (broker, Op::Inp { pattern }),
-            SpaceVerb::Notify {
-                broker,
-                count,
-                timeout,
-                pattern,
-            } => (
-                broker,
-                Op::Notify {
-                    pattern,
-                    count,
-                    timeout,
-                },
-            ),
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -413,10 +305,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Lookup { registry, json } => lookup(&registry, json).await,
         Command::Passwd { secret } => passwd(secret),
-        Command::Space { verb } => {
-            let (broker, op) = verb.into_op();
-            mw::cli_space::run(&broker, op, &mut std::io::stdout()).await
-        }
+        Command::Space { verb } => mw::cli_space::run(verb, &mut std::io::stdout()).await,
         Command::Send(args) => mw::cli_queue::send(args, &mut std::io::stdout()).await,
         Command::Recv(args) => mw::cli_queue::recv(args, &mut std::io::stdout()).await,
         Command::Queues(args) => mw::cli_queue::queues(args, &mut std::io::stdout()).await,

@@ -283,7 +283,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// An exclusive `flock` on the data directory, held while the store is open.
+/// An exclusive lock ([`fs::File::try_lock`], `flock` on Unix) on the data directory, held
+/// while the store is open.
 struct DirLock {
     /// Held, never read: closing it releases the lock.
     _file: fs::File,
@@ -292,20 +293,18 @@ struct DirLock {
 impl DirLock {
     #[cfg(unix)]
     fn acquire(dir: &Path) -> std::io::Result<DirLock> {
-        use std::os::unix::io::AsRawFd;
         let file = fs::File::open(dir)?;
-        // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-                std::io::Error::new(
-                    e.kind(),
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
                     "the store is open already (by this or another process)",
-                )
-            } else {
-                std::io::Error::new(e.kind(), format!("cannot lock: {e}"))
-            });
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(std::io::Error::new(e.kind(), format!("cannot lock: {e}")))
+            }
         }
         Ok(DirLock { _file: file })
     }

@@ -55,11 +55,8 @@ pub(crate) struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, millis);
         Clock {
-            base_ms: wall,
+            base_ms: mw::core::time::unix_ms(),
             base: tokio::time::Instant::now(),
         }
     }
@@ -69,9 +66,7 @@ impl Clock {
     }
 }
 
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use mw::core::time::millis;
 
 /// Committed state shared by the writer and readers.
 #[derive(Debug)]

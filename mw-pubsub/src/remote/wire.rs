@@ -17,6 +17,9 @@
 //! dropped_before: always 0 in publish batches
 //! ```
 //!
+//! Each event is exactly the postcard encoding of `(topic: &str, dropped_before: u64,
+//! payload: bytes)`, so postcard writes and reads it.
+//!
 //! Repeating topics cost one byte, and the decoder re-uses the previous [`Topic`] instead of
 //! validating and allocating it again.
 
@@ -30,38 +33,15 @@ use crate::subscriber::SlowConsumerPolicy;
 use crate::topic::Topic;
 
 /// Opaque bytes that postcard encodes as one length-prefixed byte string (not a sequence of
-/// numbers), so encoding and decoding are one copy.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// numbers), so encoding and decoding are one copy: `bytes`' `serde` feature serializes
+/// [`Bytes`] with `serialize_bytes`.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Blob(pub Bytes);
 
 impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Blob({} bytes)", self.0.len())
-    }
-}
-
-impl Serialize for Blob {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(Bytes::copy_from_slice(v)))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob(Bytes::from(v)))
-            }
-        }
-        d.deserialize_byte_buf(V)
     }
 }
 
@@ -323,31 +303,29 @@ pub struct RemoteStats {
 // ---------------------------------------------------------------------------
 // Batch encoding.
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
+// Each event is the postcard encoding of `(topic, dropped_before, payload)` with `topic` a
+// `&str` (varint length + bytes, empty for "same as before"), `dropped_before` a `u64` (varint)
+// and `payload` a byte string (varint length + bytes). The encoder writes the payload with one
+// `put_slice` after postcard has written its length, instead of serializing it byte by byte.
 
-fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let Some(&b) = src.get(*pos) else {
-            return Err(RemoteError::Malformed(format!(
-                "batch ends inside a varint at byte {pos}"
-            )));
-        };
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
+/// The header of one event: everything but the payload's bytes.
+type EventHeader<'a> = (&'a str, u64, u64);
+
+/// One decoded event, borrowing from the batch.
+type EventRef<'a> = (&'a str, u64, &'a [u8]);
+
+/// `RemoteError` for a postcard error at byte `pos` of a batch: a topic that is not UTF-8 is
+/// an invalid name, anything else a malformed batch.
+fn batch_error(e: postcard::Error, pos: usize) -> RemoteError {
+    match e {
+        postcard::Error::DeserializeBadUtf8 => {
+            RemoteError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
         }
+        postcard::Error::DeserializeBadVarint => {
+            RemoteError::Malformed(format!("varint longer than 10 bytes at byte {pos}"))
+        }
+        other => RemoteError::Malformed(format!("event at byte {pos}: {other}")),
     }
-    Err(RemoteError::Malformed(format!(
-        "varint longer than 10 bytes before byte {pos}"
-    )))
 }
 
 /// Appends events to a batch, writing a topic only when it differs from the previous one.
@@ -366,15 +344,16 @@ impl BatchEncoder {
 
     /// Appends one event.
     pub fn push(&mut self, topic: &Topic, payload: &[u8], dropped_before: u64) {
-        if self.last_topic.as_ref() == Some(topic) {
-            put_varint(&mut self.buf, 0);
+        let name = if self.last_topic.as_ref() == Some(topic) {
+            ""
         } else {
-            put_varint(&mut self.buf, topic.as_str().len() as u64);
-            self.buf.put_slice(topic.as_str().as_bytes());
             self.last_topic = Some(topic.clone());
-        }
-        put_varint(&mut self.buf, dropped_before);
-        put_varint(&mut self.buf, payload.len() as u64);
+            topic.as_str()
+        };
+        let header: EventHeader<'_> = (name, dropped_before, payload.len() as u64);
+        // Serializing strings and integers into an `Extend` sink cannot fail.
+        self.buf = postcard::to_extend(&header, std::mem::take(&mut self.buf))
+            .expect("postcard writes a str and integers into a BytesMut");
         self.buf.put_slice(payload);
         self.count += 1;
     }
@@ -411,35 +390,21 @@ impl BatchEncoder {
 /// before it have been passed to `f`.
 pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteError> {
     let src = &blob.0[..];
-    let mut pos = 0;
+    let mut rest = src;
     let mut topic: Option<Topic> = None;
-    while pos < src.len() {
-        let len = get_varint(src, &mut pos)? as usize;
-        if len > 0 {
-            let Some(raw) = src.get(pos..pos.saturating_add(len)) else {
-                return Err(RemoteError::Malformed(format!(
-                    "topic of {len} bytes runs past the end of the batch at byte {pos}"
-                )));
-            };
-            let name = std::str::from_utf8(raw).map_err(|_| {
-                RemoteError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
-            })?;
+    while !rest.is_empty() {
+        let pos = src.len() - rest.len();
+        let ((name, dropped_before, payload), tail) =
+            postcard::take_from_bytes::<EventRef<'_>>(rest).map_err(|e| batch_error(e, pos))?;
+        rest = tail;
+        if !name.is_empty() {
             topic = Some(Topic::new(name).map_err(|e| RemoteError::from(&e))?);
-            pos += len;
         }
         let Some(t) = &topic else {
             return Err(RemoteError::Malformed(
                 "first event of a batch repeats a previous topic".into(),
             ));
         };
-        let dropped_before = get_varint(src, &mut pos)?;
-        let plen = get_varint(src, &mut pos)? as usize;
-        let Some(payload) = src.get(pos..pos.saturating_add(plen)) else {
-            return Err(RemoteError::Malformed(format!(
-                "payload of {plen} bytes runs past the end of the batch at byte {pos}"
-            )));
-        };
-        pos += plen;
         let mut event = Event::new(t.clone(), Bytes::copy_from_slice(payload));
         event.dropped_before = dropped_before;
         f(event);
