@@ -77,26 +77,14 @@ impl Increment for Impl {
     async fn unit(&self, _a: u8, _b: String, _c: Vec<u32>) {}
 }
 
-// postcard is not a dependency of the facade; the argument tuples used below are
-// simple enough to encode by hand.
-
-/// postcard varint of an unsigned integer.
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
+/// postcard encoding of an unsigned integer (a varint).
+fn varint(v: u64) -> Vec<u8> {
+    postcard::to_stdvec(&v).expect("a u64 always encodes")
 }
 
-/// postcard zigzag varint of a signed integer.
+/// postcard encoding of a signed integer (a zigzag varint).
 fn zigzag(v: i64) -> Vec<u8> {
-    varint(((v << 1) ^ (v >> 63)) as u64)
+    postcard::to_stdvec(&v).expect("an i64 always encodes")
 }
 
 async fn run_unary(h: Handler) -> Result<bytes::Bytes, ServerError> {
