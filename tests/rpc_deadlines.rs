@@ -123,12 +123,12 @@ async fn deadline_in_request_alone_stops_handler_on_server(t: Transport) {
     })
     .await;
     let stream = common::raw_connect(&server).await;
-    let (mut reader, outbox, _writer) =
+    let (mut reader, write_buf, _writer) =
         mw::core::client_connection(stream, &TransportConfig::default())
             .await
             .expect("handshake");
     // Method 1 (`hang`) takes no arguments: the body is the call header alone.
-    outbox
+    write_buf
         .push_with(FrameKind::Request, 0, 42, |b| {
             put_call_header(b, 50, "slow", 1, 1);
             Ok::<_, mw::core::CoreError>(())
@@ -146,7 +146,7 @@ async fn deadline_in_request_alone_stops_handler_on_server(t: Transport) {
         .reaches(1, "handler dropped at the deadline")
         .await;
     // A deadline of 0 means none: a quick call with deadline 0 still gets its answer.
-    outbox
+    write_buf
         .push_with(FrameKind::Request, 0, 43, |b| {
             put_call_header(b, 0, "slow", 1, 2);
             b.extend_from_slice(&[9]); // postcard u64 9

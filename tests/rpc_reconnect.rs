@@ -175,13 +175,13 @@ async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
         let closed = closed.clone();
         async move {
             let (stream, _) = listener.accept().await.expect("accept");
-            let (mut reader, outbox, _writer) =
+            let (mut reader, write_buf, _writer) =
                 mw::core::server_connection(stream, &Default::default())
                     .await
                     .expect("handshake");
             while let Some(Ok(frame)) = reader.next().await {
                 if frame.kind == FrameKind::Ping {
-                    outbox.push(FrameKind::Pong, 0, frame.id, &[]).unwrap();
+                    write_buf.push(FrameKind::Pong, 0, frame.id, &[]).unwrap();
                 }
             }
             closed.incr();

@@ -201,12 +201,12 @@ async fn stuck_handler_is_abandoned_after_drain_timeout(t: Transport) {
 async fn call_arriving_during_drain_is_refused_as_shutting_down(t: Transport) {
     let (server, probe) = setup(t, PATIENT).await;
     let stream = common::raw_connect(&server).await;
-    let (mut reader, outbox, _writer) =
+    let (mut reader, write_buf, _writer) =
         mw::core::client_connection(stream, &mw::core::TransportConfig::default())
             .await
             .expect("handshake");
     let call = |id: u64, method: u32, arg: u8| {
-        outbox
+        write_buf
             .push_with(FrameKind::Request, 0, id, |b| {
                 put_call_header(b, 0, "drain", 1, method);
                 b.extend_from_slice(&[arg]);

@@ -28,7 +28,7 @@ async fn shutdown_completes_with_a_peer_that_never_reads(t: Transport) {
     let config = ServerConfig {
         drain_timeout: Duration::from_millis(100),
         transport: mw::core::TransportConfig {
-            outbox_high_water: 4096,
+            write_buffer_high_water: 4096,
             ..Default::default()
         },
         ..Default::default()

@@ -1,11 +1,11 @@
 //! One connection's two directions: a batching writer and a frame reader.
 //!
 //! Every connection has exactly one writer task. Producers (callers, handlers, stream
-//! tasks) encode frames straight into a shared [`Outbox`] buffer under a short lock;
+//! tasks) encode frames straight into a shared [`WriteBuffer`] buffer under a short lock;
 //! the writer swaps the whole buffer out and writes it with one `write_all`. Under
 //! load many frames accumulate while a write is in progress, so they leave in one
 //! syscall; when idle, each frame is written as soon as the writer wakes. The buffer
-//! is bounded: [`Outbox::ready`] waits while more than `high_water` bytes are queued,
+//! is bounded: [`WriteBuffer::ready`] waits while more than `high_water` bytes are queued,
 //! which is how a slow peer pushes back on producers instead of growing memory.
 
 use std::sync::{Arc, Mutex};
@@ -29,10 +29,10 @@ pub struct TransportConfig {
     /// Default 16 MiB: large enough for big values, small enough that a hostile
     /// length cannot exhaust memory.
     pub max_frame_len: usize,
-    /// Bytes queued in a connection's outbox above which producers wait.
+    /// Bytes queued in a connection's write buffer above which producers wait.
     /// Default 1 MiB: about 30k small frames, enough to keep the socket busy,
     /// bounded so a peer that stops reading costs at most this much.
-    pub outbox_high_water: usize,
+    pub write_buffer_high_water: usize,
     /// How long to wait for the peer's half of the handshake. Default 10 s.
     pub handshake_timeout: Duration,
 }
@@ -41,7 +41,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            outbox_high_water: 1024 * 1024,
+            write_buffer_high_water: 1024 * 1024,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
@@ -51,14 +51,14 @@ impl Default for TransportConfig {
 pub type FrameReader = FramedRead<ReadHalf, FrameCodec>;
 
 #[derive(Debug)]
-struct OutboxState {
+struct WriteBufferState {
     buf: BytesMut,
     closed: bool,
 }
 
 #[derive(Debug)]
-struct OutboxShared {
-    state: Mutex<OutboxState>,
+struct WriteBufferShared {
+    state: Mutex<WriteBufferState>,
     /// Wakes the writer; `notify_one` stores a permit, so no wake-up is lost.
     wake_writer: Notify,
     /// Wakes producers waiting for space (or for the close).
@@ -66,18 +66,18 @@ struct OutboxShared {
     high_water: usize,
     max_frame_len: usize,
     /// Exchanges in flight on this connection, as told by the layer above
-    /// ([`Outbox::set_in_flight`]); a hint for batching, never a limit.
+    /// ([`WriteBuffer::set_in_flight`]); a hint for batching, never a limit.
     in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// The sending side of a connection: cheap to clone, shared by every producer.
 #[derive(Debug, Clone)]
-pub struct Outbox {
-    shared: Arc<OutboxShared>,
+pub struct WriteBuffer {
+    shared: Arc<WriteBufferShared>,
 }
 
-impl Outbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+impl WriteBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteBufferState> {
         // A panic while holding this lock can only come from an encoder; the buffer
         // is truncated back on error paths, so the state is still consistent.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,7 +86,7 @@ impl Outbox {
     /// Appends one frame, writing its body in place, without waiting for space.
     ///
     /// Use for small control frames (acks, cancels, credits) that must not block; use
-    /// [`Outbox::ready`] first for anything a peer could make accumulate.
+    /// [`WriteBuffer::ready`] first for anything a peer could make accumulate.
     ///
     /// # Errors
     /// [`CoreError::Closed`] if the connection is closed, [`FrameError::TooLarge`] if the
@@ -126,7 +126,7 @@ impl Outbox {
     /// Appends a frame with a ready-made body without waiting for space.
     ///
     /// # Errors
-    /// As [`Outbox::push_with`].
+    /// As [`WriteBuffer::push_with`].
     pub fn push(&self, kind: FrameKind, flags: u8, id: u64, body: &[u8]) -> Result<(), CoreError> {
         self.push_with(kind, flags, id, |b| {
             b.extend_from_slice(body);
@@ -134,7 +134,7 @@ impl Outbox {
         })
     }
 
-    /// Waits until the outbox is below its high-water mark.
+    /// Waits until the write buffer is below its high-water mark.
     ///
     /// # Errors
     /// [`CoreError::Closed`] if the connection closed meanwhile.
@@ -185,7 +185,7 @@ impl Outbox {
         self.lock().buf.len()
     }
 
-    /// Closes the outbox: frames already queued are still written, then the write
+    /// Closes the write buffer: frames already queued are still written, then the write
     /// half is shut down. Later pushes fail with [`CoreError::Closed`].
     pub fn close(&self) {
         self.lock().closed = true;
@@ -193,51 +193,51 @@ impl Outbox {
         self.shared.drained.notify_waiters();
     }
 
-    /// Whether [`Outbox::close`] was called or the writer failed.
+    /// Whether [`WriteBuffer::close`] was called or the writer failed.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
 }
 
-/// Starts the writer task for `write`, returning the outbox that feeds it.
+/// Starts the writer task for `write`, returning the write buffer that feeds it.
 ///
-/// The task ends when the outbox is closed and drained (after shutting the write half
-/// down) or when a write fails; either way the outbox is closed afterwards.
+/// The task ends when the write buffer is closed and drained (after shutting the write half
+/// down) or when a write fails; either way the write buffer is closed afterwards.
 pub fn spawn_writer(
     write: WriteHalf,
     config: &TransportConfig,
-) -> (Outbox, JoinHandle<Result<(), CoreError>>) {
-    let shared = Arc::new(OutboxShared {
-        state: Mutex::new(OutboxState {
+) -> (WriteBuffer, JoinHandle<Result<(), CoreError>>) {
+    let shared = Arc::new(WriteBufferShared {
+        state: Mutex::new(WriteBufferState {
             buf: BytesMut::with_capacity(64 * 1024),
             closed: false,
         }),
         wake_writer: Notify::new(),
         drained: Notify::new(),
-        high_water: config.outbox_high_water,
+        high_water: config.write_buffer_high_water,
         max_frame_len: config.max_frame_len,
         in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
-    let outbox = Outbox { shared };
-    let task_outbox = outbox.clone();
+    let write_buf = WriteBuffer { shared };
+    let task_buf = write_buf.clone();
     let handle = tokio::spawn(async move {
-        let result = write_loop(write, &task_outbox).await;
-        task_outbox.close();
+        let result = write_loop(write, &task_buf).await;
+        task_buf.close();
         if result.is_err() {
             // Nothing queued can be sent any more: drop it, so that nobody waits on (or
             // pauses reading for) bytes that will never drain.
-            task_outbox.lock().buf.clear();
-            task_outbox.shared.drained.notify_waiters();
+            task_buf.lock().buf.clear();
+            task_buf.shared.drained.notify_waiters();
         }
         result
     });
-    (outbox, handle)
+    (write_buf, handle)
 }
 
-async fn write_loop(mut write: WriteHalf, outbox: &Outbox) -> Result<(), CoreError> {
+async fn write_loop(mut write: WriteHalf, write_buf: &WriteBuffer) -> Result<(), CoreError> {
     loop {
         let chunk = {
-            let mut st = outbox.lock();
+            let mut st = write_buf.lock();
             if st.buf.is_empty() {
                 if st.closed {
                     break;
@@ -251,21 +251,21 @@ async fn write_loop(mut write: WriteHalf, outbox: &Outbox) -> Result<(), CoreErr
             Some(chunk) => {
                 write.write_all(&chunk).await?;
                 drop(chunk);
-                outbox.shared.drained.notify_waiters();
+                write_buf.shared.drained.notify_waiters();
             }
             None => {
                 write.flush().await?;
-                outbox.shared.wake_writer.notified().await;
+                write_buf.shared.wake_writer.notified().await;
                 // With other exchanges in flight, more producers are likely queued on this
                 // worker right now: run after them, so one write takes them all. (An
                 // unconditional yield would cost a lone call ~14 µs here: tokio would poll
                 // epoll and wake the other worker.)
-                if outbox
+                if write_buf
                     .shared
                     .in_flight
                     .load(std::sync::atomic::Ordering::Relaxed)
                     > 1
-                    && outbox.queued_bytes() > 0
+                    && write_buf.queued_bytes() > 0
                 {
                     SelfYield(false).await;
                 }
@@ -297,7 +297,7 @@ impl std::future::Future for SelfYield {
     }
 }
 
-/// Client side: handshake, then split into a frame reader and a writer-fed outbox.
+/// Client side: handshake, then split into a frame reader and a writer-fed write buffer.
 ///
 /// # Errors
 /// Handshake failures ([`CoreError::VersionRefused`], [`CoreError::BadHandshake`],
@@ -305,7 +305,7 @@ impl std::future::Future for SelfYield {
 pub async fn client_connection(
     mut stream: Stream,
     config: &TransportConfig,
-) -> Result<(FrameReader, Outbox, JoinHandle<Result<(), CoreError>>), CoreError> {
+) -> Result<(FrameReader, WriteBuffer, JoinHandle<Result<(), CoreError>>), CoreError> {
     let tls = matches!(stream, Stream::Tls(_));
     tokio::time::timeout(
         config.handshake_timeout,
@@ -324,14 +324,14 @@ pub async fn client_connection(
     Ok(split(stream, config))
 }
 
-/// Server side: handshake, then split into a frame reader and a writer-fed outbox.
+/// Server side: handshake, then split into a frame reader and a writer-fed write buffer.
 ///
 /// # Errors
 /// As [`client_connection`]; a refused client has already been told why.
 pub async fn server_connection(
     mut stream: Stream,
     config: &TransportConfig,
-) -> Result<(FrameReader, Outbox, JoinHandle<Result<(), CoreError>>), CoreError> {
+) -> Result<(FrameReader, WriteBuffer, JoinHandle<Result<(), CoreError>>), CoreError> {
     tokio::time::timeout(
         config.handshake_timeout,
         handshake::server_handshake(&mut stream, handshake::MIN_VERSION, handshake::MAX_VERSION),
@@ -344,11 +344,11 @@ pub async fn server_connection(
 fn split(
     stream: Stream,
     config: &TransportConfig,
-) -> (FrameReader, Outbox, JoinHandle<Result<(), CoreError>>) {
+) -> (FrameReader, WriteBuffer, JoinHandle<Result<(), CoreError>>) {
     let (r, w) = stream.into_split();
     let reader = FramedRead::with_capacity(r, FrameCodec::new(config.max_frame_len), 64 * 1024);
-    let (outbox, handle) = spawn_writer(w, config);
-    (reader, outbox, handle)
+    let (write_buf, handle) = spawn_writer(w, config);
+    (reader, write_buf, handle)
 }
 
 #[cfg(test)]
@@ -399,11 +399,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outbox_applies_backpressure_when_peer_does_not_read() {
+    async fn write_buffer_applies_backpressure_when_peer_does_not_read() {
         let (a, _b) = tokio::io::duplex(1024);
         let (_r, w) = tokio::io::split(a);
         let cfg = TransportConfig {
-            outbox_high_water: 4096,
+            write_buffer_high_water: 4096,
             ..Default::default()
         };
         let (out, _h) = spawn_writer(Box::new(w), &cfg);

@@ -13,7 +13,7 @@
 //! - [`fault`]: [`FaultNet`], a simulated in-process network that drops, duplicates,
 //!   delays and reorders frames and partitions endpoints, deterministically from a seed.
 //! - [`tls`]: TLS on TCP connections (rustls): [`tls::TlsServer`], [`tls::TlsClient`].
-//! - [`connection`]: the batching writer ([`Outbox`]), the frame reader, and the
+//! - [`connection`]: the batching writer ([`WriteBuffer`]), the frame reader, and the
 //!   client/server connection set-up.
 //! - [`error`]: [`CoreError`] and [`FrameError`]; [`error::chain`], how every binary
 //!   and log line prints an error with its causes.
@@ -32,7 +32,7 @@ pub mod tls;
 pub mod transport;
 
 pub use connection::{
-    client_connection, server_connection, spawn_writer, FrameReader, Outbox, TransportConfig,
+    client_connection, server_connection, spawn_writer, FrameReader, TransportConfig, WriteBuffer,
 };
 pub use error::{CoreError, FrameError};
 pub use fault::{FaultNet, Faults};

@@ -27,13 +27,13 @@ use crate::event::Event;
 use crate::report::{BusStats, PublishReport};
 use crate::retained::Retained;
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};
-use crate::subscriber::{CloseReason, Push, Queue, SubscribeOptions, Subscription};
+use crate::subscriber::{CloseReason, Push, SubscribeOptions, SubscriberBuffer, Subscription};
 use crate::topic::{IntoPattern, IntoTopic, Pattern, Topic};
 use crate::trie::{SubscriptionId, Trie};
 
 /// Where a matched event goes.
 enum Target {
-    Local(Arc<Queue>),
+    Local(Arc<SubscriberBuffer>),
     Sink(Arc<dyn DeliverySink>),
 }
 
@@ -400,7 +400,7 @@ impl Bus {
                 max: self.inner.config.max_buffer,
             });
         }
-        let queue = Arc::new(Queue::new(options));
+        let queue = Arc::new(SubscriberBuffer::new(options));
         let id = self.inner.next_id();
         {
             let mut guard = self.inner.write();

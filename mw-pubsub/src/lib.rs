@@ -86,7 +86,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`topic`] | [`Topic`], [`Pattern`]: syntax, validation, direct matching |
-//! | [`trie`] | [`trie::Trie`]: subscriptions indexed by pattern, for matching without a scan |
+//! | `trie` | `Trie`: subscriptions indexed by pattern, for matching without a scan; [`SubscriptionId`] |
 //! | `bus` | [`Bus`]: publish, subscribe, attach, retained, close; the locking story |
 //! | `subscriber` | [`Subscription`], its bounded queue, [`SubscribeOptions`], [`SlowConsumerPolicy`] |
 //! | `sink` | [`DeliverySink`], [`Attachment`]: the hook for durable and network consumers |
@@ -107,7 +107,7 @@ mod retained;
 mod sink;
 mod subscriber;
 pub mod topic;
-pub mod trie;
+mod trie;
 mod typed;
 
 pub use bus::Bus;

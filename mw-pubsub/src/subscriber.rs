@@ -1,8 +1,8 @@
 //! The subscriber side: [`Subscription`], its bounded buffer and its [`SlowConsumerPolicy`].
 //!
-//! Each subscription owns one queue: a `VecDeque` of at most `buffer` events behind a std
-//! `Mutex`, plus the waker of the task waiting on it. The publisher's side ([`Queue::push`]) never
-//! waits for the subscriber: it takes the lock for a few instructions, applies the policy if the
+//! Each subscription owns one [`SubscriberBuffer`]: a `VecDeque` of at most `buffer` events
+//! behind a std `Mutex`, plus the waker of the task waiting on it. The publisher's side
+//! ([`SubscriberBuffer::push`]) never waits for the subscriber: it takes the lock for a few instructions, applies the policy if the
 //! buffer is full, and wakes the receiver only when the buffer goes from empty to non-empty. A std
 //! mutex (not tokio's) is right here because it is never held across an `.await` and the critical
 //! sections are tiny (see mini-redis `db.rs` for the same reasoning).
@@ -84,7 +84,7 @@ pub enum CloseReason {
     BusClosed,
 }
 
-/// What [`Queue::push`] did with an event.
+/// What [`SubscriberBuffer::push`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
     /// Buffered; `displaced` if an older event was evicted for it.
@@ -107,7 +107,7 @@ struct State {
 }
 
 /// One subscriber's bounded buffer, shared by the bus (pushing) and the [`Subscription`] (popping).
-pub(crate) struct Queue {
+pub(crate) struct SubscriberBuffer {
     state: Mutex<State>,
     capacity: usize,
     policy: SlowConsumerPolicy,
@@ -115,9 +115,9 @@ pub(crate) struct Queue {
     dropped: AtomicU64,
 }
 
-impl Queue {
+impl SubscriberBuffer {
     pub(crate) fn new(options: SubscribeOptions) -> Self {
-        Queue {
+        SubscriberBuffer {
             state: Mutex::new(State {
                 // Grow on demand: most subscribers keep up and never need `capacity` slots.
                 events: VecDeque::with_capacity(options.buffer.min(8)),
@@ -308,7 +308,7 @@ impl Queue {
 pub struct Subscription {
     id: SubscriptionId,
     pattern: Pattern,
-    queue: Arc<Queue>,
+    queue: Arc<SubscriberBuffer>,
     bus: Weak<BusInner>,
 }
 
@@ -316,7 +316,7 @@ impl Subscription {
     pub(crate) fn new(
         id: SubscriptionId,
         pattern: Pattern,
-        queue: Arc<Queue>,
+        queue: Arc<SubscriberBuffer>,
         bus: Weak<BusInner>,
     ) -> Self {
         Subscription {
@@ -455,14 +455,14 @@ impl fmt::Debug for Subscription {
 mod tests {
     use super::*;
 
-    fn push_n(q: &Queue, n: u8) -> Vec<Push> {
+    fn push_n(q: &SubscriberBuffer, n: u8) -> Vec<Push> {
         let topic = Topic::from_static("t").unwrap();
         (0..n)
             .map(|i| q.push(&topic, &Bytes::from(vec![i])))
             .collect()
     }
 
-    fn drain(q: &Queue) -> Vec<(u8, u64)> {
+    fn drain(q: &SubscriberBuffer) -> Vec<(u8, u64)> {
         let mut out = Vec::new();
         while let Ok(Some(e)) = q.try_recv() {
             out.push((e.payload[0], e.dropped_before));
@@ -480,7 +480,7 @@ mod tests {
             ops in proptest::collection::vec(proptest::bool::weighted(0.7), 0..200),
         ) {
             let policy = if oldest { SlowConsumerPolicy::DropOldest } else { SlowConsumerPolicy::DropNewest };
-            let q = Queue::new(SubscribeOptions { buffer, policy });
+            let q = SubscriberBuffer::new(SubscribeOptions { buffer, policy });
             let topic = Topic::from_static("t").unwrap();
             let (mut next, mut expected, mut gaps) = (0u64, 0u64, 0u64);
             let mut check = |e: Event| {
@@ -510,7 +510,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_attributes_gap_to_the_new_head() {
-        let q = Queue::new(SubscribeOptions {
+        let q = SubscriberBuffer::new(SubscribeOptions {
             buffer: 2,
             policy: SlowConsumerPolicy::DropOldest,
         });
@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_with_buffer_one_carries_gap() {
-        let q = Queue::new(SubscribeOptions {
+        let q = SubscriberBuffer::new(SubscribeOptions {
             buffer: 1,
             policy: SlowConsumerPolicy::DropOldest,
         });
@@ -530,7 +530,7 @@ mod tests {
 
     #[test]
     fn drop_newest_attributes_gap_to_next_accepted() {
-        let q = Queue::new(SubscribeOptions {
+        let q = SubscriberBuffer::new(SubscribeOptions {
             buffer: 2,
             policy: SlowConsumerPolicy::DropNewest,
         });

@@ -268,7 +268,7 @@ name_type!(Pattern, true, "pattern");
 impl Pattern {
     /// Whether `topic` matches this pattern, by comparing token by token.
     ///
-    /// This is the direct definition; the bus uses a [`Trie`](crate::trie::Trie) instead, so its
+    /// This is the direct definition; the [`Bus`](crate::Bus) indexes subscriptions in a trie instead, so its
     /// cost does not grow with the number of subscriptions.
     pub fn matches(&self, topic: &Topic) -> bool {
         let mut topic_tokens = topic.tokens();

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use mw_core::{
-    flags, Address, CoreError, FrameError, FrameKind, FrameReader, Outbox, TransportConfig,
+    flags, Address, CoreError, FrameError, FrameKind, FrameReader, TransportConfig, WriteBuffer,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,7 +32,7 @@ use crate::wire;
 /// Client tunables.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Frame size, outbox bound and handshake timeout.
+    /// Frame size, write buffer bound and handshake timeout.
     pub transport: TransportConfig,
     /// Deadline of a call when none is given with [`Channel::with_timeout`]. Default 30 s:
     /// long enough for slow work, short enough that a hung server is noticed.
@@ -92,7 +92,7 @@ enum StreamMsg {
 }
 
 struct Conn {
-    outbox: Outbox,
+    write_buf: WriteBuffer,
     pending: Mutex<HashMap<u64, Slot>>,
     next_id: AtomicU64,
     /// Set once the reader ended or the server said GoAway: no new calls on this connection.
@@ -108,7 +108,7 @@ impl Drop for Conn {
     /// The last channel clone is gone: close the connection (the writer flushes, shuts the
     /// socket down; the server sees end-of-stream and the reader task ends).
     fn drop(&mut self) {
-        self.outbox.close();
+        self.write_buf.close();
     }
 }
 
@@ -141,7 +141,7 @@ impl Conn {
             }
         }
         self.dead.store(true, Ordering::Release);
-        self.outbox.close();
+        self.write_buf.close();
         let slots: Vec<Slot> = self.pending().drain().map(|(_, s)| s).collect();
         let err = || match failure {
             RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
@@ -163,7 +163,7 @@ impl Conn {
     /// No new calls can use this connection: the reader ended, the server said GoAway, or
     /// the writer failed (a peer that half-closed may not have been noticed by the reader).
     fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire) || self.outbox.is_closed()
+        self.dead.load(Ordering::Acquire) || self.write_buf.is_closed()
     }
 
     /// Removes a call's slot (keeping the writer's in-flight hint current).
@@ -172,7 +172,7 @@ impl Conn {
             let mut p = self.pending();
             (p.remove(&id), p.len())
         };
-        self.outbox.set_in_flight(n);
+        self.write_buf.set_in_flight(n);
         slot
     }
 
@@ -183,7 +183,7 @@ impl Conn {
     fn cancel(&self, id: u64) {
         if self.forget(id) {
             // A cancel is a few bytes and must not wait: past the high-water mark on purpose.
-            let _ = self.outbox.push(FrameKind::Cancel, 0, id, &[]);
+            let _ = self.write_buf.push(FrameKind::Cancel, 0, id, &[]);
         }
     }
 }
@@ -221,9 +221,10 @@ async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcErr
         .await
         .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
     }
-    let (reader, outbox, _writer) = mw_core::client_connection(stream, &config.transport).await?;
+    let (reader, write_buf, _writer) =
+        mw_core::client_connection(stream, &config.transport).await?;
     let conn = Arc::new(Conn {
-        outbox,
+        write_buf,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         dead: AtomicBool::new(false),
@@ -302,7 +303,7 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
                     if beyond_credit || tx.try_send(StreamMsg::Item(frame.body)).is_err() {
                         if let Some(Slot::Stream(tx)) = pending.remove(&frame.id) {
                             // Stop the server's side too: nobody will grant it credit.
-                            let _ = conn.outbox.push(FrameKind::Cancel, 0, frame.id, &[]);
+                            let _ = conn.write_buf.push(FrameKind::Cancel, 0, frame.id, &[]);
                             let _ = tx.try_send(StreamMsg::Err(RpcError::Protocol(
                                 "server sent stream items beyond its credit".into(),
                             )));
@@ -323,7 +324,7 @@ async fn read_loop(mut reader: FrameReader, conn: std::sync::Weak<Conn>) {
             },
             FrameKind::GoAway => conn.dead.store(true, Ordering::Release),
             FrameKind::Ping => {
-                let _ = conn.outbox.push(FrameKind::Pong, 0, frame.id, &[]);
+                let _ = conn.write_buf.push(FrameKind::Pong, 0, frame.id, &[]);
             }
             other => {
                 tracing::warn!(kind = ?other, "unexpected frame from server");
@@ -348,7 +349,7 @@ async fn keepalive(conn: std::sync::Weak<Conn>, every: Duration) {
         let (tx, rx) = oneshot::channel();
         let id = c.next_id.fetch_add(1, Ordering::Relaxed);
         c.pending().insert(id, Slot::Reply(tx));
-        if c.outbox.push(FrameKind::Ping, 0, id, &[]).is_err() {
+        if c.write_buf.push(FrameKind::Ping, 0, id, &[]).is_err() {
             return;
         }
         // Do not keep the connection alive ourselves while waiting.
@@ -378,7 +379,7 @@ async fn login(conn: &Arc<Conn>, creds: &crate::auth::Credentials) -> Result<(),
     let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     conn.pending().insert(id, Slot::Reply(tx));
-    conn.outbox
+    conn.write_buf
         .push_with(FrameKind::Request, 0, id, |b| {
             wire::put_call_header(
                 b,
@@ -531,7 +532,7 @@ impl Channel {
             ),
             None => None,
         };
-        conn.outbox.ready().await.map_err(|_| conn.death())?;
+        conn.write_buf.ready().await.map_err(|_| conn.death())?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = slot {
             let n = {
@@ -539,9 +540,9 @@ impl Channel {
                 p.insert(id, slot);
                 p.len()
             };
-            conn.outbox.set_in_flight(n);
+            conn.write_buf.set_in_flight(n);
         }
-        let pushed = conn.outbox.push_with(kind, frame_flags, id, |b| {
+        let pushed = conn.write_buf.push_with(kind, frame_flags, id, |b| {
             wire::put_call_header(b, deadline_ms, svc.name, svc.version, method);
             encode_args(b, args)
         });
@@ -751,7 +752,7 @@ impl Channel {
             )
             .await?;
         let _ = conn
-            .outbox
+            .write_buf
             .push(FrameKind::Credit, 0, id, &window.to_be_bytes());
         Ok(ClientStream {
             guard: CallGuard {
@@ -777,7 +778,7 @@ impl Channel {
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         conn.pending().insert(id, Slot::Reply(tx));
         let start = tokio::time::Instant::now();
-        if conn.outbox.push(FrameKind::Ping, 0, id, &[]).is_err() {
+        if conn.write_buf.push(FrameKind::Ping, 0, id, &[]).is_err() {
             conn.forget(id);
             return Err(RpcError::Disconnected);
         }
@@ -946,7 +947,7 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                 this.consumed += 1;
                 // Return credit in batches of half a window: fewer frames, never a stall.
                 if this.consumed >= this.window.div_ceil(2) {
-                    let _ = this.guard.conn.outbox.push(
+                    let _ = this.guard.conn.write_buf.push(
                         FrameKind::Credit,
                         0,
                         this.guard.id,

@@ -3,10 +3,10 @@
 //! Each connection is served by one task that reads frames, decodes calls, runs up to
 //! [`ServerConfig::max_in_flight`] of them concurrently (as futures polled by that task,
 //! not spawned tasks: no cross-thread hand-off on the hot path) and writes replies into
-//! the connection's batching outbox. Requests beyond that wait in a bounded per-connection
+//! the connection's batching write buffer. Requests beyond that wait in a bounded per-connection
 //! queue of [`ServerConfig::max_queued`]; calls arriving while it is full are refused with
 //! `OVERLOADED` (a default [`crate::Channel`] never sends that many). While the client does
-//! not read its replies (the outbox is over its high-water mark) the task stops reading,
+//! not read its replies (the write buffer is over its high-water mark) the task stops reading,
 //! and TCP pushes back on the client. A handler that blocks the thread blocks its connection:
 //! use `spawn_blocking` for blocking work.
 //!
@@ -24,7 +24,7 @@ use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use mw_core::{
-    flags, Address, CoreError, Frame, FrameKind, Listener, Outbox, Stream, TransportConfig,
+    flags, Address, CoreError, Frame, FrameKind, Listener, Stream, TransportConfig, WriteBuffer,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ pub enum ExecutionMode {
 /// Server tunables.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Frame size, outbox bound and handshake timeout.
+    /// Frame size, write buffer bound and handshake timeout.
     pub transport: TransportConfig,
     /// Calls (and streams) running at once per connection. Default 256: enough to keep
     /// a pipelining client busy; each costs one future's memory.
@@ -107,12 +107,14 @@ impl Default for ServerConfig {
     }
 }
 
+/// The services a server hosts, by name and then version. Not the service registry
+/// ([`crate::registry`]), which maps names to the addresses of other servers.
 #[derive(Default)]
-struct Registry {
+struct ServiceTable {
     by_name: HashMap<String, Vec<Arc<dyn Service>>>,
 }
 
-impl Registry {
+impl ServiceTable {
     fn find(&self, name: &str, version: u32) -> Result<&Arc<dyn Service>, (u16, String)> {
         let Some(versions) = self.by_name.get(name) else {
             return Err((
@@ -142,7 +144,7 @@ impl Registry {
 /// Builds a [`Server`] from services and a configuration.
 #[derive(Default)]
 pub struct ServerBuilder {
-    registry: Registry,
+    services: ServiceTable,
     config: ServerConfig,
     connections: Connections,
     metrics: prometheus_client::registry::Registry,
@@ -167,7 +169,7 @@ impl ServerBuilder {
             id.name
         );
         let versions = self
-            .registry
+            .services
             .by_name
             .entry(id.name.to_string())
             .or_default();
@@ -209,7 +211,7 @@ impl ServerBuilder {
             measured.then(|| ServerMetrics::register(&mut self.metrics, &self.connections));
         Server {
             shared: Arc::new(Shared {
-                registry: self.registry,
+                services: self.services,
                 config: self.config,
                 iterative,
                 connections: self.connections,
@@ -222,7 +224,7 @@ impl ServerBuilder {
 }
 
 struct Shared {
-    registry: Registry,
+    services: ServiceTable,
     config: ServerConfig,
     iterative: Option<Arc<Semaphore>>,
     connections: Connections,
@@ -242,7 +244,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.shared.registry.by_name.keys().collect();
+        let names: Vec<_> = self.shared.services.by_name.keys().collect();
         f.debug_struct("Server").field("services", &names).finish()
     }
 }
@@ -508,7 +510,7 @@ type InFlight = FuturesUnordered<BoxFuture<'static, (u64, Outcome)>>;
 
 struct ConnState {
     shared: Arc<Shared>,
-    outbox: Outbox,
+    write_buf: WriteBuffer,
     inflight: InFlight,
     queued: VecDeque<Queued>,
     /// Every accepted call not yet finished (queued or running), by id.
@@ -601,12 +603,12 @@ async fn refuse_connection(
     let Ok(stream) = secure(stream, &config, tls.as_ref()).await else {
         return;
     };
-    if let Ok((mut reader, outbox, writer)) = mw_core::server_connection(stream, &config).await {
-        let _ = outbox.push_with(FrameKind::Error, 0, 0, |b| {
+    if let Ok((mut reader, write_buf, writer)) = mw_core::server_connection(stream, &config).await {
+        let _ = write_buf.push_with(FrameKind::Error, 0, 0, |b| {
             wire::error_body(b, code::OVERLOADED, &why);
             Ok::<_, CoreError>(())
         });
-        outbox.close();
+        write_buf.close();
         let _ = writer.await;
         // Read what the client sent until it closes (briefly): closing with its request
         // unread would reset the connection, and the client could lose the refusal.
@@ -661,12 +663,12 @@ async fn serve_connection(
             }
         }
     }
-    let (mut reader, outbox, writer) =
+    let (mut reader, write_buf, writer) =
         mw_core::server_connection(stream, &shared.config.transport).await?;
-    let high_water = shared.config.transport.outbox_high_water;
+    let high_water = shared.config.transport.write_buffer_high_water;
     let mut st = ConnState {
         shared,
-        outbox,
+        write_buf,
         inflight: FuturesUnordered::new(),
         queued: VecDeque::new(),
         calls: HashMap::new(),
@@ -703,8 +705,9 @@ async fn serve_connection(
         // connection is read even when the call queue is full (new calls are then refused
         // with OVERLOADED) and while draining (new calls get SHUTTING_DOWN). Reading pauses
         // only while the client is not reading our replies: that is its own backpressure.
-        let room = st.outbox.queued_bytes() < high_water;
-        st.outbox.set_in_flight(st.inflight.len() + st.queued.len());
+        let room = st.write_buf.queued_bytes() < high_water;
+        st.write_buf
+            .set_in_flight(st.inflight.len() + st.queued.len());
         tokio::select! {
             biased;
             _ = &mut hard_cancelled => {
@@ -718,13 +721,13 @@ async fn serve_connection(
             }
             _ = &mut graceful_cancelled, if !st.draining => {
                 st.draining = true;
-                let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
+                let _ = st.write_buf.push(FrameKind::GoAway, 0, 0, &[]);
             }
             () = &mut idle, if idle_timeout.is_some() && reading && !st.draining => {
                 let timeout = idle_timeout.unwrap_or_default();
                 let due = last_active + timeout;
                 if st.calls.is_empty() && due <= tokio::time::Instant::now() {
-                    let _ = st.outbox.push(FrameKind::GoAway, 0, 0, &[]);
+                    let _ = st.write_buf.push(FrameKind::GoAway, 0, 0, &[]);
                     result = Ok(ConnEnd::Idle);
                     break;
                 }
@@ -739,7 +742,7 @@ async fn serve_connection(
                 st.finish(id, outcome);
                 st.start_queued();
             }
-            ready = st.outbox.ready(), if reading && !room => {
+            ready = st.write_buf.ready(), if reading && !room => {
                 if ready.is_err() {
                     // The writer failed (peer gone): nothing more can be sent, and the
                     // reader may never be polled again; end the connection.
@@ -780,7 +783,7 @@ async fn serve_connection(
     if let Some(m) = &st.shared.metrics {
         m.queued(-(st.queued.len() as i64));
     }
-    st.outbox.close();
+    st.write_buf.close();
     // Flush what is queued, but never wait past the hard deadline for a peer that does
     // not read (or has gone silent): then the writer is abandoned.
     tokio::pin!(writer);
@@ -817,7 +820,7 @@ impl ConnState {
     }
 
     fn error(&self, id: u64, code: u16, message: &str) {
-        let _ = self.outbox.push_with(FrameKind::Error, 0, id, |b| {
+        let _ = self.write_buf.push_with(FrameKind::Error, 0, id, |b| {
             wire::error_body(b, code, message);
             Ok::<_, CoreError>(())
         });
@@ -850,7 +853,7 @@ impl ConnState {
                 }
             }
             FrameKind::Ping => {
-                let _ = self.outbox.push(FrameKind::Pong, 0, frame.id, &[]);
+                let _ = self.write_buf.push(FrameKind::Pong, 0, frame.id, &[]);
             }
             FrameKind::Pong | FrameKind::GoAway => {}
             other => self.error(
@@ -932,7 +935,7 @@ impl ConnState {
                 Some(_) => {}
             }
         }
-        let service = match self.shared.registry.find(&header.service, header.version) {
+        let service = match self.shared.services.find(&header.service, header.version) {
             Ok(s) => s,
             Err((c, msg)) => return refuse(self, c, &msg),
         };
@@ -975,7 +978,7 @@ impl ConnState {
         }
         // Delivery implies receipt: one acknowledgement, at the later point.
         if frame.kind == FrameKind::Oneway && ack_receipt && !ack_delivery {
-            let _ = self.outbox.push(FrameKind::Ack, 0, frame.id, &[]);
+            let _ = self.write_buf.push(FrameKind::Ack, 0, frame.id, &[]);
         }
         let credits = is_stream.then(|| Arc::new(Semaphore::new(0)));
         let measured = self.shared.metrics.as_ref().map(|m| {
@@ -1054,7 +1057,7 @@ impl ConnState {
         if self.shared.iterative.is_none() {
             if let Handler::Unary(fut) = &mut handler {
                 if ack_delivery {
-                    let _ = self.outbox.push(FrameKind::Ack, 0, id, &[]);
+                    let _ = self.write_buf.push(FrameKind::Ack, 0, id, &[]);
                     ack_delivery = false;
                 }
                 let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
@@ -1080,7 +1083,7 @@ impl ConnState {
                 }
             }
         }
-        let outbox = self.outbox.clone();
+        let write_buf = self.write_buf.clone();
         let iterative = self.shared.iterative.clone();
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -1094,7 +1097,7 @@ impl ConnState {
                 None => None,
             };
             if ack_delivery {
-                let _ = outbox.push(FrameKind::Ack, 0, id, &[]);
+                let _ = write_buf.push(FrameKind::Ack, 0, id, &[]);
             }
             match handler {
                 Handler::Unary(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
@@ -1108,7 +1111,9 @@ impl ConnState {
                         Outcome::Quiet
                     }
                 },
-                Handler::Stream(items) => run_stream(id, items, credits, &outbox, shutdown).await,
+                Handler::Stream(items) => {
+                    run_stream(id, items, credits, &write_buf, shutdown).await
+                }
             }
         };
         let (abort, reg) = AbortHandle::new_pair();
@@ -1218,7 +1223,7 @@ impl ConnState {
         }
         match outcome {
             Outcome::Reply(Ok(body)) => {
-                if let Err(e) = self.outbox.push(FrameKind::Response, 0, id, &body) {
+                if let Err(e) = self.write_buf.push(FrameKind::Response, 0, id, &body) {
                     // Too large for a frame: the caller must hear why, not time out.
                     self.error(id, code::INTERNAL, &format!("result cannot be sent: {e}"));
                 }
@@ -1258,7 +1263,7 @@ async fn run_stream(
     id: u64,
     mut items: futures::stream::BoxStream<'static, Result<Bytes, ServerError>>,
     credits: Option<Arc<Semaphore>>,
-    outbox: &Outbox,
+    write_buf: &WriteBuffer,
     shutdown: CancellationToken,
 ) -> Outcome {
     let Some(credits) = credits else {
@@ -1279,7 +1284,7 @@ async fn run_stream(
             Ok(Some(Ok(item))) => item,
             Ok(Some(Err(e))) => return Outcome::Reply(Err(e)),
             Ok(None) => {
-                let _ = outbox.push(FrameKind::StreamEnd, 0, id, &[]);
+                let _ = write_buf.push(FrameKind::StreamEnd, 0, id, &[]);
                 return Outcome::Quiet;
             }
             Err(p) => return Outcome::Reply(Err(ServerError::Panicked(panic_message(&p)))),
@@ -1288,10 +1293,10 @@ async fn run_stream(
             Ok(p) => p.forget(),
             Err(_) => return Outcome::Aborted,
         }
-        if outbox.ready().await.is_err() {
+        if write_buf.ready().await.is_err() {
             return Outcome::Aborted;
         }
-        match outbox.push(FrameKind::StreamItem, 0, id, &item) {
+        match write_buf.push(FrameKind::StreamItem, 0, id, &item) {
             Ok(()) => {}
             Err(CoreError::Closed) => return Outcome::Aborted,
             Err(e) => {

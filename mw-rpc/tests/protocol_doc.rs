@@ -1332,9 +1332,9 @@ fn defaults_table_matches_the_configuration_defaults() {
             ms(t.handshake_timeout),
         ),
         (
-            "outbox_high_water",
+            "write_buffer_high_water",
             "TransportConfig",
-            t.outbox_high_water.to_string(),
+            t.write_buffer_high_water.to_string(),
         ),
         ("default_timeout", "ClientConfig", ms(c.default_timeout)),
         ("stream_window", "ClientConfig", c.stream_window.to_string()),

@@ -30,7 +30,7 @@ use crate::frame::{Frame, FrameCodec};
 use crate::handshake::MAGIC;
 
 /// Bytes a pump keeps waiting for delivery before it stops reading. 1 MiB, like a
-/// connection's outbox.
+/// connection's write buffer.
 const HIGH_WATER: usize = 1024 * 1024;
 
 /// Relays one connection until both directions end, a pipe breaks, or `kill` fires.

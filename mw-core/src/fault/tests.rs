@@ -8,13 +8,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
 use super::*;
-use crate::connection::{client_connection, server_connection, FrameReader, Outbox};
+use crate::connection::{client_connection, server_connection, FrameReader, WriteBuffer};
 use crate::transport::{connect, Address, Listener};
 use crate::{FrameKind, TransportConfig};
 
 struct Side {
     frames: FrameReader,
-    out: Outbox,
+    out: WriteBuffer,
 }
 
 /// Connects `addr` to `listener` and runs both handshakes.
