@@ -1,6 +1,6 @@
 //! The broker's administration service, `mw.admin` v1: list and close client
 //! connections. (Queues, durable subscriptions and retained messages are administered
-//! through their own services; see [`crate::cli_admin`].)
+//! through their own services, by the `mw queue|durable|conn|consumer|retained` verbs.)
 
 use crate::rpc::{ConnectionInfo, Connections};
 

@@ -16,9 +16,9 @@
 //!   `mw.admin` service (connections).
 //! - [`logs`] and [`metrics`]: what a broker tells an operator (`tracing` set-up and the
 //!   start-up summary; Prometheus collectors).
-//! - [`run`]: serving until a signal; `cli_*`: the `mw` verbs ([`cli_queue`],
-//!   [`cli_pubsub`], [`cli_space`], [`cli_admin`]) and their argument parsing
-//!   ([`cli_args`], [`cli_input`]).
+//! - [`run`]: serving until a signal and printing a failure; [`cli_args`] and [`cli_tls`]:
+//!   the flags every client program shares (broker address, sizes, TLS, logins). The
+//!   `mw` verbs themselves live in the binary (`src/bin/mw/`).
 //!
 //! ```
 //! #[mw::service(name = "inc", version = 1)]
@@ -58,12 +58,7 @@ pub use mw_space as space;
 pub mod admin;
 pub mod auth;
 pub mod broker;
-pub mod cli_admin;
 pub mod cli_args;
-pub mod cli_input;
-pub mod cli_pubsub;
-pub mod cli_queue;
-pub mod cli_space;
 pub mod cli_tls;
 pub mod demo;
 pub mod logs;

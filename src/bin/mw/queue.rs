@@ -17,11 +17,11 @@
 //!
 //! Scripting: every verb takes the broker from `--broker`, `$MW_BROKER` or
 //! `127.0.0.1:7800`; `send` also reads a whole file (`--file`) or length-framed stdin
-//! (`--framed`, see [`crate::cli_input`]) and sets `--ttl`, `--delay` and `--id`; `recv`
+//! (`--framed`, see [`crate::input`]) and sets `--ttl`, `--delay` and `--id`; `recv`
 //! writes JSON lines (`--json`) or frames (`--framed`); `queues --json` prints an array.
 //!
 //! Every failure is one plain line (`cannot connect to broker at ..`, `queue q is full`,
-//! `broker disk full: ..`) and a non-zero exit code, via [`crate::run::exit_boxed`].
+//! `broker disk full: ..`) and a non-zero exit code, via [`mw::run::exit_boxed`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,12 +29,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cli_args::BrokerAddr;
-use crate::cli_input::{body_json, item_name, spawn_reader, write_framed, Source};
-use crate::cli_space::parse_secs;
-use crate::queue::remote::{QueueError, QueueInfo, RemoteQueues};
-use crate::queue::{ConsumerOptions, Message};
-use crate::run::BoxError;
+use crate::input::{body_json, item_name, spawn_reader, write_framed, Source};
+use crate::space::parse_secs;
+use mw::cli_args::BrokerAddr;
+use mw::queue::remote::{QueueError, QueueInfo, RemoteQueues};
+use mw::queue::{ConsumerOptions, Message};
+use mw::run::BoxError;
 
 /// Most stdin messages sent in one batch by `mw send`.
 const SEND_BATCH: usize = 1000;
@@ -141,7 +141,7 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         m
     };
     let broker =
-        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
+        RemoteQueues::connect_with(&args.broker.addr, mw::cli_tls::client_config()).await?;
     let queue = broker.queue(&args.queue);
     let single = source.is_single();
     let mut input = spawn_reader(source);
@@ -177,7 +177,7 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         let results = queue.send_batch(batch).await.map_err(|e| {
             format!(
                 "{item}s {first_no}-{last_no} may or may not be stored (nothing after them was sent): {}",
-                crate::run::chain(&e)
+                mw::run::chain(&e)
             )
         })?;
         for (n, result) in (first_no..).zip(results) {
@@ -231,7 +231,7 @@ pub fn refused_error(item: &str, done: &str, refused: &[u64]) -> Result<(), BoxE
 /// `out`, no message within `--timeout`.
 pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let broker =
-        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
+        RemoteQueues::connect_with(&args.broker.addr, mw::cli_tls::client_config()).await?;
     check_known(&broker, &args.queue).await?;
     let queue = broker.queue(&args.queue);
     let options = ConsumerOptions {
@@ -246,7 +246,7 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         None => queue.consumer(options).await?,
     };
     let mut received = 0u64;
-    let interrupted = crate::run::wait_for_signal();
+    let interrupted = mw::run::wait_for_signal();
     tokio::pin!(interrupted);
     // Acks run in the background so that printing the next message need not wait for
     // the previous ack's fsync; there are at most `prefetch` of them, since the broker
@@ -310,7 +310,7 @@ pub async fn recv(args: RecvArgs, out: &mut dyn Write) -> Result<(), BoxError> {
 /// # Errors
 /// [`QueueError::InvalidQueueName`], [`QueueError::UnknownQueue`], a failed call.
 pub async fn check_known(broker: &RemoteQueues, name: &str) -> Result<(), BoxError> {
-    crate::queue::remote::check_remote_name(name)?;
+    mw::queue::remote::check_remote_name(name)?;
     let list = broker.queues().await?;
     let base = name.strip_suffix(".dlq");
     if list
@@ -342,7 +342,7 @@ pub struct QueuesArgs {
 /// An unreachable broker.
 pub async fn queues(args: QueuesArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     let broker =
-        RemoteQueues::connect_with(&args.broker.addr, crate::cli_tls::client_config()).await?;
+        RemoteQueues::connect_with(&args.broker.addr, mw::cli_tls::client_config()).await?;
     let list = broker.queues().await?;
     if args.json {
         writeln!(out, "{}", queues_json(&list))?;

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 
 /// Largest length a framed input may declare: above the largest message any broker
-/// accepts ([`crate::queue::MAX_MESSAGE_SIZE`]), so a larger one is corrupt input, not a
+/// accepts ([`mw::queue::MAX_MESSAGE_SIZE`]), so a larger one is corrupt input, not a
 /// message (and is not allocated).
 pub const MAX_FRAMED_LEN: usize = 64 << 20;
 

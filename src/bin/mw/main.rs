@@ -2,6 +2,12 @@
 //!
 //! Thin by design: it parses flags and calls the library.
 
+mod admin;
+mod input;
+mod pubsub;
+mod queue;
+mod space;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -41,46 +47,46 @@ enum Command {
     Broker(BrokerOpts),
     /// Publish MESSAGE (or each line of stdin, a file, framed stdin) to TOPIC on a broker's
     /// event bus; prints how many subscribers each event reached.
-    Pub(mw::cli_pubsub::PubArgs),
+    Pub(pubsub::PubArgs),
     /// Subscribe to PATTERN on a broker and print `TOPIC BODY` lines.
-    Sub(mw::cli_pubsub::SubArgs),
+    Sub(pubsub::SubArgs),
     /// Send MESSAGE (or each line of stdin, a file, framed stdin) to QUEUE on a broker;
     /// prints each message id once stored.
-    Send(mw::cli_queue::SendArgs),
+    Send(queue::SendArgs),
     /// Receive from QUEUE on a broker: print each message body, then acknowledge it.
-    Recv(mw::cli_queue::RecvArgs),
+    Recv(queue::RecvArgs),
     /// List a broker's queues: depth, in flight, consumers, dead letters.
-    Queues(mw::cli_queue::QueuesArgs),
+    Queues(queue::QueuesArgs),
     /// Administer a broker's queues: list, peek, purge, delete, redrive.
     Queue {
         #[command(subcommand)]
-        verb: mw::cli_admin::QueueVerb,
+        verb: admin::QueueVerb,
     },
     /// Administer a broker's durable subscriptions: list, delete.
     Durable {
         #[command(subcommand)]
-        verb: mw::cli_admin::DurableVerb,
+        verb: admin::DurableVerb,
     },
     /// Administer a broker's client connections: list, close.
     Conn {
         #[command(subcommand)]
-        verb: mw::cli_admin::ConnVerb,
+        verb: admin::ConnVerb,
     },
     /// Administer a broker's queue consumers: list, close.
     Consumer {
         #[command(subcommand)]
-        verb: mw::cli_admin::ConsumerVerb,
+        verb: admin::ConsumerVerb,
     },
     /// Administer a broker's retained messages: clear.
     Retained {
         #[command(subcommand)]
-        verb: mw::cli_admin::RetainedVerb,
+        verb: admin::RetainedVerb,
     },
     /// Use a broker's tuple space: out, rd, in, rdp, inp, notify (tuples and patterns as JSON).
     #[command(after_help = SPACE_HELP)]
     Space {
         #[command(subcommand)]
-        verb: mw::cli_space::Op,
+        verb: space::Op,
     },
     /// Print an argon2 hash of PASSWORD (or of the first line of stdin) for an auth file
     /// (`password = "..."`, or a token's secret in `tokens = [...]`).
@@ -305,15 +311,15 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Lookup { registry, json } => lookup(&registry, json).await,
         Command::Passwd { secret } => passwd(secret),
-        Command::Space { verb } => mw::cli_space::run(verb, &mut std::io::stdout()).await,
-        Command::Send(args) => mw::cli_queue::send(args, &mut std::io::stdout()).await,
-        Command::Recv(args) => mw::cli_queue::recv(args, &mut std::io::stdout()).await,
-        Command::Queues(args) => mw::cli_queue::queues(args, &mut std::io::stdout()).await,
-        Command::Queue { verb } => mw::cli_admin::queue(verb, &mut std::io::stdout()).await,
-        Command::Durable { verb } => mw::cli_admin::durable(verb, &mut std::io::stdout()).await,
-        Command::Conn { verb } => mw::cli_admin::conn(verb, &mut std::io::stdout()).await,
-        Command::Consumer { verb } => mw::cli_admin::consumer(verb, &mut std::io::stdout()).await,
-        Command::Retained { verb } => mw::cli_admin::retained(verb, &mut std::io::stdout()).await,
+        Command::Space { verb } => space::run(verb, &mut std::io::stdout()).await,
+        Command::Send(args) => queue::send(args, &mut std::io::stdout()).await,
+        Command::Recv(args) => queue::recv(args, &mut std::io::stdout()).await,
+        Command::Queues(args) => queue::queues(args, &mut std::io::stdout()).await,
+        Command::Queue { verb } => admin::queue(verb, &mut std::io::stdout()).await,
+        Command::Durable { verb } => admin::durable(verb, &mut std::io::stdout()).await,
+        Command::Conn { verb } => admin::conn(verb, &mut std::io::stdout()).await,
+        Command::Consumer { verb } => admin::consumer(verb, &mut std::io::stdout()).await,
+        Command::Retained { verb } => admin::retained(verb, &mut std::io::stdout()).await,
         Command::Demo => demo().await,
         Command::Broker(opts) => {
             let (addr, mut config) = match opts.into_config() {
@@ -324,8 +330,8 @@ async fn main() -> std::process::ExitCode {
             config.server.auth = server_auth;
             broker(&addr, config).await
         }
-        Command::Pub(args) => mw::cli_pubsub::publish(args, &mut std::io::stdout()).await,
-        Command::Sub(args) => mw::cli_pubsub::subscribe(args, &mut std::io::stdout()).await,
+        Command::Pub(args) => pubsub::publish(args, &mut std::io::stdout()).await,
+        Command::Sub(args) => pubsub::subscribe(args, &mut std::io::stdout()).await,
     };
     mw::run::exit_boxed("mw", result)
 }

@@ -20,12 +20,12 @@
 
 use std::io::Write;
 
-use crate::cli_args::BrokerAddr;
-use crate::cli_input::body_json;
-use crate::cli_queue::{check_known, queues_json, write_table, QueuesArgs};
-use crate::pubsub::RemoteBus;
-use crate::queue::remote::{RemoteQueues, WireWaiting};
-use crate::run::BoxError;
+use crate::input::body_json;
+use crate::queue::{check_known, queues_json, write_table, QueuesArgs};
+use mw::cli_args::BrokerAddr;
+use mw::pubsub::RemoteBus;
+use mw::queue::remote::{RemoteQueues, WireWaiting};
+use mw::run::BoxError;
 
 /// The broker flag and `--json`, shared by every admin verb.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,11 +127,11 @@ pub enum ConnVerb {
 /// An unreachable broker, an id that is not an open connection (close).
 pub async fn conn(verb: ConnVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     let connect = |addr: String| async move {
-        mw_rpc::Channel::connect_with(&addr, crate::cli_tls::client_config())
+        mw_rpc::Channel::connect_with(&addr, mw::cli_tls::client_config())
             .await
-            .map(crate::admin::AdminClient::new)
+            .map(mw::admin::AdminClient::new)
             .map_err(|e| -> BoxError {
-                format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into()
+                format!("cannot reach broker at {addr}: {}", mw::run::chain(&e)).into()
             })
     };
     match verb {
@@ -242,13 +242,13 @@ pub enum RetainedVerb {
 }
 
 async fn queues(addr: &str) -> Result<RemoteQueues, BoxError> {
-    Ok(RemoteQueues::connect_with(addr, crate::cli_tls::client_config()).await?)
+    Ok(RemoteQueues::connect_with(addr, mw::cli_tls::client_config()).await?)
 }
 
 async fn bus(addr: &str) -> Result<RemoteBus, BoxError> {
-    RemoteBus::connect_with(addr, crate::cli_tls::bus_config())
+    RemoteBus::connect_with(addr, mw::cli_tls::bus_config())
         .await
-        .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
+        .map_err(|e| format!("cannot reach broker at {addr}: {}", mw::run::chain(&e)).into())
 }
 
 fn print(
@@ -289,7 +289,7 @@ pub async fn queue(verb: QueueVerb, out: &mut dyn Write) -> Result<(), BoxError>
             let broker = queues(&common.broker.addr).await?;
             let found = broker.queue(&queue).peek(count).await?;
             for m in found {
-                let id = crate::queue::MessageId(m.id).to_string();
+                let id = mw::queue::MessageId(m.id).to_string();
                 let (state, due) = match m.waiting {
                     WireWaiting::Ready => ("ready", None),
                     WireWaiting::Returned => ("returned", None),
@@ -415,7 +415,7 @@ pub async fn durable(verb: DurableVerb, out: &mut dyn Write) -> Result<(), BoxEr
 pub async fn retained(verb: RetainedVerb, out: &mut dyn Write) -> Result<(), BoxError> {
     match verb {
         RetainedVerb::Clear { common, topic } => {
-            crate::pubsub::Topic::new(&topic)?;
+            mw::pubsub::Topic::new(&topic)?;
             let had = bus(&common.broker.addr)
                 .await?
                 .clear_retained(topic.as_str())

@@ -5,7 +5,7 @@
 //!   handled it: how many subscribers it reached (`--json`: the broker's whole report), or
 //!   `-` for an event the broker refused (named with its line number on stderr; exit 1).
 //!   `--file PATH` publishes a whole file as one event, `--framed` reads length-framed
-//!   events from stdin ([`crate::cli_input`]).
+//!   events from stdin ([`crate::input`]).
 //! - `mw sub --broker ADDR PATTERN [--durable NAME] [--count N] [--timeout SECS] [--json]`
 //!   prints one `TOPIC BODY` line per event (the body as UTF-8, invalid bytes replaced; with
 //!   `--json`, `{"topic":..,"body":..}` lines). Once subscribed it prints
@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cli_args::BrokerAddr;
-use crate::cli_input::{body_json, item_name, spawn_reader, Source};
-use crate::cli_space::parse_secs;
-use crate::pubsub::{PubSubError, PublishReport, RemoteBus, SlowConsumerPolicy, SubscribeOptions};
-use crate::run::BoxError;
+use crate::input::{body_json, item_name, spawn_reader, Source};
+use crate::space::parse_secs;
+use mw::cli_args::BrokerAddr;
+use mw::pubsub::{PubSubError, PublishReport, RemoteBus, SlowConsumerPolicy, SubscribeOptions};
+use mw::run::BoxError;
 
 /// Options of `mw pub`.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,9 +80,9 @@ pub struct SubArgs {
 }
 
 async fn connect(addr: &str) -> Result<RemoteBus, BoxError> {
-    RemoteBus::connect_with(addr, crate::cli_tls::bus_config())
+    RemoteBus::connect_with(addr, mw::cli_tls::bus_config())
         .await
-        .map_err(|e| format!("cannot reach broker at {addr}: {}", crate::run::chain(&e)).into())
+        .map_err(|e| format!("cannot reach broker at {addr}: {}", mw::run::chain(&e)).into())
 }
 
 async fn publish_one(
@@ -111,7 +111,7 @@ const PUB_WINDOW: usize = 256;
 /// An unreachable broker, an invalid topic, refused events, a failed read of the input.
 pub async fn publish(args: PubArgs, out: &mut dyn Write) -> Result<(), BoxError> {
     // Checked before connecting so a typo is reported as such even without a broker.
-    crate::pubsub::Topic::new(&args.topic)?;
+    mw::pubsub::Topic::new(&args.topic)?;
     let source = Source::from_flags(args.message.clone(), args.file.clone(), args.framed)?;
     let item = item_name(&source);
     let single = source.is_single();
@@ -123,7 +123,7 @@ pub async fn publish(args: PubArgs, out: &mut dyn Write) -> Result<(), BoxError>
         Ok(rep) => writeln!(out, "{}", rep.reached()),
         Err(PubSubError::Rpc(e)) => Err(std::io::Error::other(format!(
             "{item} {n} and those after it may or may not be published: {}",
-            crate::run::chain(&e)
+            mw::run::chain(&e)
         ))),
         Err(e) => {
             eprintln!("mw pub: {item} {n} not published: {e}");
@@ -171,7 +171,7 @@ pub async fn publish(args: PubArgs, out: &mut dyn Write) -> Result<(), BoxError>
             }
         }
     }
-    crate::cli_queue::refused_error(item, "published", &refused)
+    crate::queue::refused_error(item, "published", &refused)
 }
 
 /// `report` as one JSON object: the topic, how many subscriptions matched, took it
@@ -221,7 +221,7 @@ async fn within<T>(
 /// An unreachable broker, an invalid pattern or durable name, a broken connection, a
 /// slow-consumer disconnect, or no event within `--timeout`.
 pub async fn subscribe(args: SubArgs, out: &mut impl Write) -> Result<(), BoxError> {
-    crate::pubsub::Pattern::new(&args.pattern)?;
+    mw::pubsub::Pattern::new(&args.pattern)?;
     let bus = connect(&args.broker.addr).await?;
     let limit = args.count.unwrap_or(u64::MAX);
     let mut seen = 0u64;

@@ -11,19 +11,19 @@
 //!   signal for scripts).
 //!
 //! Patterns are JSON arrays too: `null` matches any value, `{"?": "int"}` any int (also
-//! `string`, `float`, `bool`, `bytes`); see [`crate::space::json`].
+//! `string`, `float`, `bool`, `bytes`); see [`mw::space::json`].
 //!
 //! Tuples and patterns are parsed before connecting, so a typo is reported as such even
 //! without a broker. Nothing found is `no matching tuple` with exit code 1; every other
-//! failure is one plain line and a non-zero exit code, via [`crate::run::exit_boxed`].
+//! failure is one plain line and a non-zero exit code, via [`mw::run::exit_boxed`].
 
 use std::io::Write;
 use std::time::Duration;
 
-use crate::cli_args::BrokerAddr;
-use crate::pubsub::SubscribeOptions;
-use crate::run::BoxError;
-use crate::space::{Pattern, RemoteSpace, SpaceError, Tuple, Wait};
+use mw::cli_args::BrokerAddr;
+use mw::pubsub::SubscribeOptions;
+use mw::run::BoxError;
+use mw::space::{Pattern, RemoteSpace, SpaceError, Tuple, Wait};
 
 /// The error text when nothing matched.
 pub const NO_MATCH: &str = "no matching tuple";
@@ -127,12 +127,12 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 async fn connect(addr: &str) -> Result<RemoteSpace, BoxError> {
-    RemoteSpace::connect_with(addr, crate::cli_tls::client_config())
+    RemoteSpace::connect_with(addr, mw::cli_tls::client_config())
         .await
         .map_err(|e| {
             let why = match &e {
-                SpaceError::Rpc(rpc) => crate::run::chain(rpc),
-                other => crate::run::chain(other),
+                SpaceError::Rpc(rpc) => mw::run::chain(rpc),
+                other => mw::run::chain(other),
             };
             format!("cannot reach broker at {addr}: {why}").into()
         })
