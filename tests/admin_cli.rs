@@ -1,4 +1,4 @@
-//! Issue 11, deliver 1: administering a real `mw broker` from the command line: queues
+//! Administering a real `mw broker` from the command line: queues
 //! (list, peek, purge, delete, redrive of the dead-letter queue), durable subscriptions
 //! (list, delete) and retained messages (clear), each with `--json`, and names the
 //! broker does not know refused rather than created.

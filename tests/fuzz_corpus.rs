@@ -45,8 +45,8 @@ mod seeds;
 
 /// Longest one child (one input, or all of a target's) may run before it counts as a
 /// hang. Every input takes well under a second in a debug build; a slow path must fail
-/// here, not only under libFuzzer (before the issue 12 fix, `repeating-10000200-1mib`
-/// took about 30 s in a debug build). A whole batch that times out is retried input by
+/// here, not only under libFuzzer (a quadratic recovery scan took about 30 s on
+/// `repeating-10000200-1mib` in a debug build). A whole batch that times out is retried input by
 /// input, so the limit only ever fails a single slow input.
 const WATCHDOG: Duration = Duration::from_secs(20);
 /// Set in a child process: the target whose harness [`replay_child`] runs.

@@ -1,4 +1,4 @@
-//! Issue 11, bug 6: the broker's size limits are settings (`--max-message-size`,
+//! The broker's size limits are settings (`--max-message-size`,
 //! `--max-event-size`, `--max-frame-size`), they must agree with each other, and a send or
 //! publish over one is refused with one line naming the limit (before, an oversized
 //! `mw pub` only said `disconnected from server`).

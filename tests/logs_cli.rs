@@ -1,4 +1,4 @@
-//! Issue 11, deliver 2: what `mw broker` logs for an operator, on stderr that is not a
+//! What `mw broker` logs for an operator, on stderr that is not a
 //! terminal (so without colour codes), as text and as JSON lines.
 
 mod queue_support;

@@ -1,4 +1,4 @@
-//! Issue 11, deliver 3: `--metrics-addr` serves Prometheus text on `/metrics` (the
+//! `--metrics-addr` serves Prometheus text on `/metrics` (the
 //! broker's queues, bus and routes, and every server's connections and calls), scraped
 //! here over a real socket.
 

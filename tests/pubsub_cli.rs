@@ -212,7 +212,7 @@ fn exits_within(proc: &mut Proc, bound: Duration) -> Duration {
     }
 }
 
-/// Issue 11, bug 3: an idle `mw sub` does not hold the broker's shutdown for the whole
+/// An idle `mw sub` does not hold the broker's shutdown for the whole
 /// drain timeout (10 s): its stream ends at once and it says why.
 #[test]
 fn broker_shutdown_ends_an_idle_subscription_at_once() {
@@ -238,7 +238,7 @@ fn broker_shutdown_ends_an_idle_subscription_at_once() {
     assert!(why.contains("server shutting down"), "{why:?}");
 }
 
-/// Issue 11, bug 3: a second signal during the drain exits at once. The drain is held
+/// A second signal during the drain exits at once. The drain is held
 /// by a stopped subscriber whose stream waits for credit (not idle).
 #[test]
 fn second_signal_during_the_drain_exits_at_once() {
@@ -273,7 +273,7 @@ fn second_signal_during_the_drain_exits_at_once() {
     drop(stuck);
 }
 
-/// Issue 11, bug 4: retained messages survive a broker restart (kept in its data
+/// Retained messages survive a broker restart (kept in its data
 /// directory), and an empty retained publish clears the topic's retained message (MQTT's
 /// convention) instead of storing an empty one.
 #[test]
@@ -294,7 +294,7 @@ fn retained_messages_survive_a_restart_and_an_empty_one_clears() {
     assert_eq!(got, ["sensors.x 21", "sensors.z live"]);
 }
 
-/// Issue 11, bug 8: an out-of-range `--buffer` is refused as given, not silently cut
+/// An out-of-range `--buffer` is refused as given, not silently cut
 /// to 4294967295.
 #[test]
 fn mw_sub_refuses_an_out_of_range_buffer() {

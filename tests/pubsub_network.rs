@@ -456,7 +456,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     b.stop().await;
 }
 
-/// Issue 11, bug 6: a fire-and-forget publish too large for a frame is refused at once,
+/// A fire-and-forget publish too large for a frame is refused at once,
 /// typed and naming the limit, and the connection keeps working (before, it ended the
 /// publishing task and every later call failed with `disconnected from server`).
 #[tokio::test]

@@ -643,7 +643,7 @@ async fn absurd_remote_durations_saturate_and_the_broker_keeps_serving() {
     broker.stop().await;
 }
 
-/// Issue 11, bug 1: a refused line in the middle of `mw send`'s stdin must not hide what
+/// A refused line in the middle of `mw send`'s stdin must not hide what
 /// was stored. Every input line gets one stdout line, in order (its id, or `-` when it
 /// was not stored), each refused line is named on stderr with its line number, and the
 /// exit code is 1.
@@ -692,7 +692,7 @@ fn cli_send_reports_every_lines_outcome_when_one_is_refused() {
     assert_eq!(row[..2], ["mixed", "9"], "{:?}", out.stdout);
 }
 
-/// Issue 11, bug 5: settings that cannot work are refused at start, with one line and a
+/// Settings that cannot work are refused at start, with one line and a
 /// failure code, instead of a broker that misbehaves later.
 #[test]
 fn cli_broker_refuses_settings_that_cannot_work() {
@@ -730,7 +730,7 @@ fn cli_broker_refuses_settings_that_cannot_work() {
     }
 }
 
-/// Issue 11, bug 7 (part): `mw recv --timeout SECS` gives up when nothing arrives in
+/// `mw recv --timeout SECS` gives up when nothing arrives in
 /// time, with one line and exit code 1, instead of blocking forever.
 #[test]
 fn cli_recv_gives_up_after_its_timeout() {
@@ -755,7 +755,7 @@ fn cli_recv_gives_up_after_its_timeout() {
     );
 }
 
-/// Issue 11, bug 7: `mw recv` on a name the broker does not know fails at once with one
+/// `mw recv` on a name the broker does not know fails at once with one
 /// line naming it, instead of waiting forever and leaving the queue behind; its
 /// dead-letter queue is known before its first dead letter.
 #[test]
@@ -791,7 +791,7 @@ fn cli_recv_refuses_an_unknown_queue_and_creates_nothing() {
     );
 }
 
-/// Issue 11, bug 7: a remote consumer of a queue nobody sent to leaves nothing behind
+/// A remote consumer of a queue nobody sent to leaves nothing behind
 /// once it goes away.
 #[tokio::test]
 async fn a_remote_consumer_of_an_unknown_queue_creates_nothing() {

@@ -88,7 +88,7 @@ async fn unknown_service_and_method_are_named(t: Transport) {
         Err(e @ RpcError::UnknownService(_)) => {
             let text = e.to_string();
             assert!(text.contains("absent"), "{text}");
-            // Issue 11, bug 8: said once, not `unknown service "no service named ..."`.
+            // Said once, not `unknown service "no service named ..."`.
             assert_eq!(text.matches("service").count(), 1, "{text}");
         }
         other => panic!("expected UnknownService, got {other:?}"),

@@ -110,7 +110,7 @@ async fn unrenewed_registration_disappears_when_its_lease_runs_out(t: Transport)
     reg.shutdown().await;
 }
 
-/// Issue 11, bug 2: the registry crashes and restarts at the same address; the lease
+/// The registry crashes and restarts at the same address; the lease
 /// keeper notices the dead connection, reconnects and registers again within a renewal
 /// period (a third of the ttl), instead of renewing over the dead connection forever.
 async fn lease_keeper_reregisters_with_a_restarted_registry(t: Transport) {

@@ -144,7 +144,7 @@ async fn stream_in_flight_at_shutdown_is_drained_to_its_end(t: Transport) {
     within("shutdown completes", server.shutdown()).await;
 }
 
-/// Issue 11, bug 3: a stream waiting for its next item (an idle subscription or
+/// A stream waiting for its next item (an idle subscription or
 /// consumer) does not hold the drain until its timeout: it ends as soon as the shutdown
 /// begins, and its reader hears `ShuttingDown`.
 async fn idle_stream_at_shutdown_ends_at_once_as_shutting_down(t: Transport) {

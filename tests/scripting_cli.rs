@@ -1,4 +1,4 @@
-//! Issue 11, deliver 4: the `mw` client verbs for scripts: the broker address from
+//! The `mw` client verbs for scripts: the broker address from
 //! `MW_BROKER`, binary input (`--file`, length-framed stdin) and output (`recv --framed`),
 //! `--ttl`/`--delay`/`--id` on send, `--timeout` on every waiting verb, `--json` on read
 //! verbs, and `pub` saying how many subscribers an event reached.

@@ -3,7 +3,8 @@
 //! The parent re-executes its own binary as `mw-bench serve <target> --addr 127.0.0.1:0`.
 //! The child binds, prints `listening on <addr>` as its first stdout line once it accepts
 //! connections, and serves until it is killed. Client and server therefore never share a
-//! runtime or an allocator, as in ANCHORS.md.
+//! runtime or an allocator: each side's CPU and memory is its own, as for a peer's server
+//! in its own process.
 
 use std::io::{self, BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -55,7 +55,7 @@
 //! process used per operation (`/proc/PID/stat`), the CPU share of other processes, and
 //! each process's resident memory at the start and end of the window (`VmRSS`).
 //!
-//! Target (issue 8): p99.9 over all operations with one replica stopped ≤ 3× the healthy
+//! Target: p99.9 over all operations with one replica stopped ≤ 3× the healthy
 //! run's, per routing.
 
 use std::collections::HashMap;

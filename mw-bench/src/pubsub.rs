@@ -8,7 +8,7 @@
 //!
 //! - **tcp**: the broker (`mw.pubsub` on a plain [`Bus`]) runs in a child process; the publisher
 //!   and every subscriber are separate [`RemoteBus`] connections over 127.0.0.1 from this
-//!   process (so the figure includes client CPU on the same 2 cores, as in ANCHORS.md).
+//!   process (so the figure includes client CPU on the same 2 cores, as the peers' reference figures do).
 //! - **embedded**: the same workload on an in-process [`Bus`], subscribers as tasks.
 //! - **redis**, **nats** (1->1 only): the same workload against a local `redis-server` /
 //!   `nats-server` child, when the program is on PATH (see [`crate::peers`]); otherwise the

@@ -32,8 +32,8 @@
 //!    in bytes per message (least squares over all samples, and over the second half).
 //!
 //! The default backlog is 10,000,000 messages (about 20 s here); `--quick` uses 100,000,
-//! where the first 32 MiB of body cache still dominate the slope. Client and broker share the machine's 2 vCPUs, as in
-//! ANCHORS.md; the CPU used by other processes during each window is reported.
+//! where the first 32 MiB of body cache still dominate the slope. Client and broker share the machine's 2 vCPUs, as
+//! in the peers' reference figures; the CPU used by other processes during each window is reported.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -60,9 +60,10 @@ use crate::Error;
 /// Server targets of this benchmark (`mw-bench serve <target>`).
 pub const SERVE_TARGETS: &[&str] = &["queue-broker"];
 
-/// RabbitMQ 3.10 quorum queue, durable publish + confirm, 100 B, 1000 in flight (ANCHORS.md).
+/// RabbitMQ 3.10 quorum queue, durable publish + confirm, 100 B, 1000 in flight: a published
+/// reference figure, not measured here.
 const RABBITMQ_QUORUM: f64 = 28_500.0;
-/// redis 7.0 `appendfsync always`, 50 clients (ANCHORS.md).
+/// redis 7.0 `appendfsync always`, 50 clients: a reference figure, not measured here.
 const REDIS_ALWAYS: f64 = 69_000.0;
 /// Target: confirmed msgs/s with group commit.
 const TARGET_RATE: f64 = 100_000.0;
@@ -71,7 +72,8 @@ const TARGET_PER_FSYNC: f64 = 64.0;
 /// "Flat" RSS: over the second half of the backlog (after the bounded body cache has
 /// filled), at most 1 byte per message (1 MB per million messages; a body is 100 B).
 const TARGET_RSS_SLOPE: f64 = 1.0;
-/// ANCHORS.md: 4 KiB append + fdatasync p50, used when the floor is not measured.
+/// 4 KiB append + fdatasync p50 measured once on the project machine, used when the floor
+/// is not measured in the run.
 const ANCHOR_FSYNC_P50_US: f64 = 163.0;
 
 const BODY: usize = 100;

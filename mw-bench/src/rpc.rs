@@ -7,7 +7,7 @@
 //! - `mw`: the service declared with `#[mw_rpc::service]`; the generated `IncrementServer` in an
 //!   `mw_rpc::Server`, the generated `IncrementClient` (an `mw_rpc::Channel`) calling it.
 //! - `tarpc`: tarpc 0.38, bincode over length-delimited TCP, `TCP_NODELAY`, large in-flight
-//!   limits, one spawned task per request (as ANCHORS.md measured it).
+//!   limits, one spawned task per request (as tarpc's own examples serve).
 //!
 //! Workloads: sequential round trips (latency), twice: `seq` as the scheduler places threads,
 //! and `seq_1cpu` with the client and all servers pinned to one vCPU. On this VM an idle vCPU
@@ -1063,7 +1063,7 @@ async fn serve_tarpc(addr: &str) -> Result<(), Error> {
             pending_response_buffer: 4096,
         };
         let channel = tarpc::server::BaseChannel::new(config, transport);
-        // One spawned task per request, as ANCHORS.md measured tarpc.
+        // One spawned task per request, as tarpc's own examples serve.
         tokio::spawn(
             channel
                 .execute(tarpc_inc::Inc.serve())

@@ -3,7 +3,8 @@
 //! Use it through `mw::service` or `mw_rpc::service`; see the documentation of
 //! [`service`] for what it accepts and generates.
 //!
-//! The implementation is split in three steps (STYLE.md section 7):
+//! The implementation is split in three steps, so that validation never has to
+//! think about the generated code and expansion never meets an invalid trait:
 //! `parse.rs` validates the attribute and the trait into a `model.rs`, and
 //! `expand.rs` turns the model into code. Errors are collected and reported on the offending tokens; on failure
 //! the original trait is still emitted next to the `compile_error!`s.

@@ -74,8 +74,7 @@
 //!
 //! # Design notes
 //!
-//! - [`Bus::publish`] is a plain function, not `async` (the design sketch wrote
-//!   `bus.publish(..).await`): it never has anything to wait for, because a full subscriber
+//! - [`Bus::publish`] is a plain function, not `async`: it never has anything to wait for, because a full subscriber
 //!   buffer is resolved by that subscriber's policy on the spot. Not being async keeps it usable
 //!   from any thread and costs no future per event.
 //! - [`Bus::subscribe`] takes [`SubscribeOptions`] explicitly, so every subscriber declares its

@@ -1503,7 +1503,7 @@ fn postcard_table_matches_postcard() {
     }
 }
 
-/// The prose examples the brief names, spelled out independently of the table.
+/// The postcard examples PROTOCOL.md gives in prose, spelled out independently of the table.
 #[test]
 fn postcard_rules_stated_in_prose() {
     assert_eq!(postcard(&41u64), [0x29]);

@@ -254,7 +254,7 @@ async fn refusals_are_typed_and_the_node_keeps_serving(t: Transport) {
         matches!(first, Err(KvError::ScanTooLarge { .. })),
         "{first:?}"
     );
-    // Nothing above was applied; the other connection is served as before.
+    // Nothing above was applied; the other connection is still served.
     assert_eq!(other.get(b("k")).await.unwrap(), None);
     put(&other, "k", "fine").await;
     assert_eq!(&c.get(b("k")).await.unwrap().unwrap().value[..], b"fine");

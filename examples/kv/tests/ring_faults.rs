@@ -24,15 +24,14 @@
 //! - `negative_control_sabotaged_replicas_are_reported`: data removed, resurrected,
 //!   invented or made to differ behind the ring's back: each check reports it.
 //! - `a_context_never_replaces_a_write_its_writer_did_not_read`: a scripted partition
-//!   sequence in which, before replicas coordinated writes and replicated whole states,
-//!   a version-vector context replaced an acknowledged write its writer never read
-//!   (check (a) reported the lost write); it now holds.
+//!   sequence in which a version-vector context could replace an acknowledged write its
+//!   writer never read, unless replicas coordinate writes and replicate whole states;
+//!   check (a) holds.
 //! - `a_forwarded_write_is_applied_once`: a write forwarded to a replica whose answer
-//!   is lost used to be coordinated again by the next replica (one put, two dots), and
-//!   a delete that read one copy left the other (check (c) reported the value back).
-//!   Now a forward fails over only when the first replica certainly did not run the
-//!   write; otherwise the put fails with "may have been applied", and it is applied
-//!   once.
+//!   is lost must not be coordinated again by the next replica (one put, two dots; a
+//!   delete that read one copy would leave the other). A forward fails over only when
+//!   the first replica certainly did not run the write; otherwise the put fails with
+//!   "may have been applied", and it is applied once.
 //!
 //! A failure prints the seed and the nemesis schedule; rerun it with
 //! `MW_KV_SEED=<seed> cargo test -p mw-kv --test ring_faults faults_over_many_seeds -- --nocapture`.

@@ -304,7 +304,7 @@ pub struct RemoteStats {
 // Batch encoding.
 
 // Each event is the postcard encoding of `(topic, dropped_before, payload)` with `topic` a
-// `&str` (varint length + bytes, empty for "same as before"), `dropped_before` a `u64` (varint)
+// `&str` (varint length + bytes; empty: the previous event's topic), `dropped_before` a `u64` (varint)
 // and `payload` a byte string (varint length + bytes). The encoder writes the payload with one
 // `put_slice` after postcard has written its length, instead of serializing it byte by byte.
 
