@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{PubSubError, Result};
 use crate::event::Event;
+use crate::membership::{Membership, Unsubscribe};
 use crate::report::{BusStats, PublishReport};
 use crate::retained::Retained;
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};
@@ -129,7 +130,8 @@ impl State {
     }
 }
 
-/// Shared by every [`Bus`] clone; subscriptions and attachments hold a `Weak` to it.
+/// Shared by every [`Bus`] clone; subscriptions and attachments hold a `Weak` to it (through
+/// their [`Membership`]).
 pub(crate) struct BusInner {
     config: Config,
     state: RwLock<State>,
@@ -152,13 +154,6 @@ impl BusInner {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Removes a subscription or sink; a no-op if it is already gone.
-    pub(crate) fn remove(&self, id: SubscriptionId) {
-        let target = self.write().remove(id);
-        // Dropped here, after the lock: a sink's `Drop` may do arbitrary work.
-        drop(target);
-    }
-
     fn remove_all(&self, ids: &[SubscriptionId]) {
         let mut removed = Vec::with_capacity(ids.len());
         {
@@ -172,6 +167,14 @@ impl BusInner {
 
     fn next_id(&self) -> SubscriptionId {
         SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Unsubscribe for BusInner {
+    fn unsubscribe(&self, id: SubscriptionId) {
+        let target = self.write().remove(id);
+        // Dropped here, after the lock: a sink's `Drop` may do arbitrary work.
+        drop(target);
     }
 }
 
@@ -223,6 +226,12 @@ impl Default for Bus {
 }
 
 impl Bus {
+    /// A registration for `id` that unsubscribes from this bus when dropped.
+    fn membership(&self, id: SubscriptionId) -> Membership {
+        let bus = Arc::downgrade(&self.inner);
+        Membership::new(id, bus)
+    }
+
     /// A new, empty bus with the given limits.
     pub fn new(config: Config) -> Self {
         let retained = Retained::new(config.max_retained_topics);
@@ -420,12 +429,7 @@ impl Bus {
                 state.patterns.insert(id, pattern.clone());
             }
         }
-        Ok(Subscription::new(
-            id,
-            pattern,
-            queue,
-            Arc::downgrade(&self.inner),
-        ))
+        Ok(Subscription::new(self.membership(id), pattern, queue))
     }
 
     /// Attaches `sink` to receive every event matching `pattern` from now on, until the returned
@@ -453,7 +457,7 @@ impl Bus {
             state.patterns.insert(id, pattern.clone());
             state.sinks += 1;
         }
-        Ok(Attachment::new(id, pattern, Arc::downgrade(&self.inner)))
+        Ok(Attachment::new(self.membership(id), pattern))
     }
 
     fn check_room(&self, state: &State) -> Result<()> {

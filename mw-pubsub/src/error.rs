@@ -1,9 +1,10 @@
-//! The crate's single error type, [`PubSubError`].
+//! The crate's error type, [`PubSubError`], and [`RemoteError`], the form in which the
+//! broker's refusals travel. Nothing here depends on the rest of the crate.
 //!
 //! Name validation errors say which name and which level (token index, from 0) or byte offset is at
 //! fault, so a caller can point at the offending part of a topic it got from a user or a peer.
 
-use crate::topic::Topic;
+use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in `mw-pubsub`.
 ///
@@ -139,8 +140,9 @@ pub enum PubSubError {
     /// A typed publish could not serialize its value.
     #[error("failed to encode payload for topic `{topic}`")]
     Encode {
-        /// The topic being published to.
-        topic: Topic,
+        /// The topic being published to. Its text, not a `Topic`: errors sit below names
+        /// (validating a `Topic` returns this error).
+        topic: String,
         /// The postcard error.
         #[source]
         source: postcard::Error,
@@ -151,7 +153,7 @@ pub enum PubSubError {
     #[error("failed to decode payload on topic `{topic}`")]
     Decode {
         /// The topic the undecodable event was published on.
-        topic: Topic,
+        topic: String,
         /// The postcard error.
         #[source]
         source: postcard::Error,
@@ -160,7 +162,7 @@ pub enum PubSubError {
     /// The broker refused a request made through a [`RemoteBus`](crate::RemoteBus) (bad name,
     /// limit reached, unknown durable subscription, ...). Only this request failed.
     #[error("broker refused the request: {0}")]
-    Remote(crate::remote::RemoteError),
+    Remote(RemoteError),
 
     /// Talking to the broker failed: unreachable, disconnected, timed out, protocol mismatch.
     #[error("broker call failed")]
@@ -177,9 +179,102 @@ impl From<mw_rpc::RpcError> for PubSubError {
     }
 }
 
-impl From<mw_rpc::RpcError<crate::remote::RemoteError>> for PubSubError {
-    fn from(e: mw_rpc::RpcError<crate::remote::RemoteError>) -> Self {
-        crate::remote::from_rpc(e)
+/// Why the broker refused a request: the wire form of [`PubSubError`], sent to the one client
+/// at fault (the broker keeps serving everyone else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// A topic, pattern or durable name is malformed; the message says where.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// The subscriber buffer asked for is 0 or above the broker's limit.
+    #[error("invalid buffer: {0}")]
+    InvalidBuffer(String),
+    /// The broker holds as many subscriptions as it allows.
+    #[error("too many subscriptions: the limit is {0}")]
+    TooManySubscriptions(u64),
+    /// The retained store is full.
+    #[error("retained store is full: {0} topics already hold a retained message")]
+    RetainedFull(u64),
+    /// The subscription was closed because its broker-side buffer overflowed under
+    /// `SlowConsumerPolicy::Disconnect`.
+    #[error("subscription disconnected as a slow consumer: its buffer of {0} events was full")]
+    SlowConsumer(u64),
+    /// The bus is closed (the broker is shutting down).
+    #[error("bus is closed")]
+    Closed,
+    /// The durable subscription exists with another pattern.
+    #[error("durable subscription `{name}` exists with pattern `{existing}`, not `{requested}`")]
+    DurableConflict {
+        /// The durable name.
+        name: String,
+        /// Its stored pattern.
+        existing: String,
+        /// The pattern asked for.
+        requested: String,
+    },
+    /// No durable subscription by that name.
+    #[error("no durable subscription named `{0}`")]
+    UnknownDurable(String),
+    /// The broker's storage (mw-queue) failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A batch did not decode.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+    /// The payload is larger than the broker's max event size; nothing was published.
+    #[error("event of {size} bytes exceeds the broker's max event size of {limit} bytes")]
+    EventTooLarge {
+        /// The payload's size in bytes.
+        size: u64,
+        /// The broker's limit (`mw broker --max-event-size`).
+        limit: u64,
+    },
+    /// The logged-in user may not publish to this topic or subscribe to this pattern
+    /// (the broker's `--auth` file); nothing was done, and the connection stays usable
+    /// for what is allowed.
+    #[error("permission denied: {0}")]
+    PermissionDenied(mw_rpc::auth::Denied),
+}
+
+impl From<mw_rpc::auth::Denied> for RemoteError {
+    fn from(d: mw_rpc::auth::Denied) -> Self {
+        RemoteError::PermissionDenied(d)
+    }
+}
+
+impl From<&PubSubError> for RemoteError {
+    fn from(e: &PubSubError) -> Self {
+        match e {
+            PubSubError::EmptyName
+            | PubSubError::NameTooLong { .. }
+            | PubSubError::EmptyToken { .. }
+            | PubSubError::InvalidChar { .. }
+            | PubSubError::PartialWildcard { .. }
+            | PubSubError::FullWildcardNotLast { .. }
+            | PubSubError::WildcardInTopic { .. } => RemoteError::InvalidName(e.to_string()),
+            PubSubError::ZeroBuffer | PubSubError::BufferTooLarge { .. } => {
+                RemoteError::InvalidBuffer(e.to_string())
+            }
+            PubSubError::TooManySubscriptions { limit } => {
+                RemoteError::TooManySubscriptions(*limit as u64)
+            }
+            PubSubError::RetainedFull { limit } => RemoteError::RetainedFull(*limit as u64),
+            PubSubError::SlowConsumer { capacity } => RemoteError::SlowConsumer(*capacity as u64),
+            PubSubError::Closed => RemoteError::Closed,
+            PubSubError::EventTooLarge { size, limit } => RemoteError::EventTooLarge {
+                size: *size as u64,
+                limit: *limit as u64,
+            },
+            PubSubError::Remote(r) => r.clone(),
+            other => RemoteError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<PubSubError> for RemoteError {
+    fn from(e: PubSubError) -> Self {
+        RemoteError::from(&e)
     }
 }
 

@@ -82,17 +82,21 @@
 //!
 //! # Layout
 //!
+//! Listed bottom-up: each module imports only from the ones above it.
+//!
 //! | module | owns |
 //! |---|---|
+//! | `error`, `config`, `report` | [`PubSubError`] and [`RemoteError`] (its wire form); [`Config`]; [`PublishReport`], [`BusStats`] |
 //! | [`topic`] | [`Topic`], [`Pattern`]: syntax, validation, direct matching |
 //! | `trie` | `Trie`: subscriptions indexed by pattern, for matching without a scan; [`SubscriptionId`] |
-//! | `bus` | [`Bus`]: publish, subscribe, attach, retained, close; the locking story |
-//! | `subscriber` | [`Subscription`], its bounded queue, [`SubscribeOptions`], [`SlowConsumerPolicy`] |
+//! | `event` | [`Event`] |
+//! | `membership` | a handle's registration on its bus, removed on drop (the bus implements its `Unsubscribe`) |
+//! | `subscriber` | [`Subscription`], its bounded buffer, [`SubscribeOptions`], [`SlowConsumerPolicy`] |
 //! | `sink` | [`DeliverySink`], [`Attachment`]: the hook for durable and network consumers |
 //! | `retained` | the bounded store of retained messages |
+//! | `bus` | [`Bus`]: publish, subscribe, attach, retained, close; the locking story |
 //! | `typed` | [`Bus::publish_typed`], [`TypedSubscription`]: postcard on top of the raw bus |
 //! | [`remote`] | the networked bus: the `mw.pubsub` service a broker hosts, [`RemoteBus`] (its client), durable subscriptions |
-//! | `event`, `report`, `config`, `error` | [`Event`]; [`PublishReport`], [`BusStats`]; [`Config`]; [`PubSubError`] |
 
 #![deny(missing_docs)]
 
@@ -100,6 +104,7 @@ mod bus;
 mod config;
 mod error;
 mod event;
+mod membership;
 pub mod remote;
 mod report;
 mod retained;

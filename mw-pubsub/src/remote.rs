@@ -42,13 +42,13 @@
 //! it is bounded by its declared buffer plus the window, whatever the publishers do. Losses
 //! arrive in order as [`Event::dropped_before`](crate::Event::dropped_before) and add up in
 //! [`RemoteSubscription::dropped`]; under [`Disconnect`](crate::SlowConsumerPolicy::Disconnect)
-//! the subscriber gets what was buffered, then [`PubSubError::SlowConsumer`].
+//! the subscriber gets what was buffered, then [`PubSubError::SlowConsumer`](crate::PubSubError::SlowConsumer).
 //!
 //! # Layout
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`wire`] | argument and item types, [`RemoteError`], the packed batch encoding |
+//! | [`wire`] | argument and item types, the packed batch encoding ([`RemoteError`] is re-exported from the crate's `error`) |
 //! | `service` | the [`PubSub`] service trait and [`PubSubService`] (the broker side) |
 //! | `durable` | durable subscriptions: the sink, the writer task, sessions, definitions file |
 //! | `client` | [`RemoteBus`], [`RemoteSubscription`], [`RemoteTypedSubscription`], [`DurableSubscription`] |
@@ -70,26 +70,3 @@ pub use service::{
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
 pub use wire::{RemoteError, RemoteStats};
-
-use crate::error::PubSubError;
-use mw_rpc::RpcError;
-
-/// A refusal from the broker as the embedded API would report it: slow-consumer disconnects and
-/// a closed bus get their own [`PubSubError`] variants, the rest is [`PubSubError::Remote`].
-pub(crate) fn from_remote(e: RemoteError) -> PubSubError {
-    match e {
-        RemoteError::SlowConsumer(capacity) => PubSubError::SlowConsumer {
-            capacity: capacity as usize,
-        },
-        RemoteError::Closed => PubSubError::Closed,
-        other => PubSubError::Remote(other),
-    }
-}
-
-/// Converts the error of a fallible `mw.pubsub` call.
-pub(crate) fn from_rpc(e: RpcError<RemoteError>) -> PubSubError {
-    match e.into_application() {
-        Ok(remote) => from_remote(remote),
-        Err(plain) => PubSubError::Rpc(plain),
-    }
-}

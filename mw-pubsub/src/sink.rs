@@ -8,11 +8,10 @@
 //! [`Subscription`]: crate::Subscription
 
 use std::fmt;
-use std::sync::Weak;
 
 use bytes::Bytes;
 
-use crate::bus::BusInner;
+use crate::membership::Membership;
 use crate::topic::{Pattern, Topic};
 use crate::trie::SubscriptionId;
 
@@ -81,19 +80,21 @@ where
 /// Keeps a [`DeliverySink`] attached; dropping it (or [`detach`](Self::detach)) detaches the sink.
 #[must_use = "the sink is detached as soon as the attachment is dropped"]
 pub struct Attachment {
-    id: SubscriptionId,
+    membership: Membership,
     pattern: Pattern,
-    bus: Weak<BusInner>,
 }
 
 impl Attachment {
-    pub(crate) fn new(id: SubscriptionId, pattern: Pattern, bus: Weak<BusInner>) -> Self {
-        Attachment { id, pattern, bus }
+    pub(crate) fn new(membership: Membership, pattern: Pattern) -> Self {
+        Attachment {
+            membership,
+            pattern,
+        }
     }
 
     /// The attachment's id on its bus.
     pub fn id(&self) -> SubscriptionId {
-        self.id
+        self.membership.id()
     }
 
     /// The pattern the sink is attached to.
@@ -105,18 +106,10 @@ impl Attachment {
     pub fn detach(self) {}
 }
 
-impl Drop for Attachment {
-    fn drop(&mut self) {
-        if let Some(bus) = self.bus.upgrade() {
-            bus.remove(self.id);
-        }
-    }
-}
-
 impl fmt::Debug for Attachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Attachment")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("pattern", &self.pattern)
             .finish()
     }

@@ -12,15 +12,15 @@ use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::bus::BusInner;
 use crate::error::{PubSubError, Result};
 use crate::event::Event;
+use crate::membership::Membership;
 use crate::topic::{Pattern, Topic};
 use crate::trie::SubscriptionId;
 
@@ -306,24 +306,22 @@ impl SubscriberBuffer {
 /// ```
 #[must_use = "a subscription receives nothing once dropped"]
 pub struct Subscription {
-    id: SubscriptionId,
+    /// First, so that dropping a subscription unregisters it before anything else goes.
+    membership: Membership,
     pattern: Pattern,
     queue: Arc<SubscriberBuffer>,
-    bus: Weak<BusInner>,
 }
 
 impl Subscription {
     pub(crate) fn new(
-        id: SubscriptionId,
+        membership: Membership,
         pattern: Pattern,
         queue: Arc<SubscriberBuffer>,
-        bus: Weak<BusInner>,
     ) -> Self {
         Subscription {
-            id,
+            membership,
             pattern,
             queue,
-            bus,
         }
     }
 
@@ -397,7 +395,7 @@ impl Subscription {
 
     /// This subscription's id on its bus.
     pub fn id(&self) -> SubscriptionId {
-        self.id
+        self.membership.id()
     }
 
     /// The pattern subscribed to.
@@ -431,18 +429,10 @@ impl Stream for Subscription {
     }
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some(bus) = self.bus.upgrade() {
-            bus.remove(self.id);
-        }
-    }
-}
-
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("pattern", &self.pattern)
             .field("capacity", &self.queue.capacity)
             .field("policy", &self.queue.policy)

@@ -26,7 +26,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(topic: &Topic, value: &T) -> Result<
     postcard::to_stdvec(value)
         .map(Bytes::from)
         .map_err(|source| PubSubError::Encode {
-            topic: topic.clone(),
+            topic: topic.as_str().to_owned(),
             source,
         })
 }
@@ -121,7 +121,7 @@ pub(crate) fn decode<T: DeserializeOwned>(event: Event) -> Result<TypedEvent<T>>
             dropped_before: event.dropped_before,
         }),
         Err(source) => Err(PubSubError::Decode {
-            topic: event.topic,
+            topic: event.topic.as_str().to_owned(),
             source,
         }),
     }

@@ -27,13 +27,35 @@ use super::service::PubSubClient;
 use super::wire::{
     decode_batch, BatchEncoder, Blob, DurableItem, RemoteError, RemoteStats, SubscribeItem,
 };
-use super::{from_remote, from_rpc};
 use crate::error::{PubSubError, Result};
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::SubscribeOptions;
 use crate::topic::{IntoPattern, IntoTopic, Pattern, Topic};
 use crate::typed::{decode, encode, TypedEvent};
+
+/// A refusal from the broker as the embedded API would report it: slow-consumer disconnects and
+/// a closed bus get their own [`PubSubError`] variants, the rest is [`PubSubError::Remote`].
+fn from_remote(e: RemoteError) -> PubSubError {
+    match e {
+        RemoteError::SlowConsumer(capacity) => PubSubError::SlowConsumer {
+            capacity: capacity as usize,
+        },
+        RemoteError::Closed => PubSubError::Closed,
+        other => PubSubError::Remote(other),
+    }
+}
+
+/// The error of a fallible `mw.pubsub` call: the broker's refusal as `from_remote` maps
+/// it, anything else (unreachable, disconnected, timed out) as [`PubSubError::Rpc`].
+impl From<RpcError<RemoteError>> for PubSubError {
+    fn from(e: RpcError<RemoteError>) -> Self {
+        match e.into_application() {
+            Ok(remote) => from_remote(remote),
+            Err(plain) => PubSubError::Rpc(plain),
+        }
+    }
+}
 
 /// Settings of a [`RemoteBus`]. Every field has a documented default.
 #[derive(Debug, Clone)]
@@ -287,8 +309,8 @@ impl RemoteBus {
                 async move { c.start_publish_report(topic.to_string(), payload).await }.boxed()
             })
             .await?
-            .map_err(from_rpc)?;
-        Ok(handle.await.map_err(from_rpc)?.into())
+            .map_err(PubSubError::from)?;
+        Ok(handle.await.map_err(PubSubError::from)?.into())
     }
 
     /// Publishes and stores the event as `topic`'s retained message, which every later
@@ -312,8 +334,8 @@ impl RemoteBus {
                 async move { c.start_publish_retained(topic.to_string(), payload).await }.boxed()
             })
             .await?
-            .map_err(from_rpc)?;
-        Ok(handle.await.map_err(from_rpc)?.into())
+            .map_err(PubSubError::from)?;
+        Ok(handle.await.map_err(PubSubError::from)?.into())
     }
 
     /// Forgets `topic`'s retained message; whether it had one.
@@ -327,7 +349,7 @@ impl RemoteBus {
         self.client
             .clear_retained(topic.to_string())
             .await
-            .map_err(from_rpc)
+            .map_err(PubSubError::from)
     }
 
     /// Waits until the broker has handled every publish made before this call.
@@ -460,7 +482,7 @@ impl RemoteBus {
         self.client
             .unsubscribe_durable(name.to_string())
             .await
-            .map_err(from_rpc)
+            .map_err(PubSubError::from)
     }
 
     /// What the broker's bus holds (subscriptions, their buffers and losses, durables).
@@ -657,7 +679,7 @@ impl DurableEvent {
             .client
             .ack(self.name.to_string(), vec![self.tag])
             .await
-            .map_err(from_rpc)?;
+            .map_err(PubSubError::from)?;
         Ok(n == 1)
     }
 }

@@ -33,8 +33,7 @@ use mw_queue::{ConsumerOptions, DeliveryTag, Message, QueueManager};
 use mw_rpc::Streaming;
 use tokio::sync::mpsc;
 
-use super::service::pack_one;
-use super::wire::{Blob, DurableItem, DurableStats, RemoteError, WireDelivery};
+use super::wire::{pack_one, Blob, DurableItem, DurableStats, RemoteError, WireDelivery};
 use crate::bus::Bus;
 use crate::error::{PubSubError, Result};
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};

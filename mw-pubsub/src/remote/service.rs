@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::Stream;
 use mw_queue::DeliveryTag;
 use mw_rpc::auth::{check, Action};
@@ -435,11 +434,4 @@ impl Drop for Forwarder {
         // Dropped outside the registry lock: this unsubscribes from the bus.
         drop(removed);
     }
-}
-
-/// Packs one event as a one-event batch (the body stored for a durable subscription).
-pub(crate) fn pack_one(topic: &Topic, payload: &Bytes) -> Bytes {
-    let mut enc = BatchEncoder::new();
-    enc.push(topic, payload, 0);
-    enc.finish().0
 }

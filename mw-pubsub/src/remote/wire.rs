@@ -26,7 +26,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::error::PubSubError;
+pub use crate::error::RemoteError;
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::SlowConsumerPolicy;
@@ -116,105 +116,6 @@ impl From<WireReport> for PublishReport {
             disconnected: r.disconnected as usize,
             retained: r.retained,
         }
-    }
-}
-
-/// Why the broker refused a request: the wire form of [`PubSubError`], sent to the one client
-/// at fault (the broker keeps serving everyone else).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum RemoteError {
-    /// A topic, pattern or durable name is malformed; the message says where.
-    #[error("invalid name: {0}")]
-    InvalidName(String),
-    /// The subscriber buffer asked for is 0 or above the broker's limit.
-    #[error("invalid buffer: {0}")]
-    InvalidBuffer(String),
-    /// The broker holds as many subscriptions as it allows.
-    #[error("too many subscriptions: the limit is {0}")]
-    TooManySubscriptions(u64),
-    /// The retained store is full.
-    #[error("retained store is full: {0} topics already hold a retained message")]
-    RetainedFull(u64),
-    /// The subscription was closed because its broker-side buffer overflowed under
-    /// [`SlowConsumerPolicy::Disconnect`].
-    #[error("subscription disconnected as a slow consumer: its buffer of {0} events was full")]
-    SlowConsumer(u64),
-    /// The bus is closed (the broker is shutting down).
-    #[error("bus is closed")]
-    Closed,
-    /// The durable subscription exists with another pattern.
-    #[error("durable subscription `{name}` exists with pattern `{existing}`, not `{requested}`")]
-    DurableConflict {
-        /// The durable name.
-        name: String,
-        /// Its stored pattern.
-        existing: String,
-        /// The pattern asked for.
-        requested: String,
-    },
-    /// No durable subscription by that name.
-    #[error("no durable subscription named `{0}`")]
-    UnknownDurable(String),
-    /// The broker's storage (mw-queue) failed.
-    #[error("storage error: {0}")]
-    Storage(String),
-    /// A batch did not decode.
-    #[error("malformed batch: {0}")]
-    Malformed(String),
-    /// The payload is larger than the broker's max event size; nothing was published.
-    #[error("event of {size} bytes exceeds the broker's max event size of {limit} bytes")]
-    EventTooLarge {
-        /// The payload's size in bytes.
-        size: u64,
-        /// The broker's limit (`mw broker --max-event-size`).
-        limit: u64,
-    },
-    /// The logged-in user may not publish to this topic or subscribe to this pattern
-    /// (the broker's `--auth` file); nothing was done, and the connection stays usable
-    /// for what is allowed.
-    #[error("permission denied: {0}")]
-    PermissionDenied(mw_rpc::auth::Denied),
-}
-
-impl From<mw_rpc::auth::Denied> for RemoteError {
-    fn from(d: mw_rpc::auth::Denied) -> Self {
-        RemoteError::PermissionDenied(d)
-    }
-}
-
-impl From<&PubSubError> for RemoteError {
-    fn from(e: &PubSubError) -> Self {
-        match e {
-            PubSubError::EmptyName
-            | PubSubError::NameTooLong { .. }
-            | PubSubError::EmptyToken { .. }
-            | PubSubError::InvalidChar { .. }
-            | PubSubError::PartialWildcard { .. }
-            | PubSubError::FullWildcardNotLast { .. }
-            | PubSubError::WildcardInTopic { .. } => RemoteError::InvalidName(e.to_string()),
-            PubSubError::ZeroBuffer | PubSubError::BufferTooLarge { .. } => {
-                RemoteError::InvalidBuffer(e.to_string())
-            }
-            PubSubError::TooManySubscriptions { limit } => {
-                RemoteError::TooManySubscriptions(*limit as u64)
-            }
-            PubSubError::RetainedFull { limit } => RemoteError::RetainedFull(*limit as u64),
-            PubSubError::SlowConsumer { capacity } => RemoteError::SlowConsumer(*capacity as u64),
-            PubSubError::Closed => RemoteError::Closed,
-            PubSubError::EventTooLarge { size, limit } => RemoteError::EventTooLarge {
-                size: *size as u64,
-                limit: *limit as u64,
-            },
-            PubSubError::Remote(r) => r.clone(),
-            other => RemoteError::Storage(other.to_string()),
-        }
-    }
-}
-
-impl From<PubSubError> for RemoteError {
-    fn from(e: PubSubError) -> Self {
-        RemoteError::from(&e)
     }
 }
 
@@ -379,6 +280,13 @@ impl BatchEncoder {
         self.count = 0;
         Blob(self.buf.split().freeze())
     }
+}
+
+/// Packs one event as a one-event batch (the body stored for a durable subscription).
+pub(crate) fn pack_one(topic: &Topic, payload: &Bytes) -> Bytes {
+    let mut enc = BatchEncoder::new();
+    enc.push(topic, payload, 0);
+    enc.finish().0
 }
 
 /// Decodes a batch, calling `f` for each event in order. Payloads are copied out of the batch
