@@ -15,6 +15,9 @@
 //! - [`tls`]: TLS on TCP connections (rustls): [`tls::TlsServer`], [`tls::TlsClient`].
 //! - [`connection`]: the batching writer ([`WriteBuffer`]), the frame reader, and the
 //!   client/server connection set-up.
+//! - [`control`]: [`ConnectionReader`], which answers `Ping`s and sorts the other
+//!   connection-level frames (`Pong`, `GoAway`) from the frames of exchanges
+//!   ([`Incoming`]), the same way for clients and servers.
 //! - [`error`]: [`CoreError`] and [`FrameError`]; [`error::chain`], how every binary
 //!   and log line prints an error with its causes.
 //! - [`time`]: wall-clock milliseconds ([`time::unix_ms`]) and saturating conversion.
@@ -23,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod fault;
 pub mod frame;
@@ -34,6 +38,7 @@ pub mod transport;
 pub use connection::{
     client_connection, server_connection, spawn_writer, FrameReader, TransportConfig, WriteBuffer,
 };
+pub use control::{ConnectionReader, Incoming};
 pub use error::{CoreError, FrameError};
 pub use fault::{FaultNet, Faults};
 pub use frame::{flags, Frame, FrameCodec, FrameKind};
