@@ -363,62 +363,28 @@ fn client_method(cx: &Cx, m: &Method) -> TokenStream {
 // 4. Server.
 
 fn expand_server(cx: &Cx) -> TokenStream {
+    // The implementation type parameter; only the trait's name appears next to it.
+    let s = Ident::new(
+        if cx.svc.ident == "S" { "Impl" } else { "S" },
+        Span::call_site(),
+    );
+    let server_struct = server_struct(cx, &s);
+    let service_impl = service_impl(cx);
+    quote! {
+        #server_struct
+        #service_impl
+    }
+}
+
+/// The generated server type: the struct holding the implementation, its constructors,
+/// `Clone` and `Debug`.
+fn server_struct(cx: &Cx, s: &Ident) -> TokenStream {
     let (svc, krate) = (cx.svc, cx.krate);
     let vis = &svc.vis;
     let trait_name = &svc.ident;
     let server = &cx.server;
     let service_id = &cx.service_id;
     let server_name = server.to_string();
-    // The implementation type parameter; only the trait's name appears next to it.
-    let s = Ident::new(
-        if svc.ident == "S" { "Impl" } else { "S" },
-        Span::call_site(),
-    );
-
-    // The generic parameter of the `Service` impl sits next to user types in
-    // the argument tuples; give it a name no user type will have.
-    let imp = Ident::new("__MwImpl", Span::mixed_site());
-    // Locals/parameters next to user-named arguments: hygienic.
-    let method = Ident::new("method", Span::mixed_site());
-    let args = Ident::new("args", Span::mixed_site());
-    let inner = Ident::new("inner", Span::mixed_site());
-    let other = Ident::new("other", Span::mixed_site());
-
-    let infos = svc.methods.iter().map(|m| {
-        let id = method_id(m);
-        let name = m.name();
-        let kind = match &m.kind {
-            MethodKind::Unary | MethodKind::Fallible { .. } => quote!(#krate::MethodKind::Unary),
-            MethodKind::Stream { .. } => quote!(#krate::MethodKind::Stream),
-            MethodKind::Oneway(ack) => {
-                let a = Ident::new(ack.variant(), Span::call_site());
-                quote!(#krate::MethodKind::Oneway(#krate::Ack::#a))
-            }
-        };
-        quote!(#krate::MethodInfo { id: #id, name: #name, kind: #kind })
-    });
-
-    let arms = svc.methods.iter().map(|m| {
-        let id = method_id(m);
-        let name = &m.ident;
-        let pat = arg_tuple(m);
-        let ty = arg_tuple_type(m);
-        let call_args = m.args.iter().map(|a| &a.ident);
-        let wrap = match m.kind {
-            MethodKind::Stream { .. } => quote!(#krate::__private::stream),
-            _ => quote!(#krate::__private::unary),
-        };
-        quote! {
-            #id => {
-                let #pat: #ty = #krate::__private::decode(&#args)?;
-                let #inner = <::std::sync::Arc<#imp> as ::core::clone::Clone>::clone(&self.inner);
-                ::core::result::Result::Ok(#wrap(async move {
-                    <#imp as #trait_name>::#name(&*#inner #(, #call_args)*).await
-                }))
-            }
-        }
-    });
-
     let struct_doc = doc(format!(
         "Generated server for {} (trait [`{trait_name}`]): dispatches incoming calls to an \
          implementation `S`. Register it with the RPC server as a `Service`.",
@@ -464,7 +430,28 @@ fn expand_server(cx: &Cx) -> TokenStream {
                 )
             }
         }
+    }
+}
 
+/// The `Service` impl: the method table and the dispatch from method number to handler.
+fn service_impl(cx: &Cx) -> TokenStream {
+    let krate = cx.krate;
+    let trait_name = &cx.svc.ident;
+    let server = &cx.server;
+    // The generic parameter of the `Service` impl sits next to user types in
+    // the argument tuples; give it a name no user type will have.
+    let imp = Ident::new("__MwImpl", Span::mixed_site());
+    // Locals/parameters next to user-named arguments: hygienic.
+    let method = Ident::new("method", Span::mixed_site());
+    let args = Ident::new("args", Span::mixed_site());
+    let other = Ident::new("other", Span::mixed_site());
+    let infos = cx.svc.methods.iter().map(|m| method_info(cx, m));
+    let arms = cx
+        .svc
+        .methods
+        .iter()
+        .map(|m| dispatch_arm(cx, m, &imp, &args));
+    quote! {
         impl<#imp: #trait_name> #krate::Service for #server<#imp> {
             fn id(&self) -> #krate::ServiceId {
                 Self::SERVICE
@@ -485,6 +472,47 @@ fn expand_server(cx: &Cx) -> TokenStream {
                     #other => ::core::result::Result::Err(#krate::ServerError::UnknownMethod(#other)),
                 }
             }
+        }
+    }
+}
+
+/// One entry of the `Service::methods` table.
+fn method_info(cx: &Cx, m: &Method) -> TokenStream {
+    let krate = cx.krate;
+    let id = method_id(m);
+    let name = m.name();
+    let kind = match &m.kind {
+        MethodKind::Unary | MethodKind::Fallible { .. } => quote!(#krate::MethodKind::Unary),
+        MethodKind::Stream { .. } => quote!(#krate::MethodKind::Stream),
+        MethodKind::Oneway(ack) => {
+            let a = Ident::new(ack.variant(), Span::call_site());
+            quote!(#krate::MethodKind::Oneway(#krate::Ack::#a))
+        }
+    };
+    quote!(#krate::MethodInfo { id: #id, name: #name, kind: #kind })
+}
+
+/// One arm of `Service::call`: decode the arguments, call the implementation.
+fn dispatch_arm(cx: &Cx, m: &Method, imp: &Ident, args: &Ident) -> TokenStream {
+    let krate = cx.krate;
+    let trait_name = &cx.svc.ident;
+    let inner = Ident::new("inner", Span::mixed_site());
+    let id = method_id(m);
+    let name = &m.ident;
+    let pat = arg_tuple(m);
+    let ty = arg_tuple_type(m);
+    let call_args = m.args.iter().map(|a| &a.ident);
+    let wrap = match m.kind {
+        MethodKind::Stream { .. } => quote!(#krate::__private::stream),
+        _ => quote!(#krate::__private::unary),
+    };
+    quote! {
+        #id => {
+            let #pat: #ty = #krate::__private::decode(&#args)?;
+            let #inner = <::std::sync::Arc<#imp> as ::core::clone::Clone>::clone(&self.inner);
+            ::core::result::Result::Ok(#wrap(async move {
+                <#imp as #trait_name>::#name(&*#inner #(, #call_args)*).await
+            }))
         }
     }
 }

@@ -16,7 +16,7 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{
     Attribute, Expr, ExprLit, FnArg, GenericArgument, Item, ItemTrait, Lit, Meta, Pat,
-    PathArguments, ReturnType, Token, TraitItem, TraitItemFn, Type,
+    PathArguments, ReturnType, Signature, Token, TraitItem, TraitItemFn, Type,
 };
 
 use crate::model::{Ack, Arg, Method, MethodKind, Service};
@@ -517,7 +517,29 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
     let before = errors_count(errors);
     let sig = &f.sig;
     let attrs = parse_method_attrs(&f.attrs, errors);
+    check_method_shape(f, errors);
+    let args = parse_method_args(sig, errors);
+    let (output, kind) = parse_output(sig, attrs.oneway, errors);
+    if errors_count(errors) != before {
+        return None;
+    }
+    let (id, id_span) = attrs.id.unwrap_or((position, sig.ident.span()));
+    Some(Method {
+        attrs: attrs.user,
+        ident: sig.ident.clone(),
+        fn_token: sig.fn_token,
+        id,
+        id_span,
+        args,
+        output,
+        kind,
+    })
+}
 
+/// A service method is a plain `async fn` declaration: no qualifiers, generics, where
+/// clause or default body.
+fn check_method_shape(f: &TraitItemFn, errors: &mut Errors) {
+    let sig = &f.sig;
     if sig.asyncness.is_none() {
         let (k, i) = (&sig.fn_token, &sig.ident);
         errors.spanned(
@@ -552,8 +574,10 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
             "service methods must not have a default body; implement the method in the `impl` of the trait",
         );
     }
+}
 
-    // Receiver: exactly `&self`.
+/// The receiver (exactly `&self`) and the arguments (plain identifiers of supported types).
+fn parse_method_args(sig: &Signature, errors: &mut Errors) -> Vec<Arg> {
     let mut inputs = sig.inputs.iter();
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) => {
@@ -599,8 +623,15 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
             });
         }
     }
+    args
+}
 
-    // Return type and kind.
+/// The return type, and the method kind it and `#[oneway]` make together.
+fn parse_output(
+    sig: &Signature,
+    oneway: Option<(Ack, Span)>,
+    errors: &mut Errors,
+) -> (Type, MethodKind) {
     let output: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
@@ -609,7 +640,7 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
         }
     };
     let stream_item = streaming_item(&output, errors);
-    let kind = match (attrs.oneway, stream_item) {
+    let kind = match (oneway, stream_item) {
         (Some(_), Some(_)) => {
             errors.spanned(
                 &output,
@@ -632,21 +663,7 @@ fn parse_method(position: u32, f: &TraitItemFn, errors: &mut Errors) -> Option<M
             None => MethodKind::Unary,
         },
     };
-
-    if errors_count(errors) != before {
-        return None;
-    }
-    let (id, id_span) = attrs.id.unwrap_or((position, sig.ident.span()));
-    Some(Method {
-        attrs: attrs.user,
-        ident: sig.ident.clone(),
-        fn_token: sig.fn_token,
-        id,
-        id_span,
-        args,
-        output,
-        kind,
-    })
+    (output, kind)
 }
 
 fn check_receiver(r: &syn::Receiver, errors: &mut Errors) {
