@@ -747,36 +747,85 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     let dir = tmp.path().to_path_buf();
     let fs = fs_type(&dir);
     let load_before = machine::loadavg().unwrap_or_default();
-    let say = |s: String| {
-        if !args.json {
-            eprintln!("{s}");
-        }
-    };
-    say(format!(
-        "mw-bench queue: data dir {} ({fs}), load {load_before}",
-        dir.display()
-    ));
+    say(
+        args,
+        format!(
+            "mw-bench queue: data dir {} ({fs}), load {load_before}",
+            dir.display()
+        ),
+    );
     if fs == "tmpfs" || fs == "ramfs" {
         eprintln!("WARNING: the data directory is on {fs}: fsync there does not reach a disk");
     }
 
     // 1. The floor.
-    let mut floors = Vec::new();
-    if args.part("floor") {
-        for size in [BODY, 4096] {
-            say(format!(
-                "  floor: {size} B append + fdatasync, {floor_seconds} s"
-            ));
-            floors.push(measure_floor(&dir, size, floor_seconds)?);
-        }
-    }
-    // Without a measured floor, the anchor's 4 KiB p50.
+    let floors = measure_floors(args, &dir, floor_seconds)?;
+    // Without a measured floor, the reference 4 KiB p50.
     let floor_4k_p50 = floors
         .get(1)
         .map_or(ANCHOR_FSYNC_P50_US, |f| f.summary.p50_us);
     let latency_target_us = 2.0 * floor_4k_p50 + 1000.0;
 
-    // 2. Confirmed sends.
+    // 2. Confirmed sends; 3. memory while a backlog builds.
+    let rt = child::runtime()?;
+    let series = measure_sends(args, &rt, &dir, seconds)?;
+    let bl = if args.part("backlog") {
+        Some(measure_backlog(args, &rt, &dir, backlog)?)
+    } else {
+        None
+    };
+    drop(rt);
+    let load_after = machine::loadavg().unwrap_or_default();
+
+    let targets = targets(&series, bl.as_ref(), latency_target_us);
+    let out = Output {
+        fs: &fs,
+        dir: &dir,
+        floors: &floors,
+        series: &series,
+        backlog: bl.as_ref(),
+        targets: &targets,
+        latency_target_us,
+        load: (&load_before, &load_after),
+    };
+    if args.json {
+        out.print_json();
+    } else {
+        out.print_table();
+    }
+    Ok(())
+}
+
+/// A progress line on stderr, unless the output is JSON.
+fn say(args: &QueueArgs, s: String) {
+    if !args.json {
+        eprintln!("{s}");
+    }
+}
+
+/// Append + fdatasync in a loop, at the benchmark's body size and at 4 KiB.
+fn measure_floors(args: &QueueArgs, dir: &Path, floor_seconds: f64) -> Result<Vec<Floor>, Error> {
+    let mut floors = Vec::new();
+    if args.part("floor") {
+        for size in [BODY, 4096] {
+            say(
+                args,
+                format!("  floor: {size} B append + fdatasync, {floor_seconds} s"),
+            );
+            floors.push(measure_floor(dir, size, floor_seconds)?);
+        }
+    }
+    Ok(floors)
+}
+
+/// Confirmed sends to a broker child, for each fsync policy and shape asked for (and over
+/// TLS too with `--tls`).
+fn measure_sends(
+    args: &QueueArgs,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    seconds: f64,
+) -> Result<Vec<Series>, Error> {
     // Certificates for the TLS series, made before their brokers start (they read them).
     let _tls_dir = if args.tls && args.part("sends") {
         let dir = tempfile::tempdir()?;
@@ -786,7 +835,6 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
     } else {
         None
     };
-    let rt = child::runtime()?;
     let mut series = Vec::new();
     let shapes = if args.shape.is_empty() {
         vec![(1usize, 1usize), (8, 1), (1, args.window), (8, args.window)]
@@ -814,10 +862,13 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
             let data = dir.join(format!("broker-{fsync}{}", if tls { "-tls" } else { "" }));
             let mut broker = BrokerChild::spawn_with(&data, fsync, tls)?;
             for &(producers, window) in &shapes {
-                say(format!(
-                    "  confirmed sends{}: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s",
-                    if tls { " over TLS" } else { "" }
-                ));
+                say(
+                    args,
+                    format!(
+                        "  confirmed sends{}: fsync {fsync}, {producers} producer(s) x {window} in flight, {seconds} s",
+                        if tls { " over TLS" } else { "" }
+                    ),
+                );
                 let s = rt.block_on(run_series(
                     &mut broker,
                     fsync,
@@ -832,22 +883,29 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
             let _ = std::fs::remove_dir_all(&data);
         }
     }
+    Ok(series)
+}
 
-    // 3. Memory while a backlog builds.
-    let mut bl = None;
-    if args.part("backlog") {
-        say(format!(
-            "  backlog: {backlog} messages, no consumer, fsync always"
-        ));
-        let data = dir.join("broker-backlog");
-        let mut broker = BrokerChild::spawn(&data, "always")?;
-        bl = Some(rt.block_on(run_backlog(&mut broker, backlog, args.json))?);
-        broker.stop();
-    }
-    drop(rt);
-    let load_after = machine::loadavg().unwrap_or_default();
+/// The broker's memory while `backlog` messages pile up with no consumer.
+fn measure_backlog(
+    args: &QueueArgs,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    backlog: u64,
+) -> Result<Backlog, Error> {
+    say(
+        args,
+        format!("  backlog: {backlog} messages, no consumer, fsync always"),
+    );
+    let data = dir.join("broker-backlog");
+    let mut broker = BrokerChild::spawn(&data, "always")?;
+    let bl = rt.block_on(run_backlog(&mut broker, backlog, args.json))?;
+    broker.stop();
+    Ok(bl)
+}
 
-    // Targets, judged on the most loaded group-commit series.
+/// The targets, judged on the most loaded group-commit series.
+fn targets(series: &[Series], bl: Option<&Backlog>, latency_target_us: f64) -> Vec<Target> {
     let mut targets = Vec::new();
     let loaded = series
         .iter()
@@ -888,7 +946,7 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
             latency_target_us,
         ));
     }
-    if let Some(bl) = &bl {
+    if let Some(bl) = bl {
         targets.push(Target::at_most(
             format!(
                 "broker RSS flat while the backlog builds (2nd-half slope <= {TARGET_RSS_SLOPE} B/msg)"
@@ -897,23 +955,7 @@ pub fn run(args: &QueueArgs) -> Result<(), Error> {
             TARGET_RSS_SLOPE,
         ));
     }
-
-    let out = Output {
-        fs: &fs,
-        dir: &dir,
-        floors: &floors,
-        series: &series,
-        backlog: bl.as_ref(),
-        targets: &targets,
-        latency_target_us,
-        load: (&load_before, &load_after),
-    };
-    if args.json {
-        out.print_json();
-    } else {
-        out.print_table();
-    }
-    Ok(())
+    targets
 }
 
 /// Everything one run measured, for printing.
