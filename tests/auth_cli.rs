@@ -77,6 +77,27 @@ fn the_example_auth_file_admits_its_users_and_refuses_the_rest() {
             .contains("permission denied: user \"alice\" may not send to queue payments.1"),
         "{out:?}"
     );
+    // Several lines at once: refused as a whole, certainly not stored.
+    let out = run_mw(
+        &[&["send", "payments.1"][..], &b, &alice].concat(),
+        Some("a\nb\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0].contains("lines 1-2 not stored") && out.stderr[0].contains("may not send"),
+        "{out:?}"
+    );
+    // A queue that exists but is not hers is refused as such, not called unknown.
+    let ci = ["--token", "ci.ci-secret"];
+    let out = run_mw(&[&["send", "payments.z", "x"][..], &b, &ci].concat(), None);
+    assert!(out.status.success(), "{out:?}");
+    let out = run_mw(&[&["recv", "payments.z"][..], &b, &alice].concat(), None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr[0]
+            .contains("permission denied: user \"alice\" may not receive from queue payments.z"),
+        "{out:?}"
+    );
     let out = run_mw(
         &[&["queue", "purge", "orders.1"][..], &b, &alice].concat(),
         None,

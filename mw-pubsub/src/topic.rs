@@ -271,17 +271,8 @@ impl Pattern {
     /// This is the direct definition; the [`Bus`](crate::Bus) indexes subscriptions in a trie instead, so its
     /// cost does not grow with the number of subscriptions.
     pub fn matches(&self, topic: &Topic) -> bool {
-        let mut topic_tokens = topic.tokens();
-        for p in self.tokens() {
-            match (p, topic_tokens.next()) {
-                (">", Some(_)) => return true,
-                (_, None) => return false,
-                ("*", Some(_)) => {}
-                (p, Some(t)) if p == t => {}
-                _ => return false,
-            }
-        }
-        topic_tokens.next().is_none()
+        // One definition of the wildcards for subscriptions and permission grants.
+        mw_rpc::auth::pattern::matches(self.as_str(), topic.as_str())
     }
 
     /// Whether the pattern has no wildcard, so it matches exactly one topic.

@@ -374,9 +374,12 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn peek(&self, queue: String, max: u32) -> Result<Vec<WirePeeked>, QueueError> {
-        // Reading bodies without taking them: for receivers and managers.
-        if check(Action::QueueReceive, &queue).is_err() {
-            check(Action::QueueManage, &queue)?;
+        // Reading bodies without taking them: for receivers and managers (a refusal
+        // names receiving, the everyday reason to read a queue).
+        if let Err(denied) = check(Action::QueueReceive, &queue) {
+            if check(Action::QueueManage, &queue).is_err() {
+                return Err(denied.into());
+            }
         }
         check_remote_name(&queue)?;
         let max = max.min(MAX_PEEK) as usize;

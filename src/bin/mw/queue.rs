@@ -175,8 +175,15 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         let last_no = next_no + batch.len() as u64 - 1;
         next_no = last_no + 1;
         let results = queue.send_batch(batch).await.map_err(|e| {
+            // The broker refusing the whole batch (a name, a permission) stored none of it;
+            // a failed call leaves the outcome unknown.
+            let outcome = if e.queue_error().is_some() {
+                "not stored"
+            } else {
+                "may or may not be stored"
+            };
             format!(
-                "{item}s {first_no}-{last_no} may or may not be stored (nothing after them was sent): {}",
+                "{item}s {first_no}-{last_no} {outcome} (nothing after them was sent): {}",
                 mw::run::chain(&e)
             )
         })?;
@@ -319,6 +326,9 @@ pub async fn check_known(broker: &RemoteQueues, name: &str) -> Result<(), BoxErr
     {
         Ok(())
     } else {
+        // Listings show a logged-in user only their queues: ask for the queue itself,
+        // so that one the user may not read is refused as such, not called unknown.
+        broker.queue(name).peek(0).await?;
         Err(QueueError::UnknownQueue(name.to_string()).into())
     }
 }
