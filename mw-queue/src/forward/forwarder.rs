@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::envelope;
 use super::hop::{HopError, NextHop};
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::delivery::Delivery;
+use crate::engine::queue::Queue;
 use crate::error::Error;
-use crate::message::Message;
-use crate::queue::Queue;
+use crate::message::{DeliveryTag, Message};
 
 /// Tunables of a [`Forwarder`].
 ///

@@ -9,8 +9,8 @@ use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::NextHop;
 use crate::config::Config;
+use crate::engine::manager::{check_name, QueueManager};
 use crate::error::Result;
-use crate::manager::{check_name, QueueManager};
 use crate::message::{Message, MessageId};
 
 /// The local queue an outbox keeps its messages in.

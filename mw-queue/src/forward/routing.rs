@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::{Connect, HopError, NextHop};
+use crate::engine::manager::{check_name, QueueManager};
 use crate::error::Result;
-use crate::manager::{check_name, QueueManager};
 use crate::message::{Message, MessageId};
 
 /// Prefix of transmission queue names: the messages waiting for hop `addr` are in

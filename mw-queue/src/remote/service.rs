@@ -10,12 +10,12 @@ use futures::FutureExt;
 use super::wire::{
     BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
 };
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::delivery::Delivery;
+use crate::engine::manager::QueueManager;
+use crate::engine::queue::Queue;
 use crate::error::Error;
-use crate::manager::QueueManager;
-use crate::message::Message;
-use crate::queue::Queue;
+use crate::message::{DeliveryTag, Message};
 use mw_rpc::auth::{check, Action};
 use mw_rpc::Streaming;
 

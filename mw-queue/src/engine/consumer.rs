@@ -17,12 +17,13 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::Notify;
 
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::delivery::Delivery;
+use crate::engine::index::Taken;
+use crate::engine::manager::{check_name, lock, Shared};
 use crate::error::{Error, Result};
-use crate::index::Taken;
-use crate::manager::{check_name, lock, Shared};
+use crate::message::DeliveryTag;
 use crate::message::MessageId;
-use crate::record::{self, RecordView, SettleReason};
+use crate::storage::record::{self, RecordView, SettleReason};
 
 /// Options of one consumer.
 ///

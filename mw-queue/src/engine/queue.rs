@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::DeliveryTag;
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::index::QueueStats;
+use crate::engine::manager::{check_name, lock, Shared};
 use crate::error::Result;
-use crate::index::QueueStats;
-use crate::manager::{check_name, lock, Shared};
+use crate::message::DeliveryTag;
 use crate::message::{Message, MessageId};
 
 /// A handle to one named queue of a [`QueueManager`](crate::QueueManager). Cheap to

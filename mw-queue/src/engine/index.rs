@@ -67,12 +67,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use crate::backlog::{RefillJob, RefillRead, RunSnapshot, SegmentReader, Slot};
-use crate::delivery::DeliveryTag;
+use crate::engine::backlog::{RefillJob, RefillRead, RunSnapshot, Slot};
 use crate::error::{Error, Result};
-use crate::log::{Append, Log};
-use crate::record::{EnqueueHeader, Record, RecordView, SettleReason};
-use crate::recovery::Location;
+use crate::message::DeliveryTag;
+use crate::storage::log::{Append, Log};
+use crate::storage::reader::SegmentReader;
+use crate::storage::record::{EnqueueHeader, Record, RecordView, SettleReason};
+use crate::storage::recovery::Location;
 
 /// A stretch of a queue's spilled backlog: its never-delivered messages in one
 /// segment, from `offset` on (see the `backlog` module for what counts).
@@ -1509,7 +1510,7 @@ impl State {
             let job = q
                 .refill_job(&name, head, Some(head.saturating_sub(q.ready.len())))
                 .expect("runs left and no refill under way");
-            let read = crate::backlog::read_runs(reader, &job);
+            let read = crate::engine::backlog::read_runs(reader, &job);
             let failed = read.as_ref().err().cloned();
             q.apply_refill(read);
             if let Some(e) = failed {

@@ -10,18 +10,20 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::backlog::{self, DirReader, RefillJob};
 use crate::clock::{millis, Clock};
 use crate::config::Config;
-use crate::delivery::DeliveryTag;
+use crate::engine::backlog::{self, RefillJob};
+use crate::engine::index::{
+    ConsumerInfo, Limits, MemoryStats, QueueStats, SendOutcome, State, Waiting,
+};
+use crate::engine::queue::Queue;
 use crate::error::{Error, Result};
-use crate::index::{ConsumerInfo, Limits, MemoryStats, QueueStats, SendOutcome, State, Waiting};
-use crate::log::{Append, CommitHook, Log, LogConfig, LogStats};
-use crate::message::{Message, MessageId};
-use crate::queue::Queue;
-use crate::record::{EnqueueHeader, SettleReason};
-use crate::recovery::{Location, RecoveryReport};
-use crate::segment::HEADER_LEN;
+use crate::message::{DeliveryTag, Message, MessageId};
+use crate::storage::log::{Append, CommitHook, Log, LogConfig, LogStats};
+use crate::storage::reader::DirReader;
+use crate::storage::record::{EnqueueHeader, SettleReason};
+use crate::storage::recovery::{Location, RecoveryReport};
+use crate::storage::segment::HEADER_LEN;
 
 /// State shared by every handle of one queue manager.
 pub(crate) struct Shared {
@@ -280,7 +282,7 @@ impl QueueManager {
                     let (id, sent_at_ms, body) = match b.cached {
                         Some(c) => (c.id, c.timestamp_ms, c.body),
                         None => {
-                            let f = crate::consumer::read_at(
+                            let f = crate::engine::consumer::read_at(
                                 &shared,
                                 b.lsn,
                                 b.meta.offset,
@@ -318,8 +320,12 @@ impl QueueManager {
         if let Some(c) = found.cached {
             return Ok(Some(c.timestamp_ms));
         }
-        let f =
-            crate::consumer::read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
+        let f = crate::engine::consumer::read_at(
+            &self.shared,
+            found.lsn,
+            found.meta.offset,
+            found.meta.len,
+        )?;
         Ok(Some(f.sent_at_ms))
     }
 

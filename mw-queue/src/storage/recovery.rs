@@ -19,8 +19,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::record::{self, RecordView};
-use crate::segment::{self, Frame, HEADER_LEN};
+use crate::storage::record::{self, RecordView};
+use crate::storage::segment::{self, Frame, HEADER_LEN};
 
 /// Where a record lives: segment, byte offset of its frame and frame length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +346,7 @@ fn search(bytes: &[u8], last_seq: Option<u64>) -> (After, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Record, SettleReason};
+    use crate::storage::record::{Record, SettleReason};
 
     fn write_segment(dir: &Path, first: u64, seqs: std::ops::Range<u64>) -> (PathBuf, Vec<usize>) {
         let mut buf = segment::encode_header(first).to_vec();
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn an_enqueue_record_with_an_absurd_timestamp_is_corruption() {
-        use crate::record::EnqueueHeader;
+        use crate::storage::record::EnqueueHeader;
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = write_segment(dir.path(), 1, 1..3);
         let mut buf = std::fs::read(&p).unwrap();
