@@ -6,10 +6,11 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `manager` | [`QueueManager`](crate::QueueManager): open, replay, the timer task, the operations handles share |
+//! | `manager` | [`QueueManager`](crate::QueueManager): open, replay, the timer task |
 //! | `queue` | [`Queue`](crate::Queue): send, tag-based settling, redrive |
 //! | `consumer` | [`Consumer`](crate::Consumer), [`ConsumerOptions`](crate::ConsumerOptions): credit-limited fetching |
 //! | `delivery` | [`Delivery`](crate::Delivery) |
+//! | `shared` | `Shared`: the state all handles share and the operations they call |
 //! | `index` | the in-memory index and every queue state transition, [`QueueStats`](crate::QueueStats), [`MemoryStats`](crate::MemoryStats) |
 //! | `backlog` | reading a queue's spilled backlog back from its segments |
 
@@ -19,3 +20,4 @@ pub(crate) mod delivery;
 pub(crate) mod index;
 pub(crate) mod manager;
 pub(crate) mod queue;
+pub(crate) mod shared;

@@ -41,7 +41,7 @@
 //! |---|---|---|
 //! | vocabulary | `message`, `error`, `config`, `clock` | [`Message`], [`MessageId`], [`DeliveryTag`]; [`Error`]; [`Config`], [`FsyncPolicy`]; [`Clock`] |
 //! | storage | `storage` (`segment`, `record`, `recovery`, `reader`, `log`) | the segment log on disk: framing, record encoding, recovery, the writer thread and group commit, [`RecoveryReport`], [`LogStats`] |
-//! | engine | `engine` (`backlog`, `index`, `delivery`, `consumer`, `queue`, `manager`) | queue state in memory and every transition of it; [`QueueManager`], [`Queue`], [`Consumer`], [`Delivery`], [`QueueStats`], [`MemoryStats`] |
+//! | engine | `engine` (`backlog`, `index`, `shared`, `delivery`, `consumer`, `queue`, `manager`) | queue state in memory and every transition of it; [`QueueManager`], [`Queue`], [`Consumer`], [`Delivery`], [`QueueStats`], [`MemoryStats`] |
 //! | service | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
 //! | routing | [`forward`] | store and forward: [`forward::Forwarder`], [`forward::Router`] with its [`forward::RoutingTable`], [`forward::Outbox`] |
 //!

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::engine::delivery::Delivery;
 use crate::engine::index::Taken;
-use crate::engine::manager::{check_name, lock, Shared};
+use crate::engine::shared::{check_name, lock, Shared};
 use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::message::MessageId;

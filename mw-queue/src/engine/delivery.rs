@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::engine::manager::Shared;
+use crate::engine::shared::Shared;
 use crate::error::Result;
 use crate::message::{DeliveryTag, MessageId};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::engine::consumer::{Consumer, ConsumerOptions};
 use crate::engine::index::QueueStats;
-use crate::engine::manager::{check_name, lock, Shared};
+use crate::engine::shared::{check_name, lock, Shared};
 use crate::error::Result;
 use crate::message::DeliveryTag;
 use crate::message::{Message, MessageId};

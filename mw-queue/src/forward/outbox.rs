@@ -9,7 +9,8 @@ use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::NextHop;
 use crate::config::Config;
-use crate::engine::manager::{check_name, QueueManager};
+use crate::engine::manager::QueueManager;
+use crate::engine::shared::check_name;
 use crate::error::Result;
 use crate::message::{Message, MessageId};
 

@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::{Connect, HopError, NextHop};
-use crate::engine::manager::{check_name, QueueManager};
+use crate::engine::manager::QueueManager;
+use crate::engine::shared::check_name;
 use crate::error::Result;
 use crate::message::{Message, MessageId};
 
