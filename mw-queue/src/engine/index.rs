@@ -1,8 +1,15 @@
 //! The in-memory index: what the queue manager keeps per message, and every
 //! state transition (send, deliver, ack, nack, reject, timeout, redrive,
-//! replay). Nothing here does I/O; records for the log are queued in an
-//! outbox that the caller hands to the log while still holding the state lock,
+//! replay). Nothing here does I/O; records for the log are queued as pending
+//! records that the caller hands to the log while still holding the state lock,
 //! so log order always matches the order of state changes.
+//!
+//! [`State`] holds the queues ([`QueueState`](queue_state::QueueState), one
+//! per name) and one part per concern that spans them: segment liveness (which
+//! segments may be deleted), the dedup window, the body cache, the timer
+//! task's wake-ups and the pending records. Each part is a small type in its
+//! own file with its own tests; `State` composes them into the transitions,
+//! whose tests (`tests.rs`) drive the index as the manager does, without a log.
 //!
 //! # Memory per message
 //!
@@ -28,7 +35,7 @@
 //! messages than the head and FIFO order is kept. A run's members are exactly
 //! the queue's `ENQUEUE` records with `not_before == 0` from its offset on, up to
 //! its count (see the `backlog` module). Messages with a not-before time never
-//! join a run: delayed ones wait in the delayed map as before, and one already
+//! join a run: delayed ones wait in the delayed map, and one already
 //! due while the queue is spilling waits with the returned messages (ordered by
 //! LSN, taken in the same order).
 //!
@@ -52,390 +59,45 @@
 //! first, since each needs its own `MOVE`.
 //!
 //! Expired messages inside runs are read back like any other and discarded when
-//! they reach a consumer, as before. The body cache is unchanged: a refilled slot
-//! whose body is still cached is delivered from the cache.
+//! they reach a consumer. A refilled slot whose body is still cached is
+//! delivered from the cache.
 //!
 //! Bodies are not kept, except in a bounded cache of recently sent messages
 //! ([`Config::body_cache_bytes`](crate::Config::body_cache_bytes)); a delivery
 //! whose body is not cached reads it back from its segment. A producer-chosen
 //! message id costs about 56 bytes while it is inside the dedup window.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+mod body_cache;
+mod dedup;
+mod liveness;
+mod pending;
+mod queue_state;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use crate::engine::backlog::{RefillJob, RefillRead, RunSnapshot, Slot};
+use self::body_cache::BodyCache;
+pub(crate) use self::body_cache::CachedBody;
+use self::dedup::{DedupWindow, Seen};
+use self::liveness::SegmentLiveness;
+use self::pending::PendingRecords;
+pub(crate) use self::queue_state::Meta;
+pub use self::queue_state::Waiting;
+use self::queue_state::{ConsumerState, InFlight, QueueState};
+use self::timers::TimerWake;
+use crate::engine::backlog::{RefillJob, RefillRead, Slot};
 use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::storage::log::{Append, Log};
 use crate::storage::reader::SegmentReader;
 use crate::storage::record::{EnqueueHeader, Record, RecordView, SettleReason};
 use crate::storage::recovery::Location;
-
-/// A stretch of a queue's spilled backlog: its never-delivered messages in one
-/// segment, from `offset` on (see the `backlog` module for what counts).
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    /// First LSN of the segment (its name). Every message of the run has a larger LSN.
-    segment: u64,
-    /// Where to resume scanning.
-    offset: u32,
-    /// Messages of the queue left in the run.
-    count: u64,
-}
-
-/// A message outside the ready deque.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Meta {
-    pub offset: u32,
-    pub len: u32,
-    /// Deliveries so far in the current queue.
-    pub deliveries: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    meta: Meta,
-    deadline_ms: u64,
-    consumer: u64,
-}
-
-/// A body kept from the send so that delivery need not read the disk.
-#[derive(Debug, Clone)]
-pub(crate) struct CachedBody {
-    pub id: u128,
-    pub timestamp_ms: u64,
-    pub expires_at_ms: u64,
-    pub body: Bytes,
-}
-
-/// Rough per-entry overhead charged to the cache budget (map entry + `Bytes`).
-const CACHE_ENTRY_OVERHEAD: usize = 80;
-
-#[derive(Debug, Default)]
-struct ConsumerState {
-    outstanding: u32,
-    /// Closed by an administrator: its next fetch fails with `ConsumerClosed`.
-    closed: bool,
-}
-
-/// Per-segment bookkeeping for deletion.
-#[derive(Debug, Default, Clone, Copy)]
-struct SegStat {
-    live: u64,
-    /// Producer-chosen ids in this segment stay relevant for dedup until then.
-    dedup_until_ms: u64,
-}
-
-#[derive(Debug)]
-struct DedupEntry {
-    until_ms: u64,
-    /// `Some` while the first send is not yet durable: duplicates wait here.
-    waiters: Option<Vec<oneshot::Sender<bool>>>,
-}
-
-/// One named queue.
-#[derive(Debug)]
-pub(crate) struct QueueState {
-    /// The in-memory head of the never-delivered backlog, in LSN order.
-    ready: VecDeque<Slot>,
-    /// The rest of it, spilled: every message here is newer than every one in `ready`.
-    runs: VecDeque<Run>,
-    /// Messages in `runs`.
-    spilled: u64,
-    /// A refill of `ready` from `runs` is under way (at most one per queue).
-    refilling: bool,
-    /// A failed refill, reported to the next taker.
-    refill_error: Option<Error>,
-    retry: BTreeMap<u64, Meta>,
-    delayed: BTreeMap<(u64, u64), Meta>,
-    delayed_due: HashMap<u64, u64>,
-    in_flight: HashMap<u64, InFlight>,
-    /// Deadlines of deliveries with the default visibility timeout: non-decreasing.
-    timeouts: VecDeque<(u64, u64)>,
-    /// Deadlines that break that order (extended, or a consumer-specific timeout).
-    other_timeouts: BinaryHeap<Reverse<(u64, u64)>>,
-    pending_sends: u64,
-    consumers: HashMap<u64, ConsumerState>,
-    /// Created only because a consumer attached, and nothing stored in it since: such a
-    /// queue is forgotten when its last consumer leaves, so receiving from a mistyped
-    /// name leaves no queue behind (issue 11, bug 7).
-    unused: bool,
-    pub notify: Arc<Notify>,
-}
-
-impl QueueState {
-    fn new() -> Self {
-        QueueState {
-            ready: VecDeque::new(),
-            runs: VecDeque::new(),
-            spilled: 0,
-            refilling: false,
-            refill_error: None,
-            retry: BTreeMap::new(),
-            delayed: BTreeMap::new(),
-            delayed_due: HashMap::new(),
-            in_flight: HashMap::new(),
-            timeouts: VecDeque::new(),
-            other_timeouts: BinaryHeap::new(),
-            pending_sends: 0,
-            consumers: HashMap::new(),
-            unused: false,
-            notify: Arc::new(Notify::new()),
-        }
-    }
-
-    /// Messages not in flight (ready, returned and delayed).
-    fn depth(&self) -> u64 {
-        (self.ready.len() + self.retry.len() + self.delayed.len()) as u64 + self.spilled
-    }
-
-    /// Whether new never-delivered messages go to the runs instead of `ready`.
-    fn spilling(&self, head: usize) -> bool {
-        !self.runs.is_empty() || self.ready.len() >= head
-    }
-
-    /// Adds a never-delivered, not delayed message: to the head, or spilled.
-    fn push_ready(&mut self, slot: Slot, segment: u64, head: usize) {
-        if !self.spilling(head) {
-            self.ready.push_back(slot);
-            return;
-        }
-        self.spilled += 1;
-        match self.runs.back_mut() {
-            Some(r) if r.segment == segment => r.count += 1,
-            _ => self.runs.push_back(Run {
-                segment,
-                offset: slot.offset,
-                count: 1,
-            }),
-        }
-    }
-
-    /// Adds a message whose enqueue record carries a not-before time that has
-    /// passed. Such messages never join a run (a run could not tell them from ones
-    /// that were delayed when sent), so while spilling they wait with the returned ones.
-    fn push_due(&mut self, slot: Slot, segment: u64, head: usize) {
-        if self.spilling(head) {
-            self.retry.insert(
-                slot.lsn,
-                Meta {
-                    offset: slot.offset,
-                    len: slot.len,
-                    deliveries: 0,
-                },
-            );
-        } else {
-            self.push_ready(slot, segment, head);
-        }
-    }
-
-    /// Starts a refill if the head is low and runs remain: marks it under way and
-    /// returns what to read (`want` messages, at least one).
-    fn refill_job(
-        &mut self,
-        name: &Arc<str>,
-        head: usize,
-        want: Option<usize>,
-    ) -> Option<RefillJob> {
-        let low = (head / 2).max(1);
-        if self.refilling || self.runs.is_empty() || (want.is_none() && self.ready.len() >= low) {
-            return None;
-        }
-        let want = want.unwrap_or(head.saturating_sub(self.ready.len())).max(1);
-        let mut runs = Vec::new();
-        let mut n = 0u64;
-        for r in &self.runs {
-            runs.push(RunSnapshot {
-                segment: r.segment,
-                offset: r.offset,
-                count: r.count,
-            });
-            n += r.count;
-            if n >= want as u64 {
-                break;
-            }
-        }
-        self.refilling = true;
-        Some(RefillJob {
-            queue: name.clone(),
-            runs,
-            want,
-        })
-    }
-
-    /// Applies a finished refill and wakes the consumers.
-    fn apply_refill(&mut self, read: Result<RefillRead>) {
-        self.refilling = false;
-        match read {
-            Ok(read) => {
-                let mut j = 0;
-                for (taken, offset) in read.progress {
-                    let r = &mut self.runs[j];
-                    r.count -= taken;
-                    r.offset = offset;
-                    if r.count == 0 {
-                        self.runs.remove(j);
-                    } else {
-                        j += 1;
-                    }
-                }
-                self.spilled -= read.slots.len() as u64;
-                debug_assert!(match (self.ready.back(), read.slots.first()) {
-                    (Some(b), Some(f)) => b.lsn < f.lsn,
-                    _ => true,
-                });
-                self.ready.extend(read.slots);
-            }
-            Err(e) => self.refill_error = Some(e),
-        }
-        self.notify.notify_waiters();
-    }
-
-    fn len(&self) -> u64 {
-        self.depth() + self.in_flight.len() as u64
-    }
-
-    /// Removes `lsn` from wherever it waits (not in flight).
-    fn take_waiting(&mut self, lsn: u64) -> Option<Meta> {
-        if let Ok(i) = self.ready.binary_search_by_key(&lsn, |s| s.lsn) {
-            let s = self.ready.remove(i).expect("index from binary search");
-            return Some(Meta {
-                offset: s.offset,
-                len: s.len,
-                deliveries: 0,
-            });
-        }
-        if let Some(m) = self.retry.remove(&lsn) {
-            return Some(m);
-        }
-        let due = self.delayed_due.remove(&lsn)?;
-        self.delayed.remove(&(due, lsn))
-    }
-
-    /// Takes every waiting message (ready, returned, delayed) out, in no particular
-    /// order. The caller has read spilled messages back first (`runs` is empty).
-    fn drain_waiting(&mut self) -> Vec<(u64, Meta)> {
-        debug_assert!(
-            self.runs.is_empty(),
-            "the caller reads spilled messages back first"
-        );
-        let mut out: Vec<(u64, Meta)> = self
-            .ready
-            .drain(..)
-            .map(|s| {
-                (
-                    s.lsn,
-                    Meta {
-                        offset: s.offset,
-                        len: s.len,
-                        deliveries: 0,
-                    },
-                )
-            })
-            .collect();
-        out.extend(std::mem::take(&mut self.retry));
-        out.extend(
-            std::mem::take(&mut self.delayed)
-                .into_iter()
-                .map(|((_, l), m)| (l, m)),
-        );
-        self.delayed_due.clear();
-        out
-    }
-
-    /// Up to `max` waiting messages in the order they would be delivered (the in-memory
-    /// head and returned messages merged by position, then delayed ones by due time),
-    /// with their state. Spilled messages are not listed.
-    fn browse(&self, max: usize) -> Vec<(u64, Meta, Waiting)> {
-        let mut out = Vec::new();
-        let mut ready = self.ready.iter().peekable();
-        let mut retry = self.retry.iter().peekable();
-        while out.len() < max {
-            let take_ready = match (ready.peek(), retry.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(s), Some((k, _))) => s.lsn < **k,
-            };
-            if take_ready {
-                let s = ready.next().expect("peeked");
-                let meta = Meta {
-                    offset: s.offset,
-                    len: s.len,
-                    deliveries: 0,
-                };
-                out.push((s.lsn, meta, Waiting::Ready));
-            } else {
-                let (k, m) = retry.next().expect("peeked");
-                out.push((*k, *m, Waiting::Returned));
-            }
-        }
-        for (&(due, lsn), m) in self.delayed.iter() {
-            if out.len() >= max {
-                break;
-            }
-            out.push((lsn, *m, Waiting::Delayed { due_ms: due }));
-        }
-        out
-    }
-
-    fn insert_delayed(&mut self, lsn: u64, due: u64, meta: Meta) {
-        self.delayed.insert((due, lsn), meta);
-        self.delayed_due.insert(lsn, due);
-    }
-
-    fn timeout_valid(&self, deadline: u64, lsn: u64) -> bool {
-        self.in_flight
-            .get(&lsn)
-            .is_some_and(|f| f.deadline_ms == deadline)
-    }
-
-    /// Drops stale timeout entries from the front so the deques stay about as
-    /// long as the in-flight set (acks mostly arrive in delivery order).
-    fn trim_timeouts(&mut self) {
-        while let Some(&(d, l)) = self.timeouts.front() {
-            if self.timeout_valid(d, l) {
-                break;
-            }
-            self.timeouts.pop_front();
-        }
-        while let Some(&Reverse((d, l))) = self.other_timeouts.peek() {
-            if self.timeout_valid(d, l) {
-                break;
-            }
-            self.other_timeouts.pop();
-        }
-    }
-
-    /// Takes the in-flight entry for `tag`, freeing the consumer's credit.
-    fn take_in_flight(&mut self, tag: DeliveryTag) -> Option<Meta> {
-        match self.in_flight.get(&tag.lsn) {
-            Some(f) if f.meta.deliveries == tag.delivery => {}
-            _ => return None,
-        }
-        let f = self.in_flight.remove(&tag.lsn).expect("checked above");
-        if let Some(c) = self.consumers.get_mut(&f.consumer) {
-            c.outstanding = c.outstanding.saturating_sub(1);
-        }
-        self.trim_timeouts();
-        Some(f.meta)
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.ready.capacity() * std::mem::size_of::<Slot>()
-            + self.runs.capacity() * std::mem::size_of::<Run>()
-            + self.retry.len() * 40
-            + self.delayed.len() * 48
-            + self.delayed_due.capacity() * 17
-            + self.in_flight.capacity() * (8 + std::mem::size_of::<InFlight>() + 1)
-            + self.timeouts.capacity() * 16
-            + self.other_timeouts.capacity() * 16
-    }
-}
 
 /// Counters for one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -509,20 +171,6 @@ pub struct ConsumerInfo {
     pub unacked: u64,
 }
 
-/// Where a waiting message is, as browsing reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// Never delivered, in line.
-    Ready,
-    /// Delivered before and returned (nacked, timed out, moved here), in line.
-    Returned,
-    /// Not deliverable before `due_ms` (ms since the Unix epoch).
-    Delayed {
-        /// When it becomes deliverable.
-        due_ms: u64,
-    },
-}
-
 /// A waiting message found by [`State::browse`].
 #[derive(Debug)]
 pub(crate) struct Browsed {
@@ -542,50 +190,50 @@ pub(crate) enum SendOutcome {
     WaitDuplicate(oneshot::Receiver<bool>),
 }
 
-/// Everything the queue manager knows in memory.
+/// Everything the queue manager knows in memory: the queues, and beside them
+/// one part per concern that spans queues.
 pub(crate) struct State {
-    next_lsn: u64,
     queues: HashMap<Arc<str>, QueueState>,
-    segs: BTreeMap<u64, SegStat>,
-    dedup: HashMap<u128, DedupEntry>,
-    dedup_order: VecDeque<(u64, u128)>,
-    cache: HashMap<u64, CachedBody>,
-    cache_bytes: usize,
+    /// Which segments still hold something that matters (for deletion).
+    segments: SegmentLiveness,
+    /// Producer-chosen ids inside the dedup window.
+    dedup: DedupWindow,
+    /// Bodies of recently sent messages.
+    cache: BodyCache,
+    /// Records decided on and not yet handed to the log.
+    pending: PendingRecords,
+    /// The timer task's wake-ups.
+    timers: TimerWake,
     next_consumer: u64,
     pub closed: bool,
-    /// The earliest time the scheduler is known to wake at.
-    next_wake_ms: u64,
-    scheduler: Arc<Notify>,
     limits: Limits,
-    outbox: Vec<Append>,
 }
 
 impl State {
-    pub(crate) fn new(limits: Limits, scheduler: Arc<Notify>) -> Self {
+    /// An empty index; `timer_task` is woken when something falls due earlier than
+    /// it sleeps.
+    pub(crate) fn new(limits: Limits, timer_task: Arc<Notify>) -> Self {
         State {
-            next_lsn: 1,
             queues: HashMap::new(),
-            segs: BTreeMap::new(),
-            dedup: HashMap::new(),
-            dedup_order: VecDeque::new(),
-            cache: HashMap::new(),
-            cache_bytes: 0,
+            segments: SegmentLiveness::default(),
+            dedup: DedupWindow::new(limits.dedup_window_ms),
+            cache: BodyCache::new(limits.cache_budget),
+            pending: PendingRecords::new(),
+            timers: TimerWake::new(timer_task),
             next_consumer: 1,
             closed: false,
-            next_wake_ms: 0,
-            scheduler,
             limits,
-            outbox: Vec::new(),
         }
     }
 
+    /// Continues LSNs after the recovered log.
     pub(crate) fn set_next_lsn(&mut self, lsn: u64) {
-        self.next_lsn = lsn;
+        self.pending.set_next_lsn(lsn);
     }
 
     /// The queue, created on first use. Every path that stores into a queue comes
     /// through here, so the queue is no longer [`unused`](QueueState::unused).
-    pub(crate) fn queue_mut(&mut self, name: &Arc<str>) -> &mut QueueState {
+    fn queue_mut(&mut self, name: &Arc<str>) -> &mut QueueState {
         if !self.queues.contains_key(&**name) {
             self.queues.insert(name.clone(), QueueState::new());
         }
@@ -615,50 +263,16 @@ impl State {
     }
 
     fn record(&mut self, record: Record, waiter: bool) -> Option<oneshot::Receiver<Result<()>>> {
-        let (done, rx) = if waiter {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let lsn = self.next_lsn;
-        self.next_lsn += 1;
-        self.outbox.push(Append { lsn, record, done });
-        rx
+        self.pending.push(record, waiter)
     }
 
-    /// Hands the outbox to the log. Called with the state lock held, so log order is
-    /// state-change order.
+    /// Hands the records queued by the state changes so far to the log. Called with
+    /// the state lock held, so log order is state-change order.
     pub(crate) fn flush(&mut self, log: &Log) {
-        if !self.outbox.is_empty() {
-            log.append(self.outbox.drain(..));
-        }
+        self.pending.hand_to(log);
     }
 
-    fn wake_scheduler_for(&mut self, at_ms: u64) {
-        if at_ms < self.next_wake_ms || self.next_wake_ms == 0 {
-            self.next_wake_ms = at_ms;
-            self.scheduler.notify_one();
-        }
-    }
-
-    fn purge_dedup(&mut self, now: u64) {
-        while let Some(&(until, id)) = self.dedup_order.front() {
-            if until > now {
-                break;
-            }
-            self.dedup_order.pop_front();
-            if self
-                .dedup
-                .get(&id)
-                .is_some_and(|e| e.until_ms == until && e.waiters.is_none())
-            {
-                self.dedup.remove(&id);
-            }
-        }
-    }
-
-    /// Starts a send. The caller flushes the outbox.
+    /// Starts a send. The caller flushes the pending records to the log.
     pub(crate) fn send(
         &mut self,
         queue: &Arc<str>,
@@ -670,16 +284,10 @@ impl State {
             return Err(Error::Closed);
         }
         if header.producer_id {
-            self.purge_dedup(now);
-            if let Some(e) = self.dedup.get_mut(&header.id) {
-                return Ok(match &mut e.waiters {
-                    None => SendOutcome::Duplicate,
-                    Some(w) => {
-                        let (tx, rx) = oneshot::channel();
-                        w.push(tx);
-                        SendOutcome::WaitDuplicate(rx)
-                    }
-                });
+            match self.dedup.check(header.id, now) {
+                Seen::New => {}
+                Seen::Durable => return Ok(SendOutcome::Duplicate),
+                Seen::Pending(rx) => return Ok(SendOutcome::WaitDuplicate(rx)),
             }
         }
         let limit = self.limits.max_queue_len;
@@ -694,17 +302,7 @@ impl State {
         }
         q.pending_sends += 1;
         if header.producer_id {
-            let until = header
-                .timestamp_ms
-                .saturating_add(self.limits.dedup_window_ms);
-            self.dedup.insert(
-                header.id,
-                DedupEntry {
-                    until_ms: until,
-                    waiters: Some(Vec::new()),
-                },
-            );
-            self.dedup_order.push_back((until, header.id));
+            self.dedup.begin(header.id, header.timestamp_ms);
         }
         let rx = self.record(
             Record::Enqueue {
@@ -829,9 +427,9 @@ impl State {
                 },
             );
             if vis == default_vis {
-                q.timeouts.push_back((deadline, lsn));
+                q.deadlines.push_in_order(deadline, lsn);
             } else {
-                q.other_timeouts.push(Reverse((deadline, lsn)));
+                q.deadlines.push_other(deadline, lsn);
             }
             let tag = DeliveryTag::new(lsn, meta.deliveries);
             records.push(Record::Deliver {
@@ -850,10 +448,7 @@ impl State {
             c.outstanding += taken.len() as u32;
         }
         for t in &mut taken {
-            if let Some(c) = self.cache.remove(&t.tag.lsn) {
-                self.cache_bytes -= c.body.len() + CACHE_ENTRY_OVERHEAD;
-                t.cached = Some(c);
-            }
+            t.cached = self.cache.take(t.tag.lsn);
         }
         for r in records {
             // Delivery counts are persisted so that max_attempts survives a crash; nobody
@@ -861,7 +456,7 @@ impl State {
             self.record(r, false);
         }
         if !taken.is_empty() {
-            self.wake_scheduler_for(deadline);
+            self.timers.wake_for(deadline);
         }
         Ok(taken)
     }
@@ -1014,7 +609,7 @@ impl State {
             Some(d) if d > 0 => {
                 let due = now.saturating_add(d);
                 q.insert_delayed(tag.lsn, due, meta);
-                self.wake_scheduler_for(due);
+                self.timers.wake_for(due);
                 due
             }
             _ => {
@@ -1061,9 +656,9 @@ impl State {
             Some(f) if f.meta.deliveries == tag.delivery => {
                 let deadline = now.saturating_add(by_ms);
                 f.deadline_ms = deadline;
-                q.other_timeouts.push(Reverse((deadline, tag.lsn)));
+                q.deadlines.push_other(deadline, tag.lsn);
                 q.trim_timeouts();
-                self.wake_scheduler_for(deadline);
+                self.timers.wake_for(deadline);
                 Ok(())
             }
             _ => Err(Self::not_in_flight(queue, tag)),
@@ -1213,9 +808,7 @@ impl State {
         let mut rx = None;
         let last = dropped.len().saturating_sub(1);
         for (i, (lsn, _)) in dropped.into_iter().enumerate() {
-            if let Some(c) = self.cache.remove(&lsn) {
-                self.cache_bytes -= c.body.len() + CACHE_ENTRY_OVERHEAD;
-            }
+            self.cache.take(lsn);
             rx = self.record(
                 Record::Settle {
                     queue: queue.clone(),
@@ -1257,7 +850,7 @@ impl State {
             lsn,
             meta,
             waiting,
-            cached: self.cache.get(&lsn).cloned(),
+            cached: self.cache.get(lsn).cloned(),
         })
     }
 
@@ -1276,7 +869,7 @@ impl State {
                 lsn,
                 meta,
                 waiting,
-                cached: self.cache.get(&lsn).cloned(),
+                cached: self.cache.get(lsn).cloned(),
             })
             .collect())
     }
@@ -1285,60 +878,11 @@ impl State {
     pub(crate) fn run_timers(&mut self, now: u64) -> Option<u64> {
         let names: Vec<Arc<str>> = self.queues.keys().cloned().collect();
         let mut next: Option<u64> = None;
-        let mut min = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
         for name in names {
-            let mut expired: Vec<(u64, Meta)> = Vec::new();
             let q = self.queues.get_mut(&*name).expect("listed");
-            loop {
-                let front = q.timeouts.front().copied();
-                let other = q.other_timeouts.peek().map(|r| r.0);
-                let (d, lsn, from_deque) = match (front, other) {
-                    (None, None) => break,
-                    (Some((d, l)), None) => (d, l, true),
-                    (None, Some((d, l))) => (d, l, false),
-                    (Some(a), Some(b)) => {
-                        if a <= b {
-                            (a.0, a.1, true)
-                        } else {
-                            (b.0, b.1, false)
-                        }
-                    }
-                };
-                if !q.timeout_valid(d, lsn) {
-                    if from_deque {
-                        q.timeouts.pop_front();
-                    } else {
-                        q.other_timeouts.pop();
-                    }
-                    continue;
-                }
-                if d > now {
-                    min(d);
-                    break;
-                }
-                if from_deque {
-                    q.timeouts.pop_front();
-                } else {
-                    q.other_timeouts.pop();
-                }
-                let f = q.in_flight.remove(&lsn).expect("valid timeout");
-                if let Some(c) = q.consumers.get_mut(&f.consumer) {
-                    c.outstanding = c.outstanding.saturating_sub(1);
-                }
-                expired.push((lsn, f.meta));
-            }
-            while let Some((&(due, lsn), _)) = q.delayed.first_key_value() {
-                if due > now {
-                    min(due);
-                    break;
-                }
-                let meta = q.delayed.remove(&(due, lsn)).expect("first");
-                q.delayed_due.remove(&lsn);
-                q.retry.insert(lsn, meta);
-                q.notify.notify_waiters();
-            }
-            if !expired.is_empty() {
-                q.notify.notify_waiters();
+            let (expired, due) = q.fire_timers(now);
+            if let Some(t) = due {
+                next = Some(next.map_or(t, |n| n.min(t)));
             }
             for (lsn, meta) in expired {
                 if self.exhausted(&name, &meta) {
@@ -1352,7 +896,7 @@ impl State {
                 }
             }
         }
-        self.next_wake_ms = next.unwrap_or(u64::MAX);
+        self.timers.sleeping_until(next);
         next
     }
 
@@ -1371,33 +915,22 @@ impl State {
                     header,
                     body,
                 } => {
-                    let seg = self.segs.entry(loc.segment).or_default();
-                    seg.live += 1;
+                    let dedup_until = header
+                        .producer_id
+                        .then(|| self.dedup.until(header.timestamp_ms));
+                    self.segments.enqueued(loc.segment, dedup_until);
                     if header.producer_id {
-                        seg.dedup_until_ms = seg.dedup_until_ms.max(
-                            header
-                                .timestamp_ms
-                                .saturating_add(self.limits.dedup_window_ms),
-                        );
-                        if let Some(e) = self.dedup.get_mut(&header.id) {
-                            for w in e.waiters.take().into_iter().flatten() {
-                                let _ = w.send(true);
-                            }
-                        }
+                        self.dedup.durable(header.id);
                     }
-                    let cost = body.len() + CACHE_ENTRY_OVERHEAD;
-                    if self.cache_bytes + cost <= self.limits.cache_budget {
-                        self.cache_bytes += cost;
-                        self.cache.insert(
-                            a.lsn,
-                            CachedBody {
-                                id: header.id,
-                                timestamp_ms: header.timestamp_ms,
-                                expires_at_ms: header.expires_at_ms,
-                                body: body.clone(),
-                            },
-                        );
-                    }
+                    self.cache.insert(
+                        a.lsn,
+                        CachedBody {
+                            id: header.id,
+                            timestamp_ms: header.timestamp_ms,
+                            expires_at_ms: header.expires_at_ms,
+                            body: body.clone(),
+                        },
+                    );
                     let head = self.limits.ready_head;
                     let q = self.queue_mut(queue);
                     q.pending_sends = q.pending_sends.saturating_sub(1);
@@ -1416,7 +949,7 @@ impl State {
                                 deliveries: 0,
                             },
                         );
-                        self.wake_scheduler_for(header.not_before_ms);
+                        self.timers.wake_for(header.not_before_ms);
                     } else {
                         if header.not_before_ms == 0 {
                             q.push_ready(slot, loc.segment, head);
@@ -1429,30 +962,14 @@ impl State {
                         }
                     }
                 }
-                Record::Settle { target, .. } => self.settled_on_disk(*target),
+                Record::Settle { target, .. } => self.segments.settled(*target),
                 Record::Deliver { .. } | Record::Nack { .. } | Record::Move { .. } => {}
             }
         }
         for n in touched {
             n.notify_waiters();
         }
-        self.watermark(now)
-    }
-
-    fn settled_on_disk(&mut self, lsn: u64) {
-        if let Some((_, seg)) = self.segs.range_mut(..=lsn).next_back() {
-            seg.live = seg.live.saturating_sub(1);
-        }
-    }
-
-    fn watermark(&mut self, now: u64) -> u64 {
-        while let Some((_, s)) = self.segs.first_key_value() {
-            if s.live > 0 || s.dedup_until_ms > now {
-                break;
-            }
-            self.segs.pop_first();
-        }
-        self.segs.first_key_value().map_or(u64::MAX, |(k, _)| *k)
+        self.segments.watermark(now)
     }
 
     /// Undoes the bookkeeping of records that could not be written.
@@ -1463,11 +980,7 @@ impl State {
                     q.pending_sends = q.pending_sends.saturating_sub(1);
                 }
                 if header.producer_id {
-                    if let Some(e) = self.dedup.remove(&header.id) {
-                        for w in e.waiters.into_iter().flatten() {
-                            let _ = w.send(false);
-                        }
-                    }
+                    self.dedup.failed(header.id);
                 }
             }
             // Acks, nacks and moves that failed were already applied in memory; the
@@ -1536,23 +1049,12 @@ impl State {
     ) -> Result<()> {
         match view {
             RecordView::Enqueue { queue, header, .. } => {
-                let seg = self.segs.entry(loc.segment).or_default();
-                seg.live += 1;
+                let dedup_until = header
+                    .producer_id
+                    .then(|| self.dedup.until(header.timestamp_ms));
+                self.segments.enqueued(loc.segment, dedup_until);
                 if header.producer_id {
-                    let until = header
-                        .timestamp_ms
-                        .saturating_add(self.limits.dedup_window_ms);
-                    seg.dedup_until_ms = seg.dedup_until_ms.max(until);
-                    if until > now {
-                        self.dedup.insert(
-                            header.id,
-                            DedupEntry {
-                                until_ms: until,
-                                waiters: None,
-                            },
-                        );
-                        self.dedup_order.push_back((until, header.id));
-                    }
+                    self.dedup.replayed(header.id, header.timestamp_ms, now);
                 }
                 let head = self.limits.ready_head;
                 let name = self.queue_name(queue);
@@ -1591,7 +1093,7 @@ impl State {
             }
             RecordView::Settle { queue, target, .. } => {
                 if self.take_replayed(queue, target, reader)?.is_some() {
-                    self.settled_on_disk(target);
+                    self.segments.settled(target);
                 }
             }
             RecordView::Nack {
@@ -1626,8 +1128,8 @@ impl State {
 
     /// After replay: drops segments that hold nothing live; returns the live count.
     pub(crate) fn finish_replay(&mut self, now: u64) -> u64 {
-        self.watermark(now);
-        self.segs.values().map(|s| s.live).sum()
+        self.segments.watermark(now);
+        self.segments.live()
     }
 
     pub(crate) fn stats(&self, queue: &str) -> QueueStats {
@@ -1662,12 +1164,11 @@ impl State {
 
     pub(crate) fn memory(&self) -> MemoryStats {
         let mut m = MemoryStats {
-            cache_bytes: self.cache_bytes as u64,
+            cache_bytes: self.cache.bytes() as u64,
             dedup_entries: self.dedup.len() as u64,
             ..MemoryStats::default()
         };
-        let mut bytes =
-            self.dedup.capacity() * 48 + self.dedup_order.capacity() * 24 + self.segs.len() * 40;
+        let mut bytes = self.dedup.memory_bytes() + self.segments.len() * 40;
         for q in self.queues.values() {
             m.messages += q.len();
             m.ready_slots += q.ready.len() as u64;
