@@ -1,6 +1,6 @@
 //! Log record types and their payload encoding (the part inside a frame).
 //!
-//! See the crate docs, "Record payloads", for the byte layout. Every payload
+//! See `FORMAT.md` (repository root), section 4, for the byte layout. Every payload
 //! starts with a kind byte and the record's log sequence number (LSN); a
 //! message is named inside the log by the LSN of its `ENQUEUE` record.
 

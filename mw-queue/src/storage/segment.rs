@@ -2,8 +2,9 @@
 //!
 //! A segment is named after the first log sequence number (LSN) it may hold,
 //! zero-padded so that a directory listing sorts in log order
-//! (`00000000000000000001.seg`). See the crate docs, "Segment format", for the
-//! byte layout; the constants here are the single source of truth for it.
+//! (`00000000000000000001.seg`). See `FORMAT.md` (repository root), sections 2
+//! and 3, for the byte layout; `tests/format_doc.rs` checks it against these
+//! constants, which are the single source of truth for it.
 
 use std::path::{Path, PathBuf};
 
