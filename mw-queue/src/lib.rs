@@ -121,6 +121,7 @@ mod clock;
 mod config;
 mod error;
 mod message;
+mod name;
 
 mod storage;
 

@@ -11,9 +11,8 @@
 //! segment, done on the blocking pool (or during recovery, which already runs
 //! there).
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
+use crate::name::QueueName;
 use crate::storage::reader::SegmentReader;
 use crate::storage::record::{self, RecordView};
 use crate::storage::segment::{self, Frame, FRAME_HEADER_LEN};
@@ -37,7 +36,7 @@ pub(crate) struct RunSnapshot {
 /// What to read: the front runs of `queue`, at most `want` messages.
 #[derive(Debug)]
 pub(crate) struct RefillJob {
-    pub queue: Arc<str>,
+    pub queue: QueueName,
     pub runs: Vec<RunSnapshot>,
     pub want: usize,
 }

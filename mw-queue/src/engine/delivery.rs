@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::engine::shared::Shared;
 use crate::error::Result;
 use crate::message::{DeliveryTag, MessageId};
+use crate::name::QueueName;
 
 /// A message delivered to a consumer, to be settled with [`ack`](Delivery::ack),
 /// [`nack`](Delivery::nack) or [`reject`](Delivery::reject).
@@ -21,7 +22,7 @@ use crate::message::{DeliveryTag, MessageId};
 #[must_use = "an unsettled delivery is redelivered after the visibility timeout"]
 pub struct Delivery {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: Arc<str>,
+    pub(crate) queue: QueueName,
     pub(crate) tag: DeliveryTag,
     pub(crate) id: MessageId,
     pub(crate) body: Bytes,

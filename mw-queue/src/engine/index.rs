@@ -94,6 +94,7 @@ use self::timers::TimerWake;
 use crate::engine::backlog::{RefillJob, RefillRead, Slot};
 use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
+use crate::name::QueueName;
 use crate::storage::log::{Append, Log};
 use crate::storage::reader::SegmentReader;
 use crate::storage::record::{EnqueueHeader, Record, RecordView, SettleReason};
@@ -193,7 +194,7 @@ pub(crate) enum SendOutcome {
 /// Everything the queue manager knows in memory: the queues, and beside them
 /// one part per concern that spans queues.
 pub(crate) struct State {
-    queues: HashMap<Arc<str>, QueueState>,
+    queues: HashMap<QueueName, QueueState>,
     /// Which segments still hold something that matters (for deletion).
     segments: SegmentLiveness,
     /// Producer-chosen ids inside the dedup window.
@@ -233,7 +234,7 @@ impl State {
 
     /// The queue, created on first use. Every path that stores into a queue comes
     /// through here, so the queue is no longer [`unused`](QueueState::unused).
-    fn queue_mut(&mut self, name: &Arc<str>) -> &mut QueueState {
+    fn queue_mut(&mut self, name: &QueueName) -> &mut QueueState {
         if !self.queues.contains_key(&**name) {
             self.queues.insert(name.clone(), QueueState::new());
         }
@@ -242,24 +243,25 @@ impl State {
         q
     }
 
-    fn queue_name(&mut self, name: &str) -> Arc<str> {
+    /// The queue named in a replayed record, created on first use.
+    fn replayed_queue(&mut self, name: &str) -> QueueName {
         match self.queues.get_key_value(name) {
             Some((k, _)) => k.clone(),
             None => {
-                let k: Arc<str> = name.into();
+                let k = QueueName::decoded(name);
                 self.queues.insert(k.clone(), QueueState::new());
                 k
             }
         }
     }
 
-    /// The dead-letter queue of `queue`, if it has one.
-    pub(crate) fn dlq_name(&self, queue: &str) -> Option<String> {
+    /// The dead-letter queue of `queue`, if it has one (a dead-letter queue has none).
+    pub(crate) fn dlq_name(&self, queue: &QueueName) -> Option<QueueName> {
         let suffix = self.limits.dlq_suffix.as_deref()?;
         if queue.ends_with(suffix) {
             return None;
         }
-        Some(format!("{queue}{suffix}"))
+        Some(queue.with_suffix(suffix))
     }
 
     fn record(&mut self, record: Record, waiter: bool) -> Option<oneshot::Receiver<Result<()>>> {
@@ -275,7 +277,7 @@ impl State {
     /// Starts a send. The caller flushes the pending records to the log.
     pub(crate) fn send(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         header: EnqueueHeader,
         body: Bytes,
         now: u64,
@@ -315,7 +317,7 @@ impl State {
         Ok(SendOutcome::Appended(rx.expect("asked for a waiter")))
     }
 
-    pub(crate) fn add_consumer(&mut self, queue: &Arc<str>) -> (u64, Arc<Notify>) {
+    pub(crate) fn add_consumer(&mut self, queue: &QueueName) -> (u64, Arc<Notify>) {
         let id = self.next_consumer;
         self.next_consumer += 1;
         let q = match self.queues.get_mut(&**queue) {
@@ -364,7 +366,7 @@ impl State {
     /// Hands up to `prefetch - outstanding` messages to `consumer`.
     pub(crate) fn take(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         consumer: u64,
         prefetch: u32,
         visibility_ms: Option<u64>,
@@ -466,7 +468,7 @@ impl State {
     /// hands the result to [`apply_refill`](State::apply_refill).
     pub(crate) fn refill_job(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         want: Option<usize>,
     ) -> Option<RefillJob> {
         let head = self.limits.ready_head;
@@ -501,7 +503,7 @@ impl State {
 
     /// Takes the delivery named by `tag` out of flight (its consumer's credit is freed and
     /// waiting consumers are woken); a stale or unknown tag is `DeliveryNotFound`.
-    fn end_delivery(&mut self, queue: &Arc<str>, tag: DeliveryTag) -> Result<Meta> {
+    fn end_delivery(&mut self, queue: &QueueName, tag: DeliveryTag) -> Result<Meta> {
         let q = self
             .queues
             .get_mut(&**queue)
@@ -516,7 +518,7 @@ impl State {
     /// Settles an in-flight delivery for good (ack, or expiry found at delivery).
     pub(crate) fn settle(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
         reason: SettleReason,
     ) -> Result<oneshot::Receiver<Result<()>>> {
@@ -536,14 +538,13 @@ impl State {
     /// queue if there is one, else dropped.
     fn dead_letter(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         lsn: u64,
         meta: Meta,
         waiter: bool,
     ) -> Option<oneshot::Receiver<Result<()>>> {
         match self.dlq_name(queue) {
             Some(dlq) => {
-                let dlq = self.queue_name(&dlq);
                 let d = self.queue_mut(&dlq);
                 d.retry.insert(
                     lsn,
@@ -593,7 +594,7 @@ impl State {
     /// it has used up its attempts.
     pub(crate) fn nack(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
         delay_ms: Option<u64>,
         now: u64,
@@ -631,7 +632,7 @@ impl State {
     /// Dead-letters (or drops) a delivery at once.
     pub(crate) fn reject(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
     ) -> Result<oneshot::Receiver<Result<()>>> {
         let meta = self.end_delivery(queue, tag)?;
@@ -643,7 +644,7 @@ impl State {
     /// Pushes a delivery's visibility deadline to `now + by_ms`.
     pub(crate) fn extend(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
         by_ms: u64,
         now: u64,
@@ -668,12 +669,12 @@ impl State {
     /// Moves every waiting message of `queue`'s dead-letter queue back to `queue`.
     pub(crate) fn redrive(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
     ) -> (u64, Option<oneshot::Receiver<Result<()>>>) {
         let Some(dlq) = self.dlq_name(queue) else {
             return (0, None);
         };
-        let Some((dlq, _)) = self.queues.get_key_value(dlq.as_str()) else {
+        let Some((dlq, _)) = self.queues.get_key_value(&dlq) else {
             return (0, None);
         };
         let dlq = dlq.clone();
@@ -754,7 +755,7 @@ impl State {
     /// flight). Spilled messages must have been read back first.
     pub(crate) fn purge(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
     ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
         if !self.exists(queue) {
             return Err(Error::UnknownQueue(queue.to_string()));
@@ -771,7 +772,7 @@ impl State {
     /// while consumers are attached (their deliveries would vanish under them).
     pub(crate) fn delete(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
     ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
         if !self.exists(queue) {
             return Err(Error::UnknownQueue(queue.to_string()));
@@ -801,7 +802,7 @@ impl State {
     /// Writes a `Settle` (dropped) for each message and forgets its cached body.
     fn settle_dropped(
         &mut self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         dropped: Vec<(u64, Meta)>,
     ) -> (u64, Option<oneshot::Receiver<Result<()>>>) {
         let n = dropped.len() as u64;
@@ -876,7 +877,7 @@ impl State {
 
     /// Fires due visibility timeouts and delays. Returns the next time anything is due.
     pub(crate) fn run_timers(&mut self, now: u64) -> Option<u64> {
-        let names: Vec<Arc<str>> = self.queues.keys().cloned().collect();
+        let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         let mut next: Option<u64> = None;
         for name in names {
             let q = self.queues.get_mut(&*name).expect("listed");
@@ -1057,7 +1058,7 @@ impl State {
                     self.dedup.replayed(header.id, header.timestamp_ms, now);
                 }
                 let head = self.limits.ready_head;
-                let name = self.queue_name(queue);
+                let name = self.replayed_queue(queue);
                 let q = self.queue_mut(&name);
                 let slot = Slot {
                     lsn,
@@ -1112,7 +1113,7 @@ impl State {
             }
             RecordView::Move { queue, target, to } => {
                 if let Some(meta) = self.take_replayed(queue, target, reader)? {
-                    let to = self.queue_name(to);
+                    let to = self.replayed_queue(to);
                     self.queue_mut(&to).retry.insert(
                         target,
                         Meta {
@@ -1137,8 +1138,11 @@ impl State {
             return QueueStats::default();
         };
         let dead_letters = self
-            .dlq_name(queue)
-            .and_then(|d| self.queues.get(d.as_str()))
+            .limits
+            .dlq_suffix
+            .as_deref()
+            .filter(|suffix| !queue.ends_with(suffix))
+            .and_then(|suffix| self.queues.get(format!("{queue}{suffix}").as_str()))
             .map_or(0, |d| d.len());
         QueueStats {
             depth: q.depth(),

@@ -14,9 +14,10 @@ use crate::config::Config;
 use crate::engine::consumer::read_at;
 use crate::engine::index::{ConsumerInfo, Limits, MemoryStats, QueueStats, State, Waiting};
 use crate::engine::queue::Queue;
-use crate::engine::shared::{check_name, lock, Hook, Shared};
+use crate::engine::shared::{lock, Hook, Shared};
 use crate::error::{Error, Result};
 use crate::message::MessageId;
+use crate::name::QueueName;
 use crate::storage::log::{Log, LogConfig, LogStats};
 use crate::storage::reader::DirReader;
 use crate::storage::recovery::RecoveryReport;
@@ -173,7 +174,9 @@ impl QueueManager {
     /// [`Error::UnknownQueue`] for a queue that does not [`exist`](Self::exists);
     /// storage errors.
     pub async fn purge(&self, name: &str) -> Result<u64> {
-        self.shared.drop_messages(&Arc::from(name), false).await
+        self.shared
+            .drop_messages(&QueueName::new(name)?, false)
+            .await
     }
 
     /// Drops every message of `name`, those in flight included, and forgets the queue
@@ -184,7 +187,9 @@ impl QueueManager {
     /// [`Error::UnknownQueue`]; [`Error::QueueInUse`] while consumers are attached;
     /// storage errors.
     pub async fn delete(&self, name: &str) -> Result<u64> {
-        self.shared.drop_messages(&Arc::from(name), true).await
+        self.shared
+            .drop_messages(&QueueName::new(name)?, true)
+            .await
     }
 
     /// Up to `max` messages waiting in `name`, in the order they would be delivered,
@@ -197,7 +202,7 @@ impl QueueManager {
     ///
     /// [`Error::UnknownQueue`]; storage errors reading a body back.
     pub async fn peek(&self, name: &str, max: usize) -> Result<Vec<Peeked>> {
-        check_name(name)?;
+        QueueName::new(name)?;
         let found = lock(&self.shared.state).browse(name, max)?;
         let shared = self.shared.clone();
         let queue = name.to_string();

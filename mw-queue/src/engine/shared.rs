@@ -18,6 +18,7 @@ use crate::engine::backlog::{self, RefillJob};
 use crate::engine::index::{SendOutcome, State};
 use crate::error::{Error, Result};
 use crate::message::{DeliveryTag, Message, MessageId};
+use crate::name::QueueName;
 use crate::storage::log::{Append, CommitHook, Log};
 use crate::storage::record::{EnqueueHeader, SettleReason};
 use crate::storage::recovery::{Location, RecoveryReport};
@@ -76,13 +77,6 @@ pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().expect("queue state mutex poisoned")
 }
 
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 255 {
-        return Err(Error::InvalidQueueName(name.to_string()));
-    }
-    Ok(())
-}
-
 impl Shared {
     /// The shared state of a manager whose log has been recovered and started.
     pub(super) fn new(
@@ -114,8 +108,7 @@ impl Shared {
         MessageId(((self.id_prefix as u128) << 64) | n as u128)
     }
 
-    pub(crate) async fn send(&self, queue: &Arc<str>, msg: Message) -> Result<MessageId> {
-        check_name(queue)?;
+    pub(crate) async fn send(&self, queue: &QueueName, msg: Message) -> Result<MessageId> {
         if msg.body.len() > self.config.max_message_size {
             return Err(Error::MessageTooLarge {
                 size: msg.body.len(),
@@ -168,7 +161,7 @@ impl Shared {
     /// so they share group commits), then awaited together. One result per message.
     pub(crate) async fn send_batch(
         &self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         msgs: Vec<Message>,
     ) -> Vec<Result<MessageId>> {
         enum Step {
@@ -176,9 +169,6 @@ impl Shared {
             Durable(MessageId, tokio::sync::oneshot::Receiver<Result<()>>),
             /// A duplicate of a send in progress elsewhere: resend if that one fails.
             Duplicate(Message, tokio::sync::oneshot::Receiver<bool>),
-        }
-        if let Err(e) = check_name(queue) {
-            return msgs.iter().map(|_| Err(e.clone())).collect();
         }
         let mut results = Vec::with_capacity(msgs.len());
         // Permits are taken per chunk: a chunk never needs more than exist.
@@ -245,7 +235,7 @@ impl Shared {
         rx?.await.map_err(|_| Error::Closed)?
     }
 
-    pub(crate) async fn ack(&self, queue: &Arc<str>, tag: DeliveryTag) -> Result<()> {
+    pub(crate) async fn ack(&self, queue: &QueueName, tag: DeliveryTag) -> Result<()> {
         let rx = {
             let mut st = lock(&self.state);
             let r = st.settle(queue, tag, SettleReason::Acked);
@@ -257,7 +247,11 @@ impl Shared {
 
     /// Acks many deliveries under one lock (their records share a group commit), then
     /// awaits them all. One result per tag, in order.
-    pub(crate) async fn ack_many(&self, queue: &Arc<str>, tags: &[DeliveryTag]) -> Vec<Result<()>> {
+    pub(crate) async fn ack_many(
+        &self,
+        queue: &QueueName,
+        tags: &[DeliveryTag],
+    ) -> Vec<Result<()>> {
         let rxs: Vec<_> = {
             let mut st = lock(&self.state);
             let rxs = tags
@@ -276,7 +270,7 @@ impl Shared {
 
     pub(crate) async fn nack(
         &self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
         delay: Option<Duration>,
     ) -> Result<()> {
@@ -290,7 +284,7 @@ impl Shared {
         Self::finish(rx).await
     }
 
-    pub(crate) async fn reject(&self, queue: &Arc<str>, tag: DeliveryTag) -> Result<()> {
+    pub(crate) async fn reject(&self, queue: &QueueName, tag: DeliveryTag) -> Result<()> {
         let rx = {
             let mut st = lock(&self.state);
             let r = st.reject(queue, tag);
@@ -302,7 +296,7 @@ impl Shared {
 
     pub(crate) fn extend_visibility(
         &self,
-        queue: &Arc<str>,
+        queue: &QueueName,
         tag: DeliveryTag,
         by: Duration,
     ) -> Result<()> {
@@ -321,9 +315,8 @@ impl Shared {
         })
     }
 
-    pub(crate) async fn redrive(self: &Arc<Self>, queue: &Arc<str>) -> Result<u64> {
-        check_name(queue)?;
-        let dlq: Option<Arc<str>> = lock(&self.state).dlq_name(queue).map(Into::into);
+    pub(crate) async fn redrive(self: &Arc<Self>, queue: &QueueName) -> Result<u64> {
+        let dlq = lock(&self.state).dlq_name(queue);
         // Spilled messages of the dead-letter queue are read back into memory first:
         // each needs its own move record.
         let (n, rx) = self
@@ -339,10 +332,9 @@ impl Shared {
     /// forgets the queue); answers once the drops are durable.
     pub(crate) async fn drop_messages(
         self: &Arc<Self>,
-        queue: &Arc<str>,
+        queue: &QueueName,
         delete: bool,
     ) -> Result<u64> {
-        check_name(queue)?;
         // Spilled messages are read back first: each needs its own settle record.
         let (n, rx) = self
             .with_runs_read(Some(queue), |st| {
@@ -364,7 +356,7 @@ impl Shared {
     /// pool. A large spilled backlog is held in memory while `f` runs.
     async fn with_runs_read<R>(
         self: &Arc<Self>,
-        queue: Option<&Arc<str>>,
+        queue: Option<&QueueName>,
         mut f: impl FnMut(&mut State) -> Result<R>,
     ) -> Result<R> {
         loop {

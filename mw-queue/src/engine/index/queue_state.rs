@@ -15,6 +15,7 @@ use super::timers::{Deadlines, Next};
 use crate::engine::backlog::{RefillJob, RefillRead, RunSnapshot, Slot};
 use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
+use crate::name::QueueName;
 
 /// A stretch of a queue's spilled backlog: its never-delivered messages in one
 /// segment, from `offset` on (see the `backlog` module for what counts).
@@ -173,7 +174,7 @@ impl QueueState {
     /// returns what to read (`want` messages, at least one).
     pub(super) fn refill_job(
         &mut self,
-        name: &Arc<str>,
+        name: &QueueName,
         head: usize,
         want: Option<usize>,
     ) -> Option<RefillJob> {

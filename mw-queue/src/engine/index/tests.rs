@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::engine::backlog;
+use crate::name::QueueName;
 use crate::storage::record;
 use crate::storage::segment::{self, Frame, HEADER_LEN};
 
@@ -98,7 +99,7 @@ struct Engine {
     watermark: u64,
 }
 
-fn q() -> Arc<str> {
+fn q() -> QueueName {
     Q.into()
 }
 
@@ -277,7 +278,7 @@ fn a_message_out_of_attempts_moves_to_the_dead_letter_queue() {
 #[test]
 fn a_dead_letter_queue_retries_forever() {
     let mut e = Engine::new(limits());
-    let dlq: Arc<str> = "q.dlq".into();
+    let dlq: QueueName = "q.dlq".into();
     e.send_to("q.dlq", "a", 0);
     let c = e.st.add_consumer(&dlq).0;
     for _ in 0..5 {
