@@ -39,7 +39,7 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | vocabulary | `message`, `error`, `config`, `clock` | [`Message`], [`MessageId`], [`DeliveryTag`]; [`Error`]; [`Config`], [`FsyncPolicy`]; [`Clock`] |
+//! | vocabulary | `message`, `name`, `error`, `config`, `clock` | [`Message`], [`MessageId`], [`DeliveryTag`]; the checked queue name; [`Error`]; [`Config`], [`FsyncPolicy`]; [`Clock`] |
 //! | storage | `storage` (`segment`, `record`, `recovery`, `reader`, `log`) | the segment log on disk: framing, record encoding, recovery, the writer thread and group commit, [`RecoveryReport`], [`LogStats`] |
 //! | engine | `engine` (`backlog`, `index`, `shared`, `delivery`, `consumer`, `queue`, `manager`) | queue state in memory and every transition of it; [`QueueManager`], [`Queue`], [`Consumer`], [`Delivery`], [`QueueStats`], [`MemoryStats`] |
 //! | service | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
@@ -82,7 +82,7 @@
 //! by the number of messages waiting. Bodies are read back from the segment on
 //! delivery, except for a bounded cache of recently sent bodies
 //! ([`Config::body_cache_bytes`]) that lets a consumer keeping up avoid the
-//! disk. See the `index` module for the full table; [`QueueManager::memory`]
+//! disk. See the `engine::index` module for the full table; [`QueueManager::memory`]
 //! reports the totals ([`MemoryStats::ready_slots`], [`MemoryStats::spilled_messages`],
 //! [`MemoryStats::spilled_runs`]).
 //!
