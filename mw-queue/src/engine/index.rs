@@ -10,6 +10,9 @@
 //! task's wake-ups and the pending records. Each part is a small type in its
 //! own file with its own tests; `State` composes them into the transitions,
 //! whose tests (`tests.rs`) drive the index as the manager does, without a log.
+//! This file holds a message's life (send, take, settle, nack, reject, timers,
+//! commits); `replay.rs` rebuilds the index from the log, and `admin.rs` holds
+//! counters, browsing, purge, delete and consumer administration.
 //!
 //! # Memory per message
 //!
@@ -67,11 +70,13 @@
 //! whose body is not cached reads it back from its segment. A producer-chosen
 //! message id costs about 56 bytes while it is inside the dedup window.
 
+mod admin;
 mod body_cache;
 mod dedup;
 mod liveness;
 mod pending;
 mod queue_state;
+mod replay;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -96,8 +101,7 @@ use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::name::QueueName;
 use crate::storage::log::{Append, Log};
-use crate::storage::reader::SegmentReader;
-use crate::storage::record::{EnqueueHeader, Record, RecordView, SettleReason};
+use crate::storage::record::{EnqueueHeader, Record, SettleReason};
 use crate::storage::recovery::Location;
 
 /// Counters for one queue.
@@ -241,18 +245,6 @@ impl State {
         let q = self.queues.get_mut(&**name).expect("inserted above");
         q.unused = false;
         q
-    }
-
-    /// The queue named in a replayed record, created on first use.
-    fn replayed_queue(&mut self, name: &str) -> QueueName {
-        match self.queues.get_key_value(name) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k = QueueName::decoded(name);
-                self.queues.insert(k.clone(), QueueState::new());
-                k
-            }
-        }
     }
 
     /// The dead-letter queue of `queue`, if it has one (a dead-letter queue has none).
@@ -709,172 +701,6 @@ impl State {
         (n, rx)
     }
 
-    /// Every attached consumer: queue, id, deliveries it holds unsettled.
-    pub(crate) fn consumers(&self) -> Vec<ConsumerInfo> {
-        let mut v: Vec<ConsumerInfo> = self
-            .queues
-            .iter()
-            .flat_map(|(name, q)| {
-                q.consumers.iter().map(move |(id, c)| ConsumerInfo {
-                    queue: name.to_string(),
-                    id: *id,
-                    unacked: u64::from(c.outstanding),
-                })
-            })
-            .collect();
-        v.sort_by_key(|c| c.id);
-        v
-    }
-
-    /// Marks consumer `id` closed and wakes it; whether it was attached.
-    pub(crate) fn close_consumer(&mut self, id: u64) -> bool {
-        for q in self.queues.values_mut() {
-            if let Some(c) = q.consumers.get_mut(&id) {
-                c.closed = true;
-                q.notify.notify_waiters();
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether `queue` is known: it holds or held messages since the manager opened
-    /// (not only waiting consumers), or it is the dead-letter queue of such a queue.
-    pub(crate) fn exists(&self, queue: &str) -> bool {
-        let known = |name: &str| self.queues.get(name).is_some_and(|q| !q.unused);
-        if known(queue) {
-            return true;
-        }
-        match self.limits.dlq_suffix.as_deref() {
-            Some(suffix) => queue.strip_suffix(suffix).is_some_and(known),
-            None => false,
-        }
-    }
-
-    /// Drops every waiting message of `queue` (ready, returned, delayed; not those in
-    /// flight). Spilled messages must have been read back first.
-    pub(crate) fn purge(
-        &mut self,
-        queue: &QueueName,
-    ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
-        if !self.exists(queue) {
-            return Err(Error::UnknownQueue(queue.to_string()));
-        }
-        let Some(q) = self.queues.get_mut(&**queue) else {
-            // A dead-letter queue that never held a message.
-            return Ok((0, None));
-        };
-        let dropped = q.drain_waiting();
-        Ok(self.settle_dropped(queue, dropped))
-    }
-
-    /// Drops every message of `queue`, in flight too, and forgets the queue. Refused
-    /// while consumers are attached (their deliveries would vanish under them).
-    pub(crate) fn delete(
-        &mut self,
-        queue: &QueueName,
-    ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
-        if !self.exists(queue) {
-            return Err(Error::UnknownQueue(queue.to_string()));
-        }
-        let Some(q) = self.queues.get_mut(&**queue) else {
-            return Ok((0, None));
-        };
-        if !q.consumers.is_empty() {
-            return Err(Error::QueueInUse {
-                queue: queue.to_string(),
-                consumers: q.consumers.len() as u64,
-            });
-        }
-        if q.pending_sends > 0 {
-            return Err(Error::QueueInUse {
-                queue: queue.to_string(),
-                consumers: 0,
-            });
-        }
-        let mut dropped = q.drain_waiting();
-        dropped.extend(q.in_flight.drain().map(|(lsn, f)| (lsn, f.meta)));
-        let r = self.settle_dropped(queue, dropped);
-        self.queues.remove(&**queue);
-        Ok(r)
-    }
-
-    /// Writes a `Settle` (dropped) for each message and forgets its cached body.
-    fn settle_dropped(
-        &mut self,
-        queue: &QueueName,
-        dropped: Vec<(u64, Meta)>,
-    ) -> (u64, Option<oneshot::Receiver<Result<()>>>) {
-        let n = dropped.len() as u64;
-        let mut rx = None;
-        let last = dropped.len().saturating_sub(1);
-        for (i, (lsn, _)) in dropped.into_iter().enumerate() {
-            self.cache.take(lsn);
-            rx = self.record(
-                Record::Settle {
-                    queue: queue.clone(),
-                    target: lsn,
-                    reason: SettleReason::Dropped,
-                },
-                i == last,
-            );
-        }
-        (n, rx)
-    }
-
-    /// The oldest message waiting in `queue` (ready, returned or delayed; the smallest
-    /// log position is the earliest send), with its cached body if the cache has it.
-    pub(crate) fn oldest_waiting(&self, queue: &str) -> Option<Browsed> {
-        let q = self.queues.get(queue)?;
-        let ready = q.ready.front().map(|s| {
-            let meta = Meta {
-                offset: s.offset,
-                len: s.len,
-                deliveries: 0,
-            };
-            (s.lsn, meta, Waiting::Ready)
-        });
-        let retry = q
-            .retry
-            .first_key_value()
-            .map(|(k, m)| (*k, *m, Waiting::Returned));
-        let delayed = q
-            .delayed
-            .iter()
-            .min_by_key(|((_, lsn), _)| *lsn)
-            .map(|(&(due, lsn), m)| (lsn, *m, Waiting::Delayed { due_ms: due }));
-        let (lsn, meta, waiting) = [ready, retry, delayed]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(lsn, _, _)| *lsn)?;
-        Some(Browsed {
-            lsn,
-            meta,
-            waiting,
-            cached: self.cache.get(lsn).cloned(),
-        })
-    }
-
-    /// Up to `max` waiting messages of `queue` in delivery order, with cached bodies
-    /// where the cache has them.
-    pub(crate) fn browse(&self, queue: &str, max: usize) -> Result<Vec<Browsed>> {
-        if !self.exists(queue) {
-            return Err(Error::UnknownQueue(queue.to_string()));
-        }
-        let Some(q) = self.queues.get(queue) else {
-            return Ok(Vec::new());
-        };
-        Ok(q.browse(max)
-            .into_iter()
-            .map(|(lsn, meta, waiting)| Browsed {
-                lsn,
-                meta,
-                waiting,
-                cached: self.cache.get(lsn).cloned(),
-            })
-            .collect())
-    }
-
     /// Fires due visibility timeouts and delays. Returns the next time anything is due.
     pub(crate) fn run_timers(&mut self, now: u64) -> Option<u64> {
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
@@ -990,197 +816,10 @@ impl State {
         }
     }
 
-    /// Takes `target` out of `queue` during replay, reading spilled messages back
-    /// first if it is one of them.
-    ///
-    /// The first record after its `ENQUEUE` that touches a never-delivered message
-    /// (a `DELIVER`, or a `MOVE` by redrive) touches the oldest one of its queue:
-    /// the head is taken in order and refilled from the runs in order, and messages
-    /// with a not-before time (which may go out of order) never join a run. So a
-    /// target found nowhere else is the first spilled message, and one refill of
-    /// the head (which happens in the middle of the scan, on the blocking pool)
-    /// brings it in.
-    fn take_replayed(
-        &mut self,
-        queue: &str,
-        target: u64,
-        reader: &dyn SegmentReader,
-    ) -> Result<Option<Meta>> {
-        let head = self.limits.ready_head;
-        let Some((name, _)) = self.queues.get_key_value(queue) else {
-            return Ok(None);
-        };
-        let name = name.clone();
-        let q = self.queues.get_mut(queue).expect("just found");
-        loop {
-            if let Some(meta) = q.take_waiting(target) {
-                return Ok(Some(meta));
-            }
-            let spilled = q.runs.front().is_some_and(|r| target >= r.segment)
-                && q.ready.back().is_none_or(|b| b.lsn < target);
-            if !spilled {
-                return Ok(None);
-            }
-            let job = q
-                .refill_job(&name, head, Some(head.saturating_sub(q.ready.len())))
-                .expect("runs left and no refill under way");
-            let read = crate::engine::backlog::read_runs(reader, &job);
-            let failed = read.as_ref().err().cloned();
-            q.apply_refill(read);
-            if let Some(e) = failed {
-                q.refill_error = None;
-                return Err(e);
-            }
-        }
-    }
-
-    /// Replays one recovered record. `reader` reads spilled messages back when a
-    /// record refers to one.
-    ///
-    /// # Errors
-    ///
-    /// Reading spilled messages back failed.
-    pub(crate) fn replay(
-        &mut self,
-        lsn: u64,
-        view: RecordView<'_>,
-        loc: Location,
-        now: u64,
-        reader: &dyn SegmentReader,
-    ) -> Result<()> {
-        match view {
-            RecordView::Enqueue { queue, header, .. } => {
-                let dedup_until = header
-                    .producer_id
-                    .then(|| self.dedup.until(header.timestamp_ms));
-                self.segments.enqueued(loc.segment, dedup_until);
-                if header.producer_id {
-                    self.dedup.replayed(header.id, header.timestamp_ms, now);
-                }
-                let head = self.limits.ready_head;
-                let name = self.replayed_queue(queue);
-                let q = self.queue_mut(&name);
-                let slot = Slot {
-                    lsn,
-                    offset: loc.offset,
-                    len: loc.len,
-                };
-                if header.not_before_ms > now {
-                    q.insert_delayed(
-                        lsn,
-                        header.not_before_ms,
-                        Meta {
-                            offset: loc.offset,
-                            len: loc.len,
-                            deliveries: 0,
-                        },
-                    );
-                } else if header.not_before_ms == 0 {
-                    q.push_ready(slot, loc.segment, head);
-                } else {
-                    q.push_due(slot, loc.segment, head);
-                }
-            }
-            RecordView::Deliver {
-                queue,
-                target,
-                delivery,
-            } => {
-                if let Some(mut meta) = self.take_replayed(queue, target, reader)? {
-                    meta.deliveries = meta.deliveries.max(delivery);
-                    let q = self.queues.get_mut(queue).expect("taken from it");
-                    q.retry.insert(target, meta);
-                }
-            }
-            RecordView::Settle { queue, target, .. } => {
-                if self.take_replayed(queue, target, reader)?.is_some() {
-                    self.segments.settled(target);
-                }
-            }
-            RecordView::Nack {
-                queue,
-                target,
-                not_before_ms,
-            } => {
-                if let Some(meta) = self.take_replayed(queue, target, reader)? {
-                    let q = self.queues.get_mut(queue).expect("taken from it");
-                    if not_before_ms > now {
-                        q.insert_delayed(target, not_before_ms, meta);
-                    } else {
-                        q.retry.insert(target, meta);
-                    }
-                }
-            }
-            RecordView::Move { queue, target, to } => {
-                if let Some(meta) = self.take_replayed(queue, target, reader)? {
-                    let to = self.replayed_queue(to);
-                    self.queue_mut(&to).retry.insert(
-                        target,
-                        Meta {
-                            deliveries: 0,
-                            ..meta
-                        },
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// After replay: drops segments that hold nothing live; returns the live count.
-    pub(crate) fn finish_replay(&mut self, now: u64) -> u64 {
-        self.segments.watermark(now);
-        self.segments.live()
-    }
-
-    pub(crate) fn stats(&self, queue: &str) -> QueueStats {
-        let Some(q) = self.queues.get(queue) else {
-            return QueueStats::default();
-        };
-        let dead_letters = self
-            .limits
-            .dlq_suffix
-            .as_deref()
-            .filter(|suffix| !queue.ends_with(suffix))
-            .and_then(|suffix| self.queues.get(format!("{queue}{suffix}").as_str()))
-            .map_or(0, |d| d.len());
-        QueueStats {
-            depth: q.depth(),
-            delayed: q.delayed.len() as u64,
-            in_flight: q.in_flight.len() as u64,
-            consumers: q.consumers.len() as u64,
-            dead_letters,
-        }
-    }
-
     /// Wakes every waiting consumer (on close).
     pub(crate) fn wake_all(&self) {
         for q in self.queues.values() {
             q.notify.notify_waiters();
         }
-    }
-
-    pub(crate) fn queue_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.queues.keys().map(|k| k.to_string()).collect();
-        v.sort();
-        v
-    }
-
-    pub(crate) fn memory(&self) -> MemoryStats {
-        let mut m = MemoryStats {
-            cache_bytes: self.cache.bytes() as u64,
-            dedup_entries: self.dedup.len() as u64,
-            ..MemoryStats::default()
-        };
-        let mut bytes = self.dedup.memory_bytes() + self.segments.len() * 40;
-        for q in self.queues.values() {
-            m.messages += q.len();
-            m.ready_slots += q.ready.len() as u64;
-            m.spilled_messages += q.spilled;
-            m.spilled_runs += q.runs.len() as u64;
-            bytes += q.memory_bytes();
-        }
-        m.index_bytes = bytes as u64;
-        m
     }
 }

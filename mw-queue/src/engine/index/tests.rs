@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use super::*;
 use crate::engine::backlog;
 use crate::name::QueueName;
-use crate::storage::record;
+use crate::storage::reader::SegmentReader;
+use crate::storage::record::{self, RecordView};
 use crate::storage::segment::{self, Frame, HEADER_LEN};
 
 const Q: &str = "q";
