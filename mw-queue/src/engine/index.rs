@@ -94,7 +94,7 @@ use self::liveness::SegmentLiveness;
 use self::pending::PendingRecords;
 pub(crate) use self::queue_state::Meta;
 pub use self::queue_state::Waiting;
-use self::queue_state::{ConsumerState, InFlight, QueueState};
+use self::queue_state::{ConsumerState, QueueState};
 use self::timers::TimerWake;
 use crate::engine::backlog::{RefillJob, RefillRead, Slot};
 use crate::error::{Error, Result};
@@ -384,47 +384,11 @@ impl State {
         let credit = prefetch.saturating_sub(outstanding);
         let mut taken = Vec::new();
         let mut records = Vec::new();
+        let in_order = vis == default_vis;
         while (taken.len() as u32) < credit {
-            // With the head empty and runs left, a returned message goes first only if
-            // it is older than every spilled one; otherwise wait for the refill.
-            let bound = match (q.ready.is_empty(), q.runs.front()) {
-                (true, Some(r)) => r.segment,
-                _ => u64::MAX,
+            let Some((lsn, meta)) = q.deliver_next(consumer, deadline, in_order) else {
+                break;
             };
-            let retry = q.retry.first_key_value().filter(|(k, _)| **k < bound);
-            let from_ready = match (q.ready.front(), retry) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(s), Some((k, _))) => s.lsn < *k,
-            };
-            let (lsn, mut meta) = if from_ready {
-                let s = q.ready.pop_front().expect("checked");
-                (
-                    s.lsn,
-                    Meta {
-                        offset: s.offset,
-                        len: s.len,
-                        deliveries: 0,
-                    },
-                )
-            } else {
-                q.retry.pop_first().expect("checked")
-            };
-            meta.deliveries += 1;
-            q.in_flight.insert(
-                lsn,
-                InFlight {
-                    meta,
-                    deadline_ms: deadline,
-                    consumer,
-                },
-            );
-            if vis == default_vis {
-                q.deadlines.push_in_order(deadline, lsn);
-            } else {
-                q.deadlines.push_other(deadline, lsn);
-            }
             let tag = DeliveryTag::new(lsn, meta.deliveries);
             records.push(Record::Deliver {
                 queue: queue.clone(),

@@ -236,6 +236,61 @@ impl QueueState {
         self.depth() + self.in_flight.len() as u64
     }
 
+    /// Puts the next message to deliver in flight for `consumer` until `deadline_ms`
+    /// and returns it with its delivery count raised; `None` when nothing may go now.
+    ///
+    /// The next message is the older of the head's first and the first returned
+    /// one. With the head empty and runs left, a returned message goes only if it is
+    /// older than every spilled one; otherwise nothing goes until the refill, which
+    /// keeps send order. `in_order` says the deadline is not before any taken so far
+    /// (the default visibility timeout).
+    pub(super) fn deliver_next(
+        &mut self,
+        consumer: u64,
+        deadline_ms: u64,
+        in_order: bool,
+    ) -> Option<(u64, Meta)> {
+        let bound = match (self.ready.is_empty(), self.runs.front()) {
+            (true, Some(r)) => r.segment,
+            _ => u64::MAX,
+        };
+        let retry = self.retry.first_key_value().filter(|(k, _)| **k < bound);
+        let from_ready = match (self.ready.front(), retry) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(s), Some((k, _))) => s.lsn < *k,
+        };
+        let (lsn, mut meta) = if from_ready {
+            let s = self.ready.pop_front().expect("checked");
+            (
+                s.lsn,
+                Meta {
+                    offset: s.offset,
+                    len: s.len,
+                    deliveries: 0,
+                },
+            )
+        } else {
+            self.retry.pop_first().expect("checked")
+        };
+        meta.deliveries += 1;
+        self.in_flight.insert(
+            lsn,
+            InFlight {
+                meta,
+                deadline_ms,
+                consumer,
+            },
+        );
+        if in_order {
+            self.deadlines.push_in_order(deadline_ms, lsn);
+        } else {
+            self.deadlines.push_other(deadline_ms, lsn);
+        }
+        Some((lsn, meta))
+    }
+
     /// Removes `lsn` from wherever it waits (not in flight).
     pub(super) fn take_waiting(&mut self, lsn: u64) -> Option<Meta> {
         if let Ok(i) = self.ready.binary_search_by_key(&lsn, |s| s.lsn) {
