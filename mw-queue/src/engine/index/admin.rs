@@ -3,7 +3,7 @@
 
 use tokio::sync::oneshot;
 
-use super::queue_state::{Meta, Waiting};
+use super::queue_state::{Meta, QueueState, Waiting};
 use super::{Browsed, ConsumerInfo, MemoryStats, QueueStats, State};
 use crate::error::{Error, Result};
 use crate::name::QueueName;
@@ -52,17 +52,23 @@ impl State {
         }
     }
 
+    /// The state of `queue` for an administrative change: `UnknownQueue` unless it
+    /// [`exists`](State::exists); `None` for a dead-letter queue that never held a
+    /// message (and so has no state).
+    fn known_queue_mut(&mut self, queue: &QueueName) -> Result<Option<&mut QueueState>> {
+        if !self.exists(queue) {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        Ok(self.queues.get_mut(&**queue))
+    }
+
     /// Drops every waiting message of `queue` (ready, returned, delayed; not those in
     /// flight). Spilled messages must have been read back first.
     pub(crate) fn purge(
         &mut self,
         queue: &QueueName,
     ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
-        if !self.exists(queue) {
-            return Err(Error::UnknownQueue(queue.to_string()));
-        }
-        let Some(q) = self.queues.get_mut(&**queue) else {
-            // A dead-letter queue that never held a message.
+        let Some(q) = self.known_queue_mut(queue)? else {
             return Ok((0, None));
         };
         let dropped = q.drain_waiting();
@@ -75,10 +81,7 @@ impl State {
         &mut self,
         queue: &QueueName,
     ) -> Result<(u64, Option<oneshot::Receiver<Result<()>>>)> {
-        if !self.exists(queue) {
-            return Err(Error::UnknownQueue(queue.to_string()));
-        }
-        let Some(q) = self.queues.get_mut(&**queue) else {
+        let Some(q) = self.known_queue_mut(queue)? else {
             return Ok((0, None));
         };
         if !q.consumers.is_empty() {
