@@ -7,7 +7,7 @@ Usage (from the repository root):
     python3 scripts/module-cycles.py --edges mw-queue   # also print one crate's module edges
     python3 scripts/module-cycles.py --longest 20       # more functions
 
-For every crate root (`src/lib.rs`, `src/main.rs`, `src/bin/*.rs`) it follows the
+For every crate root (`src/lib.rs`, `src/main.rs`, `src/bin/*.rs`, `src/bin/*/main.rs`) it follows the
 `mod x;` declarations to the module files, reads every `use` tree and every inline
 `crate::`/`super::`/`self::` path (code inside `mod tests` blocks included), resolves
 each path to the module file that declares the item (following `pub use`
@@ -370,7 +370,12 @@ def main():
         roots = [os.path.join(src, r) for r in ("lib.rs", "main.rs") if os.path.exists(os.path.join(src, r))]
         bindir = os.path.join(src, "bin")
         if os.path.isdir(bindir):
-            roots += sorted(os.path.join(bindir, f) for f in os.listdir(bindir) if f.endswith(".rs"))
+            for f in sorted(os.listdir(bindir)):
+                path = os.path.join(bindir, f)
+                if f.endswith(".rs"):
+                    roots.append(path)
+                elif os.path.isfile(os.path.join(path, "main.rs")):
+                    roots.append(os.path.join(path, "main.rs"))
         for r in roots:
             mods, edges = crate_graph(r)
             comps = sorted((c for c in sccs(edges) if len(c) > 1), key=len, reverse=True)
