@@ -7,7 +7,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use crate::delivery::DeliveryTag;
+use crate::message::DeliveryTag;
 
 /// Everything that can go wrong in `mw-queue`.
 #[derive(Debug, Clone, thiserror::Error)]

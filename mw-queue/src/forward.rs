@@ -33,7 +33,7 @@
 //! | item | role |
 //! |---|---|
 //! | [`NextHop`], [`HopError`], [`Connect`] | where a forwarder sends; implemented by the broker's `mw.queue` client, by [`QueueManager`](crate::QueueManager) and by [`Router`] (in process) |
-//! | [`Forwarder`], [`ForwarderConfig`], [`ForwarderStats`], [`Backoff`] | moves one transmission queue to its hop: batches, ordered, ack after confirm, retry with capped jittered backoff |
+//! | [`Forwarder`], [`ForwarderConfig`], [`ForwarderStats`] | moves one transmission queue to its hop: batches, ordered, ack after confirm, retry with capped jittered backoff |
 //! | [`RoutingTable`], [`Route`], [`QueuePattern`] | queue name or prefix (`orders.*`) → next-hop address |
 //! | [`Router`] | a queue manager with a routing table: local queues directly, others via `xmit.<hop>` |
 //! | [`Outbox`] | the persistent asynchronous client: `send` returns once stored locally; delivered to the broker when it is up |
@@ -54,7 +54,6 @@ mod outbox;
 mod remote_hop;
 mod routing;
 
-pub use backoff::Backoff;
 pub use forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 pub use hop::{Connect, HopError, NextHop};
 pub use outbox::{Outbox, OutboxConfig, OutboxStats, OUTBOX_QUEUE};

@@ -33,96 +33,26 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! |---|---|
-//! | `segment` | segment naming, the segment header, record framing (length + CRC32C) |
-//! | `record` | the record kinds and their payload encoding |
-//! | `recovery` | scanning segments on open, torn-tail truncation, [`RecoveryReport`] |
-//! | `log` | the writer thread, group commit, [`FsyncPolicy`], segment roll and deletion, reads, [`LogStats`] |
-//! | `index` | the in-memory index and every queue state transition, [`QueueStats`], [`MemoryStats`] |
-//! | `backlog` | reading a queue's spilled backlog back from its segments |
-//! | `manager` | [`QueueManager`]: open, replay, the timer task, shared operations |
-//! | `queue` | [`Queue`]: send, tag-based settling, redrive |
-//! | `consumer` | [`Consumer`], [`ConsumerOptions`]: credit-limited fetching |
-//! | `delivery` | [`Delivery`], [`DeliveryTag`] |
-//! | `message` | [`Message`], [`MessageId`] |
-//! | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
-//! | `config`, `clock`, `error` | [`Config`], [`Clock`], [`Error`] |
-//! | [`forward`] | store and forward: [`forward::Forwarder`], [`forward::Router`] with its [`forward::RoutingTable`], [`forward::Outbox`] |
+//! Four layers, each using only the ones before it (and the shared vocabulary
+//! below); `scripts/module-cycles.py` checks that no modules import each other
+//! in a circle.
 //!
-//! Dependencies point one way: `segment` → `record` → `recovery` → `backlog` →
-//! `log` → `index` → `manager` → `queue`/`consumer`/`delivery`.
+//! | layer | module | owns |
+//! |---|---|---|
+//! | vocabulary | `message`, `name`, `error`, `config`, `clock` | [`Message`], [`MessageId`], [`DeliveryTag`]; the checked queue name; [`Error`]; [`Config`], [`FsyncPolicy`]; [`Clock`] |
+//! | storage | `storage` (`segment`, `record`, `recovery`, `reader`, `log`) | the segment log on disk: framing, record encoding, recovery, the writer thread and group commit, [`RecoveryReport`], [`LogStats`] |
+//! | engine | `engine` (`backlog`, `index`, `shared`, `delivery`, `consumer`, `queue`, `manager`) | queue state in memory and every transition of it; [`QueueManager`], [`Queue`], [`Consumer`], [`Delivery`], [`QueueStats`], [`MemoryStats`] |
+//! | service | [`remote`] | the broker's `mw.queue` service and its client ([`remote::RemoteQueues`]) |
+//! | routing | [`forward`] | store and forward: [`forward::Forwarder`], [`forward::Router`] with its [`forward::RoutingTable`], [`forward::Outbox`] |
 //!
-//! # Segment format
+//! The vocabulary modules import nothing above them; storage never imports the
+//! engine; the engine never imports `remote` or `forward`; `forward` may use
+//! `remote` (a broker as the next hop), never the reverse.
 //!
-//! The data directory holds segment files named after the first log sequence
-//! number (LSN) they may hold, zero-padded to 20 digits so listings sort in log
-//! order (`00000000000000000001.seg`), and a `LOCK` file (held with `flock`
-//! while a manager has the directory open). Every integer is little-endian.
-//!
-//! ```text
-//! segment file
-//! +---------------------------+---------+---------+-----+---------+
-//! | header (24 bytes)         | frame 0 | frame 1 | ... | frame n |
-//! +---------------------------+---------+---------+-----+---------+
-//!
-//! header
-//!  0        8         10      12          16                24
-//!  +--------+---------+-------+-----------+-----------------+
-//!  | magic  | version | flags | reserved  | first LSN (u64) |
-//!  |"MWQSEG\r\n"| u16 = 1 | u16 = 0 | u32 = 0 |             |
-//!  +--------+---------+-------+-----------+-----------------+
-//!
-//! frame
-//!  0            4            8
-//!  +------------+------------+------------------------------+
-//!  | length u32 | crc32c u32 | payload (length bytes)       |
-//!  +------------+------------+------------------------------+
-//!  length: payload bytes, 9 ..= 64 MiB (0 never occurs in a valid frame)
-//!  crc32c: CRC-32C (Castagnoli) over the 4 length bytes, then the payload
-//! ```
-//!
-//! ## Record payloads
-//!
-//! Every payload starts with a kind byte and the record's LSN. LSNs strictly
-//! increase through the log (there may be gaps). A message is named by the LSN
-//! of its `ENQUEUE` record; the other records refer to it as `target`. A queue
-//! name `q` is written as a length byte (1..=255) and that many UTF-8 bytes.
-//!
-//! ```text
-//! kind 1 ENQUEUE | lsn u64 | flags u8 | id u128 | sent_at u64 | expires_at u64 | not_before u64 | q | body ...
-//!                  flags bit 0: the producer chose the id (it enters the dedup window)
-//!                  times are ms since the Unix epoch; expires_at 0 = never; not_before 0 = at once
-//! kind 2 DELIVER | lsn u64 | q | target u64 | delivery u32      (the delivery count so far)
-//! kind 3 SETTLE  | lsn u64 | q | target u64 | reason u8         (0 acked, 1 expired, 2 dropped)
-//! kind 4 NACK    | lsn u64 | q | target u64 | not_before u64    (returned; 0 = visible at once)
-//! kind 5 MOVE    | lsn u64 | q | target u64 | to                (dead-lettered or redriven to queue `to`)
-//! ```
-//!
-//! Replaying these in order rebuilds every queue: a message is live from its
-//! `ENQUEUE` until a `SETTLE`; `DELIVER` restores delivery counts (so
-//! `max_attempts` survives a crash); a message delivered but not settled at a
-//! crash is visible again at once. The log is never rewritten: a `MOVE` makes
-//! the message belong to another queue without copying its body.
-//!
-//! ## Recovery
-//!
-//! On open every segment is scanned. In the **last** segment, a frame cut off
-//! by the end of the file, a zero (or impossible) length followed only by zero
-//! bytes, or a CRC mismatch not followed by another valid frame is a torn
-//! tail: the file is truncated there and [`RecoveryReport::torn_tail`] says
-//! where. Any other bad frame (in a non-last segment, or followed by a valid
-//! frame) is [`Error::Corrupt`] naming the file and byte offset; nothing is
-//! ever skipped silently. A segment whose header was cut short by a crash
-//! during its creation gets its header rewritten.
-//!
-//! ## Deleting segments
-//!
-//! A closed segment is deleted once it, and every segment before it, holds no
-//! live message and no producer-chosen id still inside the dedup window. Only
-//! a prefix of the log is ever deleted, so a `SETTLE` is never lost while the
-//! message it settles is still on disk. The active segment is synced before
-//! deleting, so the records that made a segment dead are durable first.
+//! The segment and record bytes are specified in `FORMAT.md` at the repository
+//! root (checked by `tests/format_doc.rs`): segment files named after their first
+//! log sequence number, a 24-byte header, frames of length + CRC-32C + payload,
+//! five record kinds. Replaying the records in order rebuilds every queue.
 //!
 //! # Durability: fsync policy and group commit
 //!
@@ -152,7 +82,7 @@
 //! by the number of messages waiting. Bodies are read back from the segment on
 //! delivery, except for a bounded cache of recently sent bodies
 //! ([`Config::body_cache_bytes`]) that lets a consumer keeping up avoid the
-//! disk. See the `index` module for the full table; [`QueueManager::memory`]
+//! disk. See the `engine::index` module for the full table; [`QueueManager::memory`]
 //! reports the totals ([`MemoryStats::ready_slots`], [`MemoryStats::spilled_messages`],
 //! [`MemoryStats::spilled_runs`]).
 //!
@@ -187,31 +117,28 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-mod backlog;
 mod clock;
 mod config;
-mod consumer;
-mod delivery;
 mod error;
-pub mod forward;
-mod index;
-mod log;
-mod manager;
 mod message;
-mod queue;
-mod record;
-mod recovery;
+mod name;
+
+mod storage;
+
+mod engine;
+
 pub mod remote;
-mod segment;
+
+pub mod forward;
 
 pub use clock::Clock;
 pub use config::{Config, FsyncPolicy, MAX_MESSAGE_SIZE};
-pub use consumer::{Consumer, ConsumerOptions};
-pub use delivery::{Delivery, DeliveryTag};
+pub use engine::consumer::{Consumer, ConsumerOptions};
+pub use engine::delivery::Delivery;
+pub use engine::index::{ConsumerInfo, MemoryStats, QueueStats, Waiting};
+pub use engine::manager::{Peeked, QueueManager};
+pub use engine::queue::Queue;
 pub use error::{Error, Result};
-pub use index::{ConsumerInfo, MemoryStats, QueueStats, Waiting};
-pub use log::{LogStats, FSYNC_BUCKETS_SECONDS};
-pub use manager::{Peeked, QueueManager};
-pub use message::{Message, MessageId};
-pub use queue::Queue;
-pub use recovery::{RecoveryReport, TornTail};
+pub use message::{DeliveryTag, Message, MessageId};
+pub use storage::log::{LogStats, FSYNC_BUCKETS_SECONDS};
+pub use storage::recovery::{RecoveryReport, TornTail};

@@ -1,4 +1,5 @@
-//! What a producer sends: [`Message`] and its [`MessageId`].
+//! The message vocabulary every layer shares: what a producer sends ([`Message`],
+//! [`MessageId`]) and what names one delivery of it ([`DeliveryTag`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -87,5 +88,47 @@ impl Message {
     /// The producer-chosen id, if any.
     pub fn id(&self) -> Option<MessageId> {
         self.id
+    }
+}
+
+/// Names one delivery of one message: the message's log sequence number and which
+/// delivery of it this is. A tag goes stale when the delivery is settled or its
+/// visibility timeout expires, so a late ack cannot settle a redelivery held by
+/// another consumer.
+///
+/// Tags are plain data (serde-serializable), so a network broker can send them to a
+/// remote consumer and settle with [`Queue::ack`](crate::Queue::ack) and friends.
+///
+/// ```
+/// let tag = mw_queue::DeliveryTag::new(42, 1);
+/// assert_eq!((tag.lsn(), tag.delivery()), (42, 1));
+/// assert_eq!(tag.to_string(), "42.1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryTag {
+    pub(crate) lsn: u64,
+    pub(crate) delivery: u32,
+}
+
+impl DeliveryTag {
+    /// A tag from its parts (as received back from a remote consumer).
+    pub fn new(lsn: u64, delivery: u32) -> Self {
+        DeliveryTag { lsn, delivery }
+    }
+
+    /// Log sequence number of the message's enqueue record.
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// Which delivery of the message this is (1 for the first).
+    pub fn delivery(&self) -> u32 {
+        self.delivery
+    }
+}
+
+impl fmt::Display for DeliveryTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.lsn, self.delivery)
     }
 }

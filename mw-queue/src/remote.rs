@@ -48,13 +48,15 @@
 
 mod client;
 mod coalesce;
+mod error;
 mod service;
 mod wire;
 
 pub use client::{
-    RemoteConsumer, RemoteDelivery, RemoteError, RemoteQueue, RemoteQueues, RemoteResult,
-    COALESCE_IN_FLIGHT, COALESCE_MAX_BYTES, COALESCE_MAX_ITEMS,
+    RemoteConsumer, RemoteDelivery, RemoteQueue, RemoteQueues, COALESCE_IN_FLIGHT,
+    COALESCE_MAX_BYTES, COALESCE_MAX_ITEMS,
 };
+pub use error::{RemoteError, RemoteResult};
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
     QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PEEK,

@@ -1,4 +1,4 @@
-//! Administration of queues (issue 11, deliver 1): purge, delete and peek, durable
+//! Administration of queues: purge, delete and peek, durable
 //! across a reopen, refusing unknown queues instead of creating them.
 
 mod common;

@@ -483,7 +483,7 @@ async fn close_ends_consumers_and_refuses_sends() {
     ));
 }
 
-/// Issue 11, bug 7: receiving from a queue nobody sent to does not create it. While a
+/// Receiving from a queue nobody sent to does not create it. While a
 /// consumer waits the name is listed (with its consumer); once the consumer leaves,
 /// nothing of it remains. A queue that was sent to stays when its consumer leaves.
 #[tokio::test]

@@ -5,20 +5,10 @@ use std::time::Duration;
 /// Exponential backoff with a cap and "equal jitter": the n-th delay is drawn
 /// uniformly from `[d/2, d]` where `d = min(initial * 2^n, max)`. The jitter
 /// keeps many forwarders that lost the same hop from retrying in lockstep; the
-/// lower bound of `d/2` keeps the growth.
-///
-/// ```
-/// use std::time::Duration;
-/// use mw_queue::forward::Backoff;
-/// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-/// let first = b.next_delay();
-/// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-/// for _ in 0..20 { assert!(b.next_delay() <= Duration::from_secs(1)); }
-/// b.reset();
-/// assert!(b.next_delay() <= Duration::from_millis(100));
-/// ```
+/// lower bound of `d/2` keeps the growth. The forwarder's retry schedule,
+/// tuned through [`ForwarderConfig`](super::ForwarderConfig).
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -26,7 +16,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Starts at `initial` (at least 1 ms) and never exceeds `max` (at least `initial`).
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
         let initial = initial.max(Duration::from_millis(1));
         Backoff {
             initial,
@@ -36,7 +26,7 @@ impl Backoff {
     }
 
     /// The delay before the next retry; doubles the next one, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.current;
         self.current = (self.current * 2).min(self.max);
         let half = d / 2;
@@ -50,7 +40,7 @@ impl Backoff {
     }
 
     /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.initial;
     }
 }
@@ -72,6 +62,18 @@ mod tests {
         for d in &maxes[3..] {
             assert!(*d >= Duration::from_millis(40) && *d <= Duration::from_millis(80));
         }
+    }
+
+    #[test]
+    fn reset_returns_to_the_initial_delay() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::envelope;
 use super::hop::{HopError, NextHop};
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::delivery::Delivery;
+use crate::engine::queue::Queue;
 use crate::error::Error;
-use crate::message::Message;
-use crate::queue::Queue;
+use crate::message::{DeliveryTag, Message};
 
 /// Tunables of a [`Forwarder`].
 ///
@@ -93,8 +93,10 @@ pub struct ForwarderStats {
 ///    [`NextHop::send`], **with the same message id** they have locally;
 /// 3. acknowledges them locally only once the hop confirmed them durable;
 /// 4. while the hop fails with [`HopError::Unavailable`], retries the same
-///    messages after a capped, jittered exponential [`Backoff`], keeping them
-///    invisible to anyone else, so order is kept and nothing overtakes them.
+///    messages after a capped, jittered exponential backoff (from
+///    [`ForwarderConfig::backoff_initial`] up to [`ForwarderConfig::backoff_max`]),
+///    keeping them invisible to anyone else, so order is kept and nothing
+///    overtakes them.
 ///
 /// A crash between the hop's confirmation and the local ack makes the messages
 /// visible again locally (at once on reopen); they are resent with the same ids

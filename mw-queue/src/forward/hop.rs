@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::engine::manager::QueueManager;
 use crate::error::Error;
-use crate::manager::QueueManager;
 use crate::message::Message;
 
 /// Why a next hop did not confirm a send.

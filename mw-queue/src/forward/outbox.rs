@@ -9,9 +9,10 @@ use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::NextHop;
 use crate::config::Config;
+use crate::engine::manager::QueueManager;
 use crate::error::Result;
-use crate::manager::{check_name, QueueManager};
 use crate::message::{Message, MessageId};
+use crate::name::QueueName;
 
 /// The local queue an outbox keeps its messages in.
 pub const OUTBOX_QUEUE: &str = "outbox";
@@ -134,7 +135,7 @@ impl Outbox {
     /// Not cancel-safe: a cancelled send may or may not be stored. Resend with the
     /// same producer-chosen id to be sure it is stored once.
     pub async fn send(&self, queue: &str, msg: Message) -> Result<MessageId> {
-        check_name(queue)?;
+        QueueName::new(queue)?;
         let wrapped = envelope::wrap(queue, msg, envelope::now_ms());
         self.qm.queue(OUTBOX_QUEUE).send(wrapped).await
     }

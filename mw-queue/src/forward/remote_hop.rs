@@ -11,8 +11,7 @@ use tokio::sync::Mutex;
 
 use super::hop::{Connect, HopError, NextHop};
 use super::routing::Router;
-use crate::delivery::DeliveryTag;
-use crate::message::Message;
+use crate::message::{DeliveryTag, Message};
 use crate::remote::check_remote_name;
 use crate::remote::{
     BrokerStats, ConsumeItem, QueueError, QueueInfo, QueueService, QueueServiceImpl, RemoteError,

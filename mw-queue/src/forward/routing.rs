@@ -12,9 +12,10 @@ use futures::future::BoxFuture;
 use super::envelope;
 use super::forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 use super::hop::{Connect, HopError, NextHop};
+use crate::engine::manager::QueueManager;
 use crate::error::Result;
-use crate::manager::{check_name, QueueManager};
 use crate::message::{Message, MessageId};
+use crate::name::QueueName;
 
 /// Prefix of transmission queue names: the messages waiting for hop `addr` are in
 /// queue `xmit.<addr>`.
@@ -377,7 +378,7 @@ impl Router {
     /// Not cancel-safe, like [`Queue::send`](crate::Queue::send): resend with the
     /// same producer-chosen id.
     pub async fn send(&self, queue: &str, msg: Message) -> Result<MessageId> {
-        check_name(queue)?;
+        QueueName::new(queue)?;
         match self.inner.table.lookup(queue) {
             None => self.inner.qm.queue(queue).send(msg).await,
             Some(hop) => {
@@ -390,7 +391,7 @@ impl Router {
     /// Sends many messages to `queue` at once: in order, in one group commit, to the local
     /// queue or (routed) to its hop's transmission queue. One result per message, in order.
     pub async fn send_batch(&self, queue: &str, msgs: Vec<Message>) -> Vec<Result<MessageId>> {
-        if let Err(e) = check_name(queue) {
+        if let Err(e) = QueueName::new(queue) {
             return msgs.iter().map(|_| Err(e.clone())).collect();
         }
         match self.inner.table.lookup(queue) {

@@ -13,85 +13,11 @@ use futures::StreamExt;
 use mw_rpc::{Channel, ClientConfig, ClientStream, RpcError};
 
 use super::coalesce::{self, Batched, Coalescer, Limits};
+use super::error::{RemoteError, RemoteResult};
 use super::service::{ConsumeItem, QueueServiceClient, MAX_BATCH};
 use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
-use crate::consumer::ConsumerOptions;
-use crate::delivery::DeliveryTag;
-use crate::message::{Message, MessageId};
-
-/// Why a remote queue operation failed: the broker refused it, or the call itself failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RemoteError {
-    /// Connecting to the broker failed.
-    #[error("cannot connect to broker at {addr}")]
-    Connect {
-        /// The address given.
-        addr: String,
-        /// Why.
-        #[source]
-        source: RpcError,
-    },
-    /// The broker refused the operation (queue full, disk full, invalid name, ...).
-    #[error(transparent)]
-    Queue(QueueError),
-    /// The call failed on the way (disconnected, deadline passed, broker shutting
-    /// down, ...). For a send, the message may or may not have been stored: resend it
-    /// with the same producer-chosen id to be sure it is stored once. Never holds
-    /// `RpcError::Application` (that is [`RemoteError::Queue`]).
-    #[error("call to the broker failed")]
-    Rpc(#[source] RpcError<QueueError>),
-    /// A consumer made with [`RemoteQueue::consumer_with_limit`] has received all the
-    /// deliveries it asked for.
-    #[error("consumer has received the {0} deliveries it asked for")]
-    LimitReached(u64),
-}
-
-impl RemoteError {
-    /// Whether retrying the same request can never succeed: the broker refused it for
-    /// what it is (too large, invalid name, stale tag), or the broker does not speak
-    /// this interface. Disconnects, timeouts and full queues or disks are not
-    /// permanent.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            RemoteError::Queue(e) => e.is_permanent(),
-            RemoteError::Rpc(e) => matches!(
-                e,
-                RpcError::UnknownService(_)
-                    | RpcError::UnknownMethod(_)
-                    | RpcError::VersionMismatch(_)
-                    | RpcError::BadArguments(_)
-            ),
-            RemoteError::Connect { .. } | RemoteError::LimitReached(_) => false,
-        }
-    }
-
-    /// The broker's refusal, if that is what this is.
-    pub fn queue_error(&self) -> Option<&QueueError> {
-        match self {
-            RemoteError::Queue(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<RpcError<QueueError>> for RemoteError {
-    fn from(e: RpcError<QueueError>) -> Self {
-        match e {
-            RpcError::Application(q) => RemoteError::Queue(q),
-            other => RemoteError::Rpc(other),
-        }
-    }
-}
-
-impl From<RpcError> for RemoteError {
-    fn from(e: RpcError) -> Self {
-        RemoteError::Rpc(e.widen())
-    }
-}
-
-/// `Result` with [`RemoteError`].
-pub type RemoteResult<T> = Result<T, RemoteError>;
+use crate::engine::consumer::ConsumerOptions;
+use crate::message::{DeliveryTag, Message, MessageId};
 
 /// A connection to a broker's queues. Cheap to clone; clones share the connection.
 ///

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use mw_rpc::RpcError;
 use tokio::sync::oneshot;
 
-use super::client::{RemoteError, RemoteResult};
+use super::error::{RemoteError, RemoteResult};
 
 /// Bounds of one coalescer.
 #[derive(Debug, Clone, Copy)]

@@ -10,12 +10,13 @@ use futures::FutureExt;
 use super::wire::{
     BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
 };
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::delivery::Delivery;
+use crate::engine::manager::QueueManager;
+use crate::engine::queue::Queue;
 use crate::error::Error;
-use crate::manager::QueueManager;
-use crate::message::Message;
-use crate::queue::Queue;
+use crate::message::{DeliveryTag, Message};
+use crate::name::QueueName;
 use mw_rpc::auth::{check, Action};
 use mw_rpc::Streaming;
 
@@ -200,14 +201,9 @@ fn may_see(queue: &str) -> bool {
 /// # Errors
 /// [`QueueError::InvalidQueueName`] naming the name.
 pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidQueueName(name.to_string()))
-    }
+    QueueName::new_remote(name)
+        .map(drop)
+        .map_err(QueueError::from)
 }
 
 impl QueueService for QueueServiceImpl {

@@ -10,11 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::DeliveryTag;
+use crate::engine::index::{MemoryStats, QueueStats};
 use crate::error::Error;
-use crate::index::{MemoryStats, QueueStats};
-use crate::log::LogStats;
-use crate::message::{Message, MessageId};
+use crate::message::{DeliveryTag, Message, MessageId};
+use crate::storage::log::LogStats;
 
 /// A [`Message`] as sent to the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::record::{self, RecordView};
-use crate::segment::{self, Frame, HEADER_LEN};
+use crate::storage::record::{self, RecordView};
+use crate::storage::segment::{self, Frame, HEADER_LEN};
 
 /// Where a record lives: segment, byte offset of its frame and frame length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,43 +174,7 @@ pub(crate) fn scan(
                 }
                 bad => {
                     let rest = &buf[pos..];
-                    let torn = match bad {
-                        Frame::Incomplete => Ok(()),
-                        Frame::BadLength(len) if rest.iter().all(|b| *b == 0) => {
-                            let _ = len;
-                            Ok(())
-                        }
-                        Frame::BadLength(len) => Err(format!("impossible record length {len}")),
-                        Frame::BadCrc { frame_len } => {
-                            let after = &rest[frame_len..];
-                            if matches!(segment::parse_frame(after), Frame::Valid { .. }) {
-                                Err("crc mismatch followed by valid records".to_string())
-                            } else {
-                                Ok(())
-                            }
-                        }
-                        Frame::Valid { .. } => unreachable!("handled above"),
-                    };
-                    // A damaged length can make a record in the middle look like a torn
-                    // tail. A torn tail is the end of the log: if any intact, newer record
-                    // follows, what we found is corruption, and truncating would silently
-                    // drop acknowledged records.
-                    let torn = match torn {
-                        Ok(()) => match newer_record_after(&rest[1..], last_seq) {
-                            After::Record(at) => Err(format!(
-                                "{} followed by an intact record at offset {}",
-                                describe(&bad),
-                                pos + 1 + at
-                            )),
-                            After::TooManyCandidates => Err(format!(
-                                "{} followed by {} bytes too record-like to rule out intact records",
-                                describe(&bad),
-                                rest.len() - 1
-                            )),
-                            After::Nothing => Ok(()),
-                        },
-                        e => e,
-                    };
+                    let torn = torn_tail_or_corruption(&bad, rest, pos, last_seq);
                     match torn {
                         Err(reason) => return Err(Error::corrupt(&path, pos as u64, reason)),
                         Ok(()) if !is_last => {
@@ -257,6 +221,45 @@ pub(crate) fn scan(
         next_seq,
         report,
     })
+}
+
+/// Whether the bad frame `bad` at the start of `rest` (at `pos` in its segment) may
+/// be a torn tail: `Ok` when it is cut off, zeros, or a CRC mismatch, and no intact
+/// newer record follows; `Err` with the reason when it can only be corruption.
+fn torn_tail_or_corruption(
+    bad: &Frame<'_>,
+    rest: &[u8],
+    pos: usize,
+    last_seq: Option<u64>,
+) -> std::result::Result<(), String> {
+    match bad {
+        Frame::Incomplete => {}
+        Frame::BadLength(_) if rest.iter().all(|b| *b == 0) => {}
+        Frame::BadLength(len) => return Err(format!("impossible record length {len}")),
+        Frame::BadCrc { frame_len } => {
+            let after = &rest[*frame_len..];
+            if matches!(segment::parse_frame(after), Frame::Valid { .. }) {
+                return Err("crc mismatch followed by valid records".to_string());
+            }
+        }
+        Frame::Valid { .. } => unreachable!("only bad frames are judged"),
+    }
+    // A damaged length can make a record in the middle look like a torn tail. A
+    // torn tail is the end of the log: if any intact, newer record follows, what we
+    // found is corruption, and truncating would silently drop acknowledged records.
+    match newer_record_after(&rest[1..], last_seq) {
+        After::Record(at) => Err(format!(
+            "{} followed by an intact record at offset {}",
+            describe(bad),
+            pos + 1 + at
+        )),
+        After::TooManyCandidates => Err(format!(
+            "{} followed by {} bytes too record-like to rule out intact records",
+            describe(bad),
+            rest.len() - 1
+        )),
+        After::Nothing => Ok(()),
+    }
 }
 
 fn describe(frame: &Frame<'_>) -> String {
@@ -346,7 +349,7 @@ fn search(bytes: &[u8], last_seq: Option<u64>) -> (After, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Record, SettleReason};
+    use crate::storage::record::{Record, SettleReason};
 
     fn write_segment(dir: &Path, first: u64, seqs: std::ops::Range<u64>) -> (PathBuf, Vec<usize>) {
         let mut buf = segment::encode_header(first).to_vec();
@@ -449,7 +452,7 @@ mod tests {
 
     #[test]
     fn an_enqueue_record_with_an_absurd_timestamp_is_corruption() {
-        use crate::record::EnqueueHeader;
+        use crate::storage::record::EnqueueHeader;
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = write_segment(dir.path(), 1, 1..3);
         let mut buf = std::fs::read(&p).unwrap();

@@ -4,32 +4,51 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::{Consumer, ConsumerOptions};
-use crate::delivery::DeliveryTag;
-use crate::error::Result;
-use crate::index::QueueStats;
-use crate::manager::{check_name, lock, Shared};
+use crate::engine::consumer::{Consumer, ConsumerOptions};
+use crate::engine::index::QueueStats;
+use crate::engine::shared::{lock, Shared};
+use crate::error::{Error, Result};
+use crate::message::DeliveryTag;
 use crate::message::{Message, MessageId};
+use crate::name::QueueName;
 
 /// A handle to one named queue of a [`QueueManager`](crate::QueueManager). Cheap to
 /// clone.
 #[derive(Debug, Clone)]
 pub struct Queue {
     shared: Arc<Shared>,
-    name: Arc<str>,
+    /// The name as given (what [`name`](Queue::name) shows, valid or not).
+    given: Arc<str>,
+    /// The name checked when the handle was made: operations on an invalid name fail
+    /// with `InvalidQueueName`, or find no delivery to settle.
+    name: Result<QueueName>,
 }
 
 impl Queue {
     pub(crate) fn new(shared: Arc<Shared>, name: &str) -> Queue {
         Queue {
             shared,
-            name: name.into(),
+            given: name.into(),
+            name: QueueName::new(name),
         }
     }
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.given
+    }
+
+    /// The checked name, for operations that refuse an invalid one.
+    fn checked(&self) -> Result<&QueueName> {
+        self.name.as_ref().map_err(Clone::clone)
+    }
+
+    /// No queue can have an invalid name, so no delivery of one is in flight.
+    fn not_in_flight(&self, tag: DeliveryTag) -> Error {
+        Error::DeliveryNotFound {
+            queue: self.given.to_string(),
+            tag,
+        }
     }
 
     /// Sends a message. Returns its id once it is durable according to
@@ -66,7 +85,7 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, msg: Message) -> Result<MessageId> {
-        self.shared.send(&self.name, msg).await
+        self.shared.send(self.checked()?, msg).await
     }
 
     /// Sends many messages at once, in order: they are enqueued together (consecutive
@@ -92,12 +111,20 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub async fn send_batch(&self, msgs: Vec<Message>) -> Vec<Result<MessageId>> {
-        self.shared.send_batch(&self.name, msgs).await
+        match self.checked() {
+            Ok(name) => self.shared.send_batch(name, msgs).await,
+            Err(e) => msgs.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     /// Attaches a consumer. Consumers of one queue compete: each message goes to one.
     pub fn consumer(&self, options: ConsumerOptions) -> Consumer {
-        Consumer::new(self.shared.clone(), self.name.clone(), options)
+        Consumer::new(
+            self.shared.clone(),
+            self.given.clone(),
+            self.name.clone(),
+            options,
+        )
     }
 
     /// Acknowledges the delivery named by `tag` (see [`Delivery::ack`](crate::Delivery::ack)).
@@ -107,7 +134,10 @@ impl Queue {
     /// [`Error::DeliveryNotFound`](crate::Error::DeliveryNotFound) for a stale tag;
     /// storage errors.
     pub async fn ack(&self, tag: DeliveryTag) -> Result<()> {
-        self.shared.ack(&self.name, tag).await
+        match &self.name {
+            Ok(name) => self.shared.ack(name, tag).await,
+            Err(_) => Err(self.not_in_flight(tag)),
+        }
     }
 
     /// Acknowledges many deliveries at once: their records are written together
@@ -129,7 +159,10 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub async fn ack_many(&self, tags: &[DeliveryTag]) -> Vec<Result<()>> {
-        self.shared.ack_many(&self.name, tags).await
+        match &self.name {
+            Ok(name) => self.shared.ack_many(name, tags).await,
+            Err(_) => tags.iter().map(|&t| Err(self.not_in_flight(t))).collect(),
+        }
     }
 
     /// Returns the delivery named by `tag` to the queue (see [`Delivery::nack`](crate::Delivery::nack)).
@@ -138,7 +171,10 @@ impl Queue {
     ///
     /// As for [`ack`](Queue::ack).
     pub async fn nack(&self, tag: DeliveryTag, delay: Option<Duration>) -> Result<()> {
-        self.shared.nack(&self.name, tag, delay).await
+        match &self.name {
+            Ok(name) => self.shared.nack(name, tag, delay).await,
+            Err(_) => Err(self.not_in_flight(tag)),
+        }
     }
 
     /// Dead-letters the delivery named by `tag` (see [`Delivery::reject`](crate::Delivery::reject)).
@@ -147,7 +183,10 @@ impl Queue {
     ///
     /// As for [`ack`](Queue::ack).
     pub async fn reject(&self, tag: DeliveryTag) -> Result<()> {
-        self.shared.reject(&self.name, tag).await
+        match &self.name {
+            Ok(name) => self.shared.reject(name, tag).await,
+            Err(_) => Err(self.not_in_flight(tag)),
+        }
     }
 
     /// Extends the visibility timeout of the delivery named by `tag` to `by` from now.
@@ -156,7 +195,10 @@ impl Queue {
     ///
     /// [`Error::DeliveryNotFound`](crate::Error::DeliveryNotFound) for a stale tag.
     pub fn extend_visibility(&self, tag: DeliveryTag, by: Duration) -> Result<()> {
-        self.shared.extend_visibility(&self.name, tag, by)
+        match &self.name {
+            Ok(name) => self.shared.extend_visibility(name, tag, by),
+            Err(_) => Err(self.not_in_flight(tag)),
+        }
     }
 
     /// Moves every message of this queue's dead-letter queue back here. Returns how
@@ -166,14 +208,14 @@ impl Queue {
     ///
     /// Storage errors.
     pub async fn redrive(&self) -> Result<u64> {
-        self.shared.redrive(&self.name).await
+        self.shared.redrive(self.checked()?).await
     }
 
     /// This queue's counters.
     pub fn stats(&self) -> QueueStats {
-        if check_name(&self.name).is_err() {
-            return QueueStats::default();
+        match &self.name {
+            Ok(name) => lock(&self.shared.state).stats(name),
+            Err(_) => QueueStats::default(),
         }
-        lock(&self.shared.state).stats(&self.name)
     }
 }

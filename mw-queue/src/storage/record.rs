@@ -1,12 +1,12 @@
 //! Log record types and their payload encoding (the part inside a frame).
 //!
-//! See the crate docs, "Record payloads", for the byte layout. Every payload
+//! See `FORMAT.md` (repository root), section 4, for the byte layout. Every payload
 //! starts with a kind byte and the record's log sequence number (LSN); a
 //! message is named inside the log by the LSN of its `ENQUEUE` record.
 
-use std::sync::Arc;
-
 use bytes::{BufMut, Bytes};
+
+use crate::name::QueueName;
 
 /// Kind byte of an `ENQUEUE` record.
 pub(crate) const KIND_ENQUEUE: u8 = 1;
@@ -66,34 +66,34 @@ pub(crate) struct EnqueueHeader {
 pub(crate) enum Record {
     /// A message enters `queue`.
     Enqueue {
-        queue: Arc<str>,
+        queue: QueueName,
         header: EnqueueHeader,
         body: Bytes,
     },
     /// Message `target` was handed out for the `delivery`-th time.
     Deliver {
-        queue: Arc<str>,
+        queue: QueueName,
         target: u64,
         delivery: u32,
     },
     /// Message `target` is gone for good.
     Settle {
-        queue: Arc<str>,
+        queue: QueueName,
         target: u64,
         reason: SettleReason,
     },
     /// Message `target` was returned to the queue, deliverable from `not_before_ms`.
     Nack {
-        queue: Arc<str>,
+        queue: QueueName,
         target: u64,
         not_before_ms: u64,
     },
     /// Message `target` moves from `queue` to `to` (dead-lettering, redrive), with its
     /// delivery count reset.
     Move {
-        queue: Arc<str>,
+        queue: QueueName,
         target: u64,
-        to: Arc<str>,
+        to: QueueName,
     },
 }
 
@@ -175,9 +175,9 @@ impl Record {
     }
 }
 
-fn put_name(buf: &mut Vec<u8>, name: &str) {
-    // Queue names are validated to 1..=255 bytes before they reach the log.
-    debug_assert!(!name.is_empty() && name.len() <= 255);
+fn put_name(buf: &mut Vec<u8>, name: &QueueName) {
+    // A QueueName is 1..=255 bytes (except as `QueueName::with_suffix` warns).
+    debug_assert!(!name.is_empty() && name.len() <= QueueName::MAX_LEN);
     buf.put_u8(name.len() as u8);
     buf.put_slice(name.as_bytes());
 }
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn every_record_kind_round_trips() {
-        let q: Arc<str> = "orders".into();
+        let q: QueueName = "orders".into();
         roundtrip(Record::Enqueue {
             queue: q.clone(),
             header: EnqueueHeader {

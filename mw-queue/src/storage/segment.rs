@@ -2,13 +2,14 @@
 //!
 //! A segment is named after the first log sequence number (LSN) it may hold,
 //! zero-padded so that a directory listing sorts in log order
-//! (`00000000000000000001.seg`). See the crate docs, "Segment format", for the
-//! byte layout; the constants here are the single source of truth for it.
+//! (`00000000000000000001.seg`). See `FORMAT.md` (repository root), sections 2
+//! and 3, for the byte layout; `tests/format_doc.rs` checks it against these
+//! constants, which are the single source of truth for it.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::storage::record::Record;
 
 /// First eight bytes of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"MWQSEG\r\n";
@@ -135,7 +136,7 @@ pub(crate) fn candidate_frame(buf: &[u8], last_seq: Option<u64>) -> Option<usize
     }
     let frame_len = FRAME_HEADER_LEN + len as usize;
     let payload = buf.get(FRAME_HEADER_LEN..frame_len)?;
-    if !crate::record::is_known_kind(payload[0]) {
+    if !crate::storage::record::is_known_kind(payload[0]) {
         return None;
     }
     let seq = u64::from_le_bytes(payload[1..9].try_into().ok()?);
@@ -145,7 +146,7 @@ pub(crate) fn candidate_frame(buf: &[u8], last_seq: Option<u64>) -> Option<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::SettleReason;
+    use crate::storage::record::SettleReason;
 
     fn sample() -> Record {
         Record::Settle {
@@ -184,7 +185,7 @@ mod tests {
         match parse_frame(&buf) {
             Frame::Valid { frame_len, payload } => {
                 assert_eq!(frame_len, n);
-                assert_eq!(crate::record::decode(payload).unwrap().0, 3);
+                assert_eq!(crate::storage::record::decode(payload).unwrap().0, 3);
             }
             other => panic!("{other:?}"),
         }

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::backlog::{read_full, SegmentReader};
 use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
-use crate::record::{Record, RecordView};
-use crate::recovery::{self, Location, Scan};
-use crate::segment::{self, Frame, FRAME_HEADER_LEN, HEADER_LEN};
+use crate::storage::reader::{read_full, SegmentReader};
+use crate::storage::record::{Record, RecordView};
+use crate::storage::recovery::{self, Location, Scan};
+use crate::storage::segment::{self, Frame, FRAME_HEADER_LEN, HEADER_LEN};
 
 /// One record waiting to be written.
 #[derive(Debug)]
@@ -714,7 +714,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::SettleReason;
+    use crate::storage::record::SettleReason;
 
     type Seen = Arc<Mutex<Vec<(u64, Location)>>>;
 
@@ -774,7 +774,7 @@ mod tests {
         assert!(log.segment_count() > 1, "small segments roll");
         let (seq, loc) = seen.lock().unwrap()[7];
         let payload = log.read(seq, loc.offset, loc.len).unwrap();
-        assert_eq!(crate::record::decode(&payload).unwrap().0, seq);
+        assert_eq!(crate::storage::record::decode(&payload).unwrap().0, seq);
         drop(log);
         let (log, next, _) = open(dir.path(), 200);
         assert_eq!(next, 21);

@@ -1,56 +1,15 @@
-//! A message handed to a consumer: [`Delivery`] and its [`DeliveryTag`].
+//! A message handed to a consumer: [`Delivery`], named by its
+//! [`DeliveryTag`](crate::DeliveryTag).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::engine::shared::Shared;
 use crate::error::Result;
-use crate::manager::Shared;
-use crate::message::MessageId;
-
-/// Names one delivery of one message: the message's log sequence number and which
-/// delivery of it this is. A tag goes stale when the delivery is settled or its
-/// visibility timeout expires, so a late ack cannot settle a redelivery held by
-/// another consumer.
-///
-/// Tags are plain data (serde-serializable), so a network broker can send them to a
-/// remote consumer and settle with [`Queue::ack`](crate::Queue::ack) and friends.
-///
-/// ```
-/// let tag = mw_queue::DeliveryTag::new(42, 1);
-/// assert_eq!((tag.lsn(), tag.delivery()), (42, 1));
-/// assert_eq!(tag.to_string(), "42.1");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct DeliveryTag {
-    pub(crate) lsn: u64,
-    pub(crate) delivery: u32,
-}
-
-impl DeliveryTag {
-    /// A tag from its parts (as received back from a remote consumer).
-    pub fn new(lsn: u64, delivery: u32) -> Self {
-        DeliveryTag { lsn, delivery }
-    }
-
-    /// Log sequence number of the message's enqueue record.
-    pub fn lsn(&self) -> u64 {
-        self.lsn
-    }
-
-    /// Which delivery of the message this is (1 for the first).
-    pub fn delivery(&self) -> u32 {
-        self.delivery
-    }
-}
-
-impl fmt::Display for DeliveryTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.lsn, self.delivery)
-    }
-}
+use crate::message::{DeliveryTag, MessageId};
+use crate::name::QueueName;
 
 /// A message delivered to a consumer, to be settled with [`ack`](Delivery::ack),
 /// [`nack`](Delivery::nack) or [`reject`](Delivery::reject).
@@ -63,7 +22,7 @@ impl fmt::Display for DeliveryTag {
 #[must_use = "an unsettled delivery is redelivered after the visibility timeout"]
 pub struct Delivery {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: Arc<str>,
+    pub(crate) queue: QueueName,
     pub(crate) tag: DeliveryTag,
     pub(crate) id: MessageId,
     pub(crate) body: Bytes,

@@ -17,12 +17,14 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::Notify;
 
-use crate::delivery::{Delivery, DeliveryTag};
+use crate::engine::delivery::Delivery;
+use crate::engine::index::Taken;
+use crate::engine::shared::{lock, Shared};
 use crate::error::{Error, Result};
-use crate::index::Taken;
-use crate::manager::{check_name, lock, Shared};
+use crate::message::DeliveryTag;
 use crate::message::MessageId;
-use crate::record::{self, RecordView, SettleReason};
+use crate::name::QueueName;
+use crate::storage::record::{self, RecordView, SettleReason};
 
 /// Options of one consumer.
 ///
@@ -63,19 +65,22 @@ type Fetch = Pin<Box<dyn Future<Output = Result<Vec<Delivery>>> + Send>>;
 #[must_use = "a consumer does nothing unless received from"]
 pub struct Consumer {
     shared: Arc<Shared>,
-    queue: Arc<str>,
+    /// The queue's name as given (what [`queue`](Consumer::queue) shows).
+    given: Arc<str>,
+    /// The checked name; a consumer of an invalid name is not attached and every
+    /// `recv` fails with the error.
+    queue: Result<QueueName>,
     id: u64,
     notify: Arc<Notify>,
     options: ConsumerOptions,
     buffer: VecDeque<Delivery>,
     fetch: Option<Fetch>,
-    invalid: Option<Error>,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("queue", &self.queue)
+            .field("queue", &self.given)
             .field("id", &self.id)
             .field("buffered", &self.buffer.len())
             .finish_non_exhaustive()
@@ -85,32 +90,30 @@ impl std::fmt::Debug for Consumer {
 impl Consumer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        queue: Arc<str>,
+        given: Arc<str>,
+        queue: Result<QueueName>,
         mut options: ConsumerOptions,
     ) -> Consumer {
         options.prefetch = options.prefetch.max(1);
-        let (id, notify, invalid) = match check_name(&queue) {
-            Ok(()) => {
-                let (id, notify) = lock(&shared.state).add_consumer(&queue);
-                (id, notify, None)
-            }
-            Err(e) => (0, Arc::new(Notify::new()), Some(e)),
+        let (id, notify) = match &queue {
+            Ok(q) => lock(&shared.state).add_consumer(q),
+            Err(_) => (0, Arc::new(Notify::new())),
         };
         Consumer {
             shared,
+            given,
             queue,
             id,
             notify,
             options,
             buffer: VecDeque::new(),
             fetch: None,
-            invalid,
         }
     }
 
     /// The queue this consumer reads.
     pub fn queue(&self) -> &str {
-        &self.queue
+        &self.given
     }
 
     /// Waits for the next delivery.
@@ -131,9 +134,10 @@ impl Consumer {
 
     /// Polls for the next delivery (the building block of `recv` and `Stream`).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery>> {
-        if let Some(e) = &self.invalid {
-            return Poll::Ready(Err(e.clone()));
-        }
+        let queue = match &self.queue {
+            Ok(q) => q,
+            Err(e) => return Poll::Ready(Err(e.clone())),
+        };
         loop {
             if let Some(d) = self.buffer.pop_front() {
                 return Poll::Ready(Ok(d));
@@ -141,7 +145,7 @@ impl Consumer {
             let fetch = self.fetch.get_or_insert_with(|| {
                 Box::pin(fetch(
                     self.shared.clone(),
-                    self.queue.clone(),
+                    queue.clone(),
                     self.id,
                     self.notify.clone(),
                     self.options.clone(),
@@ -171,20 +175,20 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if self.invalid.is_some() {
-            return;
-        }
+        let Ok(queue) = &self.queue else {
+            return; // never attached
+        };
         // Drop an unfinished fetch first: its guard returns what it took.
         self.fetch = None;
         let tags: Vec<DeliveryTag> = self.buffer.drain(..).map(|d| d.tag).collect();
-        lock(&self.shared.state).remove_consumer(&self.queue, self.id, &tags);
+        lock(&self.shared.state).remove_consumer(queue, self.id, &tags);
     }
 }
 
 /// Returns taken-but-not-handed-out messages if a fetch is dropped or fails midway.
 struct TakenGuard {
     shared: Arc<Shared>,
-    queue: Arc<str>,
+    queue: QueueName,
     consumer: u64,
     tags: Vec<DeliveryTag>,
 }
@@ -238,7 +242,7 @@ pub(crate) fn read_at(shared: &Shared, lsn: u64, offset: u32, len: u32) -> Resul
 
 async fn fetch(
     shared: Arc<Shared>,
-    queue: Arc<str>,
+    queue: QueueName,
     consumer: u64,
     notify: Arc<Notify>,
     options: ConsumerOptions,
