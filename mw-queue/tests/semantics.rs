@@ -395,6 +395,10 @@ async fn producer_ids_are_deduplicated_within_the_window_across_restarts() {
         1,
         "a retry after restart is not stored again"
     );
+    // The same id on another queue is another message, after a restart too.
+    let other = qm.queue("other");
+    other.send(Message::new("o").with_id(id)).await.unwrap();
+    assert_eq!(other.stats().depth, 1, "ids are per queue");
     clock.advance(Duration::from_secs(61));
     q.send(Message::new("a").with_id(id)).await.unwrap();
     assert_eq!(q.stats().depth, 2, "outside the window it is a new message");

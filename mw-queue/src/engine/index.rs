@@ -278,7 +278,7 @@ impl State {
             return Err(Error::Closed);
         }
         if header.producer_id {
-            match self.dedup.check(header.id, now) {
+            match self.dedup.check(queue, header.id, now) {
                 Seen::New => {}
                 Seen::Durable => return Ok(SendOutcome::Duplicate),
                 Seen::Pending(rx) => return Ok(SendOutcome::WaitDuplicate(rx)),
@@ -296,7 +296,7 @@ impl State {
         }
         q.pending_sends += 1;
         if header.producer_id {
-            self.dedup.begin(header.id, header.timestamp_ms);
+            self.dedup.begin(queue, header.id, header.timestamp_ms);
         }
         let rx = self.record(
             Record::Enqueue {
@@ -711,7 +711,7 @@ impl State {
                         .then(|| self.dedup.until(header.timestamp_ms));
                     self.segments.enqueued(loc.segment, dedup_until);
                     if header.producer_id {
-                        self.dedup.durable(header.id);
+                        self.dedup.durable(queue, header.id);
                     }
                     self.cache.insert(
                         a.lsn,
@@ -771,7 +771,7 @@ impl State {
                     q.pending_sends = q.pending_sends.saturating_sub(1);
                 }
                 if header.producer_id {
-                    self.dedup.failed(header.id);
+                    self.dedup.failed(queue, header.id);
                 }
             }
             // Acks, nacks and moves that failed were already applied in memory; the

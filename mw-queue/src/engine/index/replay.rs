@@ -93,7 +93,8 @@ impl State {
                     .then(|| self.dedup.until(header.timestamp_ms));
                 self.segments.enqueued(loc.segment, dedup_until);
                 if header.producer_id {
-                    self.dedup.replayed(header.id, header.timestamp_ms, now);
+                    self.dedup
+                        .replayed(queue, header.id, header.timestamp_ms, now);
                 }
                 let head = self.limits.ready_head;
                 let name = self.replayed_queue(queue);
