@@ -182,8 +182,13 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
             } else {
                 "may or may not be stored"
             };
+            let which = if first_no == last_no {
+                format!("{item} {first_no}")
+            } else {
+                format!("{item}s {first_no}-{last_no}")
+            };
             format!(
-                "{item}s {first_no}-{last_no} {outcome} (nothing after them was sent): {}",
+                "{which} {outcome} (nothing after it was sent): {}",
                 mw::run::chain(&e)
             )
         })?;
