@@ -6,15 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mw_core::{flags, Address, CoreError, FrameKind};
+use mw_core::{flags, Address, ConnectionReader, CoreError, FrameKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::codec::{decode_fallible, decode_plain, encode_args};
 use super::config::ClientConfig;
-use super::conn::{open, Conn};
+use super::conn::Conn;
+use super::keepalive::keepalive;
+use super::login::login;
 use super::pending::{Slot, STREAM_FINAL_ROOM};
+use super::reader::read_loop;
 use super::reply::{CallGuard, ReplyHandle};
 use super::stream::ClientStream;
 use crate::error::RpcError;
@@ -419,4 +422,33 @@ impl Channel {
             Err(_) => Err(RpcError::Timeout(self.timeout)),
         }
     }
+}
+
+/// Connects to `addr`, runs TLS and the handshake, starts the reader, logs in when
+/// `config` has credentials, and starts keepalive pings when it asks for them.
+async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcError> {
+    let mut stream = mw_core::connect(addr).await?;
+    if let Some(tls) = &config.tls {
+        stream = tokio::time::timeout(
+            config.transport.handshake_timeout,
+            tls.connect(stream, addr),
+        )
+        .await
+        .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
+    }
+    let (frames, write_buf, _writer) =
+        mw_core::client_connection(stream, &config.transport).await?;
+    let reader = ConnectionReader::new(frames, write_buf.clone());
+    let conn = Arc::new(Conn::new(write_buf, config.max_in_flight));
+    tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
+    if let Some(creds) = &config.credentials {
+        login(&conn, creds).await?;
+    }
+    if let Some(every) = config.keepalive {
+        tokio::spawn(keepalive(
+            Arc::downgrade(&conn),
+            every.max(Duration::from_millis(10)),
+        ));
+    }
+    Ok(conn)
 }

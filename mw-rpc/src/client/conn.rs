@@ -1,15 +1,12 @@
 //! One open connection to the server: its write buffer, its pending calls, whether it
-//! still takes new calls; and [`open`], which sets one up (transport, TLS, handshake,
-//! login) and starts its reader and keepalive tasks.
+//! still takes new calls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use mw_core::{Address, ConnectionReader, FrameKind, WriteBuffer};
+use mw_core::{FrameKind, WriteBuffer};
 use tokio::sync::Semaphore;
 
-use super::config::ClientConfig;
 use super::pending::{Pending, Slot, StreamMsg};
 use crate::error::RpcError;
 
@@ -21,7 +18,7 @@ pub(super) struct Conn {
     /// Why it died, when the server said (an `Error` frame with id 0: over a connection
     /// limit, a protocol error): later calls get that instead of a bare `Disconnected`.
     why: Mutex<Option<RpcError>>,
-    /// Slots for outstanding calls ([`ClientConfig::max_in_flight`]).
+    /// Slots for outstanding calls ([`ClientConfig::max_in_flight`](super::ClientConfig::max_in_flight)).
     pub(super) slots: Arc<Semaphore>,
 }
 
@@ -44,7 +41,7 @@ fn connection_error(failure: &RpcError) -> RpcError {
 }
 
 impl Conn {
-    fn new(write_buf: WriteBuffer, max_in_flight: usize) -> Self {
+    pub(super) fn new(write_buf: WriteBuffer, max_in_flight: usize) -> Self {
         Conn {
             write_buf,
             pending: Pending::new(),
@@ -121,33 +118,4 @@ impl Conn {
             let _ = self.write_buf.push(FrameKind::Cancel, 0, id, &[]);
         }
     }
-}
-
-/// Connects to `addr`, runs TLS and the handshake, starts the reader, logs in when
-/// `config` has credentials, and starts keepalive pings when it asks for them.
-pub(super) async fn open(addr: &Address, config: &ClientConfig) -> Result<Arc<Conn>, RpcError> {
-    let mut stream = mw_core::connect(addr).await?;
-    if let Some(tls) = &config.tls {
-        stream = tokio::time::timeout(
-            config.transport.handshake_timeout,
-            tls.connect(stream, addr),
-        )
-        .await
-        .map_err(|_| mw_core::CoreError::HandshakeTimeout)??;
-    }
-    let (frames, write_buf, _writer) =
-        mw_core::client_connection(stream, &config.transport).await?;
-    let reader = ConnectionReader::new(frames, write_buf.clone());
-    let conn = Arc::new(Conn::new(write_buf, config.max_in_flight));
-    tokio::spawn(super::reader::read_loop(reader, Arc::downgrade(&conn)));
-    if let Some(creds) = &config.credentials {
-        super::login::login(&conn, creds).await?;
-    }
-    if let Some(every) = config.keepalive {
-        tokio::spawn(super::keepalive::keepalive(
-            Arc::downgrade(&conn),
-            every.max(Duration::from_millis(10)),
-        ));
-    }
-    Ok(conn)
 }

@@ -11,9 +11,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{serve_connection, Identity};
+use super::connection::{secure, serve_connection, Identity};
+use super::instance::{Server, Shared};
 use super::limits::{IpSlot, PerIp};
-use super::{Server, Shared};
 use crate::wire::{self, code};
 
 /// How long a refused connection is read from, after the refusal, for the client to
@@ -231,19 +231,5 @@ async fn refuse_connection(
             while let Some(Ok(_)) = reader.next().await {}
         })
         .await;
-    }
-}
-
-/// Runs the server side of TLS when the server has it, within the handshake timeout.
-pub(super) async fn secure(
-    stream: Stream,
-    config: &TransportConfig,
-    tls: Option<&mw_core::tls::TlsServer>,
-) -> Result<Stream, CoreError> {
-    match tls {
-        Some(tls) => tokio::time::timeout(config.handshake_timeout, tls.accept(stream))
-            .await
-            .map_err(|_| CoreError::HandshakeTimeout)?,
-        None => Ok(stream),
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::config::{ExecutionMode, ServerConfig};
+use super::instance::{Server, Shared};
 use super::services::ServiceTable;
-use super::{Server, Shared};
 use crate::connections::Connections;
 use crate::metrics::ServerMetrics;
 use crate::service::Service;
@@ -90,5 +90,12 @@ impl ServerBuilder {
                 login_failures: std::sync::Mutex::default(),
             }),
         }
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
     }
 }

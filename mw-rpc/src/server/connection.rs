@@ -14,16 +14,16 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use mw_core::{
-    ConnectionReader, CoreError, Frame, FrameError, FrameKind, Incoming, Stream, WriteBuffer,
+    ConnectionReader, CoreError, Frame, FrameError, FrameKind, Incoming, Stream, TransportConfig,
+    WriteBuffer,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::accept::secure;
-use super::call::{CallState, InFlight, Queued};
-use super::Shared;
+use super::call_state::{CallState, InFlight, Queued};
+use super::instance::Shared;
 use crate::wire::{self, code};
 
 /// Who logged in on a connection (servers with
@@ -397,5 +397,19 @@ impl ConnState {
             let cap = Semaphore::MAX_PERMITS / 2 - sem.available_permits();
             sem.add_permits((n as usize).min(cap));
         }
+    }
+}
+
+/// Runs the server side of TLS when the server has it, within the handshake timeout.
+pub(super) async fn secure(
+    stream: Stream,
+    config: &TransportConfig,
+    tls: Option<&mw_core::tls::TlsServer>,
+) -> Result<Stream, CoreError> {
+    match tls {
+        Some(tls) => tokio::time::timeout(config.handshake_timeout, tls.accept(stream))
+            .await
+            .map_err(|_| CoreError::HandshakeTimeout)?,
+        None => Ok(stream),
     }
 }

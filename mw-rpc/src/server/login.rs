@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 
-use super::call::{CallState, Outcome};
+use super::call_state::{CallState, Outcome};
 use super::connection::{ConnState, Identity};
-use super::Shared;
+use super::instance::Shared;
 use crate::auth::{Authenticator, Credentials};
 use crate::error::ServerError;
 

@@ -9,7 +9,7 @@ use mw_core::{CoreError, FrameKind, WriteBuffer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::call::{panic_message, Outcome};
+use super::call_state::{panic_message, Outcome};
 use crate::error::ServerError;
 
 /// Drives a server stream: each item waits for one unit of credit; the end does not.
