@@ -68,7 +68,16 @@ fn the_broker_serves_prometheus_metrics() {
     let out = run_mw(&["pub", "--broker", &addr, "news.a", "x"], None);
     assert!(out.status.success(), "{:?}", out.stderr);
 
-    let (status, body) = get(&metrics, "/metrics");
+    // The clients have exited; the broker notices their connections closing a moment
+    // later: scrape until it has (bounded), then check everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = get(&metrics, "/metrics");
+        if body.contains("mw_rpc_connections 0") || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(status, "HTTP/1.1 200 OK");
     for expected in [
         "mw_queue_depth{queue=\"orders\"} 3",

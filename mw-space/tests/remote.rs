@@ -88,7 +88,18 @@ async fn twenty_concurrent_takers_get_each_tuple_exactly_once() {
     let distinct: BTreeSet<i64> = all.iter().copied().collect();
     assert_eq!(all.len(), TASKS as usize, "no task taken twice");
     assert_eq!(distinct, (0..TASKS).collect(), "every task taken");
-    let stats = space.stats();
+    // The last confirms may still be on their way when the takers return: wait (bounded)
+    // for the space to settle, then nothing may be left.
+    let stats = within("the space settling", async {
+        loop {
+            let s = space.stats();
+            if (s.tuples, s.held, s.waiters) == (0, 0, 0) {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert_eq!(
         (stats.tuples, stats.held, stats.waiters),
         (0, 0, 0),
