@@ -154,12 +154,7 @@ fn login_flags_that_cannot_work_are_refused_with_one_line() {
             "cannot read auth file",
         ),
     ];
-    for (args, says) in cases {
-        let out = run_mw(args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert_eq!(out.stderr.len(), 1, "{args:?}: {out:?}");
-        assert!(out.stderr[0].contains(says), "{args:?}: {out:?}");
-    }
+    queue_support::assert_one_line_refusals(&cases);
 }
 
 #[test]

@@ -139,12 +139,7 @@ fn tls_flags_that_cannot_work_are_refused_with_one_line() {
         ),
         (&["send", "--tls-ca", &missing, "q", "x"], "missing.pem"),
     ];
-    for (args, says) in cases {
-        let out = run_mw(args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert_eq!(out.stderr.len(), 1, "{args:?}: {out:?}");
-        assert!(out.stderr[0].contains(says), "{args:?}: {out:?}");
-    }
+    queue_support::assert_one_line_refusals(&cases);
 }
 
 /// `MW_TLS_*` are for client verbs: a server started in a shell that exported them for

@@ -172,10 +172,18 @@ impl Permissions {
             }
             Action::TopicPublish => granted.iter().any(|p| pattern::matches(p, resource)),
             Action::TopicSubscribe => granted.iter().any(|p| pattern::covers(p, resource)),
-            Action::KvRead | Action::KvWrite => {
-                granted.iter().any(|p| resource.starts_with(p.as_str()))
-            }
+            Action::KvRead | Action::KvWrite => self.allows_key(action, resource.as_bytes()),
         }
+    }
+
+    /// [`allows`](Self::allows) for a kv key (or scanned prefix) as bytes, not
+    /// necessarily UTF-8: a granted prefix must be a prefix of `key`.
+    pub fn allows_key(&self, action: Action, key: &[u8]) -> bool {
+        self.everything
+            || self
+                .granted(action)
+                .iter()
+                .any(|p| key.starts_with(p.as_bytes()))
     }
 }
 
@@ -235,22 +243,20 @@ fn denied(who: &Identity, action: Action, resource: String) -> Denied {
 /// [`Denied`], the key shown as text (invalid UTF-8 replaced).
 pub fn check_key(action: Action, key: &[u8]) -> Result<(), Denied> {
     match caller() {
-        Some(who)
-            if !who.permissions.is_everything()
-                && !who
-                    .permissions
-                    .granted(action)
-                    .iter()
-                    .any(|p| key.starts_with(p.as_bytes())) =>
-        {
-            Err(denied(
-                &who,
-                action,
-                String::from_utf8_lossy(key).into_owned(),
-            ))
-        }
+        Some(who) if !who.permissions.allows_key(action, key) => Err(denied(
+            &who,
+            action,
+            String::from_utf8_lossy(key).into_owned(),
+        )),
         _ => Ok(()),
     }
+}
+
+/// Whether the running call's user may do `action` on `resource`, without logging a
+/// refusal: for filtering listings (what a user may see), where a "no" is not an
+/// attempt. `true` without an authenticated caller.
+pub fn allowed(action: Action, resource: &str) -> bool {
+    caller().is_none_or(|who| who.permissions.allows(action, resource))
 }
 
 /// Runs `fut` as a call of `who` (what [`caller`] answers inside it).

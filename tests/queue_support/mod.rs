@@ -53,43 +53,35 @@ pub fn start_broker(dir: &Path) -> (Proc, String) {
 /// Starts `mw broker --addr ADDR --data DIR EXTRA...` and returns it once it printed
 /// `listening on ...`, with the address it printed.
 pub fn start_broker_with(dir: &Path, addr: &str, extra: &[String]) -> (Proc, String) {
-    let mut child = Command::new(MW)
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (proc, addr, _) = spawn_broker(dir, addr, &extra, false);
+    (proc, addr)
+}
+
+/// Starts `mw broker --addr ADDR --data DIR EXTRA...` and waits for `listening on ...`;
+/// with `logged`, its log (stderr) is piped at the default level (`RUST_LOG` removed)
+/// and returned line by line.
+fn spawn_broker(
+    dir: &Path,
+    addr: &str,
+    extra: &[&str],
+    logged: bool,
+) -> (Proc, String, Option<mpsc::Receiver<String>>) {
+    let mut command = Command::new(MW);
+    command
         .args(["broker", "--addr", addr, "--data"])
         .arg(dir)
         .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mw broker starts");
+        .stdout(Stdio::piped());
+    if logged {
+        command.env_remove("RUST_LOG").stderr(Stdio::piped());
+    } else {
+        command.stderr(Stdio::null());
+    }
+    let mut child = command.spawn().expect("mw broker starts");
     let out = lines_of(child.stdout.take().unwrap());
-    let proc = Proc(child);
-    let line = out
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("mw broker printed nothing within {WAIT:?}"));
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (proc, addr)
-}
-
-/// Starts `mw broker --addr 127.0.0.1:0 --data DIR EXTRA...` with its log (stderr)
-/// piped at the default level (`RUST_LOG` removed); returns it once it printed `listening
-/// on ...`, with that address and its log lines.
-pub fn start_broker_logged(dir: &Path, extra: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(MW)
-        .args(["broker", "--addr", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mw broker starts");
-    let out = lines_of(child.stdout.take().unwrap());
-    let log = lines_of(child.stderr.take().unwrap());
+    let log = child.stderr.take().map(lines_of);
     let proc = Proc(child);
     let line = out
         .recv_timeout(WAIT)
@@ -99,6 +91,14 @@ pub fn start_broker_logged(dir: &Path, extra: &[&str]) -> (Proc, String, mpsc::R
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     (proc, addr, log)
+}
+
+/// Starts `mw broker --addr 127.0.0.1:0 --data DIR EXTRA...` with its log (stderr)
+/// piped at the default level (`RUST_LOG` removed); returns it once it printed `listening
+/// on ...`, with that address and its log lines.
+pub fn start_broker_logged(dir: &Path, extra: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
+    let (proc, addr, log) = spawn_broker(dir, "127.0.0.1:0", extra, true);
+    (proc, addr, log.expect("the log is piped"))
 }
 
 /// Reads log lines (at most 1000, each within [`WAIT`]) until one contains `what`;
@@ -272,5 +272,16 @@ impl TestBroker {
             s.shutdown().await;
         }
         let _ = self.queues.close().await;
+    }
+}
+
+/// Runs each `mw` command line of `cases` and checks it fails with exit code 1 and one
+/// line on stderr containing the text paired with it.
+pub fn assert_one_line_refusals(cases: &[(&[&str], &str)]) {
+    for (args, says) in cases {
+        let out = run_mw(args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.len(), 1, "{args:?}: {out:?}");
+        assert!(out.stderr[0].contains(says), "{args:?}: {out:?}");
     }
 }

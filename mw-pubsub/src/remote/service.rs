@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use mw_queue::DeliveryTag;
-use mw_rpc::auth::{check, Action};
+use mw_rpc::auth::{allowed, check, Action};
 use mw_rpc::Streaming;
 
 use super::durable::Durables;
@@ -332,7 +332,7 @@ impl PubSub for PubSubService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .filter(|r| check(Action::TopicSubscribe, r.lock().pattern().as_str()).is_ok())
+            .filter(|r| allowed(Action::TopicSubscribe, r.lock().pattern().as_str()))
             .map(|r| {
                 let sub = r.lock();
                 RemoteSubscriptionStats {
@@ -356,7 +356,7 @@ impl PubSub for PubSubService {
                 .map(|d| d.stats())
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|d| check(Action::TopicSubscribe, &d.pattern).is_ok())
+                .filter(|d| allowed(Action::TopicSubscribe, &d.pattern))
                 .collect(),
         }
     }
