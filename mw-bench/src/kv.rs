@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p mw-bench -- kv [--json] [--quick] [--seconds S] [--data DIR]
 //!     [--clients 50] [--pipeline 16] [--keys 100000] [--redis-pipeline pipe|concurrent]
+//!     [--mw-pipeline pipe|concurrent]
 //!     [--mw-kv PATH] [--node-arg ARG]... [--relaxed-fsync never|interval:MS]
 //!     [--only get|set|durable]... [--depth 1|16]... [--no-redis-benchmark]
 //! ```
@@ -23,8 +24,10 @@
 //!   adds arguments to `mw-kv serve` in both cases (e.g. `--node-arg=--engine=redb`);
 //!   the engine and fsync policy each node reports (`status`) are printed.
 //!   Clients: one [`mw_kv::KvClient`] (one `mw::rpc::Channel`, i.e. one multiplexed TCP
-//!   connection) per client connection; "pipelined" = 16 tasks sharing the connection,
-//!   each with one call in flight.
+//!   connection) per client connection. Pipelined, by default (`--mw-pipeline pipe`):
+//!   one `batch` call of 16 operations per round trip per connection, the shape of a
+//!   redis pipe; `--mw-pipeline concurrent`: 16 tasks sharing the connection, each with
+//!   one call in flight.
 //! - **redis** runs as a child process on a free loopback port (`redis-server`, found on
 //!   PATH; `apt-get update && apt-get install -y redis-server`). Clients: the `redis`
 //!   crate (tokio), one `MultiplexedConnection` per client connection. Pipelined, by
@@ -60,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use mw_kv::{Durability, KvClient, PutOptions};
+use mw_kv::{BatchOp, BatchReply, Durability, KvClient, PutOptions, WriteResult};
 use serde_json::{json, Value};
 
 use crate::child::READY_PREFIX;
@@ -83,13 +86,31 @@ const TARGET_PIPELINED: f64 = 0.7;
 /// Target: durable SET, mw-kv (`Sync`, fsync always) over redis `appendfsync always`.
 const TARGET_DURABLE: f64 = 1.5;
 
-/// How redis's pipelined series keeps `--pipeline` commands in flight per connection.
+/// How a pipelined series keeps `--pipeline` operations in flight per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RedisPipeline {
-    /// N commands per `redis::pipe()` round trip (what `redis-benchmark -P N` does).
+pub enum Pipelining {
+    /// N operations per round trip: one `redis::pipe()` (what `redis-benchmark -P N`
+    /// does), one mw-kv `batch` call.
     Pipe,
-    /// N tasks, each with one command in flight on the shared multiplexed connection.
+    /// N tasks, each with one operation in flight on the shared connection.
     Concurrent,
+}
+
+impl Pipelining {
+    /// Tasks per connection and operations per call at depth `d`.
+    fn shape(self, d: usize) -> (usize, usize) {
+        match self {
+            Pipelining::Pipe => (1, d),
+            Pipelining::Concurrent => (d, 1),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Pipelining::Pipe => "pipe",
+            Pipelining::Concurrent => "concurrent",
+        }
+    }
 }
 
 /// Flags of `mw-bench kv`.
@@ -118,8 +139,11 @@ pub struct KvArgs {
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
     /// How the redis client pipelines.
-    #[arg(long, value_enum, default_value_t = RedisPipeline::Pipe)]
-    redis_pipeline: RedisPipeline,
+    #[arg(long, value_enum, default_value_t = Pipelining::Pipe)]
+    redis_pipeline: Pipelining,
+    /// How the mw-kv client pipelines (`pipe`: one `batch` call of N operations).
+    #[arg(long, value_enum, default_value_t = Pipelining::Pipe)]
+    mw_pipeline: Pipelining,
     /// Run this `mw-kv` binary as the node instead of `mw-bench serve kv`.
     #[arg(long, value_name = "PATH")]
     mw_kv: Option<PathBuf>,
@@ -334,32 +358,59 @@ fn next_rand(state: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-/// Performs `op` on each key of `keys` (one call for mw-kv, which takes one key; one
-/// command or one pipe for redis). Returns how many GETs found nothing.
+/// Performs `op` on each key of `keys` (one call for one key; for more, one mw-kv
+/// `batch` call or one redis pipe). Returns how many GETs found nothing.
 async fn call(conn: &mut Conn, op: Op, keys: &[u64], value: &Bytes) -> Result<u64, Error> {
     match conn {
         Conn::Mw(client) => {
-            let mut misses = 0;
-            for &k in keys {
-                let k = Bytes::from(key(k));
-                match op {
-                    Op::Get => misses += u64::from(client.get(k).await?.is_none()),
+            let options = PutOptions {
+                durability: if op == Op::DurableSet {
+                    Durability::Sync
+                } else {
+                    Durability::Buffered
+                },
+                ..Default::default()
+            };
+            let check = |w: &WriteResult| {
+                if op == Op::DurableSet && !w.durable {
+                    return Err::<(), Error>(
+                        "the node acknowledged a Sync put as not durable \
+                         (is its fsync policy `always`?)"
+                            .into(),
+                    );
+                }
+                Ok(())
+            };
+            if let [k] = keys {
+                let k = Bytes::from(key(*k));
+                return match op {
+                    Op::Get => Ok(u64::from(client.get(k).await?.is_none())),
                     Op::Set | Op::DurableSet => {
-                        let options = PutOptions {
-                            durability: if op == Op::DurableSet {
-                                Durability::Sync
-                            } else {
-                                Durability::Buffered
-                            },
-                            ..Default::default()
-                        };
-                        let w = client.put(k, value.clone(), options).await?;
-                        if op == Op::DurableSet && !w.durable {
-                            return Err("the node acknowledged a Sync put as not durable \
-                                        (is its fsync policy `always`?)"
-                                .into());
-                        }
+                        check(&client.put(k, value.clone(), options).await?)?;
+                        Ok(0)
                     }
+                };
+            }
+            let ops = keys
+                .iter()
+                .map(|&k| {
+                    let key = Bytes::from(key(k));
+                    match op {
+                        Op::Get => BatchOp::Get { key },
+                        Op::Set | Op::DurableSet => BatchOp::Put {
+                            key,
+                            value: value.clone(),
+                            options: options.clone(),
+                        },
+                    }
+                })
+                .collect();
+            let mut misses = 0;
+            for reply in client.batch(ops).await? {
+                match reply? {
+                    BatchReply::Get(v) => misses += u64::from(v.is_none()),
+                    BatchReply::Put(w) => check(&w)?,
+                    other => return Err(format!("unexpected batch reply {other:?}").into()),
                 }
             }
             Ok(misses)
@@ -700,7 +751,8 @@ struct Run {
     node: String,
     /// What each node reported (`status`): engine and fsync policy, per phase.
     node_status: Vec<String>,
-    redis_pipeline: RedisPipeline,
+    redis_pipeline: Pipelining,
+    mw_pipeline: Pipelining,
     relaxed_fsync: String,
     keys: u64,
 }
@@ -805,11 +857,6 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         .into_iter()
         .filter(|d| args.depth.is_empty() || args.depth.contains(d))
         .collect();
-    // redis's tasks per connection and keys per call at a given depth.
-    let redis_shape = |d: usize| match args.redis_pipeline {
-        RedisPipeline::Pipe => (1, d),
-        RedisPipeline::Concurrent => (d, 1),
-    };
     let mut series = Vec::new();
     let mut bench = Vec::new();
     let mut node_status = Vec::new();
@@ -865,10 +912,11 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         for &d in &shapes {
             for &op in &ops {
                 say(format!("  {} {clients}x{d}: mw-kv, {seconds} s", op.name()));
+                let (tasks, batch) = args.mw_pipeline.shape(d);
                 let m = rt.block_on(measure(
                     &mw_conns,
-                    d,
-                    1,
+                    tasks,
+                    batch,
                     op,
                     keys,
                     warmup,
@@ -884,7 +932,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
                 });
                 if let (Some(r), Some(rc)) = (&redis, &redis_conns) {
                     say(format!("  {} {clients}x{d}: redis, {seconds} s", op.name()));
-                    let (tasks, batch) = redis_shape(d);
+                    let (tasks, batch) = args.redis_pipeline.shape(d);
                     let m = rt.block_on(measure(
                         rc,
                         tasks,
@@ -950,6 +998,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         },
         node_status,
         redis_pipeline: args.redis_pipeline,
+        mw_pipeline: args.mw_pipeline,
         relaxed_fsync: args.relaxed_fsync.clone(),
         keys,
     };
@@ -1020,8 +1069,13 @@ fn print_json(run: &Run) {
         v["server_cpu_us_per_op"] = json!(round2(s.m.server_cpu_us_per_op));
         v["client_cpu_us_per_op"] = json!(round2(s.m.client_cpu_us_per_op));
         v["get_misses"] = json!(s.m.misses);
-        if s.system == "redis" && s.depth > 1 {
-            v["redis_pipeline"] = json!(format!("{:?}", run.redis_pipeline).to_lowercase());
+        if s.depth > 1 {
+            let how = if s.system == "redis" {
+                run.redis_pipeline
+            } else {
+                run.mw_pipeline
+            };
+            v["pipelining"] = json!(how.name());
         }
         println!("{v}");
     }
@@ -1096,12 +1150,16 @@ fn print_table(run: &Run) {
         );
     }
     println!();
+    let mw_pipelining = match run.mw_pipeline {
+        Pipelining::Pipe => "one batch call of N operations per round trip",
+        Pipelining::Concurrent => "N concurrent calls on the multiplexed connection",
+    };
     let pipelining = match run.redis_pipeline {
-        RedisPipeline::Pipe => "one redis::pipe() of N commands per round trip",
-        RedisPipeline::Concurrent => "N concurrent commands on the multiplexed connection",
+        Pipelining::Pipe => "one redis::pipe() of N commands per round trip",
+        Pipelining::Concurrent => "N concurrent commands on the multiplexed connection",
     };
     println!(
-        "2. {VALUE_SIZE} B values, {} random keys; shape = connections x ops in flight per connection (mw-kv: N concurrent calls; redis: {pipelining})",
+        "2. {VALUE_SIZE} B values, {} random keys; shape = connections x ops in flight per connection (mw-kv: {mw_pipelining}; redis: {pipelining})",
         fmt_rate(run.keys as f64)
     );
     println!(

@@ -87,6 +87,8 @@ pub struct Limits {
     pub max_value: usize,
     /// Most entries one scan returns. Default 10,000.
     pub max_scan: u32,
+    /// Most operations in one [`batch`](crate::Kv::batch). Default 1024.
+    pub max_batch_ops: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +97,7 @@ impl Default for Limits {
             max_key: 4096,
             max_value: 1 << 20,
             max_scan: 10_000,
+            max_batch_ops: 1024,
         }
     }
 }

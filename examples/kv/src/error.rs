@@ -114,6 +114,15 @@ pub enum KvError {
     /// nothing was done.
     #[error("permission denied: {0}")]
     PermissionDenied(mw::rpc::auth::Denied),
+    /// A batch held more operations than
+    /// [`Limits::max_batch_ops`](crate::Limits::max_batch_ops); none was applied.
+    #[error("batch of {ops} operations exceeds the limit of {limit}")]
+    BatchTooLarge {
+        /// Operations sent.
+        ops: usize,
+        /// The limit in force.
+        limit: usize,
+    },
 }
 
 fn fmt_version(v: &Option<Version>) -> String {

@@ -34,7 +34,7 @@ use crate::streams::{ScanState, WatchState, WatcherCount};
 use crate::types::{
     DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
 };
-use crate::types::{Durability, Update, UpdateResult};
+use crate::types::{BatchOp, BatchReply, Durability, Update, UpdateResult};
 use crate::writer::{Op, Writer};
 
 /// The bus topic a node publishes each committed batch of events on.
@@ -43,6 +43,36 @@ pub(crate) const EVENTS_TOPIC: &str = "kv.events";
 const REAP_PAGE: usize = 1024;
 /// Batches buffered per watcher on the bus before it falls back to the history.
 const WATCH_BUFFER: usize = 1024;
+
+/// Where the writer's answer to one operation arrives.
+type Reply<T> = oneshot::Receiver<Result<T>>;
+/// A checked write, ready for the writer, and where its answer will arrive.
+type Queued<T> = (Op, Reply<T>);
+
+/// A batch's write handed to the writer, awaiting its answer.
+enum Waiting {
+    Put(Reply<WriteResult>),
+    Delete(Reply<DeleteResult>),
+    Incr(Reply<i64>),
+}
+
+impl Waiting {
+    async fn reply(self) -> Result<BatchReply> {
+        let closed = |_| KvError::Closed;
+        match self {
+            Waiting::Put(rx) => rx.await.map_err(closed)?.map(BatchReply::Put),
+            Waiting::Delete(rx) => rx.await.map_err(closed)?.map(BatchReply::Delete),
+            Waiting::Incr(rx) => rx.await.map_err(closed)?.map(BatchReply::Incr),
+        }
+    }
+}
+
+/// Collects the answers of the writes in `queued` into their slots of `replies`.
+async fn settle(queued: &mut Vec<(usize, Waiting)>, replies: &mut [Result<BatchReply>]) {
+    for (slot, waiting) in queued.drain(..) {
+        replies[slot] = waiting.reply().await;
+    }
+}
 
 /// Wall-clock milliseconds, anchored to tokio's clock when the node opens: TTLs are
 /// stored as wall-clock times (they must mean the same after a restart), and tests can
@@ -194,6 +224,11 @@ impl Kv {
         Ok(Kv { inner })
     }
 
+    /// The settings the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<()> {
         let limit = self.inner.config.limits.max_key;
         if key.is_empty() {
@@ -208,7 +243,7 @@ impl Kv {
         Ok(())
     }
 
-    async fn submit<T>(&self, op: Op, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    async fn submit<T>(&self, op: Op, rx: Reply<T>) -> Result<T> {
         self.inner.ops.send(op).await.map_err(|_| KvError::Closed)?;
         rx.await.map_err(|_| KvError::Closed)?
     }
@@ -238,7 +273,12 @@ impl Kv {
         value: impl Into<Bytes>,
         options: PutOptions,
     ) -> Result<WriteResult> {
-        let (key, value) = (key.into(), value.into());
+        let (op, rx) = self.put_op(key.into(), value.into(), options)?;
+        self.submit(op, rx).await
+    }
+
+    /// Checks a put and makes the writer's operation for it.
+    fn put_op(&self, key: Bytes, value: Bytes, options: PutOptions) -> Result<Queued<WriteResult>> {
         self.check_key(&key)?;
         let limit = self.inner.config.limits.max_value;
         if value.len() > limit {
@@ -251,7 +291,7 @@ impl Kv {
             return Err(KvError::InvalidTtl("a ttl must be positive".into()));
         }
         let (reply, rx) = oneshot::channel();
-        self.submit(
+        Ok((
             Op::Put {
                 key,
                 value,
@@ -259,8 +299,7 @@ impl Kv {
                 reply,
             },
             rx,
-        )
-        .await
+        ))
     }
 
     /// Removes `key`. Deleting a key that does not exist changes nothing and reports
@@ -274,18 +313,21 @@ impl Kv {
         key: impl Into<Bytes>,
         options: DeleteOptions,
     ) -> Result<DeleteResult> {
-        let key = key.into();
+        let (op, rx) = self.delete_op(key.into(), options)?;
+        self.submit(op, rx).await
+    }
+
+    fn delete_op(&self, key: Bytes, options: DeleteOptions) -> Result<Queued<DeleteResult>> {
         self.check_key(&key)?;
         let (reply, rx) = oneshot::channel();
-        self.submit(
+        Ok((
             Op::Delete {
                 key,
                 options,
                 reply,
             },
             rx,
-        )
-        .await
+        ))
     }
 
     /// Adds `delta` to the decimal integer stored under `key` (a missing key counts as
@@ -295,10 +337,94 @@ impl Kv {
     ///
     /// [`KvError::NotAnInteger`], [`KvError::Overflow`], an invalid key, a storage failure.
     pub async fn incr(&self, key: impl Into<Bytes>, delta: i64) -> Result<i64> {
-        let key = key.into();
+        let (op, rx) = self.incr_op(key.into(), delta)?;
+        self.submit(op, rx).await
+    }
+
+    fn incr_op(&self, key: Bytes, delta: i64) -> Result<Queued<i64>> {
         self.check_key(&key)?;
         let (reply, rx) = oneshot::channel();
-        self.submit(Op::Incr { key, delta, reply }, rx).await
+        Ok((Op::Incr { key, delta, reply }, rx))
+    }
+
+    /// Runs `ops` in order, each with its own result, as a redis client's pipeline
+    /// does: one call (one round trip for a [`KvClient`](crate::KvClient)) for many
+    /// operations. A read sees every write before it in the batch; one operation failing
+    /// (a compare-and-set conflict, a value too large) does not stop the others. Not a
+    /// transaction: other clients' writes may come between two operations, and the
+    /// writes of one batch may be committed in more than one group commit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), mw_kv::KvError> {
+    /// use bytes::Bytes;
+    /// use mw_kv::{BatchOp, BatchReply, Kv, PutOptions};
+    /// let kv = Kv::memory(mw_kv::Config::default());
+    /// let key = Bytes::from("k");
+    /// let replies = kv
+    ///     .batch(vec![
+    ///         BatchOp::Put { key: key.clone(), value: "v".into(), options: PutOptions::default() },
+    ///         BatchOp::Get { key: key.clone() },
+    ///         BatchOp::Incr { key, delta: 1 },
+    ///     ])
+    ///     .await?;
+    /// assert!(matches!(&replies[1], Ok(BatchReply::Get(Some(v))) if v.value == "v"));
+    /// assert!(matches!(replies[2], Err(mw_kv::KvError::NotAnInteger)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::BatchTooLarge`] (nothing applied) for more than
+    /// [`Limits::max_batch_ops`](crate::Limits::max_batch_ops) operations; every other
+    /// failure is the failing operation's own result.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchReply>>> {
+        let limit = self.inner.config.limits.max_batch_ops;
+        if ops.len() > limit {
+            return Err(KvError::BatchTooLarge {
+                ops: ops.len(),
+                limit,
+            });
+        }
+        let mut replies: Vec<Result<BatchReply>> = Vec::with_capacity(ops.len());
+        // Writes handed to the writer whose replies have not been collected yet.
+        let mut queued: Vec<(usize, Waiting)> = Vec::new();
+        for op in ops {
+            let slot = replies.len();
+            let prepared = match op {
+                BatchOp::Get { key } => {
+                    settle(&mut queued, &mut replies).await;
+                    replies.push(self.get(key).await.map(BatchReply::Get));
+                    continue;
+                }
+                BatchOp::Put {
+                    key,
+                    value,
+                    options,
+                } => self
+                    .put_op(key, value, options)
+                    .map(|(op, rx)| (op, Waiting::Put(rx))),
+                BatchOp::Delete { key, options } => self
+                    .delete_op(key, options)
+                    .map(|(op, rx)| (op, Waiting::Delete(rx))),
+                BatchOp::Incr { key, delta } => self
+                    .incr_op(key, delta)
+                    .map(|(op, rx)| (op, Waiting::Incr(rx))),
+            };
+            match prepared {
+                Ok((op, waiting)) => match self.inner.ops.send(op).await {
+                    Ok(()) => {
+                        replies.push(Err(KvError::Closed)); // replaced by `settle`
+                        queued.push((slot, waiting));
+                    }
+                    Err(_) => replies.push(Err(KvError::Closed)),
+                },
+                Err(e) => replies.push(Err(e)),
+            }
+        }
+        settle(&mut queued, &mut replies).await;
+        Ok(replies)
     }
 
     /// Reads, modifies and writes `key` atomically: `f` gets the live value (or `None`)

@@ -39,6 +39,6 @@ pub use service::{
 };
 pub use storage::{MemoryStorage, Storage};
 pub use types::{
-    DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind, PutOptions, Status, Update,
+    BatchOp, BatchReply, DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind, PutOptions, Status, Update,
     UpdateResult, Version, Versioned, WriteResult,
 };

@@ -11,7 +11,7 @@ use mw::rpc::Streaming;
 use crate::error::KvError;
 use crate::kv::Kv;
 use crate::types::{
-    DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
+    BatchOp, BatchReply, DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
 };
 
 /// The key-value service, version 1. `#[mw::service]` generates [`KvServiceClient`] (the
@@ -47,6 +47,9 @@ pub trait KvService {
     ) -> Streaming<Result<Event, KvError>>;
     /// The node's revision, oldest watchable revision, engine and fsync policy.
     async fn status(&self) -> Status;
+    /// Several operations in one call, in order, each with its own result (see
+    /// [`Kv::batch`]): how a client pipelines.
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchReply, KvError>>, KvError>;
 }
 
 /// Serves [`KvService`] from one node's [`Kv`].
@@ -121,5 +124,44 @@ impl KvService for KvNode {
 
     async fn status(&self) -> Status {
         self.kv.status()
+    }
+
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchReply, KvError>>, KvError> {
+        let limit = self.kv.config().limits.max_batch_ops;
+        if ops.len() > limit {
+            return Err(KvError::BatchTooLarge {
+                ops: ops.len(),
+                limit,
+            });
+        }
+        // An operation the caller may not do is refused on its own; the rest run.
+        let denied: Vec<Option<KvError>> = ops
+            .iter()
+            .map(|op| {
+                let action = if op.writes() {
+                    Action::KvWrite
+                } else {
+                    Action::KvRead
+                };
+                check_key(action, op.key()).err().map(KvError::from)
+            })
+            .collect();
+        if denied.iter().all(Option::is_none) {
+            return self.kv.batch(ops).await;
+        }
+        let allowed = ops
+            .into_iter()
+            .zip(&denied)
+            .filter(|(_, d)| d.is_none())
+            .map(|(op, _)| op)
+            .collect();
+        let mut results = self.kv.batch(allowed).await?.into_iter();
+        Ok(denied
+            .into_iter()
+            .map(|d| match d {
+                Some(e) => Err(e),
+                None => results.next().unwrap_or(Err(KvError::Closed)),
+            })
+            .collect())
     }
 }

@@ -135,6 +135,70 @@ pub struct UpdateResult {
     pub durable: bool,
 }
 
+/// One operation of a [`batch`](crate::Kv::batch): what a client pipelines in one call,
+/// as a redis client's `pipe()` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOp {
+    /// [`get`](crate::Kv::get).
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// [`put`](crate::Kv::put).
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Compare-and-set, TTL and durability.
+        options: PutOptions,
+    },
+    /// [`delete`](crate::Kv::delete).
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// Compare-and-set and durability.
+        options: DeleteOptions,
+    },
+    /// [`incr`](crate::Kv::incr).
+    Incr {
+        /// The key.
+        key: Bytes,
+        /// What to add.
+        delta: i64,
+    },
+}
+
+impl BatchOp {
+    /// The key the operation reads or writes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            BatchOp::Get { key }
+            | BatchOp::Put { key, .. }
+            | BatchOp::Delete { key, .. }
+            | BatchOp::Incr { key, .. } => key,
+        }
+    }
+
+    /// Whether the operation changes the store.
+    pub fn writes(&self) -> bool {
+        !matches!(self, BatchOp::Get { .. })
+    }
+}
+
+/// What one [`BatchOp`] returned: the reply its single-operation call gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchReply {
+    /// The reply of a [`BatchOp::Get`].
+    Get(Option<Versioned>),
+    /// The reply of a [`BatchOp::Put`].
+    Put(WriteResult),
+    /// The reply of a [`BatchOp::Delete`].
+    Delete(DeleteResult),
+    /// The reply of a [`BatchOp::Incr`].
+    Incr(i64),
+}
+
 /// The kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
