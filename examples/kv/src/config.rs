@@ -55,6 +55,10 @@ pub enum Engine {
     Fjall,
     /// redb, a copy-on-write B-tree in one file.
     Redb,
+    /// [`MemoryStorage`](crate::MemoryStorage): nothing on disk, every key lost when
+    /// the node stops (redis without persistence). For tests and for measuring what
+    /// the engine costs; `fsync` policies have nothing to sync.
+    Memory,
 }
 
 impl fmt::Display for Engine {
@@ -62,6 +66,7 @@ impl fmt::Display for Engine {
         f.write_str(match self {
             Engine::Fjall => "fjall",
             Engine::Redb => "redb",
+            Engine::Memory => "memory",
         })
     }
 }
@@ -73,7 +78,10 @@ impl FromStr for Engine {
         match s {
             "fjall" => Ok(Engine::Fjall),
             "redb" => Ok(Engine::Redb),
-            _ => Err(format!("invalid engine {s:?}: expected fjall or redb")),
+            "memory" => Ok(Engine::Memory),
+            _ => Err(format!(
+                "invalid engine {s:?}: expected fjall, redb or memory"
+            )),
         }
     }
 }

@@ -151,7 +151,8 @@ pub struct Kv {
 
 impl Kv {
     /// Opens (or creates) the on-disk store in `dir`: with the engine it already has, or
-    /// `config.engine` for a new directory. Must be called inside a tokio runtime.
+    /// `config.engine` for a new directory ([`Engine::Memory`] keeps nothing there).
+    /// Must be called inside a tokio runtime.
     ///
     /// # Errors
     ///
@@ -171,6 +172,13 @@ impl Kv {
             Ok(match engine {
                 Engine::Redb => Arc::new(RedbStorage::open(&dir)?),
                 Engine::Fjall => Arc::new(FjallStorage::open(&dir)?),
+                Engine::Memory => {
+                    tracing::warn!(
+                        "engine memory: nothing is stored in {}; every key is lost when the node stops",
+                        dir.display()
+                    );
+                    Arc::new(MemoryStorage::new())
+                }
             })
         })
         .await
