@@ -29,16 +29,15 @@ use crate::config::{Config, Engine, FsyncPolicy};
 use crate::error::{KvError, Result};
 use crate::fjall_engine::FjallStorage;
 use crate::redb_engine::RedbStorage;
+use crate::state::{live, Clock, Shared, EVENTS_TOPIC};
 use crate::storage::{MemoryStorage, Storage};
 use crate::streams::{ScanState, WatchState, WatcherCount};
+use crate::types::{BatchOp, BatchReply, Durability, Update, UpdateResult};
 use crate::types::{
     DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
 };
-use crate::types::{BatchOp, BatchReply, Durability, Update, UpdateResult};
 use crate::writer::{Op, Writer};
 
-/// The bus topic a node publishes each committed batch of events on.
-pub(crate) const EVENTS_TOPIC: &str = "kv.events";
 /// Expired keys reclaimed per reaper pass.
 const REAP_PAGE: usize = 1024;
 /// Batches buffered per watcher on the bus before it falls back to the history.
@@ -72,38 +71,6 @@ async fn settle(queued: &mut Vec<(usize, Waiting)>, replies: &mut [Result<BatchR
     for (slot, waiting) in queued.drain(..) {
         replies[slot] = waiting.reply().await;
     }
-}
-
-/// Wall-clock milliseconds, anchored to tokio's clock when the node opens: TTLs are
-/// stored as wall-clock times (they must mean the same after a restart), and tests can
-/// move time with `tokio::time::pause`/`advance`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    base_ms: u64,
-    base: tokio::time::Instant,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            base_ms: mw::core::time::unix_ms(),
-            base: tokio::time::Instant::now(),
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.base_ms.saturating_add(millis(self.base.elapsed()))
-    }
-}
-
-pub(crate) use mw::core::time::millis;
-
-/// Committed state shared by the writer and readers.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) revision: AtomicU64,
-    pub(crate) oldest_event: AtomicU64,
-    pub(crate) watchers: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -487,7 +454,8 @@ impl Kv {
             });
         }
         let state = ScanState {
-            kv: self.clone(),
+            storage: self.inner.storage.clone(),
+            clock: self.inner.clock,
             prefix: prefix.into(),
             after: start_after,
             left: limit as usize,
@@ -525,7 +493,8 @@ impl Kv {
             .unwrap_or_else(|| inner.shared.revision.load(Ordering::SeqCst) + 1)
             .max(1);
         let state = WatchState {
-            kv: self.clone(),
+            storage: inner.storage.clone(),
+            shared: inner.shared.clone(),
             prefix: prefix.into(),
             sub: sub.ok(),
             next,
@@ -610,10 +579,6 @@ impl Kv {
         }
         synced
     }
-}
-
-pub(crate) fn live(v: &Versioned, now: u64) -> bool {
-    v.expires_at_ms.is_none_or(|at| at > now)
 }
 
 fn spawn_reaper(inner: Weak<Inner>) {

@@ -25,6 +25,7 @@ pub mod kv;
 pub mod redb_engine;
 pub mod ring;
 pub mod service;
+mod state;
 pub mod storage;
 mod streams;
 pub mod types;
@@ -39,6 +40,6 @@ pub use service::{
 };
 pub use storage::{MemoryStorage, Storage};
 pub use types::{
-    BatchOp, BatchReply, DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind, PutOptions, Status, Update,
-    UpdateResult, Version, Versioned, WriteResult,
+    BatchOp, BatchReply, DeleteOptions, DeleteResult, Durability, Entry, Event, EventKind,
+    PutOptions, Status, Update, UpdateResult, Version, Versioned, WriteResult,
 };

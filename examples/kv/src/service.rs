@@ -11,7 +11,8 @@ use mw::rpc::Streaming;
 use crate::error::KvError;
 use crate::kv::Kv;
 use crate::types::{
-    BatchOp, BatchReply, DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned, WriteResult,
+    BatchOp, BatchReply, DeleteOptions, DeleteResult, Entry, Event, PutOptions, Status, Versioned,
+    WriteResult,
 };
 
 /// The key-value service, version 1. `#[mw::service]` generates [`KvServiceClient`] (the

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use mw::pubsub::Subscription;
 
 use crate::error::{KvError, Result};
-use crate::kv::{live, Kv, Shared};
+use crate::state::{live, Clock, Shared};
+use crate::storage::Storage;
 use crate::types::{Entry, Event};
 
 /// Retained events read per storage call when a watcher catches up.
@@ -28,7 +29,8 @@ impl Drop for WatcherCount {
 }
 
 pub(crate) struct ScanState {
-    pub(crate) kv: Kv,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Clock,
     pub(crate) prefix: Bytes,
     pub(crate) after: Option<Bytes>,
     pub(crate) left: usize,
@@ -49,8 +51,9 @@ impl ScanState {
             if self.done {
                 return None;
             }
-            let storage = self.kv.inner.storage.clone();
-            let page = storage.scan(&self.prefix, self.after.as_deref(), SCAN_PAGE);
+            let page = self
+                .storage
+                .scan(&self.prefix, self.after.as_deref(), SCAN_PAGE);
             match page {
                 Err(e) => {
                     self.done = true;
@@ -62,7 +65,7 @@ impl ScanState {
                         self.done = true;
                     }
                     self.after = entries.last().map(|e| e.key.clone());
-                    let now = self.kv.inner.clock.now_ms();
+                    let now = self.clock.now_ms();
                     self.page
                         .extend(entries.into_iter().filter(|e| live(&e.value, now)));
                 }
@@ -72,7 +75,8 @@ impl ScanState {
 }
 
 pub(crate) struct WatchState {
-    pub(crate) kv: Kv,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) prefix: Bytes,
     pub(crate) sub: Option<Subscription>,
     /// The next revision this watcher has not looked at.
@@ -105,9 +109,8 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            let inner = self.kv.inner.clone();
             if self.catching_up {
-                let oldest = inner.shared.oldest_event.load(Ordering::SeqCst);
+                let oldest = self.shared.oldest_event.load(Ordering::SeqCst);
                 if self.next < oldest {
                     self.done = true;
                     let err = KvError::Compacted {
@@ -116,19 +119,19 @@ impl WatchState {
                     };
                     return Some((Err(err), self));
                 }
-                let committed = inner.shared.revision.load(Ordering::SeqCst);
+                let committed = self.shared.revision.load(Ordering::SeqCst);
                 if self.next > committed {
                     self.catching_up = false;
                     continue;
                 }
-                match inner.storage.events(self.next, HISTORY_PAGE) {
+                match self.storage.events(self.next, HISTORY_PAGE) {
                     Ok(events) => {
                         let before = self.next;
                         self.take(events);
                         if self.next == before {
                             // Nothing retained at `next` although it is committed: it
                             // was compacted between the check and the read.
-                            let oldest = inner.shared.oldest_event.load(Ordering::SeqCst);
+                            let oldest = self.shared.oldest_event.load(Ordering::SeqCst);
                             self.done = true;
                             let err = KvError::Compacted {
                                 requested: self.next,

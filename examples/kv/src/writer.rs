@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, FsyncPolicy};
 use crate::error::{KvError, Result};
-use crate::kv::{live, millis, Clock, Shared, EVENTS_TOPIC};
+use crate::state::{live, millis, Clock, Shared, EVENTS_TOPIC};
 use crate::storage::{Batch, Storage, Write};
 use crate::types::{
     DeleteOptions, DeleteResult, Durability, Event, EventKind, PutOptions, Update, UpdateResult,

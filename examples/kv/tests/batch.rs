@@ -84,7 +84,11 @@ async fn runs_in_order_with_one_result_each(t: Transport) {
         panic!("put: {:?}", replies[1]);
     };
     assert_eq!(w.version, Version(1));
-    assert_eq!(value_of(&replies[2]).as_deref(), Some("1"), "read-your-writes");
+    assert_eq!(
+        value_of(&replies[2]).as_deref(),
+        Some("1"),
+        "read-your-writes"
+    );
     assert_eq!(replies[3], Ok(BatchReply::Incr(42)));
     assert_eq!(
         replies[4],
@@ -94,7 +98,11 @@ async fn runs_in_order_with_one_result_each(t: Transport) {
         })
     );
     assert_eq!(replies[5], Err(KvError::EmptyKey));
-    assert_eq!(replies[6], Ok(BatchReply::Incr(42)), "the conflict wrote nothing");
+    assert_eq!(
+        replies[6],
+        Ok(BatchReply::Incr(42)),
+        "the conflict wrote nothing"
+    );
     assert!(
         matches!(&replies[7], Ok(BatchReply::Delete(d)) if d.deleted == Some(Version(3))),
         "{:?}",
@@ -165,20 +173,32 @@ async fn a_batch_refuses_only_the_operations_the_user_may_not_do() {
     .unwrap();
     let c = KvClient::new(channel);
     let replies = c
-        .batch(vec![put("app/a", "1"), put("other/b", "1"), get("secret"), get("app/a")])
+        .batch(vec![
+            put("app/a", "1"),
+            put("other/b", "1"),
+            get("secret"),
+            get("app/a"),
+        ])
         .await
         .unwrap();
     assert!(matches!(replies[0], Ok(BatchReply::Put(_))), "{replies:?}");
     let refused = |r: &Result<BatchReply, KvError>, action: Action, key: &str| match r {
         Err(KvError::PermissionDenied(d)) => {
-            assert_eq!((d.user.as_str(), d.action, d.resource.as_str()), ("carol", action, key))
+            assert_eq!(
+                (d.user.as_str(), d.action, d.resource.as_str()),
+                ("carol", action, key)
+            )
         }
         other => panic!("expected a refusal of {key}, got {other:?}"),
     };
     refused(&replies[1], Action::KvWrite, "other/b");
     refused(&replies[2], Action::KvRead, "secret");
     assert_eq!(value_of(&replies[3]).as_deref(), Some("1"));
-    assert_eq!(kv.get("other/b").await.unwrap(), None, "the refused put did nothing");
+    assert_eq!(
+        kv.get("other/b").await.unwrap(),
+        None,
+        "the refused put did nothing"
+    );
     server.shutdown().await;
     kv.close().await.unwrap();
 }

@@ -184,11 +184,21 @@ async fn the_memory_engine_keeps_nothing_in_the_data_directory() {
     };
     let kv = mw_kv::Kv::open(dir.path(), config.clone()).await.unwrap();
     assert_eq!(kv.status().engine, "memory");
-    kv.put("k", "v", mw_kv::PutOptions::default()).await.unwrap();
+    kv.put("k", "v", mw_kv::PutOptions::default())
+        .await
+        .unwrap();
     kv.close().await.unwrap();
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
     let again = mw_kv::Kv::open(dir.path(), config).await.unwrap();
-    assert_eq!(again.get("k").await.unwrap(), None, "lost with the node, as documented");
+    assert_eq!(
+        again.get("k").await.unwrap(),
+        None,
+        "lost with the node, as documented"
+    );
     again.close().await.unwrap();
     let err = "memry".parse::<mw_kv::Engine>().unwrap_err();
     assert!(err.contains("expected fjall, redb or memory"), "{err}");
