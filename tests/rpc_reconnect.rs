@@ -1,7 +1,8 @@
 //! Connection loss: a call in flight when the server dies fails with `Disconnected`
 //! instead of hanging; a client with `reconnect: true` reaches a server restarted at the
 //! same address, one without it keeps reporting `Disconnected`; and dropping the last
-//! clone of a channel closes its connection.
+//! clone of a channel closes its connection; a call the server went away without reading
+//! is sent again (or fails as `NotRun`).
 
 #[macro_use]
 mod common;
@@ -203,6 +204,70 @@ async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
     within("fake server", server).await.unwrap();
 }
 
+/// Serves one fake connection: reads frames until a `Request`, and returns its id, the
+/// connection's write buffer and writer task.
+async fn read_one_request(
+    listener: &mut mw::core::Listener,
+) -> (
+    u64,
+    mw::core::FrameReader,
+    mw::core::WriteBuffer,
+    tokio::task::JoinHandle<Result<(), mw::core::CoreError>>,
+) {
+    let (stream, _) = listener.accept().await.expect("accept");
+    let (mut reader, write_buf, writer) = mw::core::server_connection(stream, &Default::default())
+        .await
+        .expect("handshake");
+    loop {
+        let frame = reader.next().await.expect("a frame").expect("a good frame");
+        if frame.kind == FrameKind::Request {
+            return (frame.id, reader, write_buf, writer);
+        }
+    }
+}
+
+/// The race of an idle timeout with a call: the server says GoAway and closes the
+/// connection cleanly with the request unread. That call was not run: a reconnecting
+/// channel sends it again on a new connection and gets its answer; one without
+/// `reconnect` fails it with `NotRun` (not `Disconnected`: the caller knows it may resend).
+async fn a_call_the_server_went_away_without_reading_is_sent_again(t: Transport) {
+    for reconnect in [true, false] {
+        let endpoint = Endpoint::new(t);
+        let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().to_string();
+        let server = tokio::spawn(async move {
+            // Connection 1: the request arrives as the server goes away.
+            let (_, reader, write_buf, writer) = read_one_request(&mut listener).await;
+            write_buf.go_away().unwrap();
+            write_buf.close();
+            writer.await.unwrap().unwrap();
+            drop(reader);
+            if !reconnect {
+                return;
+            }
+            // Connection 2: the same call again, answered.
+            let (id, _reader, write_buf, writer) = read_one_request(&mut listener).await;
+            let body = postcard::to_allocvec(&42u64).unwrap();
+            write_buf.push(FrameKind::Response, 0, id, &body).unwrap();
+            write_buf.close();
+            writer.await.unwrap().unwrap();
+        });
+        let c = client(&addr, reconnect).await;
+        let result = within("call across a GoAway", c.inc(1)).await;
+        if reconnect {
+            assert_eq!(result.unwrap(), 42, "answered on the second connection");
+        } else {
+            match result {
+                Err(RpcError::NotRun) => {}
+                other => panic!("expected NotRun, got {other:?}"),
+            }
+        }
+        within("fake server", server).await.unwrap();
+    }
+}
+
 /// A server that vanishes with our request unread resets the connection (TCP RST,
 /// `ECONNRESET` on a Unix socket). For the caller that is a lost connection like any
 /// other — `Disconnected` — not a protocol violation. (In-process pipes cannot reset.)
@@ -256,6 +321,7 @@ mod connection_reset_by_server_is_disconnected {
 }
 
 per_transport!(
+    a_call_the_server_went_away_without_reading_is_sent_again,
     call_in_flight_when_server_dies_is_disconnected,
     stream_in_flight_when_server_dies_ends_with_disconnected,
     dropping_the_last_channel_clone_closes_the_connection,

@@ -18,6 +18,13 @@ pub enum RpcError<E = Infallible> {
     /// The connection broke (or was never made) while the call was outstanding.
     #[error("disconnected from server")]
     Disconnected,
+    /// The server said `GoAway` and closed the connection cleanly before it read the
+    /// call: the call was not run and may be sent again. A channel with
+    /// [`ClientConfig::reconnect`](crate::ClientConfig::reconnect) does that itself
+    /// (for `call`, `call_fallible` and acknowledged one-way calls); a caller awaiting a
+    /// [`ReplyHandle`](crate::ReplyHandle), or a channel without `reconnect`, sees this.
+    #[error("the server closed the connection before reading the call; it was not run")]
+    NotRun,
     /// The server abandoned the call (for example because it is shutting down hard).
     #[error("call cancelled by the server")]
     Cancelled,
@@ -68,6 +75,7 @@ impl RpcError<Infallible> {
         match self {
             RpcError::Timeout(d) => RpcError::Timeout(d),
             RpcError::Disconnected => RpcError::Disconnected,
+            RpcError::NotRun => RpcError::NotRun,
             RpcError::Cancelled => RpcError::Cancelled,
             RpcError::UnknownService(s) => RpcError::UnknownService(s),
             RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),
@@ -94,6 +102,7 @@ impl<E> RpcError<E> {
             RpcError::Application(e) => return Ok(e),
             RpcError::Timeout(d) => RpcError::Timeout(d),
             RpcError::Disconnected => RpcError::Disconnected,
+            RpcError::NotRun => RpcError::NotRun,
             RpcError::Cancelled => RpcError::Cancelled,
             RpcError::UnknownService(s) => RpcError::UnknownService(s),
             RpcError::UnknownMethod(s) => RpcError::UnknownMethod(s),

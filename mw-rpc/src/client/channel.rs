@@ -22,6 +22,11 @@ use super::reply::{CallGuard, ReplyHandle};
 use super::stream::ClientStream;
 use crate::error::RpcError;
 use crate::service::{Ack, ServiceId};
+
+/// Times a reconnecting channel sends one call again after the server went away
+/// without reading it ([`RpcError::NotRun`]): a server that keeps closing connections
+/// this way is not retried forever.
+const NOT_RUN_RESENDS: usize = 2;
 use crate::wire;
 
 struct Shared {
@@ -285,7 +290,27 @@ impl Channel {
         method: u32,
         args: &A,
     ) -> Result<T, RpcError> {
-        self.start_call(svc, method, args).await?.await
+        let mut resent = 0;
+        loop {
+            match self.start_call(svc, method, args).await?.await {
+                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// Whether a call the server never read ([`RpcError::NotRun`]) is sent again: on a
+    /// reconnecting channel, at most [`NOT_RUN_RESENDS`] times per call.
+    fn resends_not_run(&self, resent: &mut usize) -> bool {
+        if !self.shared.config.reconnect || *resent >= NOT_RUN_RESENDS {
+            return false;
+        }
+        *resent += 1;
+        tracing::debug!(
+            resent = *resent,
+            "the server went away before reading a call; sending it again"
+        );
+        true
     }
 
     /// Calls a method returning `Result<T, E>`; its `Err` arrives as [`RpcError::Application`].
@@ -301,7 +326,13 @@ impl Channel {
         method: u32,
         args: &A,
     ) -> Result<T, RpcError<E>> {
-        self.start_call_fallible(svc, method, args).await?.await
+        let mut resent = 0;
+        loop {
+            match self.start_call_fallible(svc, method, args).await?.await {
+                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
+                result => return result,
+            }
+        }
     }
 
     /// Sends a one-way call. With [`Ack::None`] it returns once the request is queued
@@ -332,17 +363,23 @@ impl Channel {
                 .await?;
             return Ok(());
         }
-        let handle: ReplyHandle<(), Infallible> = self
-            .awaiting(
-                FrameKind::Oneway,
-                frame_flags,
-                svc,
-                method,
-                args,
-                |_| Ok(()),
-            )
-            .await?;
-        handle.await
+        let mut resent = 0;
+        loop {
+            let handle: ReplyHandle<(), Infallible> = self
+                .awaiting(
+                    FrameKind::Oneway,
+                    frame_flags,
+                    svc,
+                    method,
+                    args,
+                    |_| Ok(()),
+                )
+                .await?;
+            match handle.await {
+                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
+                result => return result,
+            }
+        }
     }
 
     /// Opens a server stream. Items arrive as the consumer asks for them: the server may

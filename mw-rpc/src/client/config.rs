@@ -19,9 +19,12 @@ pub struct ClientConfig {
     pub stream_window: u32,
     /// Reconnect on the next call after the connection broke. Default off: calls in
     /// flight when it broke still fail with [`RpcError::Disconnected`] either way, since
-    /// mw cannot know whether they ran.
+    /// mw cannot know whether they ran. The exception is a call the server went away
+    /// without reading ([`RpcError::NotRun`]: it said GoAway, then closed cleanly):
+    /// with `reconnect` the channel sends it again on a new connection (at most twice).
     ///
     /// [`RpcError::Disconnected`]: crate::RpcError::Disconnected
+    /// [`RpcError::NotRun`]: crate::RpcError::NotRun
     pub reconnect: bool,
     /// Calls and streams outstanding at once on the connection; further calls wait for a
     /// slot. Default 1024, within what a default server accepts per connection (256

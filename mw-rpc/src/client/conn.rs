@@ -15,6 +15,9 @@ pub(super) struct Conn {
     pub(super) pending: Pending,
     /// Set once the reader ended or the server said GoAway: no new calls on this connection.
     dead: AtomicBool,
+    /// Set once the server said GoAway: it will close the connection once it holds none
+    /// of our calls, having answered every call it read.
+    went_away: AtomicBool,
     /// Why it died, when the server said (an `Error` frame with id 0: over a connection
     /// limit, a protocol error): later calls get that instead of a bare `Disconnected`.
     why: Mutex<Option<RpcError>>,
@@ -36,6 +39,7 @@ fn connection_error(failure: &RpcError) -> RpcError {
     match failure {
         RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
         RpcError::Overloaded(m) => RpcError::Overloaded(m.clone()),
+        RpcError::NotRun => RpcError::NotRun,
         _ => RpcError::Disconnected,
     }
 }
@@ -46,6 +50,7 @@ impl Conn {
             write_buf,
             pending: Pending::new(),
             dead: AtomicBool::new(false),
+            went_away: AtomicBool::new(false),
             why: Mutex::new(None),
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
@@ -84,7 +89,13 @@ impl Conn {
 
     /// The server said GoAway: calls in flight go on, new ones use another connection.
     pub(super) fn stop_new_calls(&self) {
+        self.went_away.store(true, Ordering::Release);
         self.dead.store(true, Ordering::Release);
+    }
+
+    /// Whether the server said GoAway on this connection.
+    pub(super) fn went_away(&self) -> bool {
+        self.went_away.load(Ordering::Acquire)
     }
 
     /// Whether the reader ended or the server said GoAway (a dead connection gets no

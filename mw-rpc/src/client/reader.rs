@@ -29,9 +29,19 @@ enum Next {
 
 /// Routes frames until the connection ends, then fails what is left. Holds only a
 /// `Weak`: once every channel clone is gone, the connection closes.
+///
+/// A server that said GoAway closes the connection only once it holds none of our
+/// calls, every call it read answered (PROTOCOL.md §4.5.9); so when such a connection
+/// ends cleanly, a call still waiting was never read: it fails with
+/// [`RpcError::NotRun`], which a reconnecting channel sends again.
 pub(super) async fn read_loop(mut reader: ConnectionReader, conn: Weak<Conn>) {
     let mut failure = RpcError::Disconnected;
-    while let Some(next) = reader.next().await {
+    let mut clean_end = false;
+    loop {
+        let Some(next) = reader.next().await else {
+            clean_end = true;
+            break;
+        };
         let Some(conn) = conn.upgrade() else { return };
         let incoming = match next {
             Ok(incoming) => incoming,
@@ -57,6 +67,9 @@ pub(super) async fn read_loop(mut reader: ConnectionReader, conn: Weak<Conn>) {
         }
     }
     if let Some(conn) = conn.upgrade() {
+        if clean_end && conn.went_away() && matches!(failure, RpcError::Disconnected) {
+            failure = RpcError::NotRun;
+        }
         conn.fail_all(&failure);
     }
 }
