@@ -252,6 +252,23 @@ pub fn check_key(action: Action, key: &[u8]) -> Result<(), Denied> {
     }
 }
 
+/// [`check_key`] for a scanned or watched key prefix: allowed when a granted prefix is a
+/// prefix of `prefix`; the refusal names it as `prefix "…"` (so an empty prefix, every
+/// key, is visible in the message).
+///
+/// # Errors
+/// [`Denied`] with the resource `prefix "…"` (invalid UTF-8 replaced).
+pub fn check_prefix(action: Action, prefix: &[u8]) -> Result<(), Denied> {
+    match caller() {
+        Some(who) if !who.permissions.allows_key(action, prefix) => Err(denied(
+            &who,
+            action,
+            format!("prefix {:?}", String::from_utf8_lossy(prefix)),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether the running call's user may do `action` on `resource`, without logging a
 /// refusal: for filtering listings (what a user may see), where a "no" is not an
 /// attempt. `true` without an authenticated caller.

@@ -5,7 +5,7 @@
 //! store; a ring node answers the same service by coordinating replicas instead.
 
 use bytes::Bytes;
-use mw::rpc::auth::{check_key, Action};
+use mw::rpc::auth::{check_key, check_prefix, Action};
 use mw::rpc::Streaming;
 
 use crate::error::KvError;
@@ -103,7 +103,7 @@ impl KvService for KvNode {
         start_after: Option<Bytes>,
         limit: u32,
     ) -> Streaming<Result<Entry, KvError>> {
-        if let Err(denied) = check_key(Action::KvRead, &prefix) {
+        if let Err(denied) = check_prefix(Action::KvRead, &prefix) {
             return Box::pin(futures::stream::iter([Err(denied.into())]));
         }
         match self.kv.scan(prefix, start_after, limit) {
@@ -117,7 +117,7 @@ impl KvService for KvNode {
         prefix: Bytes,
         from_revision: Option<u64>,
     ) -> Streaming<Result<Event, KvError>> {
-        if let Err(denied) = check_key(Action::KvRead, &prefix) {
+        if let Err(denied) = check_prefix(Action::KvRead, &prefix) {
             return Box::pin(futures::stream::iter([Err(denied.into())]));
         }
         self.kv.watch(prefix, from_revision)

@@ -263,7 +263,7 @@ fn a_node_with_auth_checks_key_prefixes() {
         n,
         &with(&["scan", ""]),
         1,
-        "permission denied: user \"carol\" may not read key ",
+        "permission denied: user \"carol\" may not read key prefix \"\"",
     );
     fails(
         n,
