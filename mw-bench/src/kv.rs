@@ -6,6 +6,7 @@
 //!     [--mw-pipeline pipe|concurrent]
 //!     [--mw-kv PATH] [--node-arg ARG]... [--relaxed-fsync never|interval:MS]
 //!     [--only get|set|durable]... [--depth 1|16]... [--no-redis-benchmark]
+//!     [--no-engine-floor]
 //! ```
 //!
 //! Workloads: 100-byte values over a keyspace of `--keys` keys (`key:%012d`, the names
@@ -44,6 +45,9 @@
 //!   --appendfsync always --save ''`. Both data directories are in one temporary
 //!   directory under `--data` (default: the current directory), so on the same disk,
 //!   whose fsync floor (append + fdatasync) is measured first.
+//! - Engine floor (`mw-kv mem`, skipped with `--no-engine-floor`): the plain series
+//!   again against a third node on `--engine memory`, no storage engine at all; the
+//!   difference to `mw-kv` is what the engine costs.
 //! - If `redis-benchmark` is on PATH, it is run against the same redis servers with the
 //!   same shapes (`-c 50 -P 1|16 -d 100 -r KEYS -t set,get --csv`) as a reference line: C
 //!   client, no hdrhistogram (its own p50/p99).
@@ -156,6 +160,10 @@ pub struct KvArgs {
     /// Do not run `redis-benchmark` even if it is on PATH.
     #[arg(long)]
     no_redis_benchmark: bool,
+    /// Skip the `mw-kv mem` series (the plain series again against a node on
+    /// `--engine memory`: what mw-kv costs without a storage engine).
+    #[arg(long)]
+    no_engine_floor: bool,
     /// Run only these operations (get, set, durable; repeatable). Default: all.
     #[arg(long, value_parser = ["get", "set", "durable"])]
     only: Vec<String>,
@@ -511,6 +519,83 @@ async fn preload(conns: &[Conn], keys: u64, depth: usize) -> Result<(), Error> {
 // One series
 // ---------------------------------------------------------------------------------------
 
+/// The operations and shapes of a phase, and how long each series runs.
+struct Shape<'a> {
+    ops: &'a [Op],
+    shapes: &'a [usize],
+    warmup: Duration,
+    seconds: f64,
+}
+
+/// The plain series again, against a node on `--engine memory` (the node's own
+/// `--node-arg`s, with their `--engine` replaced): what mw-kv costs without a storage
+/// engine, printed as `mw-kv mem`. The difference to `mw-kv` is the engine's share.
+async fn measure_without_engine(
+    args: &KvArgs,
+    dir: &Path,
+    shape: &Shape<'_>,
+) -> Result<Vec<Series>, Error> {
+    let mut node_args = Vec::new();
+    let mut given = args.node_arg.iter();
+    while let Some(a) = given.next() {
+        if a == "--engine" {
+            given.next();
+        } else if !a.starts_with("--engine=") {
+            node_args.push(a.clone());
+        }
+    }
+    node_args.push("--engine=memory".into());
+    let say = |s: String| {
+        if !args.json {
+            eprintln!("{s}");
+        }
+    };
+    say("  plain: mw-kv node --engine memory (the engine's share)".into());
+    let mut node = NodeChild::spawn(
+        args.mw_kv.as_deref(),
+        &dir.join("mw-kv-memory"),
+        &args.relaxed_fsync,
+        &node_args,
+    )?;
+    let conns = connect_mw(&node.addr, args.clients).await?;
+    if shape.ops.contains(&Op::Get) {
+        preload(&conns, args.keys, args.pipeline).await?;
+    }
+    let mut series = Vec::new();
+    for &d in shape.shapes {
+        for &op in shape.ops {
+            say(format!(
+                "  {} {}x{d}: mw-kv mem, {} s",
+                op.name(),
+                args.clients,
+                shape.seconds
+            ));
+            let (tasks, batch) = args.mw_pipeline.shape(d);
+            let m = measure(
+                &conns,
+                tasks,
+                batch,
+                op,
+                args.keys,
+                shape.warmup,
+                shape.seconds,
+                node.pid(),
+            )
+            .await?;
+            series.push(Series {
+                system: "mw-kv mem",
+                op,
+                clients: args.clients,
+                depth: d,
+                m,
+            });
+        }
+    }
+    drop(conns);
+    node.stop();
+    Ok(series)
+}
+
 /// What one series measured.
 #[derive(Debug, Clone)]
 struct Measured {
@@ -765,9 +850,11 @@ impl Run {
     }
 
     /// mw-kv's ops/s over redis's (same op and shape), if both were measured.
+    /// `s`'s ops/s over redis's (same op and shape): for mw-kv's series, and for the
+    /// engine floor's.
     fn vs_redis(&self, s: &Series) -> f64 {
         match (
-            self.find("mw-kv", s.op, s.depth),
+            self.find(s.system, s.op, s.depth),
             self.find("redis", s.op, s.depth),
         ) {
             (Some(m), Some(r)) => stats::ratio(m.m.summary.ops_per_s, r.m.summary.ops_per_s),
@@ -955,6 +1042,15 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         }
         drop(mw_conns);
         drop(redis_conns);
+        if !durable && !args.no_engine_floor {
+            let shape = Shape {
+                ops: &ops,
+                shapes: &shapes,
+                warmup,
+                seconds,
+            };
+            series.extend(rt.block_on(measure_without_engine(args, &dir, &shape))?);
+        }
         if let (Some(r), true) = (&redis, have_bench) {
             let tests = if durable { "set" } else { "set,get" };
             for &d in &shapes {
@@ -1163,7 +1259,7 @@ fn print_table(run: &Run) {
         fmt_rate(run.keys as f64)
     );
     println!(
-        "{:<7} {:<12} {:<6} {:>11} {:>9} {:>9} {:>9} {:>8} {:>13} {:>7}",
+        "{:<9} {:<12} {:<6} {:>11} {:>9} {:>9} {:>9} {:>8} {:>13} {:>7}",
         "system",
         "op",
         "shape",
@@ -1176,7 +1272,7 @@ fn print_table(run: &Run) {
         "others"
     );
     for s in &run.series {
-        let r = if s.system == "mw-kv" {
+        let r = if s.system != "redis" {
             fmt_ratio(run.vs_redis(s))
         } else {
             String::new()
@@ -1187,7 +1283,7 @@ fn print_table(run: &Run) {
             String::new()
         };
         println!(
-            "{:<7} {:<12} {:<6} {:>11} {:>9} {:>9} {:>9} {:>8} {:>13} {:>7}{miss}",
+            "{:<9} {:<12} {:<6} {:>11} {:>9} {:>9} {:>9} {:>8} {:>13} {:>7}{miss}",
             s.system,
             s.op.name(),
             s.shape(),
