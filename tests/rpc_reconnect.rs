@@ -163,14 +163,21 @@ async fn reconnecting_client_reaches_restarted_server(t: Transport) {
     restarted.shutdown().await;
 }
 
-/// A fake server that completes the handshake, answers pings and reports when the
-/// client's side of the connection ends.
-async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
+/// A listener for a fake server on a fresh endpoint of `t`, and its address. The
+/// endpoint keeps a Unix socket's directory: hold it as long as the listener.
+async fn fake_server_listener(t: Transport) -> (Endpoint, mw::core::Listener, String) {
     let endpoint = Endpoint::new(t);
-    let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
+    let listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
         .await
         .expect("bind");
     let addr = listener.local_addr().to_string();
+    (endpoint, listener, addr)
+}
+
+/// A fake server that completes the handshake, answers pings and reports when the
+/// client's side of the connection ends.
+async fn dropping_the_last_channel_clone_closes_the_connection(t: Transport) {
+    let (_endpoint, mut listener, addr) = fake_server_listener(t).await;
     let closed = Counter::new();
     let server = tokio::spawn({
         let closed = closed.clone();
@@ -232,11 +239,7 @@ async fn read_one_request(
 /// `reconnect` fails it with `NotRun` (not `Disconnected`: the caller knows it may resend).
 async fn a_call_the_server_went_away_without_reading_is_sent_again(t: Transport) {
     for reconnect in [true, false] {
-        let endpoint = Endpoint::new(t);
-        let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().to_string();
+        let (_endpoint, mut listener, addr) = fake_server_listener(t).await;
         let server = tokio::spawn(async move {
             // Connection 1: the request arrives as the server goes away.
             let (_, reader, write_buf, writer) = read_one_request(&mut listener).await;
@@ -273,11 +276,7 @@ async fn a_call_the_server_went_away_without_reading_is_sent_again(t: Transport)
 /// other — `Disconnected` — not a protocol violation. (In-process pipes cannot reset.)
 async fn connection_reset_by_server_is_disconnected(t: Transport) {
     use tokio::io::AsyncReadExt;
-    let endpoint = Endpoint::new(t);
-    let mut listener = mw::core::Listener::bind(&endpoint.addr.parse().unwrap())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().to_string();
+    let (_endpoint, mut listener, addr) = fake_server_listener(t).await;
     let server = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
         mw::core::handshake::server_handshake(&mut stream, 1, 1)
