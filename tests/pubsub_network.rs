@@ -8,8 +8,10 @@ mod pubsub_support;
 use std::io::Write;
 
 use mw::pubsub::remote::wire::{Blob, SubscribeItem, WirePolicy};
-use mw::pubsub::remote::{PubSubClient, RemoteError};
-use mw::pubsub::{PubSubError, RemoteBus, RemoteConfig, SlowConsumerPolicy, SubscribeOptions};
+use mw::pubsub::remote::PubSubClient;
+use mw::pubsub::{
+    PubSubError, RemoteBus, RemoteConfig, RemoteError, SlowConsumerPolicy, SubscribeOptions,
+};
 use pubsub_support::{start_broker, wait_for_stats, within};
 
 fn seq(payload: &[u8]) -> u64 {
@@ -296,7 +298,7 @@ async fn disconnect_policy_ends_the_subscription_after_its_buffered_events() {
         assert!(n <= 100);
     };
     assert!(
-        matches!(err, PubSubError::SlowConsumer { capacity: 8 }),
+        matches!(err, RemoteError::Refused(PubSubError::SlowConsumer(8))),
         "{err:?}"
     );
     assert!(n < 100);
@@ -362,7 +364,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     assert!(
         matches!(
             err,
-            mw::rpc::RpcError::Application(RemoteError::InvalidName(_))
+            mw::rpc::RpcError::Application(PubSubError::InvalidName(_))
         ),
         "{err:?}"
     );
@@ -373,7 +375,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     assert!(
         matches!(
             err,
-            mw::rpc::RpcError::Application(RemoteError::InvalidName(_))
+            mw::rpc::RpcError::Application(PubSubError::InvalidName(_))
         ),
         "{err:?}"
     );
@@ -384,7 +386,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     use futures::StreamExt;
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidName(_))))
+        Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     let mut s = raw
         .subscribe("a".into(), 0, WirePolicy::DropOldest)
@@ -392,7 +394,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidBuffer(_))))
+        Some(Ok(Err(PubSubError::InvalidBuffer(_))))
     ));
     let mut s = raw
         .subscribe("a".into(), u32::MAX, WirePolicy::DropOldest)
@@ -400,7 +402,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidBuffer(_))))
+        Some(Ok(Err(PubSubError::InvalidBuffer(_))))
     ));
     let mut s = raw
         .subscribe_durable("no spaces".into(), "a".into(), 1)
@@ -408,7 +410,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidName(_))))
+        Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     // A malformed batch publishes the events before the bad one and nothing after.
     raw.publish_batch(Blob(bytes::Bytes::from_static(&[
@@ -428,7 +430,9 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // Client-side checks give the embedded bus's errors without a round trip.
     assert!(matches!(
         good.publish("a.*", "x").await,
-        Err(PubSubError::WildcardInTopic { .. })
+        Err(RemoteError::Local(
+            mw::pubsub::Error::WildcardInTopic { .. }
+        ))
     ));
 
     // Garbage on a raw TCP connection ends that connection only.
@@ -472,7 +476,7 @@ async fn an_event_too_large_for_a_frame_is_refused_and_the_bus_keeps_working() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, PubSubError::EventTooLarge { size, .. } if size == 17 << 20),
+        matches!(e, RemoteError::Local(mw::pubsub::Error::EventTooLarge { size, .. }) if size == 17 << 20),
         "{e:?}"
     );
     // Over the broker's max event size (1 MiB) but within a frame: the report says why.
@@ -483,7 +487,7 @@ async fn an_event_too_large_for_a_frame_is_refused_and_the_bus_keeps_working() {
     assert!(
         matches!(
             e,
-            PubSubError::Remote(RemoteError::EventTooLarge { limit, .. }) if limit == 1 << 20
+            RemoteError::Refused(PubSubError::EventTooLarge { limit, .. }) if limit == 1 << 20
         ),
         "{e:?}"
     );

@@ -8,14 +8,14 @@
 
 use bytes::Bytes;
 use mw_pubsub::remote::wire::{decode_batch, BatchEncoder, Blob, DurableItem, SubscribeItem};
-use mw_pubsub::{Event, RemoteError, Topic};
+use mw_pubsub::{Event, PubSubError, Topic};
 
 fn check_batch(blob: &Blob) {
     let mut events: Vec<Event> = Vec::new();
     let r = decode_batch(blob, |e| events.push(e));
     if let Err(e) = &r {
         assert!(
-            matches!(e, RemoteError::Malformed(_) | RemoteError::InvalidName(_)),
+            matches!(e, PubSubError::Malformed(_) | PubSubError::InvalidName(_)),
             "unexpected batch error {e:?}"
         );
     }

@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use mw_pubsub::remote::wire::{Blob, DurableItem, SubscribeItem, WirePolicy, WireReport};
 use mw_pubsub::remote::RemoteStats;
-use mw_pubsub::RemoteError;
+use mw_pubsub::PubSubError;
 use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
 use mw_queue::DeliveryTag;
 use mw_rpc::wire::{decode_error, parse_call, put_call_header};
@@ -58,11 +58,11 @@ fn all_types(b: &[u8]) {
     args::<(String, u32, WirePolicy)>(b);
     args::<(String, String, u32)>(b);
     // mw.pubsub replies.
-    reply::<WireReport, RemoteError>(b);
-    reply::<bool, RemoteError>(b);
-    reply::<u64, RemoteError>(b);
-    reply::<SubscribeItem, RemoteError>(b);
-    reply::<DurableItem, RemoteError>(b);
+    reply::<WireReport, PubSubError>(b);
+    reply::<bool, PubSubError>(b);
+    reply::<u64, PubSubError>(b);
+    reply::<SubscribeItem, PubSubError>(b);
+    reply::<DurableItem, PubSubError>(b);
     args::<RemoteStats>(b);
 }
 

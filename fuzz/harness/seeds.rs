@@ -373,9 +373,9 @@ pub fn rpc_client() -> Vec<Seed> {
     }]);
     frame(&mut good, FrameKind::StreamItem, 0, 4, &pc(&deliveries));
     frame(&mut good, FrameKind::StreamEnd, 0, 4, &[]);
-    let ready: Result<SubscribeItem, mw_pubsub::RemoteError> = Ok(SubscribeItem::Ready);
+    let ready: Result<SubscribeItem, mw_pubsub::PubSubError> = Ok(SubscribeItem::Ready);
     frame(&mut good, FrameKind::StreamItem, 0, 5, &pc(&ready));
-    let events: Result<SubscribeItem, mw_pubsub::RemoteError> = Ok(SubscribeItem::Events(batch()));
+    let events: Result<SubscribeItem, mw_pubsub::PubSubError> = Ok(SubscribeItem::Events(batch()));
     frame(&mut good, FrameKind::StreamItem, 0, 5, &pc(&events));
     frame(&mut good, FrameKind::StreamEnd, 0, 5, &[]);
     let mut errors = Vec::new();

@@ -33,9 +33,9 @@ use mw_queue::{ConsumerOptions, DeliveryTag, Message, QueueManager};
 use mw_rpc::Streaming;
 use tokio::sync::mpsc;
 
-use super::wire::{pack_one, Blob, DurableItem, DurableStats, RemoteError, WireDelivery};
+use super::wire::{pack_one, Blob, DurableItem, DurableStats, PubSubError, WireDelivery};
 use crate::bus::Bus;
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};
 use crate::topic::{Pattern, Topic};
 
@@ -56,7 +56,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Checks a durable subscription name: 1 to 200 bytes of `A-Z a-z 0-9 _ - .`.
-pub fn check_name(name: &str) -> Result<(), RemoteError> {
+pub fn check_name(name: &str) -> Result<(), PubSubError> {
     let ok = !name.is_empty()
         && name.len() <= 200
         && name
@@ -65,7 +65,7 @@ pub fn check_name(name: &str) -> Result<(), RemoteError> {
     if ok {
         Ok(())
     } else {
-        Err(RemoteError::InvalidName(format!(
+        Err(PubSubError::InvalidName(format!(
             "durable name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 _ - ."
         )))
     }
@@ -146,10 +146,10 @@ impl Durables {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                return Err(PubSubError::Remote(RemoteError::Storage(format!(
+                return Err(Error::StateFile(format!(
                     "cannot read {}: {e}",
                     durables.file.display()
-                ))))
+                )))
             }
         };
         for (n, line) in text.lines().enumerate() {
@@ -157,11 +157,7 @@ impl Durables {
                 continue;
             }
             let bad = |why: String| {
-                PubSubError::Remote(RemoteError::Storage(format!(
-                    "{} line {}: {why}",
-                    durables.file.display(),
-                    n + 1
-                )))
+                Error::StateFile(format!("{} line {}: {why}", durables.file.display(), n + 1))
             };
             let (name, pattern) = line
                 .split_once('\t')
@@ -196,7 +192,7 @@ impl Durables {
     }
 
     /// Rewrites the definitions file from the current map (temp file, fsync, rename).
-    async fn save(&self) -> Result<(), RemoteError> {
+    async fn save(&self) -> Result<(), PubSubError> {
         let _one_writer = self.file_lock.lock().await;
         let mut text = String::new();
         {
@@ -223,11 +219,11 @@ impl Durables {
         .await;
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RemoteError::Storage(format!(
+            Ok(Err(e)) => Err(PubSubError::Storage(format!(
                 "cannot write {}: {e}",
                 self.file.display()
             ))),
-            Err(e) => Err(RemoteError::Storage(e.to_string())),
+            Err(e) => Err(PubSubError::Storage(e.to_string())),
         }
     }
 
@@ -235,14 +231,14 @@ impl Durables {
         &self,
         name: &str,
         pattern: &str,
-    ) -> Result<(Arc<Durable>, bool), RemoteError> {
+    ) -> Result<(Arc<Durable>, bool), PubSubError> {
         check_name(name)?;
-        let pattern = Pattern::new(pattern).map_err(RemoteError::from)?;
+        let pattern = Pattern::new(pattern).map_err(PubSubError::from)?;
         let created = {
             let mut subs = lock(&self.subs);
             if let Some(d) = subs.get(name) {
                 if d.pattern != pattern {
-                    return Err(RemoteError::DurableConflict {
+                    return Err(PubSubError::DurableConflict {
                         name: name.into(),
                         existing: d.pattern.to_string(),
                         requested: pattern.to_string(),
@@ -268,7 +264,7 @@ impl Durables {
         name: &str,
         pattern: &str,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>> {
+    ) -> Streaming<Result<DurableItem, PubSubError>> {
         let (durable, created) = match self.get_or_create(name, pattern).await {
             Ok(x) => x,
             Err(e) => return Box::pin(futures::stream::iter([Err(e)])),
@@ -287,7 +283,7 @@ impl Durables {
             let (mut consumer, guard) = state?;
             let first = match consumer.recv().await {
                 Ok(d) => d,
-                Err(e) => return Some((Err(RemoteError::Storage(e.to_string())), None)),
+                Err(e) => return Some((Err(PubSubError::Storage(e.to_string())), None)),
             };
             let mut batch = vec![first];
             while batch.len() < MAX_DELIVERIES {
@@ -321,11 +317,11 @@ impl Durables {
         lock(&self.subs).get(name).map(|d| d.pattern.to_string())
     }
 
-    pub(crate) async fn ack(&self, name: &str, tags: &[DeliveryTag]) -> Result<u64, RemoteError> {
+    pub(crate) async fn ack(&self, name: &str, tags: &[DeliveryTag]) -> Result<u64, PubSubError> {
         let durable = lock(&self.subs)
             .get(name)
             .cloned()
-            .ok_or_else(|| RemoteError::UnknownDurable(name.into()))?;
+            .ok_or_else(|| PubSubError::UnknownDurable(name.into()))?;
         let mut acked = 0;
         for tag in tags {
             if lock(&durable.outstanding).remove(tag).is_none() {
@@ -334,13 +330,13 @@ impl Durables {
             match durable.queue.ack(*tag).await {
                 Ok(()) => acked += 1,
                 Err(mw_queue::Error::DeliveryNotFound { .. }) => {}
-                Err(e) => return Err(RemoteError::Storage(e.to_string())),
+                Err(e) => return Err(PubSubError::Storage(e.to_string())),
             }
         }
         Ok(acked)
     }
 
-    pub(crate) async fn remove(&self, name: &str) -> Result<bool, RemoteError> {
+    pub(crate) async fn remove(&self, name: &str) -> Result<bool, PubSubError> {
         check_name(name)?;
         let Some(durable) = lock(&self.subs).remove(name) else {
             return Ok(false);

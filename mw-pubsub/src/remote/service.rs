@@ -25,7 +25,7 @@ use mw_rpc::Streaming;
 
 use super::durable::Durables;
 use super::wire::{
-    decode_batch, BatchEncoder, Blob, DurableItem, RemoteError, RemoteStats,
+    decode_batch, BatchEncoder, Blob, DurableItem, PubSubError, RemoteStats,
     RemoteSubscriptionStats, SubscribeItem, WirePolicy, WireReport,
 };
 use crate::bus::Bus;
@@ -51,26 +51,26 @@ pub trait PubSub {
     async fn publish_batch(&self, batch: Blob);
     /// Publishes one event and reports how many subscribers it reached.
     async fn publish_report(&self, topic: String, payload: Blob)
-        -> Result<WireReport, RemoteError>;
+        -> Result<WireReport, PubSubError>;
     /// Publishes one event and keeps it as the topic's retained message for late subscribers.
     async fn publish_retained(
         &self,
         topic: String,
         payload: Blob,
-    ) -> Result<WireReport, RemoteError>;
+    ) -> Result<WireReport, PubSubError>;
     /// Forgets a topic's retained message; whether it had one.
-    async fn clear_retained(&self, topic: String) -> Result<bool, RemoteError>;
+    async fn clear_retained(&self, topic: String) -> Result<bool, PubSubError>;
     /// Completes once every call sent before it on this connection has been handled.
     async fn flush(&self);
     /// Subscribes with a broker-side buffer of `buffer` events and a slow-consumer policy.
     /// The first item is [`SubscribeItem::Ready`] or the error; then batches of events. Ends
-    /// with [`RemoteError::SlowConsumer`] if the policy disconnected it.
+    /// with [`PubSubError::SlowConsumer`] if the policy disconnected it.
     async fn subscribe(
         &self,
         pattern: String,
         buffer: u32,
         policy: WirePolicy,
-    ) -> Streaming<Result<SubscribeItem, RemoteError>>;
+    ) -> Streaming<Result<SubscribeItem, PubSubError>>;
     /// Opens (creating it if new) the durable subscription `name` on `pattern` and streams its
     /// stored events, at most `prefetch` unacknowledged at once. The first item is
     /// [`DurableItem::Ready`] or the error. Deliveries not acknowledged when the stream ends
@@ -80,13 +80,13 @@ pub trait PubSub {
         name: String,
         pattern: String,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>>;
+    ) -> Streaming<Result<DurableItem, PubSubError>>;
     /// Acknowledges deliveries of durable subscription `name`; returns how many were still
     /// outstanding (the others were already settled or timed out).
-    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, RemoteError>;
+    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, PubSubError>;
     /// Deletes durable subscription `name`: it stops collecting and its stored events are
     /// discarded. Whether it existed.
-    async fn unsubscribe_durable(&self, name: String) -> Result<bool, RemoteError>;
+    async fn unsubscribe_durable(&self, name: String) -> Result<bool, PubSubError>;
     /// What the broker's bus holds.
     async fn stats(&self) -> RemoteStats;
 }
@@ -125,7 +125,7 @@ impl std::fmt::Debug for PubSubService {
 }
 
 impl PubSubService {
-    /// Serves `bus` without durable subscriptions (they fail with [`RemoteError::Storage`]).
+    /// Serves `bus` without durable subscriptions (they fail with [`PubSubError::Storage`]).
     pub fn new(bus: Bus) -> Self {
         PubSubService {
             bus,
@@ -164,15 +164,15 @@ impl PubSubService {
         &self.bus
     }
 
-    fn durables(&self) -> Result<&Arc<Durables>, RemoteError> {
+    fn durables(&self) -> Result<&Arc<Durables>, PubSubError> {
         self.durables.as_ref().ok_or_else(|| {
-            RemoteError::Storage("this broker has no storage for durable subscriptions".into())
+            PubSubError::Storage("this broker has no storage for durable subscriptions".into())
         })
     }
 }
 
-fn topic(name: &str) -> Result<Topic, RemoteError> {
-    Topic::new(name).map_err(RemoteError::from)
+fn topic(name: &str) -> Result<Topic, PubSubError> {
+    Topic::new(name).map_err(PubSubError::from)
 }
 
 impl PubSub for PubSubService {
@@ -214,7 +214,7 @@ impl PubSub for PubSubService {
         &self,
         topic_name: String,
         payload: Blob,
-    ) -> Result<WireReport, RemoteError> {
+    ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         match self.bus.publish(&t, payload.0) {
@@ -230,7 +230,7 @@ impl PubSub for PubSubService {
         &self,
         topic_name: String,
         payload: Blob,
-    ) -> Result<WireReport, RemoteError> {
+    ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
@@ -242,7 +242,7 @@ impl PubSub for PubSubService {
         Ok(report.into())
     }
 
-    async fn clear_retained(&self, topic_name: String) -> Result<bool, RemoteError> {
+    async fn clear_retained(&self, topic_name: String) -> Result<bool, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
@@ -263,17 +263,17 @@ impl PubSub for PubSubService {
         pattern: String,
         buffer: u32,
         policy: WirePolicy,
-    ) -> Streaming<Result<SubscribeItem, RemoteError>> {
+    ) -> Streaming<Result<SubscribeItem, PubSubError>> {
         let options = SubscribeOptions {
             buffer: buffer as usize,
             policy: policy.into(),
         };
         if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
-            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+            return Box::pin(futures::stream::iter([Err(PubSubError::from(denied))]));
         }
         let sub = match self.bus.subscribe(pattern.as_str(), options) {
             Ok(s) => s,
-            Err(e) => return Box::pin(futures::stream::iter([Err(RemoteError::from(e))])),
+            Err(e) => return Box::pin(futures::stream::iter([Err(PubSubError::from(e))])),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(RemoteSub {
@@ -298,18 +298,18 @@ impl PubSub for PubSubService {
         name: String,
         pattern: String,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>> {
+    ) -> Streaming<Result<DurableItem, PubSubError>> {
         let durables = match self.durables() {
             Ok(d) => d.clone(),
             Err(e) => return Box::pin(futures::stream::iter([Err(e)])),
         };
         if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
-            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+            return Box::pin(futures::stream::iter([Err(PubSubError::from(denied))]));
         }
         durables.session(&name, &pattern, prefetch).await
     }
 
-    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, RemoteError> {
+    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, PubSubError> {
         let durables = self.durables()?;
         if let Some(pattern) = durables.pattern_of(&name) {
             check(Action::TopicSubscribe, &pattern)?;
@@ -317,7 +317,7 @@ impl PubSub for PubSubService {
         durables.ack(&name, &tags).await
     }
 
-    async fn unsubscribe_durable(&self, name: String) -> Result<bool, RemoteError> {
+    async fn unsubscribe_durable(&self, name: String) -> Result<bool, PubSubError> {
         let durables = self.durables()?;
         if let Some(pattern) = durables.pattern_of(&name) {
             check(Action::TopicSubscribe, &pattern)?;
@@ -379,7 +379,7 @@ struct Forwarder {
 }
 
 impl Stream for Forwarder {
-    type Item = Result<SubscribeItem, RemoteError>;
+    type Item = Result<SubscribeItem, PubSubError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -401,9 +401,9 @@ impl Stream for Forwarder {
                 this.state = ForwardState::Done;
                 return Poll::Ready(match reason {
                     Some(CloseReason::SlowConsumer) => {
-                        Some(Err(RemoteError::SlowConsumer(capacity)))
+                        Some(Err(PubSubError::SlowConsumer(capacity)))
                     }
-                    _ => Some(Err(RemoteError::Closed)),
+                    _ => Some(Err(PubSubError::Closed)),
                 });
             }
         };

@@ -26,7 +26,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::RemoteError;
+pub use crate::error::PubSubError;
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::SlowConsumerPolicy;
@@ -217,11 +217,11 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
-fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
+fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, PubSubError> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let Some(&b) = src.get(*pos) else {
-            return Err(RemoteError::Malformed(format!(
+            return Err(PubSubError::Malformed(format!(
                 "batch ends inside a varint at byte {pos}"
             )));
         };
@@ -231,7 +231,7 @@ fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
             return Ok(v);
         }
     }
-    Err(RemoteError::Malformed(format!(
+    Err(PubSubError::Malformed(format!(
         "varint longer than 10 bytes before byte {pos}"
     )))
 }
@@ -300,9 +300,9 @@ pub(crate) fn pack_one(topic: &Topic, payload: &Bytes) -> Bytes {
 ///
 /// # Errors
 ///
-/// [`RemoteError::Malformed`] or [`RemoteError::InvalidName`] at the first bad event; the events
+/// [`PubSubError::Malformed`] or [`PubSubError::InvalidName`] at the first bad event; the events
 /// before it have been passed to `f`.
-pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteError> {
+pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), PubSubError> {
     let src = &blob.0[..];
     let mut pos = 0;
     let mut topic: Option<Topic> = None;
@@ -310,25 +310,25 @@ pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteE
         let len = get_varint(src, &mut pos)? as usize;
         if len > 0 {
             let Some(raw) = src.get(pos..pos.saturating_add(len)) else {
-                return Err(RemoteError::Malformed(format!(
+                return Err(PubSubError::Malformed(format!(
                     "topic of {len} bytes runs past the end of the batch at byte {pos}"
                 )));
             };
             let name = std::str::from_utf8(raw).map_err(|_| {
-                RemoteError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
+                PubSubError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
             })?;
-            topic = Some(Topic::new(name).map_err(|e| RemoteError::from(&e))?);
+            topic = Some(Topic::new(name).map_err(|e| PubSubError::from(&e))?);
             pos += len;
         }
         let Some(t) = &topic else {
-            return Err(RemoteError::Malformed(
+            return Err(PubSubError::Malformed(
                 "first event of a batch repeats a previous topic".into(),
             ));
         };
         let dropped_before = get_varint(src, &mut pos)?;
         let plen = get_varint(src, &mut pos)? as usize;
         let Some(payload) = src.get(pos..pos.saturating_add(plen)) else {
-            return Err(RemoteError::Malformed(format!(
+            return Err(PubSubError::Malformed(format!(
                 "payload of {plen} bytes runs past the end of the batch at byte {pos}"
             )));
         };
@@ -391,16 +391,16 @@ mod tests {
     #[test]
     fn malformed_batches_are_typed_errors() {
         let bad = |bytes: &'static [u8]| decode_batch(&Blob(Bytes::from_static(bytes)), |_| {});
-        assert!(matches!(bad(&[0, 0, 0]), Err(RemoteError::Malformed(_))));
-        assert!(matches!(bad(&[5, b'a']), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[0, 0, 0]), Err(PubSubError::Malformed(_))));
+        assert!(matches!(bad(&[5, b'a']), Err(PubSubError::Malformed(_))));
         assert!(matches!(
             bad(&[1, b'*', 0, 0]),
-            Err(RemoteError::InvalidName(_))
+            Err(PubSubError::InvalidName(_))
         ));
         assert!(matches!(
             bad(&[1, b'a', 0, 9, 1]),
-            Err(RemoteError::Malformed(_))
+            Err(PubSubError::Malformed(_))
         ));
-        assert!(matches!(bad(&[0xff; 12]), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[0xff; 12]), Err(PubSubError::Malformed(_))));
     }
 }

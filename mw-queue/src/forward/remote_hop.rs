@@ -99,7 +99,7 @@ impl RemoteHop {
             // The first refusal decides; messages before it are stored, later ones may
             // be, and a resend stores each of those once.
             if let Some(e) = results.into_iter().find_map(Result::err) {
-                return Err(classify(&RemoteError::Queue(e)));
+                return Err(classify(&RemoteError::Refused(e)));
             }
             msgs = rest;
         }
@@ -113,8 +113,8 @@ impl RemoteHop {
 fn classify(e: &RemoteError) -> HopError {
     let text = error_chain(e);
     match e {
-        RemoteError::Queue(QueueError::PermissionDenied(_)) => HopError::Unavailable(text),
-        RemoteError::Queue(q) if q.is_permanent() => HopError::Refused(text),
+        RemoteError::Refused(QueueError::PermissionDenied(_)) => HopError::Unavailable(text),
+        RemoteError::Refused(q) if q.is_permanent() => HopError::Refused(text),
         _ => HopError::Unavailable(text),
     }
 }

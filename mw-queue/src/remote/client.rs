@@ -133,7 +133,7 @@ impl Batched<WireMessage, MessageId> for Link {
         let results = self.client.send_batch(self.name.to_string(), items).await?;
         Ok(results
             .into_iter()
-            .map(|r| r.map(MessageId).map_err(RemoteError::Queue))
+            .map(|r| r.map(MessageId).map_err(RemoteError::Refused))
             .collect())
     }
 }
@@ -157,7 +157,7 @@ impl Batched<DeliveryTag, ()> for Link {
                 Ok(results) => {
                     return Ok(results
                         .into_iter()
-                        .map(|r| r.map_err(RemoteError::Queue))
+                        .map(|r| r.map_err(RemoteError::Refused))
                         .collect())
                 }
                 Err(RpcError::UnknownMethod(_)) => {
@@ -305,7 +305,7 @@ impl RemoteQueue {
     ///
     /// # Errors
     ///
-    /// [`RemoteError::Queue`] when the broker refused it (nothing was stored):
+    /// [`RemoteError::Refused`] when the broker refused it (nothing was stored):
     /// [`QueueError::QueueFull`], [`QueueError::DiskFull`],
     /// [`QueueError::MessageTooLarge`], [`QueueError::InvalidQueueName`], ...
     /// [`RemoteError::Rpc`] when the call failed on the way: the message may or may not
@@ -562,7 +562,7 @@ impl RemoteConsumer {
     /// # Errors
     ///
     /// [`RemoteError::Rpc`] (`Disconnected`) when the connection to the broker broke;
-    /// [`RemoteError::Queue`] when the broker ended the consumer
+    /// [`RemoteError::Refused`] when the broker ended the consumer
     /// ([`QueueError::Closed`] when it shut down, [`QueueError::InvalidQueueName`], a
     /// storage error); [`RemoteError::LimitReached`] for a limited consumer. The
     /// consumer is finished after an error.
@@ -582,7 +582,7 @@ impl RemoteConsumer {
                 return Err(RemoteError::LimitReached(limit));
             }
             if let Some(e) = &self.ended {
-                return Err(RemoteError::Queue(e.clone()));
+                return Err(RemoteError::Refused(e.clone()));
             }
             match self.stream.next().await {
                 Some(Ok(Ok(batch))) => {

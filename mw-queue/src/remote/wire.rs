@@ -224,7 +224,7 @@ impl BrokerStats {
 
 /// Why the broker refused a queue operation: [`crate::Error`] in a form that crosses the
 /// network (causes become text). Remote clients see it as
-/// [`RemoteError::Queue`](super::RemoteError::Queue).
+/// [`RemoteError::Refused`](super::RemoteError::Refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
