@@ -247,7 +247,7 @@ async fn fetch(
     notify: Arc<Notify>,
     options: ConsumerOptions,
 ) -> Result<Vec<Delivery>> {
-    let visibility = options.visibility_timeout.map(crate::clock::millis);
+    let visibility = options.visibility_timeout.map(mw_core::time::millis);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);

@@ -122,7 +122,11 @@ pub struct QueueStats {
 }
 
 /// Memory held by the index, for monitoring and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serialized as it is in the broker's `stats` answer
+/// ([`BrokerStats::memory`](crate::remote::BrokerStats::memory)); fields are only
+/// appended (postcard has no field names, so their order is the wire format).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct MemoryStats {
     /// Messages known to the index (every state, every queue).

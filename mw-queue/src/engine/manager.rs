@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{millis, Clock};
+use mw_core::time::millis;
+
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::consumer::read_at;
 use crate::engine::index::{ConsumerInfo, Limits, MemoryStats, QueueStats, State, Waiting};

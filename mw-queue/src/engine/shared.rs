@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{millis, Clock};
+use mw_core::time::millis;
+
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::backlog::{self, RefillJob};
 use crate::engine::index::{SendOutcome, State};

@@ -111,23 +111,12 @@ impl RemoteHop {
 /// a hop that does not speak `mw.queue`, or refuses the route's user a queue: a
 /// configuration mistake that may be fixed) is retried.
 fn classify(e: &RemoteError) -> HopError {
-    let text = error_chain(e);
+    let text = mw_core::error::chain(e);
     match e {
         RemoteError::Refused(QueueError::PermissionDenied(_)) => HopError::Unavailable(text),
         RemoteError::Refused(q) if q.is_permanent() => HopError::Refused(text),
         _ => HopError::Unavailable(text),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl NextHop for RemoteHop {

@@ -382,7 +382,7 @@ impl Router {
         match self.inner.table.lookup(queue) {
             None => self.inner.qm.queue(queue).send(msg).await,
             Some(hop) => {
-                let wrapped = envelope::wrap(queue, msg, envelope::now_ms());
+                let wrapped = envelope::wrap(queue, msg, mw_core::time::unix_ms());
                 self.inner.qm.queue(&xmit_queue(hop)).send(wrapped).await
             }
         }
@@ -397,7 +397,7 @@ impl Router {
         match self.inner.table.lookup(queue) {
             None => self.inner.qm.queue(queue).send_batch(msgs).await,
             Some(hop) => {
-                let now = envelope::now_ms();
+                let now = mw_core::time::unix_ms();
                 let wrapped = msgs
                     .into_iter()
                     .map(|m| envelope::wrap(queue, m, now))

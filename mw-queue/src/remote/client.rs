@@ -229,7 +229,7 @@ impl RemoteQueues {
         RemoteQueue { link }
     }
 
-    /// The broker's storage counters: its log writer's ([`BrokerStats::fsyncs`],
+    /// The broker's storage counters: its log writer's ([`LogStats::fsyncs`](crate::LogStats::fsyncs),
     /// [`records_per_fsync`](BrokerStats::records_per_fsync), ...) and its index's
     /// memory.
     ///
@@ -384,9 +384,7 @@ impl RemoteQueue {
         options: ConsumerOptions,
         limit: Option<u64>,
     ) -> RemoteResult<RemoteConsumer> {
-        let visibility = options
-            .visibility_timeout
-            .map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        let visibility = options.visibility_timeout.map(mw_core::time::millis);
         let stream = self
             .client()
             .consume(self.name_string(), options.prefetch, visibility, limit)
@@ -442,7 +440,7 @@ impl RemoteQueue {
     ///
     /// As [`ack`](RemoteQueue::ack).
     pub async fn nack(&self, tag: DeliveryTag, delay: Option<Duration>) -> RemoteResult<()> {
-        let delay = delay.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        let delay = delay.map(mw_core::time::millis);
         Ok(self.client().nack(self.name_string(), tag, delay).await?)
     }
 
@@ -461,7 +459,7 @@ impl RemoteQueue {
     ///
     /// As [`ack`](RemoteQueue::ack).
     pub async fn extend_visibility(&self, tag: DeliveryTag, by: Duration) -> RemoteResult<()> {
-        let by = by.as_millis().min(u64::MAX as u128) as u64;
+        let by = mw_core::time::millis(by);
         Ok(self.client().extend(self.name_string(), tag, by).await?)
     }
 

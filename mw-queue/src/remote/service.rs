@@ -347,7 +347,10 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn stats(&self) -> BrokerStats {
-        BrokerStats::new(self.qm.log_stats(), self.qm.memory())
+        BrokerStats {
+            log: self.qm.log_stats(),
+            memory: self.qm.memory(),
+        }
     }
 
     async fn purge(&self, queue: String) -> Result<u64, QueueError> {
