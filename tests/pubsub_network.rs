@@ -7,7 +7,7 @@ mod pubsub_support;
 
 use std::io::Write;
 
-use mw::pubsub::remote::wire::{Blob, SubscribeItem, WirePolicy};
+use mw::pubsub::remote::wire::{EventBatch, SubscribeItem, WirePolicy};
 use mw::pubsub::remote::PubSubClient;
 use mw::pubsub::{
     PubSubError, RemoteBus, RemoteConfig, RemoteError, SlowConsumerPolicy, SubscribeOptions,
@@ -358,7 +358,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // Invalid names sent past the client-side checks, with the raw generated client.
     let raw = PubSubClient::connect(&b.addr).await.unwrap();
     let err = raw
-        .publish_report("bad..topic".into(), Blob::default())
+        .publish_report("bad..topic".into(), bytes::Bytes::new())
         .await
         .unwrap_err();
     assert!(
@@ -369,7 +369,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         "{err:?}"
     );
     let err = raw
-        .publish_retained("wild.*".into(), Blob::default())
+        .publish_retained("wild.*".into(), bytes::Bytes::new())
         .await
         .unwrap_err();
     assert!(
@@ -413,7 +413,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     // A malformed batch publishes the events before the bad one and nothing after.
-    raw.publish_batch(Blob(bytes::Bytes::from_static(&[
+    raw.publish_batch(EventBatch(bytes::Bytes::from_static(&[
         4, b'o', b'k', b'.', b'1', 0, 1, b'x', 9, 0,
     ])))
     .await

@@ -7,7 +7,7 @@
 //! (postcard is canonical after one round).
 
 use bytes::{Bytes, BytesMut};
-use mw_pubsub::remote::wire::{Blob, DurableItem, SubscribeItem, WirePolicy, WireReport};
+use mw_pubsub::remote::wire::{DurableItem, EventBatch, SubscribeItem, WirePolicy, WireReport};
 use mw_pubsub::remote::RemoteStats;
 use mw_pubsub::PubSubError;
 use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
@@ -53,8 +53,8 @@ fn all_types(b: &[u8]) {
     args::<Vec<QueueInfo>>(b);
     args::<BrokerStats>(b);
     // mw.pubsub arguments.
-    args::<(String, Blob)>(b);
-    args::<(Blob,)>(b);
+    args::<(String, bytes::Bytes)>(b);
+    args::<(EventBatch,)>(b);
     args::<(String, u32, WirePolicy)>(b);
     args::<(String, String, u32)>(b);
     // mw.pubsub replies.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use mw_core::frame::{encode_with, flags, FrameKind, DEFAULT_MAX_FRAME_LEN};
 use mw_core::FrameError;
-use mw_pubsub::remote::wire::{BatchEncoder, Blob, SubscribeItem, WirePolicy};
+use mw_pubsub::remote::wire::{BatchEncoder, EventBatch, SubscribeItem, WirePolicy};
 use mw_pubsub::Topic;
 use mw_queue::remote::{QueueError, WireDelivery, WireMessage};
 use mw_queue::{Clock, Config, ConsumerOptions, DeliveryTag, FsyncPolicy, Message, QueueManager};
@@ -75,7 +75,7 @@ fn error(code: u16, text: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-fn batch() -> Blob {
+fn batch() -> EventBatch {
     let mut enc = BatchEncoder::new();
     let a = Topic::new("sensors.kitchen.temp").expect("topic");
     let b = Topic::new("orders").expect("topic");
@@ -314,7 +314,7 @@ pub fn rpc_server() -> Vec<Seed> {
         0,
         "mw.pubsub",
         3,
-        pc(&("a.b", Blob(Bytes::from_static(b"x")))),
+        pc(&("a.b", Bytes::from_static(b"x"))),
     ));
     {
         let mut b = BytesMut::new();

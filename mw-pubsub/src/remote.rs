@@ -65,7 +65,7 @@ pub use client::{
     DurableEvent, DurableSubscription, RemoteBus, RemoteConfig, RemoteSubscription,
     RemoteTypedSubscription,
 };
-pub use durable::{check_name as check_durable_name, DEFINITIONS_FILE, HANDOFF, QUEUE_PREFIX};
+pub use durable::{DurableName, DEFINITIONS_FILE, MAX_UNSTORED_EVENTS, QUEUE_PREFIX};
 pub use error::{RemoteError, RemoteResult};
 pub use retained_file::RETAINED_FILE;
 pub use service::{

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::{RemoteError, RemoteResult as Result};
 use super::service::PubSubClient;
 use super::wire::{
-    decode_batch, BatchEncoder, Blob, DurableItem, PubSubError, RemoteStats, SubscribeItem,
+    decode_batch, BatchEncoder, DurableItem, PubSubError, RemoteStats, SubscribeItem,
 };
 use crate::error::Error;
 use crate::event::Event;
@@ -287,7 +287,6 @@ impl RemoteBus {
         let topic = topic.into_topic()?;
         let payload = payload.into();
         self.check_frame(&topic, &payload)?;
-        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_report(topic.to_string(), payload).await }.boxed()
@@ -312,7 +311,6 @@ impl RemoteBus {
         let topic = topic.into_topic()?;
         let payload = payload.into();
         self.check_frame(&topic, &payload)?;
-        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_retained(topic.to_string(), payload).await }.boxed()

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! - The sink never blocks (the bus calls it inside `publish`): it hands the event to a bounded
-//!   channel of [`HANDOFF`] events and refuses (counted in `refused`) when the disk falls that
+//!   channel of [`MAX_UNSTORED_EVENTS`] events and refuses (counted in `refused`) when the disk falls that
 //!   far behind, rather than slowing every publisher.
 //! - The writer starts each batch's sends in order; mw-queue appends a send to its log in its
 //!   first poll, so stored order is publish order, and one batch shares one group commit.
@@ -33,14 +33,16 @@ use mw_queue::{ConsumerOptions, DeliveryTag, Message, QueueManager};
 use mw_rpc::Streaming;
 use tokio::sync::mpsc;
 
-use super::wire::{pack_one, Blob, DurableItem, DurableStats, PubSubError, WireDelivery};
+use super::wire::{pack_one, DurableItem, DurableStats, EventBatch, PubSubError, WireDelivery};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};
 use crate::topic::{Pattern, Topic};
 
-/// Events that may wait between the bus and the disk, per durable subscription.
-pub const HANDOFF: usize = 65_536;
+/// Events that may wait between the bus and the disk, per durable subscription: the
+/// bound of the channel from its sink to its writer task. A publish finding it full is
+/// not stored for that subscription (counted in `refused`) rather than waiting.
+pub const MAX_UNSTORED_EVENTS: usize = 65_536;
 /// Most deliveries a session packs into one stream item.
 const MAX_DELIVERIES: usize = 256;
 /// Most unacknowledged deliveries a session may ask for.
@@ -55,19 +57,48 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Checks a durable subscription name: 1 to 200 bytes of `A-Z a-z 0-9 _ - .`.
-pub fn check_name(name: &str) -> Result<(), PubSubError> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(PubSubError::InvalidName(format!(
-            "durable name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 _ - ."
-        )))
+/// A durable subscription's name, validated: 1 to 200 bytes of `A-Z a-z 0-9 _ - .`, so
+/// that [`QUEUE_PREFIX`]`<name>` is a valid mw-queue queue name and the name fits on one
+/// line of the definitions file.
+///
+/// ```
+/// use mw_pubsub::remote::DurableName;
+/// assert_eq!(DurableName::new("billing-v2").unwrap().as_str(), "billing-v2");
+/// assert!(DurableName::new("no spaces").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurableName(String);
+
+impl DurableName {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`PubSubError::InvalidName`] saying what a durable name may hold.
+    pub fn new(name: &str) -> Result<DurableName, PubSubError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if ok {
+            Ok(DurableName(name.to_string()))
+        } else {
+            Err(PubSubError::InvalidName(format!(
+                "durable name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 _ - ."
+            )))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DurableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -162,7 +193,7 @@ impl Durables {
             let (name, pattern) = line
                 .split_once('\t')
                 .ok_or_else(|| bad("expected NAME<TAB>PATTERN".into()))?;
-            check_name(name).map_err(|e| bad(e.to_string()))?;
+            DurableName::new(name).map_err(|e| bad(e.to_string()))?;
             let pattern = Pattern::new(pattern).map_err(|e| bad(e.to_string()))?;
             let d = durables.attach(name, pattern)?;
             lock(&durables.subs).insert(name.to_string(), d);
@@ -172,7 +203,7 @@ impl Durables {
 
     fn attach(&self, name: &str, pattern: Pattern) -> Result<Arc<Durable>> {
         let queue = self.queues.queue(&format!("{QUEUE_PREFIX}{name}"));
-        let (tx, rx) = mpsc::channel(HANDOFF);
+        let (tx, rx) = mpsc::channel(MAX_UNSTORED_EVENTS);
         let refused = Arc::new(AtomicU64::new(0));
         let sink = Arc::new(DurableSink {
             tx,
@@ -232,7 +263,8 @@ impl Durables {
         name: &str,
         pattern: &str,
     ) -> Result<(Arc<Durable>, bool), PubSubError> {
-        check_name(name)?;
+        let name = DurableName::new(name)?;
+        let name = name.as_str();
         let pattern = Pattern::new(pattern).map_err(PubSubError::from)?;
         let created = {
             let mut subs = lock(&self.subs);
@@ -302,7 +334,7 @@ impl Durables {
                         WireDelivery {
                             tag: d.tag(),
                             attempt: d.attempt(),
-                            event: Blob(d.body().clone()),
+                            event: EventBatch(d.body().clone()),
                         }
                     })
                     .collect()
@@ -337,7 +369,8 @@ impl Durables {
     }
 
     pub(crate) async fn remove(&self, name: &str) -> Result<bool, PubSubError> {
-        check_name(name)?;
+        let name = DurableName::new(name)?;
+        let name = name.as_str();
         let Some(durable) = lock(&self.subs).remove(name) else {
             return Ok(false);
         };

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
 use mw_queue::DeliveryTag;
 use mw_rpc::auth::{allowed, check, Action};
@@ -25,7 +26,7 @@ use mw_rpc::Streaming;
 
 use super::durable::Durables;
 use super::wire::{
-    decode_batch, BatchEncoder, Blob, DurableItem, PubSubError, RemoteStats,
+    decode_batch, BatchEncoder, DurableItem, EventBatch, PubSubError, RemoteStats,
     RemoteSubscriptionStats, SubscribeItem, WirePolicy, WireReport,
 };
 use crate::bus::Bus;
@@ -43,20 +44,23 @@ pub trait PubSub {
     /// Publishes one event, fire-and-forget. An invalid topic is logged by the broker and
     /// dropped; use [`publish_report`](PubSub::publish_report) to hear about it.
     #[oneway]
-    async fn publish(&self, topic: String, payload: Blob);
+    async fn publish(&self, topic: String, payload: Bytes);
     /// Publishes a batch of events (see [`wire`](super::wire) for the packing), in order,
     /// fire-and-forget. A malformed event ends the batch there (the events before it are
     /// published) and is logged.
     #[oneway]
-    async fn publish_batch(&self, batch: Blob);
+    async fn publish_batch(&self, batch: EventBatch);
     /// Publishes one event and reports how many subscribers it reached.
-    async fn publish_report(&self, topic: String, payload: Blob)
-        -> Result<WireReport, PubSubError>;
+    async fn publish_report(
+        &self,
+        topic: String,
+        payload: Bytes,
+    ) -> Result<WireReport, PubSubError>;
     /// Publishes one event and keeps it as the topic's retained message for late subscribers.
     async fn publish_retained(
         &self,
         topic: String,
-        payload: Blob,
+        payload: Bytes,
     ) -> Result<WireReport, PubSubError>;
     /// Forgets a topic's retained message; whether it had one.
     async fn clear_retained(&self, topic: String) -> Result<bool, PubSubError>;
@@ -176,7 +180,7 @@ fn topic(name: &str) -> Result<Topic, PubSubError> {
 }
 
 impl PubSub for PubSubService {
-    async fn publish(&self, topic: String, payload: Blob) {
+    async fn publish(&self, topic: String, payload: Bytes) {
         match Topic::new(&topic) {
             Ok(t) => {
                 if let Err(denied) = check(Action::TopicPublish, t.as_str()) {
@@ -184,7 +188,7 @@ impl PubSub for PubSubService {
                     tracing::warn!(%denied, "refused a one-way publish");
                     return;
                 }
-                if let Err(err) = self.bus.publish(&t, payload.0) {
+                if let Err(err) = self.bus.publish(&t, payload) {
                     tracing::info!(topic = %t, error = %err, "refused a one-way publish");
                 }
             }
@@ -192,7 +196,7 @@ impl PubSub for PubSubService {
         }
     }
 
-    async fn publish_batch(&self, batch: Blob) {
+    async fn publish_batch(&self, batch: EventBatch) {
         let bus = &self.bus;
         let r = decode_batch(&batch, |e| {
             if let Err(denied) = check(Action::TopicPublish, e.topic.as_str()) {
@@ -213,11 +217,11 @@ impl PubSub for PubSubService {
     async fn publish_report(
         &self,
         topic_name: String,
-        payload: Blob,
+        payload: Bytes,
     ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
-        match self.bus.publish(&t, payload.0) {
+        match self.bus.publish(&t, payload) {
             Ok(report) => Ok(report.into()),
             Err(e) => {
                 tracing::info!(topic = %t, error = %e, "refused a publish");
@@ -229,15 +233,15 @@ impl PubSub for PubSubService {
     async fn publish_retained(
         &self,
         topic_name: String,
-        payload: Blob,
+        payload: Bytes,
     ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
-            return Ok(self.bus.publish_retained(&t, payload.0)?.into());
+            return Ok(self.bus.publish_retained(&t, payload)?.into());
         };
         let _one_writer = file.writer.lock().await;
-        let report = self.bus.publish_retained(&t, payload.0)?;
+        let report = self.bus.publish_retained(&t, payload)?;
         file.save(&self.bus).await?;
         Ok(report.into())
     }

@@ -4,7 +4,7 @@
 //! # Event batches
 //!
 //! Publishing and delivering many small events one RPC frame each would spend more CPU on frame
-//! dispatch than on the events, so both directions carry a [`Blob`] holding a batch of events,
+//! dispatch than on the events, so both directions carry a [`EventBatch`] holding a batch of events,
 //! one after another:
 //!
 //! ```text
@@ -32,16 +32,17 @@ use crate::report::PublishReport;
 use crate::subscriber::SlowConsumerPolicy;
 use crate::topic::Topic;
 
-/// Opaque bytes that postcard encodes as one length-prefixed byte string (not a sequence of
-/// numbers), so encoding and decoding are one copy: `bytes`' `serde` feature serializes
-/// [`Bytes`] with `serialize_bytes`.
+/// Events packed one after another (see [Event batches](self#event-batches)): what
+/// [`BatchEncoder`] builds and [`decode_batch`] reads. On the wire it is one postcard byte
+/// string (length, then the bytes), exactly as its [`Bytes`] serializes (`bytes`' `serde`
+/// feature), so encoding and decoding are one copy.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Blob(pub Bytes);
+pub struct EventBatch(pub Bytes);
 
-impl std::fmt::Debug for Blob {
+impl std::fmt::Debug for EventBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Blob({} bytes)", self.0.len())
+        write!(f, "EventBatch({} bytes)", self.0.len())
     }
 }
 
@@ -126,7 +127,7 @@ pub enum SubscribeItem {
     /// after this was sent reaches it.
     Ready,
     /// Events in publish order, packed as in the module docs, with their `dropped_before`.
-    Events(Blob),
+    Events(EventBatch),
 }
 
 /// One delivery of a durable subscription, to be acknowledged with
@@ -138,7 +139,7 @@ pub struct WireDelivery {
     /// Which delivery of this message this is, 1 for the first.
     pub attempt: u32,
     /// The event, packed as one event of a batch.
-    pub event: Blob,
+    pub event: EventBatch,
 }
 
 /// One item of a [`subscribe_durable`](super::PubSub::subscribe_durable) stream.
@@ -281,10 +282,10 @@ impl BatchEncoder {
     }
 
     /// Takes the batch, leaving the encoder empty (its buffer is reused).
-    pub fn finish(&mut self) -> Blob {
+    pub fn finish(&mut self) -> EventBatch {
         self.last_topic = None;
         self.count = 0;
-        Blob(self.buf.split().freeze())
+        EventBatch(self.buf.split().freeze())
     }
 }
 
@@ -302,7 +303,7 @@ pub(crate) fn pack_one(topic: &Topic, payload: &Bytes) -> Bytes {
 ///
 /// [`PubSubError::Malformed`] or [`PubSubError::InvalidName`] at the first bad event; the events
 /// before it have been passed to `f`.
-pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), PubSubError> {
+pub fn decode_batch(blob: &EventBatch, mut f: impl FnMut(Event)) -> Result<(), PubSubError> {
     let src = &blob.0[..];
     let mut pos = 0;
     let mut topic: Option<Topic> = None;
@@ -373,24 +374,25 @@ mod tests {
         enc.push(&a, &[9u8; 200], 300);
         enc.push(&a, b"x", 0);
         let blob = enc.finish();
-        let first = ("a.b", 300u64, Blob(Bytes::from(vec![9u8; 200])));
+        let first = ("a.b", 300u64, EventBatch(Bytes::from(vec![9u8; 200])));
         let mut want = postcard::to_stdvec(&first).unwrap();
-        let second = ("", 0u64, Blob(Bytes::from_static(b"x")));
+        let second = ("", 0u64, EventBatch(Bytes::from_static(b"x")));
         want.extend(postcard::to_stdvec(&second).unwrap());
         assert_eq!(&blob.0[..], &want[..]);
     }
 
     #[test]
     fn blob_is_one_byte_string_in_postcard() {
-        let blob = Blob(Bytes::from_static(b"xyz"));
+        let blob = EventBatch(Bytes::from_static(b"xyz"));
         let enc = postcard::to_stdvec(&blob).unwrap();
         assert_eq!(enc, [3, b'x', b'y', b'z']);
-        assert_eq!(postcard::from_bytes::<Blob>(&enc).unwrap(), blob);
+        assert_eq!(postcard::from_bytes::<EventBatch>(&enc).unwrap(), blob);
     }
 
     #[test]
     fn malformed_batches_are_typed_errors() {
-        let bad = |bytes: &'static [u8]| decode_batch(&Blob(Bytes::from_static(bytes)), |_| {});
+        let bad =
+            |bytes: &'static [u8]| decode_batch(&EventBatch(Bytes::from_static(bytes)), |_| {});
         assert!(matches!(bad(&[0, 0, 0]), Err(PubSubError::Malformed(_))));
         assert!(matches!(bad(&[5, b'a']), Err(PubSubError::Malformed(_))));
         assert!(matches!(
