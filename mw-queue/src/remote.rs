@@ -59,8 +59,8 @@ pub use client::{
 pub use error::{RemoteError, RemoteResult};
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
-    QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PEEK,
-    MAX_PREFETCH,
+    QueueServiceResponse, QueueServiceServer, SendRoute, MAX_BATCH, MAX_DELIVERIES_PER_ITEM,
+    MAX_PEEK, MAX_PREFETCH,
 };
 pub use wire::{
     BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
