@@ -15,7 +15,7 @@ use mw_core::handshake::{server_handshake, MAX_VERSION, MIN_VERSION};
 use mw_core::{Address, Listener};
 use mw_pubsub::remote::wire::WirePolicy;
 use mw_pubsub::remote::PubSubClient;
-use mw_queue::remote::{QueueServiceClient, WireMessage};
+use mw_queue::remote::QueueServiceClient;
 use mw_rpc::{Channel, ClientConfig};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::FramedRead;
@@ -79,12 +79,7 @@ pub async fn exchange(input: &[u8]) {
     let send = queue
         .start_send(
             "q".to_string(),
-            WireMessage {
-                id: None,
-                ttl_ms: None,
-                delay_ms: None,
-                body: bytes::Bytes::from_static(b"x"),
-            },
+            mw_queue::Message::new(bytes::Bytes::from_static(b"x")),
         )
         .await
         .expect("call 3 sent");

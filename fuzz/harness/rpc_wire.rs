@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use mw_pubsub::remote::wire::{DurableItem, EventBatch, SubscribeItem, WirePolicy, WireReport};
 use mw_pubsub::remote::RemoteStats;
 use mw_pubsub::PubSubError;
-use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery};
 use mw_queue::DeliveryTag;
+use mw_queue::Message;
 use mw_rpc::wire::{decode_error, parse_call, put_call_header};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,8 +35,8 @@ fn reply<T: Serialize + DeserializeOwned, E: Serialize + DeserializeOwned>(bytes
 
 fn all_types(b: &[u8]) {
     // mw.queue arguments.
-    args::<(String, WireMessage)>(b);
-    args::<(String, Vec<WireMessage>)>(b);
+    args::<(String, Message)>(b);
+    args::<(String, Vec<Message>)>(b);
     args::<(String, u32, Option<u64>, Option<u64>)>(b);
     args::<(String, DeliveryTag)>(b);
     args::<(String, DeliveryTag, Option<u64>)>(b);

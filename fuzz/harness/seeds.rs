@@ -13,7 +13,7 @@ use mw_core::frame::{encode_with, flags, FrameKind, DEFAULT_MAX_FRAME_LEN};
 use mw_core::FrameError;
 use mw_pubsub::remote::wire::{BatchEncoder, EventBatch, SubscribeItem, WirePolicy};
 use mw_pubsub::Topic;
-use mw_queue::remote::{QueueError, WireDelivery, WireMessage};
+use mw_queue::remote::{QueueError, WireDelivery};
 use mw_queue::{Clock, Config, ConsumerOptions, DeliveryTag, FsyncPolicy, Message, QueueManager};
 use mw_rpc::wire::{code, error_body, put_call_header};
 use serde::Serialize;
@@ -56,13 +56,15 @@ pub fn call<A: Serialize>(service: &str, method: u32, args: &A) -> Vec<u8> {
     b.to_vec()
 }
 
-fn msg(ttl_ms: Option<u64>, delay_ms: Option<u64>) -> WireMessage {
-    WireMessage {
-        id: Some(7),
-        ttl_ms,
-        delay_ms,
-        body: Bytes::from_static(b"hello"),
+fn msg(ttl_ms: Option<u64>, delay_ms: Option<u64>) -> Message {
+    let mut m = Message::new(Bytes::from_static(b"hello")).with_id(7u128);
+    if let Some(ms) = ttl_ms {
+        m = m.with_ttl(std::time::Duration::from_millis(ms));
     }
+    if let Some(ms) = delay_ms {
+        m = m.with_delay(std::time::Duration::from_millis(ms));
+    }
+    m
 }
 
 fn tag() -> DeliveryTag {

@@ -15,7 +15,7 @@ use mw_rpc::{Channel, ClientConfig, ClientStream, RpcError};
 use super::coalesce::{self, Batched, Coalescer, Limits};
 use super::error::{RemoteError, RemoteResult};
 use super::service::{ConsumeItem, QueueServiceClient, MAX_BATCH};
-use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery};
 use crate::engine::consumer::ConsumerOptions;
 use crate::message::{DeliveryTag, Message, MessageId};
 
@@ -77,7 +77,7 @@ struct Links {
 struct Link {
     client: QueueServiceClient,
     name: Arc<str>,
-    sends: Coalescer<WireMessage, MessageId>,
+    sends: Coalescer<Message, MessageId>,
     acks: Coalescer<DeliveryTag, ()>,
     /// Set when the broker turned out not to know `ack_many` (an older broker): acks are
     /// then sent one by one.
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Link {
 }
 
 /// Bytes a message counts for in a batch (body plus a rough envelope).
-fn message_weight(m: &WireMessage) -> usize {
+fn message_weight(m: &Message) -> usize {
     m.body.len() + 48
 }
 
@@ -116,20 +116,17 @@ impl Link {
     }
 }
 
-impl Batched<WireMessage, MessageId> for Link {
-    fn coalescer(&self) -> &Coalescer<WireMessage, MessageId> {
+impl Batched<Message, MessageId> for Link {
+    fn coalescer(&self) -> &Coalescer<Message, MessageId> {
         &self.sends
     }
 
-    async fn call_one(&self, item: WireMessage) -> RemoteResult<MessageId> {
+    async fn call_one(&self, item: Message) -> RemoteResult<MessageId> {
         let id = self.client.send(self.name.to_string(), item).await?;
         Ok(MessageId(id))
     }
 
-    async fn call_many(
-        &self,
-        items: Vec<WireMessage>,
-    ) -> RemoteResult<Vec<RemoteResult<MessageId>>> {
+    async fn call_many(&self, items: Vec<Message>) -> RemoteResult<Vec<RemoteResult<MessageId>>> {
         let results = self.client.send_batch(self.name.to_string(), items).await?;
         Ok(results
             .into_iter()
@@ -325,7 +322,7 @@ impl RemoteQueue {
     /// Cancelling it never affects other sends merged with it: they are stored and
     /// answered as if it had not been there.
     pub async fn send(&self, message: Message) -> RemoteResult<MessageId> {
-        coalesce::submit(&self.link, WireMessage::from(message)).await
+        coalesce::submit(&self.link, message).await
     }
 
     /// Sends many messages in one round trip; the broker stores them in order in one
@@ -341,8 +338,10 @@ impl RemoteQueue {
         &self,
         messages: Vec<Message>,
     ) -> RemoteResult<Vec<Result<MessageId, QueueError>>> {
-        let wire = messages.into_iter().map(WireMessage::from).collect();
-        let results = self.client().send_batch(self.name_string(), wire).await?;
+        let results = self
+            .client()
+            .send_batch(self.name_string(), messages)
+            .await?;
         Ok(results.into_iter().map(|r| r.map(MessageId)).collect())
     }
 

@@ -8,9 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::wire::{
-    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
-};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WirePeeked};
 use crate::engine::consumer::{Consumer, ConsumerOptions};
 use crate::engine::delivery::Delivery;
 use crate::engine::manager::QueueManager;
@@ -41,13 +39,13 @@ pub trait QueueService {
     /// Stores `message` on `queue`; answers with its id once durable (persistent
     /// synchronous). A producer-chosen id already stored within the broker's dedup
     /// window is answered `Ok` but stored once, so resending after a lost reply is safe.
-    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError>;
+    async fn send(&self, queue: String, message: Message) -> Result<u128, QueueError>;
     /// Stores many messages in one round trip and one group commit, in order. One result
     /// per message: some may fail (queue full) while others are stored.
     async fn send_batch(
         &self,
         queue: String,
-        messages: Vec<WireMessage>,
+        messages: Vec<Message>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError>;
     /// Attaches a consumer holding at most `prefetch` unsettled deliveries, and streams
     /// its deliveries (several per item when available). `visibility_ms` overrides the
@@ -260,9 +258,8 @@ pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
 }
 
 impl QueueService for QueueServiceImpl {
-    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
+    async fn send(&self, queue: String, message: Message) -> Result<u128, QueueError> {
         check(Action::QueueSend, &queue)?;
-        let message = Message::from(message);
         let sent = match self.send_target(&queue)? {
             SendTarget::Local(q) => q.send(message).await,
             SendTarget::Routed(route) => route.send(&queue, message).await,
@@ -280,7 +277,7 @@ impl QueueService for QueueServiceImpl {
     async fn send_batch(
         &self,
         queue: String,
-        messages: Vec<WireMessage>,
+        messages: Vec<Message>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
         check(Action::QueueSend, &queue)?;
         let target = self.send_target(&queue)?;
@@ -290,7 +287,6 @@ impl QueueService for QueueServiceImpl {
                 messages.len()
             )));
         }
-        let messages = messages.into_iter().map(Message::from).collect();
         // Enqueued together and in order: consecutive in the log, one group commit
         // (a routed batch too: not one send per message, whose order a join would not keep).
         let results = match target {

@@ -1,57 +1,19 @@
-//! What travels between a remote client and the broker's queue service: messages,
-//! deliveries, queue counters and [`QueueError`].
+//! What travels between a remote client and the broker's queue service: deliveries,
+//! queue counters and [`QueueError`] (a message to send travels as the crate's
+//! [`Message`](crate::Message), serialized as it is).
 //!
 //! Every type here is part of the `mw.queue` v1 wire interface (postcard-encoded inside
 //! mw-rpc frames). Enum variants and struct fields are only ever appended, never
 //! reordered, so the encoding stays stable within a service version.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use mw_core::error::chain;
-use mw_core::time::millis;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::index::{MemoryStats, QueueStats};
 use crate::error::Error;
-use crate::message::{DeliveryTag, Message, MessageId};
+use crate::message::DeliveryTag;
 use crate::storage::log::LogStats;
-
-/// A [`Message`] as sent to the broker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireMessage {
-    /// The producer-chosen id (`None`: the broker generates one). A producer-chosen id
-    /// already stored within the broker's dedup window is acknowledged but stored once.
-    pub id: Option<u128>,
-    /// Time-to-live in milliseconds from when the broker stores it.
-    pub ttl_ms: Option<u64>,
-    /// Delay in milliseconds before it may be delivered.
-    pub delay_ms: Option<u64>,
-    /// The body.
-    pub body: Bytes,
-}
-
-impl From<Message> for WireMessage {
-    fn from(m: Message) -> Self {
-        WireMessage {
-            id: m.id.map(|i| i.0),
-            ttl_ms: m.ttl.map(millis),
-            delay_ms: m.delay.map(millis),
-            body: m.body,
-        }
-    }
-}
-
-impl From<WireMessage> for Message {
-    fn from(w: WireMessage) -> Self {
-        Message {
-            body: w.body,
-            id: w.id.map(MessageId),
-            ttl: w.ttl_ms.map(Duration::from_millis),
-            delay: w.delay_ms.map(Duration::from_millis),
-        }
-    }
-}
 
 /// One message handed to a remote consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,23 +259,36 @@ impl From<Error> for QueueError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
+    use super::*;
+    use crate::Message;
+
+    /// `Message` serializes as it is, with the bytes `mw.queue` v1 gives a message: id,
+    /// TTL and delay in ms (options), then the body as a byte string.
     #[test]
-    fn message_round_trips_through_postcard() {
+    fn message_bytes_are_id_ttl_delay_body() {
         let m = Message::new("hello")
             .with_id(7u128)
             .with_ttl(Duration::from_secs(3))
             .with_delay(Duration::from_millis(5));
-        let w = WireMessage::from(m);
-        let bytes = postcard::to_allocvec(&w).unwrap();
-        // 1 + 1 (id tag + varint 7) ... the body is raw: "hello" appears verbatim.
-        assert!(bytes.windows(5).any(|x| x == b"hello"));
-        let back: WireMessage = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(back, w);
-        let m = Message::from(back);
-        assert_eq!(m.id(), Some(MessageId(7)));
-        assert_eq!(m.ttl, Some(Duration::from_secs(3)));
+        let bytes = postcard::to_allocvec(&m).unwrap();
+        let fields = (
+            Some(7u128),
+            Some(3_000u64),
+            Some(5u64),
+            Bytes::from("hello"),
+        );
+        assert_eq!(bytes, postcard::to_allocvec(&fields).unwrap());
+        assert!(bytes.windows(5).any(|x| x == b"hello"), "the body is raw");
+        let back: Message = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, m);
+        let never = Message::new("").with_ttl(Duration::MAX);
+        let fields = (None::<u128>, Some(u64::MAX), None::<u64>, Bytes::new());
+        assert_eq!(
+            postcard::to_allocvec(&never).unwrap(),
+            postcard::to_allocvec(&fields).unwrap()
+        );
     }
 
     /// `BrokerStats` serializes its two stats structs as they are, which is the same
