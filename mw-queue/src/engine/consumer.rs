@@ -281,9 +281,9 @@ async fn fetch(
             .iter()
             .map(|t| {
                 t.cached.as_ref().map(|c| Fetched {
-                    id: c.id,
-                    sent_at_ms: c.timestamp_ms,
-                    expires_at_ms: c.expires_at_ms,
+                    id: c.header.id,
+                    sent_at_ms: c.header.timestamp_ms,
+                    expires_at_ms: c.header.expires_at_ms,
                     body: c.body.clone(),
                 })
             })

@@ -720,9 +720,7 @@ impl State {
                     self.cache.insert(
                         a.lsn,
                         CachedBody {
-                            id: header.id,
-                            timestamp_ms: header.timestamp_ms,
-                            expires_at_ms: header.expires_at_ms,
+                            header: *header,
                             body: body.clone(),
                         },
                     );

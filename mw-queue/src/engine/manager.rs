@@ -213,7 +213,7 @@ impl QueueManager {
                 .into_iter()
                 .map(|b| {
                     let (id, sent_at_ms, body) = match b.cached {
-                        Some(c) => (c.id, c.timestamp_ms, c.body),
+                        Some(c) => (c.header.id, c.header.timestamp_ms, c.body),
                         None => {
                             let f = read_at(&shared, b.lsn, b.meta.offset, b.meta.len)?;
                             (f.id, f.sent_at_ms, f.body)
@@ -246,7 +246,7 @@ impl QueueManager {
             return Ok(None);
         };
         if let Some(c) = found.cached {
-            return Ok(Some(c.timestamp_ms));
+            return Ok(Some(c.header.timestamp_ms));
         }
         let f = read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
         Ok(Some(f.sent_at_ms))

@@ -10,15 +10,16 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use crate::storage::record::EnqueueHeader;
+
 /// Rough per-entry overhead charged to the cache budget (map entry + `Bytes`).
 const ENTRY_OVERHEAD: usize = 80;
 
-/// A body kept from the send so that delivery need not read the disk.
+/// A body kept from the send so that delivery need not read the disk, with the
+/// message's attributes as its `ENQUEUE` record holds them.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedBody {
-    pub id: u128,
-    pub timestamp_ms: u64,
-    pub expires_at_ms: u64,
+    pub header: EnqueueHeader,
     pub body: Bytes,
 }
 
@@ -78,9 +79,13 @@ mod tests {
 
     fn body(n: usize) -> CachedBody {
         CachedBody {
-            id: 1,
-            timestamp_ms: 0,
-            expires_at_ms: 0,
+            header: EnqueueHeader {
+                id: 1,
+                producer_id: false,
+                timestamp_ms: 0,
+                expires_at_ms: 0,
+                not_before_ms: 0,
+            },
             body: Bytes::from(vec![0u8; n]),
         }
     }
