@@ -7,7 +7,7 @@ mod pubsub_support;
 
 use std::io::Write;
 
-use mw::pubsub::remote::wire::{EventBatch, SubscribeItem, WirePolicy};
+use mw::pubsub::remote::wire::{EventBatch, SubscribeItem};
 use mw::pubsub::remote::PubSubClient;
 use mw::pubsub::{
     PubSubError, RemoteBus, RemoteConfig, RemoteError, SlowConsumerPolicy, SubscribeOptions,
@@ -380,7 +380,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         "{err:?}"
     );
     let mut s = raw
-        .subscribe("a.>.b".into(), 8, WirePolicy::DropOldest)
+        .subscribe("a.>.b".into(), 8, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     use futures::StreamExt;
@@ -389,7 +389,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     let mut s = raw
-        .subscribe("a".into(), 0, WirePolicy::DropOldest)
+        .subscribe("a".into(), 0, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(
@@ -397,7 +397,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         Some(Ok(Err(PubSubError::InvalidBuffer(_))))
     ));
     let mut s = raw
-        .subscribe("a".into(), u32::MAX, WirePolicy::DropOldest)
+        .subscribe("a".into(), u32::MAX, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(
@@ -422,7 +422,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // The same client still works.
     assert!(matches!(s.next().await, None | Some(Ok(Err(_)))));
     let mut s = raw
-        .subscribe("ok.raw".into(), 8, WirePolicy::DropOldest)
+        .subscribe("ok.raw".into(), 8, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(s.next().await, Some(Ok(Ok(SubscribeItem::Ready)))));

@@ -7,9 +7,10 @@
 //! (postcard is canonical after one round).
 
 use bytes::{Bytes, BytesMut};
-use mw_pubsub::remote::wire::{DurableItem, EventBatch, SubscribeItem, WirePolicy, WireReport};
+use mw_pubsub::remote::wire::{DurableItem, EventBatch, SubscribeItem, WireReport};
 use mw_pubsub::remote::RemoteStats;
 use mw_pubsub::PubSubError;
+use mw_pubsub::SlowConsumerPolicy;
 use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery};
 use mw_queue::DeliveryTag;
 use mw_queue::Message;
@@ -56,7 +57,7 @@ fn all_types(b: &[u8]) {
     // mw.pubsub arguments.
     args::<(String, bytes::Bytes)>(b);
     args::<(EventBatch,)>(b);
-    args::<(String, u32, WirePolicy)>(b);
+    args::<(String, u32, SlowConsumerPolicy)>(b);
     args::<(String, String, u32)>(b);
     // mw.pubsub replies.
     reply::<WireReport, PubSubError>(b);

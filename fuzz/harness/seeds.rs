@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use mw_core::frame::{encode_with, flags, FrameKind, DEFAULT_MAX_FRAME_LEN};
 use mw_core::FrameError;
-use mw_pubsub::remote::wire::{BatchEncoder, EventBatch, SubscribeItem, WirePolicy};
+use mw_pubsub::remote::wire::{BatchEncoder, EventBatch, SubscribeItem};
+use mw_pubsub::SlowConsumerPolicy;
 use mw_pubsub::Topic;
 use mw_queue::remote::{QueueError, WireDelivery};
 use mw_queue::{Clock, Config, ConsumerOptions, DeliveryTag, FsyncPolicy, Message, QueueManager};
@@ -215,7 +216,11 @@ pub fn rpc_wire() -> Vec<Seed> {
         ),
         (
             "seed-pubsub-subscribe".into(),
-            call("mw.pubsub", 7, &("a.*", 16u32, WirePolicy::DropOldest)),
+            call(
+                "mw.pubsub",
+                7,
+                &("a.*", 16u32, SlowConsumerPolicy::DropOldest),
+            ),
         ),
         (
             "seed-error-body".into(),
@@ -308,7 +313,7 @@ pub fn rpc_server() -> Vec<Seed> {
         flags::STREAM,
         "mw.pubsub",
         7,
-        pc(&("a.>", 16u32, WirePolicy::DropNewest)),
+        pc(&("a.>", 16u32, SlowConsumerPolicy::DropNewest)),
     ));
     frame(&mut pubsub, FrameKind::Credit, 0, 1, &4u32.to_be_bytes());
     pubsub.extend(req(

@@ -28,7 +28,11 @@ use crate::trie::SubscriptionId;
 ///
 /// Whatever the policy, the publisher never waits and other subscribers are unaffected; the loss
 /// is counted in [`Subscription::dropped`] and shown in order by [`Event::dropped_before`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Serialized as it is in the `mw.pubsub` `subscribe` call and in the broker's stats: a
+/// postcard enum whose variant indices are its declaration order (0 `DropOldest`, 1
+/// `DropNewest`, 2 `Disconnect`), so variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SlowConsumerPolicy {
     /// Evict the oldest buffered event to make room: the subscriber keeps the most recent

@@ -369,7 +369,7 @@ impl RemoteBus {
         })?;
         let mut stream = self
             .client
-            .subscribe(pattern.to_string(), buffer, options.policy.into())
+            .subscribe(pattern.to_string(), buffer, options.policy)
             .await?;
         match stream.next().await {
             Some(Ok(Ok(SubscribeItem::Ready))) => Ok(RemoteSubscription {

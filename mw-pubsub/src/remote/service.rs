@@ -27,10 +27,10 @@ use mw_rpc::Streaming;
 use super::durable::Durables;
 use super::wire::{
     decode_batch, BatchEncoder, DurableItem, EventBatch, PubSubError, RemoteStats,
-    RemoteSubscriptionStats, SubscribeItem, WirePolicy, WireReport,
+    RemoteSubscriptionStats, SubscribeItem, WireReport,
 };
 use crate::bus::Bus;
-use crate::subscriber::{CloseReason, SubscribeOptions, Subscription};
+use crate::subscriber::{CloseReason, SlowConsumerPolicy, SubscribeOptions, Subscription};
 use crate::topic::Topic;
 
 /// Most events packed into one subscription stream item.
@@ -73,7 +73,7 @@ pub trait PubSub {
         &self,
         pattern: String,
         buffer: u32,
-        policy: WirePolicy,
+        policy: SlowConsumerPolicy,
     ) -> Streaming<Result<SubscribeItem, PubSubError>>;
     /// Opens (creating it if new) the durable subscription `name` on `pattern` and streams its
     /// stored events, at most `prefetch` unacknowledged at once. The first item is
@@ -266,11 +266,11 @@ impl PubSub for PubSubService {
         &self,
         pattern: String,
         buffer: u32,
-        policy: WirePolicy,
+        policy: SlowConsumerPolicy,
     ) -> Streaming<Result<SubscribeItem, PubSubError>> {
         let options = SubscribeOptions {
             buffer: buffer as usize,
-            policy: policy.into(),
+            policy,
         };
         if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
             return Box::pin(futures::stream::iter([Err(PubSubError::from(denied))]));
@@ -343,7 +343,7 @@ impl PubSub for PubSubService {
                     pattern: sub.pattern().to_string(),
                     buffered: sub.len() as u64,
                     capacity: sub.capacity() as u64,
-                    policy: sub.policy().into(),
+                    policy: sub.policy(),
                     dropped: sub.dropped(),
                     forwarded: r.forwarded.load(Ordering::Relaxed),
                 }

@@ -46,37 +46,6 @@ impl std::fmt::Debug for EventBatch {
     }
 }
 
-/// [`SlowConsumerPolicy`] on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WirePolicy {
-    /// [`SlowConsumerPolicy::DropOldest`].
-    DropOldest,
-    /// [`SlowConsumerPolicy::DropNewest`].
-    DropNewest,
-    /// [`SlowConsumerPolicy::Disconnect`].
-    Disconnect,
-}
-
-impl From<SlowConsumerPolicy> for WirePolicy {
-    fn from(p: SlowConsumerPolicy) -> Self {
-        match p {
-            SlowConsumerPolicy::DropOldest => WirePolicy::DropOldest,
-            SlowConsumerPolicy::DropNewest => WirePolicy::DropNewest,
-            SlowConsumerPolicy::Disconnect => WirePolicy::Disconnect,
-        }
-    }
-}
-
-impl From<WirePolicy> for SlowConsumerPolicy {
-    fn from(p: WirePolicy) -> Self {
-        match p {
-            WirePolicy::DropOldest => SlowConsumerPolicy::DropOldest,
-            WirePolicy::DropNewest => SlowConsumerPolicy::DropNewest,
-            WirePolicy::Disconnect => SlowConsumerPolicy::Disconnect,
-        }
-    }
-}
-
 /// [`PublishReport`] on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireReport {
@@ -165,7 +134,7 @@ pub struct RemoteSubscriptionStats {
     /// The declared buffer size.
     pub capacity: u64,
     /// The declared policy.
-    pub policy: WirePolicy,
+    pub policy: SlowConsumerPolicy,
     /// Events it lost to its policy so far.
     pub dropped: u64,
     /// Events forwarded to the subscriber so far.
@@ -344,6 +313,18 @@ pub fn decode_batch(blob: &EventBatch, mut f: impl FnMut(Event)) -> Result<(), P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `SlowConsumerPolicy` travels as it is: variant indices 0, 1, 2 (`mw.pubsub` v1).
+    #[test]
+    fn policies_are_their_variant_index() {
+        for (policy, index) in [
+            (SlowConsumerPolicy::DropOldest, 0u8),
+            (SlowConsumerPolicy::DropNewest, 1),
+            (SlowConsumerPolicy::Disconnect, 2),
+        ] {
+            assert_eq!(postcard::to_allocvec(&policy).unwrap(), [index]);
+        }
+    }
 
     #[test]
     fn batch_round_trips_and_shares_repeated_topics() {
