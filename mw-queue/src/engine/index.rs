@@ -88,7 +88,6 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use self::body_cache::BodyCache;
-pub(crate) use self::body_cache::CachedBody;
 use self::dedup::{DedupWindow, Seen};
 use self::liveness::SegmentLiveness;
 use self::pending::PendingRecords;
@@ -101,7 +100,7 @@ use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::name::QueueName;
 use crate::storage::log::{Append, Log};
-use crate::storage::record::{EnqueueHeader, Record, SettleReason};
+use crate::storage::record::{EnqueueHeader, Record, SettleReason, StoredMessage};
 use crate::storage::recovery::Location;
 
 /// Counters for one queue.
@@ -164,7 +163,7 @@ pub(crate) struct Taken {
     pub tag: DeliveryTag,
     pub offset: u32,
     pub len: u32,
-    pub cached: Option<CachedBody>,
+    pub cached: Option<StoredMessage>,
 }
 
 /// An attached consumer, as [`QueueManager::consumers`](crate::QueueManager::consumers)
@@ -186,7 +185,7 @@ pub(crate) struct Browsed {
     pub lsn: u64,
     pub meta: Meta,
     pub waiting: Waiting,
-    pub cached: Option<CachedBody>,
+    pub cached: Option<StoredMessage>,
 }
 
 /// What a send turned into.
@@ -719,7 +718,7 @@ impl State {
                     }
                     self.cache.insert(
                         a.lsn,
-                        CachedBody {
+                        StoredMessage {
                             header: *header,
                             body: body.clone(),
                         },

@@ -212,20 +212,17 @@ impl QueueManager {
             found
                 .into_iter()
                 .map(|b| {
-                    let (id, sent_at_ms, body) = match b.cached {
-                        Some(c) => (c.header.id, c.header.timestamp_ms, c.body),
-                        None => {
-                            let f = read_at(&shared, b.lsn, b.meta.offset, b.meta.len)?;
-                            (f.id, f.sent_at_ms, f.body)
-                        }
+                    let m = match b.cached {
+                        Some(c) => c,
+                        None => read_at(&shared, b.lsn, b.meta.offset, b.meta.len)?,
                     };
                     Ok(Peeked {
                         queue: queue.clone(),
-                        id: MessageId(id),
-                        sent_at_ms,
+                        id: MessageId(m.header.id),
+                        sent_at_ms: m.header.timestamp_ms,
                         deliveries: b.meta.deliveries,
                         waiting: b.waiting,
-                        body,
+                        body: m.body,
                     })
                 })
                 .collect()
@@ -248,8 +245,8 @@ impl QueueManager {
         if let Some(c) = found.cached {
             return Ok(Some(c.header.timestamp_ms));
         }
-        let f = read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
-        Ok(Some(f.sent_at_ms))
+        let m = read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
+        Ok(Some(m.header.timestamp_ms))
     }
 
     /// Every attached consumer (remote consumers of a broker included), by id.
