@@ -118,6 +118,21 @@ impl Message {
     pub fn id(&self) -> Option<MessageId> {
         self.id
     }
+
+    /// When the message expires if sent at `now` (ms since the Unix epoch), 0 for
+    /// never. At least 1 ms after `now`, so a TTL shorter than a millisecond still
+    /// means "expires", never "never".
+    pub(crate) fn expires_at_ms(&self, now: u64) -> u64 {
+        self.ttl
+            .map_or(0, |t| now.saturating_add(mw_core::time::millis(t).max(1)))
+    }
+
+    /// When the message may first be delivered if sent at `now` (ms since the Unix
+    /// epoch), 0 for at once.
+    pub(crate) fn not_before_ms(&self, now: u64) -> u64 {
+        self.delay
+            .map_or(0, |d| now.saturating_add(mw_core::time::millis(d)))
+    }
 }
 
 /// Names one delivery of one message: the message's log sequence number and which

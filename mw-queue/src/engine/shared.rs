@@ -154,8 +154,8 @@ impl Shared {
             id: id.0,
             producer_id: msg.id.is_some(),
             timestamp_ms: now,
-            expires_at_ms: msg.ttl.map_or(0, |t| now.saturating_add(millis(t).max(1))),
-            not_before_ms: msg.delay.map_or(0, |d| now.saturating_add(millis(d))),
+            expires_at_ms: msg.expires_at_ms(now),
+            not_before_ms: msg.not_before_ms(now),
         }
     }
 

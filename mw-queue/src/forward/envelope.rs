@@ -17,8 +17,6 @@
 
 use std::time::Duration;
 
-use mw_core::time::millis;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::message::Message;
@@ -35,8 +33,8 @@ pub(crate) fn overhead(queue_len: usize) -> usize {
 /// at the destination, so it travels inside the envelope).
 pub(crate) fn wrap(queue: &str, msg: Message, now: u64) -> Message {
     debug_assert!(!queue.is_empty() && queue.len() <= 255);
-    let expires_at = msg.ttl.map_or(0, |t| now.saturating_add(millis(t).max(1)));
-    let not_before = msg.delay.map_or(0, |d| now.saturating_add(millis(d)));
+    let expires_at = msg.expires_at_ms(now);
+    let not_before = msg.not_before_ms(now);
     let mut b = BytesMut::with_capacity(overhead(queue.len()) + msg.body.len());
     b.put_u8(VERSION);
     b.put_u8(queue.len() as u8);
