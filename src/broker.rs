@@ -328,7 +328,7 @@ pub async fn open(config: BrokerConfig) -> Result<Broker, BoxError> {
         crate::queue::forward::ForwarderConfig::default(),
     );
     let mut builder = builder.add(QueueServiceServer::new(
-        crate::queue::forward::RoutingQueueService::new(router.clone()),
+        crate::queue::remote::QueueServiceImpl::new(queues.clone()).with_route(router.clone()),
     ));
     if config.server.metrics_addr.is_some() {
         builder.metrics_registry().register_collector(Box::new(

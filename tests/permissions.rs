@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::{start_server, within, Transport};
 use mw::auth::AuthFile;
-use mw::pubsub::remote::{PubSubServer, PubSubService, RemoteBus, RemoteConfig, RemoteError};
-use mw::pubsub::{Bus, PubSubError, SubscribeOptions};
+use mw::pubsub::remote::{PubSubServer, PubSubService, RemoteBus, RemoteConfig};
+use mw::pubsub::{Bus, PubSubError, RemoteError, SubscribeOptions};
 use mw::queue::remote::{QueueError, QueueServiceImpl, QueueServiceServer, RemoteQueues};
 use mw::queue::{ConsumerOptions, Message, QueueManager};
 use mw::rpc::auth::{Action, Credentials, Denied};
@@ -79,7 +79,7 @@ fn denied(user: &str, action: Action, resource: &str) -> Denied {
 /// The broker's refusal as a `QueueError`, or a panic naming what came instead.
 fn queue_error<T: std::fmt::Debug>(r: mw::queue::remote::RemoteResult<T>) -> QueueError {
     let e = r.unwrap_err();
-    e.queue_error()
+    e.refusal()
         .cloned()
         .unwrap_or_else(|| panic!("not a broker refusal: {e}"))
 }
@@ -123,11 +123,11 @@ async fn queue_grants_are_checked_per_operation_and_the_connection_stays_usable(
     )
     .await;
     let e = match e {
-        Err(e) => e.queue_error().cloned(),
+        Err(e) => e.refusal().cloned(),
         Ok(mut c) => within("recv", c.recv())
             .await
             .err()
-            .and_then(|e| e.queue_error().cloned()),
+            .and_then(|e| e.refusal().cloned()),
     };
     assert_eq!(
         e,
@@ -220,9 +220,9 @@ async fn bus(addr: &str, client: ClientConfig) -> RemoteBus {
         .unwrap()
 }
 
-fn remote_error(e: PubSubError) -> RemoteError {
+fn refusal(e: RemoteError) -> PubSubError {
     match e {
-        PubSubError::Remote(r) => r,
+        RemoteError::Refused(r) => r,
         other => panic!("not a broker refusal: {other}"),
     }
 }
@@ -241,15 +241,15 @@ async fn topic_grants_cover_publishes_and_subscriptions() {
         .await
         .unwrap_err();
         assert_eq!(
-            remote_error(e),
-            RemoteError::PermissionDenied(denied("bob", Action::TopicSubscribe, pattern)),
+            refusal(e),
+            PubSubError::PermissionDenied(denied("bob", Action::TopicSubscribe, pattern)),
             "{pattern}"
         );
     }
     let e = within("publish", bob.publish_report("sensors.k1.temp", "21"))
         .await
         .unwrap_err();
-    let e = remote_error(e);
+    let e = refusal(e);
     assert_eq!(
         e.to_string(),
         "permission denied: user \"bob\" may not publish to topic sensors.k1.temp"
@@ -258,8 +258,8 @@ async fn topic_grants_cover_publishes_and_subscriptions() {
         .await
         .unwrap_err();
     assert_eq!(
-        remote_error(e),
-        RemoteError::PermissionDenied(denied("bob", Action::TopicSubscribe, "other.>"))
+        refusal(e),
+        PubSubError::PermissionDenied(denied("bob", Action::TopicSubscribe, "other.>"))
     );
 
     // After the refusals, the same connection subscribes to what is granted.
@@ -278,14 +278,14 @@ async fn topic_grants_cover_publishes_and_subscriptions() {
 }
 
 /// The refusals' bytes as PROTOCOL.md §1.1 and §4.8 give them: appended variants (13 of
-/// `QueueError`, 11 of pub/sub's `RemoteError`), then `Denied` (user, action, resource).
+/// `QueueError`, 11 of `PubSubError`), then `Denied` (user, action, resource).
 #[test]
 fn denials_have_the_wire_indices_protocol_md_gives() {
     let d = denied("al", Action::QueueManage, "q");
     let denied_bytes = [2, b'a', b'l', 2, 1, b'q'];
     let q = postcard::to_allocvec(&QueueError::PermissionDenied(d.clone())).unwrap();
     assert_eq!(q, [&[13][..], &denied_bytes].concat());
-    let p = postcard::to_allocvec(&RemoteError::PermissionDenied(d)).unwrap();
+    let p = postcard::to_allocvec(&PubSubError::PermissionDenied(d)).unwrap();
     assert_eq!(p, [&[11][..], &denied_bytes].concat());
 }
 

@@ -117,7 +117,7 @@ async fn unacknowledged_events_are_redelivered_to_the_next_session() {
     assert!(
         matches!(
             err,
-            mw::pubsub::PubSubError::Remote(mw::pubsub::RemoteError::DurableConflict { .. })
+            mw::pubsub::RemoteError::Refused(mw::pubsub::PubSubError::DurableConflict { .. })
         ),
         "{err:?}"
     );

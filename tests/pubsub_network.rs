@@ -7,9 +7,11 @@ mod pubsub_support;
 
 use std::io::Write;
 
-use mw::pubsub::remote::wire::{Blob, SubscribeItem, WirePolicy};
-use mw::pubsub::remote::{PubSubClient, RemoteError};
-use mw::pubsub::{PubSubError, RemoteBus, RemoteConfig, SlowConsumerPolicy, SubscribeOptions};
+use mw::pubsub::remote::wire::{EventBatch, SubscribeItem};
+use mw::pubsub::remote::PubSubClient;
+use mw::pubsub::{
+    PubSubError, RemoteBus, RemoteConfig, RemoteError, SlowConsumerPolicy, SubscribeOptions,
+};
 use pubsub_support::{start_broker, wait_for_stats, within};
 
 fn seq(payload: &[u8]) -> u64 {
@@ -296,7 +298,7 @@ async fn disconnect_policy_ends_the_subscription_after_its_buffered_events() {
         assert!(n <= 100);
     };
     assert!(
-        matches!(err, PubSubError::SlowConsumer { capacity: 8 }),
+        matches!(err, RemoteError::Refused(PubSubError::SlowConsumer(8))),
         "{err:?}"
     );
     assert!(n < 100);
@@ -356,51 +358,51 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // Invalid names sent past the client-side checks, with the raw generated client.
     let raw = PubSubClient::connect(&b.addr).await.unwrap();
     let err = raw
-        .publish_report("bad..topic".into(), Blob::default())
+        .publish_report("bad..topic".into(), bytes::Bytes::new())
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
-            mw::rpc::RpcError::Application(RemoteError::InvalidName(_))
+            mw::rpc::RpcError::Application(PubSubError::InvalidName(_))
         ),
         "{err:?}"
     );
     let err = raw
-        .publish_retained("wild.*".into(), Blob::default())
+        .publish_retained("wild.*".into(), bytes::Bytes::new())
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
-            mw::rpc::RpcError::Application(RemoteError::InvalidName(_))
+            mw::rpc::RpcError::Application(PubSubError::InvalidName(_))
         ),
         "{err:?}"
     );
     let mut s = raw
-        .subscribe("a.>.b".into(), 8, WirePolicy::DropOldest)
+        .subscribe("a.>.b".into(), 8, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     use futures::StreamExt;
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidName(_))))
+        Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     let mut s = raw
-        .subscribe("a".into(), 0, WirePolicy::DropOldest)
+        .subscribe("a".into(), 0, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidBuffer(_))))
+        Some(Ok(Err(PubSubError::InvalidBuffer(_))))
     ));
     let mut s = raw
-        .subscribe("a".into(), u32::MAX, WirePolicy::DropOldest)
+        .subscribe("a".into(), u32::MAX, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidBuffer(_))))
+        Some(Ok(Err(PubSubError::InvalidBuffer(_))))
     ));
     let mut s = raw
         .subscribe_durable("no spaces".into(), "a".into(), 1)
@@ -408,10 +410,10 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
         .unwrap();
     assert!(matches!(
         s.next().await,
-        Some(Ok(Err(RemoteError::InvalidName(_))))
+        Some(Ok(Err(PubSubError::InvalidName(_))))
     ));
     // A malformed batch publishes the events before the bad one and nothing after.
-    raw.publish_batch(Blob(bytes::Bytes::from_static(&[
+    raw.publish_batch(EventBatch(bytes::Bytes::from_static(&[
         4, b'o', b'k', b'.', b'1', 0, 1, b'x', 9, 0,
     ])))
     .await
@@ -420,7 +422,7 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // The same client still works.
     assert!(matches!(s.next().await, None | Some(Ok(Err(_)))));
     let mut s = raw
-        .subscribe("ok.raw".into(), 8, WirePolicy::DropOldest)
+        .subscribe("ok.raw".into(), 8, SlowConsumerPolicy::DropOldest)
         .await
         .unwrap();
     assert!(matches!(s.next().await, Some(Ok(Ok(SubscribeItem::Ready)))));
@@ -428,7 +430,9 @@ async fn bad_requests_get_typed_errors_and_do_not_disturb_other_clients() {
     // Client-side checks give the embedded bus's errors without a round trip.
     assert!(matches!(
         good.publish("a.*", "x").await,
-        Err(PubSubError::WildcardInTopic { .. })
+        Err(RemoteError::Local(
+            mw::pubsub::Error::WildcardInTopic { .. }
+        ))
     ));
 
     // Garbage on a raw TCP connection ends that connection only.
@@ -472,7 +476,7 @@ async fn an_event_too_large_for_a_frame_is_refused_and_the_bus_keeps_working() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, PubSubError::EventTooLarge { size, .. } if size == 17 << 20),
+        matches!(e, RemoteError::Local(mw::pubsub::Error::EventTooLarge { size, .. }) if size == 17 << 20),
         "{e:?}"
     );
     // Over the broker's max event size (1 MiB) but within a frame: the report says why.
@@ -483,7 +487,7 @@ async fn an_event_too_large_for_a_frame_is_refused_and_the_bus_keeps_working() {
     assert!(
         matches!(
             e,
-            PubSubError::Remote(RemoteError::EventTooLarge { limit, .. }) if limit == 1 << 20
+            RemoteError::Refused(PubSubError::EventTooLarge { limit, .. }) if limit == 1 << 20
         ),
         "{e:?}"
     );

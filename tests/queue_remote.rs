@@ -254,7 +254,7 @@ async fn broker_refusals_reach_the_client_typed() {
     q.send(Message::new("b")).await.unwrap();
     let full = q.send(Message::new("c")).await.unwrap_err();
     match &full {
-        RemoteError::Queue(QueueError::QueueFull { queue, limit }) => {
+        RemoteError::Refused(QueueError::QueueFull { queue, limit }) => {
             assert_eq!((queue.as_str(), *limit), ("machine", 2));
         }
         other => panic!("expected QueueFull, got {other:?}"),
@@ -270,7 +270,7 @@ async fn broker_refusals_reach_the_client_typed() {
     assert!(
         matches!(
             big,
-            RemoteError::Queue(QueueError::MessageTooLarge {
+            RemoteError::Refused(QueueError::MessageTooLarge {
                 size: 2048,
                 limit: 1024
             })
@@ -304,13 +304,13 @@ async fn malformed_requests_are_refused_and_other_clients_keep_working() {
     for name in ["", "has space", "new\nline", "bell\u{7}", long.as_str()] {
         let e = bad.queue(name).send(Message::new("x")).await.unwrap_err();
         assert!(
-            matches!(e, RemoteError::Queue(QueueError::InvalidQueueName(ref n)) if n == name),
+            matches!(e, RemoteError::Refused(QueueError::InvalidQueueName(ref n)) if n == name),
             "{name:?}: {e:?}"
         );
         let mut c = bad.queue(name).consumer(opts(1)).await.unwrap();
         let e = within("invalid consumer", c.recv()).await.unwrap_err();
         assert!(
-            matches!(e, RemoteError::Queue(QueueError::InvalidQueueName(_))),
+            matches!(e, RemoteError::Refused(QueueError::InvalidQueueName(_))),
             "{e:?}"
         );
     }
@@ -321,7 +321,7 @@ async fn malformed_requests_are_refused_and_other_clients_keep_working() {
         .unwrap_err();
     assert!(matches!(
         e,
-        RemoteError::Queue(QueueError::DeliveryNotFound { .. })
+        RemoteError::Refused(QueueError::DeliveryNotFound { .. })
     ));
 
     // Garbage on a raw connection: the broker drops that connection only.
@@ -417,8 +417,11 @@ async fn concurrent_senders_on_one_connection_are_coalesced_and_each_answered() 
 
     // The broker's counters, read remotely, account for all of it.
     let bs = remote.stats().await.unwrap();
-    assert!(bs.appends >= 2 * total as u64, "{bs:?}");
-    assert!(bs.fsyncs >= 1 && bs.synced_records >= bs.fsyncs, "{bs:?}");
+    assert!(bs.log.appends >= 2 * total as u64, "{bs:?}");
+    assert!(
+        bs.log.fsyncs >= 1 && bs.log.synced_records >= bs.log.fsyncs,
+        "{bs:?}"
+    );
     assert!(bs.records_per_fsync() >= 1.0, "{bs:?}");
     drop(c);
     broker.stop().await;

@@ -2,20 +2,20 @@
 //! that carry batches.
 //!
 //! Input: byte 0 picks what the rest is: a raw batch, or a postcard-encoded
-//! `SubscribeItem`, `DurableItem` or `(String, Blob)` whose batches are then decoded.
+//! `SubscribeItem`, `DurableItem` or `(String, EventBatch)` whose batches are then decoded.
 //! Checked: no panic; decoding stops with `Malformed` or `InvalidName` only; the events
 //! decoded re-encode with `BatchEncoder` and decode to the same events.
 
 use bytes::Bytes;
-use mw_pubsub::remote::wire::{decode_batch, BatchEncoder, Blob, DurableItem, SubscribeItem};
-use mw_pubsub::{Event, RemoteError, Topic};
+use mw_pubsub::remote::wire::{decode_batch, BatchEncoder, DurableItem, EventBatch, SubscribeItem};
+use mw_pubsub::{Event, PubSubError, Topic};
 
-fn check_batch(blob: &Blob) {
+fn check_batch(blob: &EventBatch) {
     let mut events: Vec<Event> = Vec::new();
     let r = decode_batch(blob, |e| events.push(e));
     if let Err(e) = &r {
         assert!(
-            matches!(e, RemoteError::Malformed(_) | RemoteError::InvalidName(_)),
+            matches!(e, PubSubError::Malformed(_) | PubSubError::InvalidName(_)),
             "unexpected batch error {e:?}"
         );
     }
@@ -46,7 +46,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     match mode % 4 {
-        0 => check_batch(&Blob(Bytes::copy_from_slice(rest))),
+        0 => check_batch(&EventBatch(Bytes::copy_from_slice(rest))),
         1 => {
             if let Ok(SubscribeItem::Events(blob)) = postcard::from_bytes::<SubscribeItem>(rest) {
                 check_batch(&blob);
@@ -60,7 +60,7 @@ pub fn run(data: &[u8]) {
             }
         }
         _ => {
-            if let Ok((topic, payload)) = postcard::from_bytes::<(String, Blob)>(rest) {
+            if let Ok((topic, payload)) = postcard::from_bytes::<(String, EventBatch)>(rest) {
                 let _ = Topic::new(&topic);
                 check_batch(&payload);
             }

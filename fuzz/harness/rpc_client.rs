@@ -13,9 +13,9 @@ use futures::StreamExt;
 use mw_core::frame::{FrameCodec, FrameKind};
 use mw_core::handshake::{server_handshake, MAX_VERSION, MIN_VERSION};
 use mw_core::{Address, Listener};
-use mw_pubsub::remote::wire::WirePolicy;
 use mw_pubsub::remote::PubSubClient;
-use mw_queue::remote::{QueueServiceClient, WireMessage};
+use mw_pubsub::SlowConsumerPolicy;
+use mw_queue::remote::QueueServiceClient;
 use mw_rpc::{Channel, ClientConfig};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::FramedRead;
@@ -79,12 +79,7 @@ pub async fn exchange(input: &[u8]) {
     let send = queue
         .start_send(
             "q".to_string(),
-            WireMessage {
-                id: None,
-                ttl_ms: None,
-                delay_ms: None,
-                body: bytes::Bytes::from_static(b"x"),
-            },
+            mw_queue::Message::new(bytes::Bytes::from_static(b"x")),
         )
         .await
         .expect("call 3 sent");
@@ -93,7 +88,7 @@ pub async fn exchange(input: &[u8]) {
         .await
         .expect("call 4 sent");
     let subscribe = pubsub
-        .subscribe("a.>".to_string(), 16, WirePolicy::DropOldest)
+        .subscribe("a.>".to_string(), 16, SlowConsumerPolicy::DropOldest)
         .await
         .expect("call 5 sent");
     let _ = tokio::join!(echo, add, send, drain(consume), drain(subscribe));

@@ -7,11 +7,13 @@
 //! (postcard is canonical after one round).
 
 use bytes::{Bytes, BytesMut};
-use mw_pubsub::remote::wire::{Blob, DurableItem, SubscribeItem, WirePolicy, WireReport};
+use mw_pubsub::remote::wire::{DurableItem, EventBatch, SubscribeItem, WireReport};
 use mw_pubsub::remote::RemoteStats;
-use mw_pubsub::RemoteError;
-use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+use mw_pubsub::PubSubError;
+use mw_pubsub::SlowConsumerPolicy;
+use mw_queue::remote::{BrokerStats, QueueError, QueueInfo, WireDelivery};
 use mw_queue::DeliveryTag;
+use mw_queue::Message;
 use mw_rpc::wire::{decode_error, parse_call, put_call_header};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,8 +36,8 @@ fn reply<T: Serialize + DeserializeOwned, E: Serialize + DeserializeOwned>(bytes
 
 fn all_types(b: &[u8]) {
     // mw.queue arguments.
-    args::<(String, WireMessage)>(b);
-    args::<(String, Vec<WireMessage>)>(b);
+    args::<(String, Message)>(b);
+    args::<(String, Vec<Message>)>(b);
     args::<(String, u32, Option<u64>, Option<u64>)>(b);
     args::<(String, DeliveryTag)>(b);
     args::<(String, DeliveryTag, Option<u64>)>(b);
@@ -53,16 +55,16 @@ fn all_types(b: &[u8]) {
     args::<Vec<QueueInfo>>(b);
     args::<BrokerStats>(b);
     // mw.pubsub arguments.
-    args::<(String, Blob)>(b);
-    args::<(Blob,)>(b);
-    args::<(String, u32, WirePolicy)>(b);
+    args::<(String, bytes::Bytes)>(b);
+    args::<(EventBatch,)>(b);
+    args::<(String, u32, SlowConsumerPolicy)>(b);
     args::<(String, String, u32)>(b);
     // mw.pubsub replies.
-    reply::<WireReport, RemoteError>(b);
-    reply::<bool, RemoteError>(b);
-    reply::<u64, RemoteError>(b);
-    reply::<SubscribeItem, RemoteError>(b);
-    reply::<DurableItem, RemoteError>(b);
+    reply::<WireReport, PubSubError>(b);
+    reply::<bool, PubSubError>(b);
+    reply::<u64, PubSubError>(b);
+    reply::<SubscribeItem, PubSubError>(b);
+    reply::<DurableItem, PubSubError>(b);
     args::<RemoteStats>(b);
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use mw_core::frame::{encode_with, flags, FrameKind, DEFAULT_MAX_FRAME_LEN};
 use mw_core::FrameError;
-use mw_pubsub::remote::wire::{BatchEncoder, Blob, SubscribeItem, WirePolicy};
+use mw_pubsub::remote::wire::{BatchEncoder, EventBatch, SubscribeItem};
+use mw_pubsub::SlowConsumerPolicy;
 use mw_pubsub::Topic;
-use mw_queue::remote::{QueueError, WireDelivery, WireMessage};
+use mw_queue::remote::{QueueError, WireDelivery};
 use mw_queue::{Clock, Config, ConsumerOptions, DeliveryTag, FsyncPolicy, Message, QueueManager};
 use mw_rpc::wire::{code, error_body, put_call_header};
 use serde::Serialize;
@@ -56,13 +57,15 @@ pub fn call<A: Serialize>(service: &str, method: u32, args: &A) -> Vec<u8> {
     b.to_vec()
 }
 
-fn msg(ttl_ms: Option<u64>, delay_ms: Option<u64>) -> WireMessage {
-    WireMessage {
-        id: Some(7),
-        ttl_ms,
-        delay_ms,
-        body: Bytes::from_static(b"hello"),
+fn msg(ttl_ms: Option<u64>, delay_ms: Option<u64>) -> Message {
+    let mut m = Message::new(Bytes::from_static(b"hello")).with_id(7u128);
+    if let Some(ms) = ttl_ms {
+        m = m.with_ttl(std::time::Duration::from_millis(ms));
     }
+    if let Some(ms) = delay_ms {
+        m = m.with_delay(std::time::Duration::from_millis(ms));
+    }
+    m
 }
 
 fn tag() -> DeliveryTag {
@@ -75,7 +78,7 @@ fn error(code: u16, text: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-fn batch() -> Blob {
+fn batch() -> EventBatch {
     let mut enc = BatchEncoder::new();
     let a = Topic::new("sensors.kitchen.temp").expect("topic");
     let b = Topic::new("orders").expect("topic");
@@ -213,7 +216,11 @@ pub fn rpc_wire() -> Vec<Seed> {
         ),
         (
             "seed-pubsub-subscribe".into(),
-            call("mw.pubsub", 7, &("a.*", 16u32, WirePolicy::DropOldest)),
+            call(
+                "mw.pubsub",
+                7,
+                &("a.*", 16u32, SlowConsumerPolicy::DropOldest),
+            ),
         ),
         (
             "seed-error-body".into(),
@@ -306,7 +313,7 @@ pub fn rpc_server() -> Vec<Seed> {
         flags::STREAM,
         "mw.pubsub",
         7,
-        pc(&("a.>", 16u32, WirePolicy::DropNewest)),
+        pc(&("a.>", 16u32, SlowConsumerPolicy::DropNewest)),
     ));
     frame(&mut pubsub, FrameKind::Credit, 0, 1, &4u32.to_be_bytes());
     pubsub.extend(req(
@@ -314,7 +321,7 @@ pub fn rpc_server() -> Vec<Seed> {
         0,
         "mw.pubsub",
         3,
-        pc(&("a.b", Blob(Bytes::from_static(b"x")))),
+        pc(&("a.b", Bytes::from_static(b"x"))),
     ));
     {
         let mut b = BytesMut::new();
@@ -373,9 +380,9 @@ pub fn rpc_client() -> Vec<Seed> {
     }]);
     frame(&mut good, FrameKind::StreamItem, 0, 4, &pc(&deliveries));
     frame(&mut good, FrameKind::StreamEnd, 0, 4, &[]);
-    let ready: Result<SubscribeItem, mw_pubsub::RemoteError> = Ok(SubscribeItem::Ready);
+    let ready: Result<SubscribeItem, mw_pubsub::PubSubError> = Ok(SubscribeItem::Ready);
     frame(&mut good, FrameKind::StreamItem, 0, 5, &pc(&ready));
-    let events: Result<SubscribeItem, mw_pubsub::RemoteError> = Ok(SubscribeItem::Events(batch()));
+    let events: Result<SubscribeItem, mw_pubsub::PubSubError> = Ok(SubscribeItem::Events(batch()));
     frame(&mut good, FrameKind::StreamItem, 0, 5, &pc(&events));
     frame(&mut good, FrameKind::StreamEnd, 0, 5, &[]);
     let mut errors = Vec::new();

@@ -566,7 +566,7 @@ async fn run_series(
 
     let confirmed = c1 - c0;
     let secs = elapsed.as_secs_f64();
-    let fsyncs = s1.fsyncs.saturating_sub(s0.fsyncs);
+    let fsyncs = s1.log.fsyncs.saturating_sub(s0.log.fsyncs);
     let broker_cpu = match (bcpu0, bcpu1) {
         (Some(a), Some(b)) => b - a,
         _ => f64::NAN,
@@ -600,11 +600,11 @@ async fn run_series(
         consumed_per_s: (k1 - k0) as f64 / secs,
         msgs_per_fsync: stats::ratio(confirmed as f64, fsyncs as f64),
         records_per_fsync: stats::ratio(
-            s1.synced_records.saturating_sub(s0.synced_records) as f64,
+            s1.log.synced_records.saturating_sub(s0.log.synced_records) as f64,
             fsyncs as f64,
         ),
         fsyncs_per_s: fsyncs as f64 / secs,
-        max_records_per_fsync: s1.max_records_per_fsync,
+        max_records_per_fsync: s1.log.max_records_per_fsync,
         broker_cpu_us_per_msg: per_msg(broker_cpu),
         client_cpu_us_per_msg: per_msg(own_cpu),
         others_cpu_percent: others,
@@ -1082,8 +1082,8 @@ impl Output<'_> {
                     "rss_end_bytes": se.1,
                     "slope_bytes_per_msg": round2(bl.slope),
                     "slope_second_half_bytes_per_msg": round2(bl.slope_second_half),
-                    "index_bytes": bl.end_stats.index_bytes,
-                    "cache_bytes": bl.end_stats.cache_bytes,
+                    "index_bytes": bl.end_stats.memory.index_bytes,
+                    "cache_bytes": bl.end_stats.memory.cache_bytes,
                     "samples": bl.samples,
                 })
             );
@@ -1167,10 +1167,10 @@ impl Output<'_> {
             );
             println!(
                 "  broker's own estimate at the end: index {:.1} MiB ({:.1} B/msg), body cache {:.1} MiB (bounded by Config::body_cache_bytes, 32 MiB), {} messages",
-                mib(bl.end_stats.index_bytes),
-                stats::ratio(bl.end_stats.index_bytes as f64, bl.end_stats.messages as f64),
-                mib(bl.end_stats.cache_bytes),
-                fmt_rate(bl.end_stats.messages as f64)
+                mib(bl.end_stats.memory.index_bytes),
+                stats::ratio(bl.end_stats.memory.index_bytes as f64, bl.end_stats.memory.messages as f64),
+                mib(bl.end_stats.memory.cache_bytes),
+                fmt_rate(bl.end_stats.memory.messages as f64)
             );
         }
         println!();

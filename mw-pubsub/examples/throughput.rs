@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (received, sub.dropped())
             }))
         })
-        .collect::<Result<_, mw_pubsub::PubSubError>>()?;
+        .collect::<Result<_, mw_pubsub::Error>>()?;
 
     let topic = Topic::from_static("bench.x.data")?;
     let payload = Bytes::from_static(&[0u8; 16]);

@@ -22,7 +22,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::membership::{Membership, Unsubscribe};
 use crate::report::{BusStats, PublishReport};
@@ -190,7 +190,7 @@ impl Drop for BusInner {
 ///
 /// Cheap to clone: clones share one bus. The bus closes when [`close`](Self::close) is called or
 /// the last clone is dropped; subscriptions then drain what they have buffered and report
-/// [`PubSubError::Closed`].
+/// [`Error::Closed`].
 ///
 /// The core deals in raw [`Bytes`]; [`publish_typed`](Self::publish_typed) and
 /// [`subscribe_typed`](Self::subscribe_typed) add postcard encoding on top.
@@ -211,7 +211,7 @@ impl Drop for BusInner {
 /// assert_eq!((first.payload[0], first.dropped_before), (3, 3));
 /// assert_eq!(sub.recv().await?.payload[0], 4);
 /// assert_eq!(sub.dropped(), 3);
-/// # Ok::<(), mw_pubsub::PubSubError>(())
+/// # Ok::<(), mw_pubsub::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]
@@ -274,7 +274,7 @@ impl Bus {
     fn check_size(&self, payload: &Bytes) -> Result<()> {
         let limit = self.inner.config.max_event_size;
         if payload.len() > limit {
-            return Err(PubSubError::EventTooLarge {
+            return Err(Error::EventTooLarge {
                 size: payload.len(),
                 limit,
             });
@@ -296,8 +296,8 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic` (see [`Topic::new`]), [`PubSubError::EventTooLarge`] or
-    /// [`PubSubError::Closed`]. Reaching nobody is not an error: see [`PublishReport`].
+    /// A syntax error in `topic` (see [`Topic::new`]), [`Error::EventTooLarge`] or
+    /// [`Error::Closed`]. Reaching nobody is not an error: see [`PublishReport`].
     pub fn publish(&self, topic: impl IntoTopic, payload: Bytes) -> Result<PublishReport> {
         let topic = topic.into_topic()?;
         self.check_size(&payload)?;
@@ -305,7 +305,7 @@ impl Bus {
         let report = {
             let state = self.inner.read();
             if state.closed {
-                return Err(PubSubError::Closed);
+                return Err(Error::Closed);
             }
             state.deliver(&topic, &payload, &mut dead)
         };
@@ -326,7 +326,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// As [`publish`](Self::publish), and [`PubSubError::RetainedFull`] if `topic` has no
+    /// As [`publish`](Self::publish), and [`Error::RetainedFull`] if `topic` has no
     /// retained message yet and [`Config::max_retained_topics`] topics already do; then nothing
     /// is published.
     pub fn publish_retained(&self, topic: impl IntoTopic, payload: Bytes) -> Result<PublishReport> {
@@ -336,7 +336,7 @@ impl Bus {
         let report = {
             let mut state = self.inner.write();
             if state.closed {
-                return Err(PubSubError::Closed);
+                return Err(Error::Closed);
             }
             // MQTT's convention: an empty retained message clears the topic's retained
             // message (and is still delivered to current subscribers).
@@ -391,9 +391,9 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `pattern`; [`PubSubError::ZeroBuffer`] or
-    /// [`PubSubError::BufferTooLarge`] for `options.buffer`;
-    /// [`PubSubError::TooManySubscriptions`]; [`PubSubError::Closed`].
+    /// A syntax error in `pattern`; [`Error::ZeroBuffer`] or
+    /// [`Error::BufferTooLarge`] for `options.buffer`;
+    /// [`Error::TooManySubscriptions`]; [`Error::Closed`].
     pub fn subscribe(
         &self,
         pattern: impl IntoPattern,
@@ -401,10 +401,10 @@ impl Bus {
     ) -> Result<Subscription> {
         let pattern = pattern.into_pattern()?;
         if options.buffer == 0 {
-            return Err(PubSubError::ZeroBuffer);
+            return Err(Error::ZeroBuffer);
         }
         if options.buffer > self.inner.config.max_buffer {
-            return Err(PubSubError::BufferTooLarge {
+            return Err(Error::BufferTooLarge {
                 requested: options.buffer,
                 max: self.inner.config.max_buffer,
             });
@@ -441,8 +441,8 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `pattern`; [`PubSubError::TooManySubscriptions`];
-    /// [`PubSubError::Closed`].
+    /// A syntax error in `pattern`; [`Error::TooManySubscriptions`];
+    /// [`Error::Closed`].
     pub fn attach(
         &self,
         pattern: impl IntoPattern,
@@ -462,18 +462,18 @@ impl Bus {
 
     fn check_room(&self, state: &State) -> Result<()> {
         if state.closed {
-            return Err(PubSubError::Closed);
+            return Err(Error::Closed);
         }
         let limit = self.inner.config.max_subscriptions;
         if state.trie.len() >= limit {
-            return Err(PubSubError::TooManySubscriptions { limit });
+            return Err(Error::TooManySubscriptions { limit });
         }
         Ok(())
     }
 
     /// Closes the bus: every subscription stops taking events (it can still drain its buffer,
-    /// then reports [`PubSubError::Closed`]), sinks are detached, retained messages forgotten,
-    /// and later publishes and subscribes fail with [`PubSubError::Closed`]. Idempotent.
+    /// then reports [`Error::Closed`]), sinks are detached, retained messages forgotten,
+    /// and later publishes and subscribes fail with [`Error::Closed`]. Idempotent.
     pub fn close(&self) {
         let targets = self.inner.write().close();
         drop(targets);

@@ -16,7 +16,7 @@ pub struct Config {
     ///
     /// Bounds the trie and the per-subscription memory when subscriptions come from remote peers.
     /// Beyond it, subscribe fails with
-    /// [`PubSubError::TooManySubscriptions`](crate::PubSubError::TooManySubscriptions).
+    /// [`Error::TooManySubscriptions`](crate::Error::TooManySubscriptions).
     pub max_subscriptions: usize,
 
     /// Largest per-subscriber buffer, in events, that
@@ -31,7 +31,7 @@ pub struct Config {
     ///
     /// Replacing the retained message of a topic that already has one always succeeds; a retained
     /// publish to a new topic when the store is full fails with
-    /// [`PubSubError::RetainedFull`](crate::PubSubError::RetainedFull) and publishes nothing,
+    /// [`Error::RetainedFull`](crate::Error::RetainedFull) and publishes nothing,
     /// rather than silently evicting another topic's state. Every matching retained message is
     /// replayed to each new subscriber, so this also bounds the work of a subscribe.
     pub max_retained_topics: usize,
@@ -39,7 +39,7 @@ pub struct Config {
     /// Largest event payload, in bytes, that a publish accepts. Default 1 MiB (NATS's
     /// `max_payload`).
     ///
-    /// A larger publish fails with [`PubSubError::EventTooLarge`](crate::PubSubError::EventTooLarge)
+    /// A larger publish fails with [`Error::EventTooLarge`](crate::Error::EventTooLarge)
     /// and reaches nobody. Every subscriber may buffer up to its buffer's worth of events, so
     /// this bounds a subscription's memory (buffer × limit) as much as the publisher's. A
     /// broker also stores events for durable subscriptions as queue messages, so it refuses

@@ -1,5 +1,11 @@
-//! The crate's error type, [`PubSubError`], and [`RemoteError`], the form in which the
+//! The in-process error type, [`Error`], and [`PubSubError`], the form in which the
 //! broker's refusals travel. Nothing here depends on the rest of the crate.
+//!
+//! The crate's errors follow the convention `mw-queue` follows too: [`Error`] is what
+//! the in-process [`Bus`](crate::Bus) reports; [`PubSubError`] is the broker's typed
+//! refusal on the wire (as `mw_queue::QueueError` is the queue broker's); and
+//! [`RemoteError`](crate::RemoteError) is what a [`RemoteBus`](crate::RemoteBus) call
+//! reports: refused by the broker, the call failed, connecting failed.
 //!
 //! Name validation errors say which name and which level (token index, from 0) or byte offset is at
 //! fault, so a caller can point at the offending part of a topic it got from a user or a peer.
@@ -16,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// [`SlowConsumerPolicy`]: crate::SlowConsumerPolicy
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PubSubError {
+pub enum Error {
     /// A topic or pattern was the empty string.
     #[error("topic or pattern is empty")]
     EmptyName,
@@ -159,31 +165,21 @@ pub enum PubSubError {
         source: postcard::Error,
     },
 
-    /// The broker refused a request made through a [`RemoteBus`](crate::RemoteBus) (bad name,
-    /// limit reached, unknown durable subscription, ...). Only this request failed.
-    #[error("broker refused the request: {0}")]
-    Remote(RemoteError),
-
-    /// Talking to the broker failed: unreachable, disconnected, timed out, protocol mismatch.
-    #[error("broker call failed")]
-    Rpc(#[source] mw_rpc::RpcError),
+    /// A file of the broker's pub/sub state (durable subscription definitions, retained
+    /// messages) cannot be read or does not parse; the message names the file.
+    #[error("pub/sub state file: {0}")]
+    StateFile(String),
 
     /// The broker's storage for durable subscriptions (mw-queue) failed.
     #[error("durable storage failed")]
     Storage(#[source] mw_queue::Error),
 }
 
-impl From<mw_rpc::RpcError> for PubSubError {
-    fn from(e: mw_rpc::RpcError) -> Self {
-        PubSubError::Rpc(e)
-    }
-}
-
-/// Why the broker refused a request: the wire form of [`PubSubError`], sent to the one client
+/// Why the broker refused a request: the wire form of [`Error`], sent to the one client
 /// at fault (the broker keeps serving everyone else).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
-pub enum RemoteError {
+pub enum PubSubError {
     /// A topic, pattern or durable name is malformed; the message says where.
     #[error("invalid name: {0}")]
     InvalidName(String),
@@ -237,46 +233,45 @@ pub enum RemoteError {
     PermissionDenied(mw_rpc::auth::Denied),
 }
 
-impl From<mw_rpc::auth::Denied> for RemoteError {
+impl From<mw_rpc::auth::Denied> for PubSubError {
     fn from(d: mw_rpc::auth::Denied) -> Self {
-        RemoteError::PermissionDenied(d)
+        PubSubError::PermissionDenied(d)
     }
 }
 
-impl From<&PubSubError> for RemoteError {
-    fn from(e: &PubSubError) -> Self {
+impl From<&Error> for PubSubError {
+    fn from(e: &Error) -> Self {
         match e {
-            PubSubError::EmptyName
-            | PubSubError::NameTooLong { .. }
-            | PubSubError::EmptyToken { .. }
-            | PubSubError::InvalidChar { .. }
-            | PubSubError::PartialWildcard { .. }
-            | PubSubError::FullWildcardNotLast { .. }
-            | PubSubError::WildcardInTopic { .. } => RemoteError::InvalidName(e.to_string()),
-            PubSubError::ZeroBuffer | PubSubError::BufferTooLarge { .. } => {
-                RemoteError::InvalidBuffer(e.to_string())
+            Error::EmptyName
+            | Error::NameTooLong { .. }
+            | Error::EmptyToken { .. }
+            | Error::InvalidChar { .. }
+            | Error::PartialWildcard { .. }
+            | Error::FullWildcardNotLast { .. }
+            | Error::WildcardInTopic { .. } => PubSubError::InvalidName(e.to_string()),
+            Error::ZeroBuffer | Error::BufferTooLarge { .. } => {
+                PubSubError::InvalidBuffer(e.to_string())
             }
-            PubSubError::TooManySubscriptions { limit } => {
-                RemoteError::TooManySubscriptions(*limit as u64)
+            Error::TooManySubscriptions { limit } => {
+                PubSubError::TooManySubscriptions(*limit as u64)
             }
-            PubSubError::RetainedFull { limit } => RemoteError::RetainedFull(*limit as u64),
-            PubSubError::SlowConsumer { capacity } => RemoteError::SlowConsumer(*capacity as u64),
-            PubSubError::Closed => RemoteError::Closed,
-            PubSubError::EventTooLarge { size, limit } => RemoteError::EventTooLarge {
+            Error::RetainedFull { limit } => PubSubError::RetainedFull(*limit as u64),
+            Error::SlowConsumer { capacity } => PubSubError::SlowConsumer(*capacity as u64),
+            Error::Closed => PubSubError::Closed,
+            Error::EventTooLarge { size, limit } => PubSubError::EventTooLarge {
                 size: *size as u64,
                 limit: *limit as u64,
             },
-            PubSubError::Remote(r) => r.clone(),
-            other => RemoteError::Storage(other.to_string()),
+            other => PubSubError::Storage(other.to_string()),
         }
     }
 }
 
-impl From<PubSubError> for RemoteError {
-    fn from(e: PubSubError) -> Self {
-        RemoteError::from(&e)
+impl From<Error> for PubSubError {
+    fn from(e: Error) -> Self {
+        PubSubError::from(&e)
     }
 }
 
-/// `Result` with [`PubSubError`] as the default error.
-pub type Result<T, E = PubSubError> = std::result::Result<T, E>;
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,7 +23,7 @@
 //!
 //! let event = temps.recv().await?;
 //! assert_eq!(event.topic.as_str(), "sensors.kitchen.temp");
-//! # Ok::<(), mw_pubsub::PubSubError>(())
+//! # Ok::<(), mw_pubsub::Error>(())
 //! # }).unwrap();
 //! ```
 //!
@@ -33,7 +33,7 @@
 //! at most [`topic::MAX_NAME_LEN`] bytes. In a pattern, the token `*` matches exactly one level and
 //! a final `>` matches one or more remaining levels (NATS syntax): `sensors.*.temp` matches
 //! `sensors.kitchen.temp`; `sensors.>` matches `sensors.a` and `sensors.a.b` but not `sensors`.
-//! Invalid names are typed errors ([`PubSubError::EmptyToken`], [`PubSubError::WildcardInTopic`],
+//! Invalid names are typed errors ([`Error::EmptyToken`], [`Error::WildcardInTopic`],
 //! ...). Details in [`topic`].
 //!
 //! # Slow consumers
@@ -45,7 +45,7 @@
 //! |---|---|---|
 //! | [`DropOldest`](SlowConsumerPolicy::DropOldest) (default) | evict the oldest buffered event | the newest `buffer` events |
 //! | [`DropNewest`](SlowConsumerPolicy::DropNewest) | discard the new event | the oldest `buffer` events |
-//! | [`Disconnect`](SlowConsumerPolicy::Disconnect) | close the subscription | what it had buffered, then [`PubSubError::SlowConsumer`] |
+//! | [`Disconnect`](SlowConsumerPolicy::Disconnect) | close the subscription | what it had buffered, then [`Error::SlowConsumer`] |
 //!
 //! A publish never waits for a subscriber, so a slow one never slows the publisher or the others,
 //! and memory per subscriber is capped by its buffer. Losses are counted
@@ -86,7 +86,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `error`, `config`, `report` | [`PubSubError`] and [`RemoteError`] (its wire form); [`Config`]; [`PublishReport`], [`BusStats`] |
+//! | `error`, `config`, `report` | [`Error`] and [`PubSubError`] (the broker's refusal on the wire); [`Config`]; [`PublishReport`], [`BusStats`] |
 //! | [`topic`] | [`Topic`], [`Pattern`]: syntax, validation, direct matching |
 //! | `trie` | `Trie`: subscriptions indexed by pattern, for matching without a scan; [`SubscriptionId`] |
 //! | `event` | [`Event`] |
@@ -116,11 +116,11 @@ mod typed;
 
 pub use bus::Bus;
 pub use config::Config;
-pub use error::{PubSubError, Result};
+pub use error::{Error, Result};
 pub use event::Event;
 pub use remote::{
-    DurableEvent, DurableSubscription, RemoteBus, RemoteConfig, RemoteError, RemoteSubscription,
-    RemoteTypedSubscription,
+    DurableEvent, DurableSubscription, PubSubError, RemoteBus, RemoteConfig, RemoteError,
+    RemoteResult, RemoteSubscription, RemoteTypedSubscription,
 };
 pub use report::{BusStats, PublishReport};
 pub use sink::{Attachment, DeliverySink, SinkDelivery};

@@ -4,7 +4,7 @@
 //! ```no_run
 //! use mw_pubsub::{RemoteBus, SubscribeOptions};
 //!
-//! # async fn run() -> mw_pubsub::Result<()> {
+//! # async fn run() -> mw_pubsub::RemoteResult<()> {
 //! let bus = RemoteBus::connect("127.0.0.1:7800").await?;
 //! let mut temps = bus.subscribe("sensors.*.temp", SubscribeOptions::default()).await?;
 //! bus.publish("sensors.kitchen.temp", "21.5").await?;      // fire-and-forget, batched
@@ -42,19 +42,21 @@
 //! it is bounded by its declared buffer plus the window, whatever the publishers do. Losses
 //! arrive in order as [`Event::dropped_before`](crate::Event::dropped_before) and add up in
 //! [`RemoteSubscription::dropped`]; under [`Disconnect`](crate::SlowConsumerPolicy::Disconnect)
-//! the subscriber gets what was buffered, then [`PubSubError::SlowConsumer`](crate::PubSubError::SlowConsumer).
+//! the subscriber gets what was buffered, then [`RemoteError::Refused`] with [`PubSubError::SlowConsumer`].
 //!
 //! # Layout
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`wire`] | argument and item types, the packed batch encoding ([`RemoteError`] is re-exported from the crate's `error`) |
+//! | [`wire`] | argument and item types, the packed batch encoding ([`PubSubError`] is re-exported from the crate's `error`) |
 //! | `service` | the [`PubSub`] service trait and [`PubSubService`] (the broker side) |
 //! | `durable` | durable subscriptions: the sink, the writer task, sessions, definitions file |
+//! | `error` | [`RemoteError`], what a client call reports |
 //! | `client` | [`RemoteBus`], [`RemoteSubscription`], [`RemoteTypedSubscription`], [`DurableSubscription`] |
 
 mod client;
 mod durable;
+mod error;
 mod retained_file;
 mod service;
 pub mod wire;
@@ -63,10 +65,11 @@ pub use client::{
     DurableEvent, DurableSubscription, RemoteBus, RemoteConfig, RemoteSubscription,
     RemoteTypedSubscription,
 };
-pub use durable::{check_name as check_durable_name, DEFINITIONS_FILE, HANDOFF, QUEUE_PREFIX};
+pub use durable::{DurableName, DEFINITIONS_FILE, MAX_UNSTORED_EVENTS, QUEUE_PREFIX};
+pub use error::{RemoteError, RemoteResult};
 pub use retained_file::RETAINED_FILE;
 pub use service::{
     PubSub, PubSubClient, PubSubRequest, PubSubResponse, PubSubServer, PubSubService,
     MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
 };
-pub use wire::{RemoteError, RemoteStats};
+pub use wire::{PubSubError, RemoteStats};

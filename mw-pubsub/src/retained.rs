@@ -8,7 +8,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::topic::{Pattern, Topic};
 
 pub(crate) struct Retained {
@@ -33,7 +33,7 @@ impl Retained {
             return Ok(());
         }
         if self.map.len() >= self.limit {
-            return Err(PubSubError::RetainedFull { limit: self.limit });
+            return Err(Error::RetainedFull { limit: self.limit });
         }
         self.map.insert(topic.clone(), payload.clone());
         Ok(())
@@ -107,7 +107,7 @@ mod tests {
         r.store(&a, &Bytes::from_static(b"1")).unwrap();
         assert!(matches!(
             r.store(&Topic::new("b").unwrap(), &Bytes::new()),
-            Err(PubSubError::RetainedFull { limit: 1 })
+            Err(Error::RetainedFull { limit: 1 })
         ));
         r.store(&a, &Bytes::from_static(b"2")).unwrap();
         assert_eq!(r.len(), 1);

@@ -61,7 +61,7 @@ pub enum SinkDelivery {
 /// let _attachment = bus.attach("orders.>", sink)?;
 /// assert_eq!(bus.publish("orders.eu.new", Bytes::from_static(b"#1"))?.delivered, 1);
 /// assert_eq!(seen.lock().unwrap().len(), 1);
-/// # Ok::<(), mw_pubsub::PubSubError>(())
+/// # Ok::<(), mw_pubsub::Error>(())
 /// ```
 pub trait DeliverySink: Send + Sync + 'static {
     /// Offers one event. See the trait docs for the contract.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::membership::Membership;
 use crate::topic::{Pattern, Topic};
@@ -28,7 +28,11 @@ use crate::trie::SubscriptionId;
 ///
 /// Whatever the policy, the publisher never waits and other subscribers are unaffected; the loss
 /// is counted in [`Subscription::dropped`] and shown in order by [`Event::dropped_before`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Serialized as it is in the `mw.pubsub` `subscribe` call and in the broker's stats: a
+/// postcard enum whose variant indices are its declaration order (0 `DropOldest`, 1
+/// `DropNewest`, 2 `Disconnect`), so variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SlowConsumerPolicy {
     /// Evict the oldest buffered event to make room: the subscriber keeps the most recent
@@ -39,7 +43,7 @@ pub enum SlowConsumerPolicy {
     /// came after, until it catches up.
     DropNewest,
     /// Close the subscription. The subscriber still receives the events already buffered, then
-    /// [`Subscription::recv`] returns [`PubSubError::SlowConsumer`]. Right when a gap is worse
+    /// [`Subscription::recv`] returns [`Error::SlowConsumer`]. Right when a gap is worse
     /// than a restart (the subscriber resubscribes and resynchronises).
     Disconnect,
 }
@@ -223,12 +227,12 @@ impl SubscriberBuffer {
         self.lock().closed.is_some()
     }
 
-    fn closed_error(&self, reason: CloseReason) -> PubSubError {
+    fn closed_error(&self, reason: CloseReason) -> Error {
         match reason {
-            CloseReason::SlowConsumer => PubSubError::SlowConsumer {
+            CloseReason::SlowConsumer => Error::SlowConsumer {
                 capacity: self.capacity,
             },
-            CloseReason::BusClosed => PubSubError::Closed,
+            CloseReason::BusClosed => Error::Closed,
         }
     }
 
@@ -301,7 +305,7 @@ impl SubscriberBuffer {
 ///
 /// drop(sub);
 /// assert_eq!(bus.publish("sensors.kitchen.temp", Bytes::new())?.matched, 0);
-/// # Ok::<(), mw_pubsub::PubSubError>(())
+/// # Ok::<(), mw_pubsub::Error>(())
 /// # }).unwrap();
 /// ```
 #[must_use = "a subscription receives nothing once dropped"]
@@ -329,8 +333,8 @@ impl Subscription {
     ///
     /// # Errors
     ///
-    /// Once the subscription is closed and its buffer drained: [`PubSubError::SlowConsumer`] if
-    /// it was disconnected for falling behind, [`PubSubError::Closed`] if the bus was closed.
+    /// Once the subscription is closed and its buffer drained: [`Error::SlowConsumer`] if
+    /// it was disconnected for falling behind, [`Error::Closed`] if the bus was closed.
     /// Every later call returns the same error.
     ///
     /// # Cancel safety

@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 
 /// Longest topic or pattern accepted, in bytes.
 ///
@@ -47,10 +47,10 @@ impl Name {
 /// Checks `name` against the syntax in the module docs. `wildcards` allows `*` and `>` tokens.
 fn validate(name: &str, wildcards: bool) -> Result<()> {
     if name.is_empty() {
-        return Err(PubSubError::EmptyName);
+        return Err(Error::EmptyName);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(PubSubError::NameTooLong {
+        return Err(Error::NameTooLong {
             len: name.len(),
             max: MAX_NAME_LEN,
         });
@@ -59,21 +59,21 @@ fn validate(name: &str, wildcards: bool) -> Result<()> {
     let mut offset = 0;
     for (level, token) in name.split('.').enumerate() {
         if token.is_empty() {
-            return Err(PubSubError::EmptyToken {
+            return Err(Error::EmptyToken {
                 name: name.to_owned(),
                 level,
             });
         }
         if token == "*" || token == ">" {
             if !wildcards {
-                return Err(PubSubError::WildcardInTopic {
+                return Err(Error::WildcardInTopic {
                     name: name.to_owned(),
                     wildcard: token.chars().next().unwrap_or('*'),
                     level,
                 });
             }
             if token == ">" && level + 1 != levels {
-                return Err(PubSubError::FullWildcardNotLast {
+                return Err(Error::FullWildcardNotLast {
                     name: name.to_owned(),
                     level,
                 });
@@ -81,13 +81,13 @@ fn validate(name: &str, wildcards: bool) -> Result<()> {
         } else {
             for (i, ch) in token.char_indices() {
                 if ch == '*' || ch == '>' {
-                    return Err(PubSubError::PartialWildcard {
+                    return Err(Error::PartialWildcard {
                         name: name.to_owned(),
                         level,
                     });
                 }
                 if !ch.is_ascii_graphic() {
-                    return Err(PubSubError::InvalidChar {
+                    return Err(Error::InvalidChar {
                         name: name.to_owned(),
                         ch,
                         offset: offset + i,
@@ -107,7 +107,7 @@ macro_rules! name_type {
             ///
             /// # Errors
             ///
-            /// A [`PubSubError`] naming the first syntax problem found, see the module docs.
+            /// A [`Error`] naming the first syntax problem found, see the module docs.
             pub fn new(name: impl AsRef<str>) -> Result<Self> {
                 let name = name.as_ref();
                 validate(name, $wildcards)?;
@@ -118,7 +118,7 @@ macro_rules! name_type {
             ///
             /// # Errors
             ///
-            /// A [`PubSubError`] naming the first syntax problem found, see the module docs.
+            /// A [`Error`] naming the first syntax problem found, see the module docs.
             pub fn from_static(name: &'static str) -> Result<Self> {
                 validate(name, $wildcards)?;
                 Ok(Self(Name::Static(name)))
@@ -192,21 +192,21 @@ macro_rules! name_type {
         }
 
         impl FromStr for $ty {
-            type Err = PubSubError;
+            type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
                 Self::new(s)
             }
         }
 
         impl TryFrom<&str> for $ty {
-            type Error = PubSubError;
+            type Error = Error;
             fn try_from(s: &str) -> Result<Self> {
                 Self::new(s)
             }
         }
 
         impl TryFrom<String> for $ty {
-            type Error = PubSubError;
+            type Error = Error;
             fn try_from(s: String) -> Result<Self> {
                 validate(&s, $wildcards)?;
                 Ok(Self(Name::Shared(Arc::from(s))))
@@ -234,13 +234,13 @@ macro_rules! name_type {
 /// the same `Topic` to every subscriber of an event.
 ///
 /// ```
-/// use mw_pubsub::{PubSubError, Topic};
+/// use mw_pubsub::{Error, Topic};
 ///
 /// let t = Topic::new("sensors.kitchen.temp")?;
 /// assert_eq!(t.depth(), 3);
-/// assert!(matches!(Topic::new("sensors.*.temp"), Err(PubSubError::WildcardInTopic { .. })));
-/// assert!(matches!(Topic::new("sensors..temp"), Err(PubSubError::EmptyToken { level: 1, .. })));
-/// # Ok::<(), PubSubError>(())
+/// assert!(matches!(Topic::new("sensors.*.temp"), Err(Error::WildcardInTopic { .. })));
+/// assert!(matches!(Topic::new("sensors..temp"), Err(Error::EmptyToken { level: 1, .. })));
+/// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Topic(Name);
@@ -251,14 +251,14 @@ name_type!(Topic, false, "topic");
 /// (one or more levels).
 ///
 /// ```
-/// use mw_pubsub::{Pattern, PubSubError, Topic};
+/// use mw_pubsub::{Pattern, Error, Topic};
 ///
 /// let p = Pattern::new("sensors.*.temp")?;
 /// assert!(p.matches(&Topic::new("sensors.kitchen.temp")?));
 /// assert!(!p.matches(&Topic::new("sensors.kitchen.humidity")?));
 /// assert!(Pattern::new("sensors.>")?.matches(&Topic::new("sensors.a.b")?));
-/// assert!(matches!(Pattern::new("a.>.b"), Err(PubSubError::FullWildcardNotLast { level: 1, .. })));
-/// # Ok::<(), PubSubError>(())
+/// assert!(matches!(Pattern::new("a.>.b"), Err(Error::FullWildcardNotLast { level: 1, .. })));
+/// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Pattern(Name);
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn invalid_char_reports_byte_offset() {
         match Topic::new("ab.c d") {
-            Err(PubSubError::InvalidChar {
+            Err(Error::InvalidChar {
                 ch: ' ', offset: 4, ..
             }) => {}
             other => panic!("unexpected {other:?}"),

@@ -2,7 +2,7 @@
 //!
 //! [`Bus::publish_typed`] encodes the value once and publishes the resulting `Bytes` (so fan-out
 //! still shares one buffer); [`TypedSubscription`] decodes each event as it is received. A payload
-//! that does not decode is returned as [`PubSubError::Decode`] for that one event and the
+//! that does not decode is returned as [`Error::Decode`] for that one event and the
 //! subscription carries on.
 
 use std::fmt;
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bus::Bus;
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::{SubscribeOptions, Subscription};
@@ -25,7 +25,7 @@ use crate::topic::{IntoPattern, IntoTopic, Topic};
 pub(crate) fn encode<T: Serialize + ?Sized>(topic: &Topic, value: &T) -> Result<Bytes> {
     postcard::to_stdvec(value)
         .map(Bytes::from)
-        .map_err(|source| PubSubError::Encode {
+        .map_err(|source| Error::Encode {
             topic: topic.as_str().to_owned(),
             source,
         })
@@ -43,13 +43,13 @@ impl Bus {
     /// bus.publish_typed("sensors.kitchen.temp", &21.5f32)?;
     /// let reading = temps.recv().await?;
     /// assert_eq!((reading.topic.as_str(), reading.value), ("sensors.kitchen.temp", 21.5));
-    /// # Ok::<(), mw_pubsub::PubSubError>(())
+    /// # Ok::<(), mw_pubsub::Error>(())
     /// # }).unwrap();
     /// ```
     ///
     /// # Errors
     ///
-    /// As [`publish`](Bus::publish), and [`PubSubError::Encode`] if `value` cannot be serialized.
+    /// As [`publish`](Bus::publish), and [`Error::Encode`] if `value` cannot be serialized.
     pub fn publish_typed<T: Serialize + ?Sized>(
         &self,
         topic: impl IntoTopic,
@@ -64,7 +64,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// As [`publish_retained`](Bus::publish_retained), and [`PubSubError::Encode`].
+    /// As [`publish_retained`](Bus::publish_retained), and [`Error::Encode`].
     pub fn publish_retained_typed<T: Serialize + ?Sized>(
         &self,
         topic: impl IntoTopic,
@@ -120,7 +120,7 @@ pub(crate) fn decode<T: DeserializeOwned>(event: Event) -> Result<TypedEvent<T>>
             value,
             dropped_before: event.dropped_before,
         }),
-        Err(source) => Err(PubSubError::Decode {
+        Err(source) => Err(Error::Decode {
             topic: event.topic.as_str().to_owned(),
             source,
         }),
@@ -132,7 +132,7 @@ impl<T: DeserializeOwned> TypedSubscription<T> {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Decode`] for an event whose payload is not a `T` (the subscription stays
+    /// [`Error::Decode`] for an event whose payload is not a `T` (the subscription stays
     /// usable); otherwise as [`Subscription::recv`].
     ///
     /// # Cancel safety

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use mw_pubsub::{
-    Bus, CloseReason, Config, DeliverySink, Event, PubSubError, SinkDelivery, SlowConsumerPolicy,
+    Bus, CloseReason, Config, DeliverySink, Error, Event, SinkDelivery, SlowConsumerPolicy,
     SubscribeOptions, Topic,
 };
 
@@ -257,12 +257,9 @@ async fn disconnect_closes_after_delivering_what_was_buffered() {
     }
     assert!(matches!(
         sub.recv().await,
-        Err(PubSubError::SlowConsumer { capacity: 4 })
+        Err(Error::SlowConsumer { capacity: 4 })
     ));
-    assert!(matches!(
-        sub.recv().await,
-        Err(PubSubError::SlowConsumer { .. })
-    ));
+    assert!(matches!(sub.recv().await, Err(Error::SlowConsumer { .. })));
     drop(sub);
     assert_eq!(bus.stats().trie_nodes, 1);
 }
@@ -338,7 +335,7 @@ async fn retained_store_is_bounded_and_a_full_store_publishes_nothing() {
     bus.publish_retained("b", n(2)).unwrap();
     assert!(matches!(
         bus.publish_retained("c", n(3)),
-        Err(PubSubError::RetainedFull { limit: 2 })
+        Err(Error::RetainedFull { limit: 2 })
     ));
     // Replacing an existing topic still works when full.
     bus.publish_retained("a", n(4)).unwrap();
@@ -438,13 +435,13 @@ async fn closing_the_bus_lets_subscribers_drain_then_reports_closed() {
     bus.publish_retained("c", n(1)).unwrap();
     bus.close();
     assert!(bus.is_closed());
-    assert!(matches!(bus.publish("c", n(2)), Err(PubSubError::Closed)));
+    assert!(matches!(bus.publish("c", n(2)), Err(Error::Closed)));
     assert!(matches!(
         bus.subscribe("c", SubscribeOptions::default()),
-        Err(PubSubError::Closed)
+        Err(Error::Closed)
     ));
     assert_eq!(num(&sub.recv().await.unwrap()), 1);
-    assert!(matches!(sub.recv().await, Err(PubSubError::Closed)));
+    assert!(matches!(sub.recv().await, Err(Error::Closed)));
     let stats = bus.stats();
     assert_eq!(
         (
@@ -466,10 +463,7 @@ async fn dropping_every_bus_handle_closes_subscriptions() {
     clone.publish("d", n(7)).unwrap();
     drop(clone);
     assert_eq!(num(&sub.recv().await.unwrap()), 7);
-    assert!(matches!(
-        bounded(sub.recv()).await,
-        Err(PubSubError::Closed)
-    ));
+    assert!(matches!(bounded(sub.recv()).await, Err(Error::Closed)));
 }
 
 #[test]
@@ -480,11 +474,11 @@ fn subscribe_options_and_limits_are_enforced() {
     let bus = Bus::new(config);
     assert!(matches!(
         bus.subscribe("a", opts(0, SlowConsumerPolicy::DropOldest)),
-        Err(PubSubError::ZeroBuffer)
+        Err(Error::ZeroBuffer)
     ));
     assert!(matches!(
         bus.subscribe("a", opts(11, SlowConsumerPolicy::DropOldest)),
-        Err(PubSubError::BufferTooLarge {
+        Err(Error::BufferTooLarge {
             requested: 11,
             max: 10
         })
@@ -496,11 +490,11 @@ fn subscribe_options_and_limits_are_enforced() {
     let _b = bus.attach("b", sink.clone()).unwrap();
     assert!(matches!(
         bus.subscribe("c", opts(1, SlowConsumerPolicy::DropOldest)),
-        Err(PubSubError::TooManySubscriptions { limit: 2 })
+        Err(Error::TooManySubscriptions { limit: 2 })
     ));
     assert!(matches!(
         bus.attach("c", sink),
-        Err(PubSubError::TooManySubscriptions { limit: 2 })
+        Err(Error::TooManySubscriptions { limit: 2 })
     ));
 }
 
@@ -616,7 +610,7 @@ async fn typed_publish_and_subscribe_round_trip_and_report_decode_errors() {
         ("sensors.kitchen.temp", &reading)
     );
     match sub.recv().await {
-        Err(PubSubError::Decode { topic, .. }) => assert_eq!(topic.as_str(), "sensors.hall.temp"),
+        Err(Error::Decode { topic, .. }) => assert_eq!(topic.as_str(), "sensors.hall.temp"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(sub.recv().await.unwrap().value.room, "attic");

@@ -1,7 +1,7 @@
 //! Topic and pattern validation: each syntax error is a distinct, typed error.
 
 use mw_pubsub::topic::MAX_NAME_LEN;
-use mw_pubsub::{Bus, Pattern, PubSubError, SubscribeOptions, Topic};
+use mw_pubsub::{Bus, Error, Pattern, SubscribeOptions, Topic};
 
 #[test]
 fn valid_topics_and_patterns_are_accepted() {
@@ -22,33 +22,30 @@ fn valid_topics_and_patterns_are_accepted() {
 
 #[test]
 fn empty_name_is_rejected() {
-    assert!(matches!(Topic::new(""), Err(PubSubError::EmptyName)));
-    assert!(matches!(Pattern::new(""), Err(PubSubError::EmptyName)));
+    assert!(matches!(Topic::new(""), Err(Error::EmptyName)));
+    assert!(matches!(Pattern::new(""), Err(Error::EmptyName)));
 }
 
 #[test]
 fn empty_token_reports_its_level() {
     for (name, level) in [(".a", 0), ("a..b", 1), ("a.", 1), ("a.b.", 2)] {
         match Topic::new(name) {
-            Err(PubSubError::EmptyToken { level: l, .. }) => assert_eq!(l, level, "{name}"),
+            Err(Error::EmptyToken { level: l, .. }) => assert_eq!(l, level, "{name}"),
             other => panic!("{name}: unexpected {other:?}"),
         }
-        assert!(matches!(
-            Pattern::new(name),
-            Err(PubSubError::EmptyToken { .. })
-        ));
+        assert!(matches!(Pattern::new(name), Err(Error::EmptyToken { .. })));
     }
 }
 
 #[test]
 fn full_wildcard_must_be_last() {
     match Pattern::new("a.>.b") {
-        Err(PubSubError::FullWildcardNotLast { level: 1, name }) => assert_eq!(name, "a.>.b"),
+        Err(Error::FullWildcardNotLast { level: 1, name }) => assert_eq!(name, "a.>.b"),
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(
         Pattern::new(">.>"),
-        Err(PubSubError::FullWildcardNotLast { level: 0, .. })
+        Err(Error::FullWildcardNotLast { level: 0, .. })
     ));
 }
 
@@ -56,7 +53,7 @@ fn full_wildcard_must_be_last() {
 fn wildcard_in_publish_topic_is_rejected() {
     assert!(matches!(
         Topic::new("a.*.c"),
-        Err(PubSubError::WildcardInTopic {
+        Err(Error::WildcardInTopic {
             wildcard: '*',
             level: 1,
             ..
@@ -64,7 +61,7 @@ fn wildcard_in_publish_topic_is_rejected() {
     ));
     assert!(matches!(
         Topic::new("a.>"),
-        Err(PubSubError::WildcardInTopic {
+        Err(Error::WildcardInTopic {
             wildcard: '>',
             level: 1,
             ..
@@ -73,7 +70,7 @@ fn wildcard_in_publish_topic_is_rejected() {
     let bus = Bus::default();
     assert!(matches!(
         bus.publish("sensors.*", bytes::Bytes::new()),
-        Err(PubSubError::WildcardInTopic { .. })
+        Err(Error::WildcardInTopic { .. })
     ));
 }
 
@@ -81,11 +78,11 @@ fn wildcard_in_publish_topic_is_rejected() {
 fn wildcard_inside_a_token_is_rejected() {
     for name in ["temp*", "a.b*c", "a.>b", "a.*>"] {
         assert!(
-            matches!(Pattern::new(name), Err(PubSubError::PartialWildcard { .. })),
+            matches!(Pattern::new(name), Err(Error::PartialWildcard { .. })),
             "{name}"
         );
         assert!(
-            matches!(Topic::new(name), Err(PubSubError::PartialWildcard { .. })),
+            matches!(Topic::new(name), Err(Error::PartialWildcard { .. })),
             "{name}"
         );
     }
@@ -101,7 +98,7 @@ fn whitespace_control_and_non_ascii_are_rejected() {
         ("a.\u{0}", '\u{0}', 2),
     ] {
         match Topic::new(name) {
-            Err(PubSubError::InvalidChar {
+            Err(Error::InvalidChar {
                 ch: c, offset: o, ..
             }) => assert_eq!((c, o), (ch, offset), "{name:?}"),
             other => panic!("{name:?}: unexpected {other:?}"),
@@ -116,11 +113,11 @@ fn overlong_name_is_rejected() {
     let long = "a".repeat(MAX_NAME_LEN + 1);
     assert!(matches!(
         Topic::new(&long),
-        Err(PubSubError::NameTooLong { len, max }) if len == MAX_NAME_LEN + 1 && max == MAX_NAME_LEN
+        Err(Error::NameTooLong { len, max }) if len == MAX_NAME_LEN + 1 && max == MAX_NAME_LEN
     ));
     assert!(matches!(
         Pattern::new(&long),
-        Err(PubSubError::NameTooLong { .. })
+        Err(Error::NameTooLong { .. })
     ));
 }
 
@@ -129,7 +126,7 @@ fn invalid_pattern_is_rejected_by_subscribe() {
     let bus = Bus::default();
     assert!(matches!(
         bus.subscribe("a.>.b", SubscribeOptions::default()),
-        Err(PubSubError::FullWildcardNotLast { .. })
+        Err(Error::FullWildcardNotLast { .. })
     ));
 }
 

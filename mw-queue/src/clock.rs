@@ -10,7 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use mw_core::time::{millis, unix_ms};
 
 use tokio::sync::watch;
 
@@ -32,28 +34,12 @@ enum Inner {
     },
 }
 
-/// `d` in whole milliseconds, saturating at `u64::MAX` ("never") instead of wrapping.
-///
-/// Every duration that comes from outside (a TTL, a delay, a visibility extension sent
-/// by a remote client) goes through this and then `saturating_add`, so an absurd
-/// duration means "as late as representable", never "at once" or a panic.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
-
 impl Clock {
     /// The system clock.
     pub fn system() -> Clock {
         Clock {
             inner: Arc::new(Inner::System {
-                base_ms: wall_ms(),
+                base_ms: unix_ms(),
                 base: Instant::now(),
             }),
         }

@@ -38,7 +38,7 @@
 //! | [`Router`] | a queue manager with a routing table: local queues directly, others via `xmit.<hop>` |
 //! | [`Outbox`] | the persistent asynchronous client: `send` returns once stored locally; delivered to the broker when it is up |
 //! | [`RemoteHop`], [`RemoteConnect`] | a broker's `mw.queue` service as a next hop (confirmed `send_batch`, reconnects) |
-//! | [`RoutingQueueService`] | the `mw.queue` service with a [`Router`] behind it (`mw broker --route`) |
+//! | [`Router`] as a [`SendRoute`](crate::remote::SendRoute) | the `mw.queue` service with a router behind it (`QueueServiceImpl::with_route`, `mw broker --route`) |
 //!
 //! Ordering is per transmission queue (so per producer whose messages take one
 //! path). The TTL and delay of a message are kept as absolute times (local
@@ -57,7 +57,7 @@ mod routing;
 pub use forwarder::{Forwarder, ForwarderConfig, ForwarderStats};
 pub use hop::{Connect, HopError, NextHop};
 pub use outbox::{Outbox, OutboxConfig, OutboxStats, OUTBOX_QUEUE};
-pub use remote_hop::{RemoteConnect, RemoteHop, RoutingQueueService, DEFAULT_HOP_TIMEOUT};
+pub use remote_hop::{RemoteConnect, RemoteHop, DEFAULT_HOP_TIMEOUT};
 pub use routing::{
     xmit_queue, HopStatus, ParseRouteError, QueuePattern, Route, Router, RoutingTable, XMIT_PREFIX,
 };

@@ -31,6 +31,11 @@ impl fmt::Display for MessageId {
 
 /// A message to send: a body plus optional id, time-to-live and delay.
 ///
+/// Serialized as it is in the `mw.queue` service's `send` and `send_batch` calls
+/// (postcard): the fields in declaration order, which is the wire format (postcard has no
+/// field names): the id (`Option<u128>`), the TTL and the delay (`Option<u64>`, whole
+/// milliseconds, saturating), then the body as a byte string.
+///
 /// ```
 /// use std::time::Duration;
 /// use mw_queue::{Message, MessageId};
@@ -41,12 +46,36 @@ impl fmt::Display for MessageId {
 /// assert_eq!(&m.body()[..], b"hello");
 /// assert_eq!(m.id(), Some(MessageId(7)));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
-    pub(crate) body: Bytes,
+    /// The producer-chosen id (`None`: generated on send). A producer-chosen id already
+    /// stored within the dedup window is acknowledged but stored once.
     pub(crate) id: Option<MessageId>,
+    /// Time-to-live from when it is stored.
+    #[serde(with = "optional_millis")]
     pub(crate) ttl: Option<Duration>,
+    /// Delay before it may be delivered.
+    #[serde(with = "optional_millis")]
     pub(crate) delay: Option<Duration>,
+    pub(crate) body: Bytes,
+}
+
+/// `Option<Duration>` as `Option<u64>` whole milliseconds, saturating at `u64::MAX`
+/// ("never"; see `mw_core::time::millis`).
+mod optional_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(mw_core::time::millis).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 impl Message {
@@ -88,6 +117,21 @@ impl Message {
     /// The producer-chosen id, if any.
     pub fn id(&self) -> Option<MessageId> {
         self.id
+    }
+
+    /// When the message expires if sent at `now` (ms since the Unix epoch), 0 for
+    /// never. At least 1 ms after `now`, so a TTL shorter than a millisecond still
+    /// means "expires", never "never".
+    pub(crate) fn expires_at_ms(&self, now: u64) -> u64 {
+        self.ttl
+            .map_or(0, |t| now.saturating_add(mw_core::time::millis(t).max(1)))
+    }
+
+    /// When the message may first be delivered if sent at `now` (ms since the Unix
+    /// epoch), 0 for at once.
+    pub(crate) fn not_before_ms(&self, now: u64) -> u64 {
+        self.delay
+            .map_or(0, |d| now.saturating_add(mw_core::time::millis(d)))
     }
 }
 

@@ -42,9 +42,9 @@
 //! # Wire interface
 //!
 //! [`QueueService`] (`mw.queue`, version 1) is an ordinary mw RPC service; its message
-//! types are plain structs ([`WireMessage`], [`WireDelivery`],
-//! [`QueueInfo`], [`QueueError`]), postcard-encoded like every mw call (see
-//! `PROTOCOL.md`).
+//! types are plain structs (the crate's [`Message`](crate::Message) itself, and
+//! [`WireDelivery`], [`QueueInfo`], [`QueueError`]), postcard-encoded like every mw call
+//! (see `PROTOCOL.md`).
 
 mod client;
 mod coalesce;
@@ -59,12 +59,11 @@ pub use client::{
 pub use error::{RemoteError, RemoteResult};
 pub use service::{
     ConsumeItem, QueueService, QueueServiceClient, QueueServiceImpl, QueueServiceRequest,
-    QueueServiceResponse, QueueServiceServer, MAX_BATCH, MAX_DELIVERIES_PER_ITEM, MAX_PEEK,
-    MAX_PREFETCH,
+    QueueServiceResponse, QueueServiceServer, SendRoute, MAX_BATCH, MAX_DELIVERIES_PER_ITEM,
+    MAX_PEEK, MAX_PREFETCH,
 };
 pub use wire::{
-    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
-    WireWaiting,
+    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WirePeeked, WireWaiting,
 };
 
 pub use service::check_remote_name;

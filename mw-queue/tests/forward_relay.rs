@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use forward_common::*;
 use mw_queue::forward::{
-    ForwarderConfig, NextHop, Outbox, OutboxConfig, RemoteConnect, RemoteHop, Router,
-    RoutingQueueService, RoutingTable,
+    ForwarderConfig, NextHop, Outbox, OutboxConfig, RemoteConnect, RemoteHop, Router, RoutingTable,
 };
 use mw_queue::remote::{QueueServiceImpl, QueueServiceServer, RemoteQueues};
 use mw_queue::{ConsumerOptions, Message, MessageId, QueueManager};
@@ -37,9 +36,9 @@ async fn serve_plain(qm: &QueueManager, addr: &str) -> RunningServer {
 
 async fn serve_router(router: &Router, addr: &str) -> RunningServer {
     Server::builder()
-        .add(QueueServiceServer::new(RoutingQueueService::new(
-            router.clone(),
-        )))
+        .add(QueueServiceServer::new(
+            QueueServiceImpl::new(router.queue_manager().clone()).with_route(router.clone()),
+        ))
         .build()
         .spawn(addr)
         .await

@@ -143,8 +143,14 @@ impl From<mw_rpc::RpcError> for SpaceError {
     }
 }
 
-impl From<mw_pubsub::PubSubError> for SpaceError {
-    fn from(e: mw_pubsub::PubSubError) -> Self {
+impl From<mw_pubsub::Error> for SpaceError {
+    fn from(e: mw_pubsub::Error) -> Self {
+        SpaceError::Notify(e.to_string())
+    }
+}
+
+impl From<mw_pubsub::RemoteError> for SpaceError {
+    fn from(e: mw_pubsub::RemoteError) -> Self {
         SpaceError::Notify(e.to_string())
     }
 }

@@ -23,39 +23,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::{RemoteError, RemoteResult as Result};
 use super::service::PubSubClient;
 use super::wire::{
-    decode_batch, BatchEncoder, Blob, DurableItem, RemoteError, RemoteStats, SubscribeItem,
+    decode_batch, BatchEncoder, DurableItem, PubSubError, RemoteStats, SubscribeItem,
 };
-use crate::error::{PubSubError, Result};
+use crate::error::Error;
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::SubscribeOptions;
 use crate::topic::{IntoPattern, IntoTopic, Pattern, Topic};
 use crate::typed::{decode, encode, TypedEvent};
-
-/// A refusal from the broker as the embedded API would report it: slow-consumer disconnects and
-/// a closed bus get their own [`PubSubError`] variants, the rest is [`PubSubError::Remote`].
-fn from_remote(e: RemoteError) -> PubSubError {
-    match e {
-        RemoteError::SlowConsumer(capacity) => PubSubError::SlowConsumer {
-            capacity: capacity as usize,
-        },
-        RemoteError::Closed => PubSubError::Closed,
-        other => PubSubError::Remote(other),
-    }
-}
-
-/// The error of a fallible `mw.pubsub` call: the broker's refusal as `from_remote` maps
-/// it, anything else (unreachable, disconnected, timed out) as [`PubSubError::Rpc`].
-impl From<RpcError<RemoteError>> for PubSubError {
-    fn from(e: RpcError<RemoteError>) -> Self {
-        match e.into_application() {
-            Ok(remote) => from_remote(remote),
-            Err(plain) => PubSubError::Rpc(plain),
-        }
-    }
-}
 
 /// Settings of a [`RemoteBus`]. Every field has a documented default.
 #[derive(Debug, Clone)]
@@ -171,8 +149,8 @@ impl std::fmt::Debug for RemoteBus {
     }
 }
 
-fn disconnected() -> PubSubError {
-    PubSubError::Rpc(RpcError::Disconnected)
+fn disconnected() -> RemoteError {
+    RemoteError::Rpc(RpcError::Disconnected)
 }
 
 impl RemoteBus {
@@ -180,7 +158,7 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Rpc`] if the address is bad or the broker cannot be reached.
+    /// [`RemoteError::Connect`] if the address is bad or the broker cannot be reached.
     pub async fn connect(addr: &str) -> Result<RemoteBus> {
         RemoteBus::connect_with(addr, RemoteConfig::default()).await
     }
@@ -191,7 +169,12 @@ impl RemoteBus {
     ///
     /// As [`connect`](Self::connect).
     pub async fn connect_with(addr: &str, config: RemoteConfig) -> Result<RemoteBus> {
-        let channel = Channel::connect_with(addr, config.client.clone()).await?;
+        let channel = Channel::connect_with(addr, config.client.clone())
+            .await
+            .map_err(|source| RemoteError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
         let client = PubSubClient::new(channel);
         let (tx, rx) = mpsc::channel(config.publish_queue.max(1));
         let frame_room = config
@@ -218,10 +201,10 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic` (checked here, nothing is sent),
-    /// [`PubSubError::EventTooLarge`] for an event no frame can carry (the connection's
+    /// [`RemoteError::Local`] with a syntax error in `topic` (checked here, nothing is
+    /// sent) or [`Error::EventTooLarge`] for an event no frame can carry (the connection's
     /// `transport.max_frame_len` less the headers; nothing
-    /// is sent), or [`PubSubError::Rpc`] with `Disconnected` once the connection is gone.
+    /// is sent), or [`RemoteError::Rpc`] with `Disconnected` once the connection is gone.
     /// An event within the frame limit but over the broker's max event size is dropped
     /// by the broker (this call is fire-and-forget); [`publish_report`](Self::publish_report)
     /// reports that refusal.
@@ -245,10 +228,11 @@ impl RemoteBus {
             .frame_room
             .saturating_sub(topic.as_str().len() + EVENT_OVERHEAD);
         if payload.len() > limit {
-            return Err(PubSubError::EventTooLarge {
+            return Err(Error::EventTooLarge {
                 size: payload.len(),
                 limit,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -257,7 +241,7 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// As [`publish`](Self::publish), and [`PubSubError::Encode`].
+    /// As [`publish`](Self::publish), and [`RemoteError::Local`] with [`Error::Encode`].
     pub async fn publish_typed<T: Serialize + ?Sized>(
         &self,
         topic: impl IntoTopic,
@@ -291,10 +275,10 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic`; [`PubSubError::EventTooLarge`] for an event no frame can
-    /// carry (nothing is sent); [`PubSubError::Remote`] with
-    /// [`RemoteError::EventTooLarge`](super::RemoteError::EventTooLarge) for one over the
-    /// broker's max event size; [`PubSubError::Rpc`] for a failed call.
+    /// [`RemoteError::Local`] with a syntax error in `topic` or [`Error::EventTooLarge`] for
+    /// an event no frame can carry (nothing is sent); [`RemoteError::Refused`] with
+    /// [`PubSubError::EventTooLarge`](super::PubSubError::EventTooLarge) for one over the
+    /// broker's max event size; [`RemoteError::Rpc`] for a failed call.
     pub async fn publish_report(
         &self,
         topic: impl IntoTopic,
@@ -303,14 +287,13 @@ impl RemoteBus {
         let topic = topic.into_topic()?;
         let payload = payload.into();
         self.check_frame(&topic, &payload)?;
-        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_report(topic.to_string(), payload).await }.boxed()
             })
             .await?
-            .map_err(PubSubError::from)?;
-        Ok(handle.await.map_err(PubSubError::from)?.into())
+            .map_err(RemoteError::from)?;
+        Ok(handle.await.map_err(RemoteError::from)?.into())
     }
 
     /// Publishes and stores the event as `topic`'s retained message, which every later
@@ -318,8 +301,8 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// As [`publish_report`](Self::publish_report), and [`PubSubError::Remote`] with
-    /// [`RemoteError::RetainedFull`].
+    /// As [`publish_report`](Self::publish_report), and [`RemoteError::Refused`] with
+    /// [`PubSubError::RetainedFull`].
     pub async fn publish_retained(
         &self,
         topic: impl IntoTopic,
@@ -328,35 +311,34 @@ impl RemoteBus {
         let topic = topic.into_topic()?;
         let payload = payload.into();
         self.check_frame(&topic, &payload)?;
-        let payload = Blob(payload);
         let handle = self
             .start(move |c| {
                 async move { c.start_publish_retained(topic.to_string(), payload).await }.boxed()
             })
             .await?
-            .map_err(PubSubError::from)?;
-        Ok(handle.await.map_err(PubSubError::from)?.into())
+            .map_err(RemoteError::from)?;
+        Ok(handle.await.map_err(RemoteError::from)?.into())
     }
 
     /// Forgets `topic`'s retained message; whether it had one.
     ///
     /// # Errors
     ///
-    /// A syntax error in `topic`; [`PubSubError::Rpc`].
+    /// [`RemoteError::Local`] for a syntax error in `topic`; [`RemoteError::Rpc`].
     pub async fn clear_retained(&self, topic: impl IntoTopic) -> Result<bool> {
         let topic = topic.into_topic()?;
         self.flush().await?;
         self.client
             .clear_retained(topic.to_string())
             .await
-            .map_err(PubSubError::from)
+            .map_err(RemoteError::from)
     }
 
     /// Waits until the broker has handled every publish made before this call.
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Rpc`] if the connection broke.
+    /// [`RemoteError::Rpc`] if the connection broke.
     pub async fn flush(&self) -> Result<()> {
         let handle = self
             .start(|c| async move { c.start_flush().await }.boxed())
@@ -370,8 +352,9 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// A syntax error in `pattern` (checked here); [`PubSubError::Remote`] if the broker
-    /// refused (buffer too large, too many subscriptions); [`PubSubError::Rpc`].
+    /// [`RemoteError::Local`] for a syntax error in `pattern` (checked here);
+    /// [`RemoteError::Refused`] if the broker refused (buffer too large, too many
+    /// subscriptions); [`RemoteError::Rpc`].
     pub async fn subscribe(
         &self,
         pattern: impl IntoPattern,
@@ -380,13 +363,13 @@ impl RemoteBus {
         let pattern = pattern.into_pattern()?;
         // Refused as asked rather than cut to u32::MAX, which would be reported as if
         // the caller had asked for 4294967295.
-        let buffer = u32::try_from(options.buffer).map_err(|_| PubSubError::BufferTooLarge {
+        let buffer = u32::try_from(options.buffer).map_err(|_| Error::BufferTooLarge {
             requested: options.buffer,
             max: u32::MAX as usize,
         })?;
         let mut stream = self
             .client
-            .subscribe(pattern.to_string(), buffer, options.policy.into())
+            .subscribe(pattern.to_string(), buffer, options.policy)
             .await?;
         match stream.next().await {
             Some(Ok(Ok(SubscribeItem::Ready))) => Ok(RemoteSubscription {
@@ -395,10 +378,10 @@ impl RemoteBus {
                 pending: VecDeque::new(),
                 dropped: 0,
             }),
-            Some(Ok(Ok(other))) => Err(PubSubError::Rpc(RpcError::Protocol(format!(
+            Some(Ok(Ok(other))) => Err(RemoteError::Rpc(RpcError::Protocol(format!(
                 "expected Ready as the first item of a subscription, got {other:?}"
             )))),
-            Some(Ok(Err(e))) => Err(from_remote(e)),
+            Some(Ok(Err(e))) => Err(RemoteError::Refused(e)),
             Some(Err(e)) => Err(e.into()),
             None => Err(disconnected()),
         }
@@ -427,9 +410,9 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Remote`] with [`RemoteError::InvalidName`] or
-    /// [`RemoteError::DurableConflict`] (the name exists with another pattern);
-    /// [`PubSubError::Rpc`].
+    /// [`RemoteError::Refused`] with [`PubSubError::InvalidName`] or
+    /// [`PubSubError::DurableConflict`] (the name exists with another pattern);
+    /// [`RemoteError::Rpc`].
     pub async fn subscribe_durable(
         &self,
         name: &str,
@@ -463,10 +446,10 @@ impl RemoteBus {
                 pending: VecDeque::new(),
                 created,
             }),
-            Some(Ok(Ok(other))) => Err(PubSubError::Rpc(RpcError::Protocol(format!(
+            Some(Ok(Ok(other))) => Err(RemoteError::Rpc(RpcError::Protocol(format!(
                 "expected Ready as the first item of a durable subscription, got {other:?}"
             )))),
-            Some(Ok(Err(e))) => Err(from_remote(e)),
+            Some(Ok(Err(e))) => Err(RemoteError::Refused(e)),
             Some(Err(e)) => Err(e.into()),
             None => Err(disconnected()),
         }
@@ -477,19 +460,19 @@ impl RemoteBus {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Remote`] for an invalid name; [`PubSubError::Rpc`].
+    /// [`RemoteError::Refused`] for an invalid name; [`RemoteError::Rpc`].
     pub async fn unsubscribe_durable(&self, name: &str) -> Result<bool> {
         self.client
             .unsubscribe_durable(name.to_string())
             .await
-            .map_err(PubSubError::from)
+            .map_err(RemoteError::from)
     }
 
     /// What the broker's bus holds (subscriptions, their buffers and losses, durables).
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Rpc`].
+    /// [`RemoteError::Rpc`].
     pub async fn stats(&self) -> Result<RemoteStats> {
         Ok(self.client.stats().await?)
     }
@@ -499,7 +482,7 @@ impl RemoteBus {
 /// of [`Event`]s. Dropping it unsubscribes (the broker drops its buffer at once).
 #[must_use = "a subscription receives nothing once dropped"]
 pub struct RemoteSubscription {
-    stream: ClientStream<std::result::Result<SubscribeItem, RemoteError>>,
+    stream: ClientStream<std::result::Result<SubscribeItem, PubSubError>>,
     pattern: Pattern,
     pending: VecDeque<Event>,
     dropped: u64,
@@ -532,12 +515,12 @@ impl RemoteSubscription {
                         *dropped += e.dropped_before;
                         pending.push_back(e);
                     })
-                    .map_err(PubSubError::Remote)?;
+                    .map_err(RemoteError::Refused)?;
                 }
                 Some(Ok(Ok(SubscribeItem::Ready))) => {}
-                Some(Ok(Err(e))) => return Poll::Ready(Err(from_remote(e))),
+                Some(Ok(Err(e))) => return Poll::Ready(Err(RemoteError::Refused(e))),
                 Some(Err(e)) => return Poll::Ready(Err(e.into())),
-                None => return Poll::Ready(Err(PubSubError::Closed)),
+                None => return Poll::Ready(Err(RemoteError::Refused(PubSubError::Closed))),
             }
         }
     }
@@ -546,10 +529,12 @@ impl RemoteSubscription {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::SlowConsumer`] once the broker disconnected it under
+    /// [`RemoteError::Refused`] with [`PubSubError::SlowConsumer`] once the broker
+    /// disconnected it under
     /// [`SlowConsumerPolicy::Disconnect`](crate::SlowConsumerPolicy::Disconnect) (after every
-    /// event buffered before that); [`PubSubError::Closed`] when the broker's bus closed;
-    /// [`PubSubError::Rpc`] if the connection broke.
+    /// event buffered before that), with [`PubSubError::Closed`] when the broker's bus
+    /// closed;
+    /// [`RemoteError::Rpc`] if the connection broke.
     ///
     /// # Cancel safety
     ///
@@ -631,14 +616,14 @@ impl<T: DeserializeOwned> RemoteTypedSubscription<T> {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Decode`] for a payload that is not a `T` (the subscription stays
+    /// [`RemoteError::Local`] with [`Error::Decode`] for a payload that is not a `T` (the subscription stays
     /// usable); otherwise as [`RemoteSubscription::recv`].
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Result<TypedEvent<T>> {
-        decode(self.inner.recv().await?)
+        Ok(decode(self.inner.recv().await?)?)
     }
 
     /// The raw subscription.
@@ -673,13 +658,13 @@ impl DurableEvent {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Rpc`]; [`PubSubError::Remote`] if the durable subscription was deleted.
+    /// [`RemoteError::Rpc`]; [`RemoteError::Refused`] if the durable subscription was deleted.
     pub async fn ack(self) -> Result<bool> {
         let n = self
             .client
             .ack(self.name.to_string(), vec![self.tag])
             .await
-            .map_err(PubSubError::from)?;
+            .map_err(RemoteError::from)?;
         Ok(n == 1)
     }
 }
@@ -692,7 +677,7 @@ impl DurableEvent {
 pub struct DurableSubscription {
     name: Arc<str>,
     client: PubSubClient,
-    stream: ClientStream<std::result::Result<DurableItem, RemoteError>>,
+    stream: ClientStream<std::result::Result<DurableItem, PubSubError>>,
     pending: VecDeque<DurableEvent>,
     created: bool,
 }
@@ -721,8 +706,9 @@ impl DurableSubscription {
     ///
     /// # Errors
     ///
-    /// [`PubSubError::Remote`] if the broker's storage failed; [`PubSubError::Rpc`] if the
-    /// connection broke; [`PubSubError::Closed`] if the broker ended the session.
+    /// [`RemoteError::Refused`] if the broker's storage failed, or with
+    /// [`PubSubError::Closed`] if the broker ended the session; [`RemoteError::Rpc`] if the
+    /// connection broke.
     ///
     /// # Cancel safety
     ///
@@ -736,9 +722,10 @@ impl DurableSubscription {
                 Some(Ok(Ok(DurableItem::Deliveries(items)))) => {
                     for d in items {
                         let mut event = None;
-                        decode_batch(&d.event, |e| event = Some(e)).map_err(PubSubError::Remote)?;
+                        decode_batch(&d.event, |e| event = Some(e))
+                            .map_err(RemoteError::Refused)?;
                         let Some(event) = event else {
-                            return Err(PubSubError::Remote(RemoteError::Malformed(
+                            return Err(RemoteError::Refused(PubSubError::Malformed(
                                 "empty durable delivery".into(),
                             )));
                         };
@@ -752,9 +739,9 @@ impl DurableSubscription {
                     }
                 }
                 Some(Ok(Ok(DurableItem::Ready { .. }))) => {}
-                Some(Ok(Err(e))) => return Err(from_remote(e)),
+                Some(Ok(Err(e))) => return Err(RemoteError::Refused(e)),
                 Some(Err(e)) => return Err(e.into()),
-                None => return Err(PubSubError::Closed),
+                None => return Err(RemoteError::Refused(PubSubError::Closed)),
             }
         }
     }

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! - The sink never blocks (the bus calls it inside `publish`): it hands the event to a bounded
-//!   channel of [`HANDOFF`] events and refuses (counted in `refused`) when the disk falls that
+//!   channel of [`MAX_UNSTORED_EVENTS`] events and refuses (counted in `refused`) when the disk falls that
 //!   far behind, rather than slowing every publisher.
 //! - The writer starts each batch's sends in order; mw-queue appends a send to its log in its
 //!   first poll, so stored order is publish order, and one batch shares one group commit.
@@ -33,14 +33,16 @@ use mw_queue::{ConsumerOptions, DeliveryTag, Message, QueueManager};
 use mw_rpc::Streaming;
 use tokio::sync::mpsc;
 
-use super::wire::{pack_one, Blob, DurableItem, DurableStats, RemoteError, WireDelivery};
+use super::wire::{pack_one, DurableItem, DurableStats, EventBatch, PubSubError, WireDelivery};
 use crate::bus::Bus;
-use crate::error::{PubSubError, Result};
+use crate::error::{Error, Result};
 use crate::sink::{Attachment, DeliverySink, SinkDelivery};
 use crate::topic::{Pattern, Topic};
 
-/// Events that may wait between the bus and the disk, per durable subscription.
-pub const HANDOFF: usize = 65_536;
+/// Events that may wait between the bus and the disk, per durable subscription: the
+/// bound of the channel from its sink to its writer task. A publish finding it full is
+/// not stored for that subscription (counted in `refused`) rather than waiting.
+pub const MAX_UNSTORED_EVENTS: usize = 65_536;
 /// Most deliveries a session packs into one stream item.
 const MAX_DELIVERIES: usize = 256;
 /// Most unacknowledged deliveries a session may ask for.
@@ -55,19 +57,48 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Checks a durable subscription name: 1 to 200 bytes of `A-Z a-z 0-9 _ - .`.
-pub fn check_name(name: &str) -> Result<(), RemoteError> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(RemoteError::InvalidName(format!(
-            "durable name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 _ - ."
-        )))
+/// A durable subscription's name, validated: 1 to 200 bytes of `A-Z a-z 0-9 _ - .`, so
+/// that [`QUEUE_PREFIX`]`<name>` is a valid mw-queue queue name and the name fits on one
+/// line of the definitions file.
+///
+/// ```
+/// use mw_pubsub::remote::DurableName;
+/// assert_eq!(DurableName::new("billing-v2").unwrap().as_str(), "billing-v2");
+/// assert!(DurableName::new("no spaces").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurableName(String);
+
+impl DurableName {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`PubSubError::InvalidName`] saying what a durable name may hold.
+    pub fn new(name: &str) -> Result<DurableName, PubSubError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if ok {
+            Ok(DurableName(name.to_string()))
+        } else {
+            Err(PubSubError::InvalidName(format!(
+                "durable name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 _ - ."
+            )))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DurableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -146,10 +177,10 @@ impl Durables {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                return Err(PubSubError::Remote(RemoteError::Storage(format!(
+                return Err(Error::StateFile(format!(
                     "cannot read {}: {e}",
                     durables.file.display()
-                ))))
+                )))
             }
         };
         for (n, line) in text.lines().enumerate() {
@@ -157,16 +188,12 @@ impl Durables {
                 continue;
             }
             let bad = |why: String| {
-                PubSubError::Remote(RemoteError::Storage(format!(
-                    "{} line {}: {why}",
-                    durables.file.display(),
-                    n + 1
-                )))
+                Error::StateFile(format!("{} line {}: {why}", durables.file.display(), n + 1))
             };
             let (name, pattern) = line
                 .split_once('\t')
                 .ok_or_else(|| bad("expected NAME<TAB>PATTERN".into()))?;
-            check_name(name).map_err(|e| bad(e.to_string()))?;
+            DurableName::new(name).map_err(|e| bad(e.to_string()))?;
             let pattern = Pattern::new(pattern).map_err(|e| bad(e.to_string()))?;
             let d = durables.attach(name, pattern)?;
             lock(&durables.subs).insert(name.to_string(), d);
@@ -176,7 +203,7 @@ impl Durables {
 
     fn attach(&self, name: &str, pattern: Pattern) -> Result<Arc<Durable>> {
         let queue = self.queues.queue(&format!("{QUEUE_PREFIX}{name}"));
-        let (tx, rx) = mpsc::channel(HANDOFF);
+        let (tx, rx) = mpsc::channel(MAX_UNSTORED_EVENTS);
         let refused = Arc::new(AtomicU64::new(0));
         let sink = Arc::new(DurableSink {
             tx,
@@ -196,7 +223,7 @@ impl Durables {
     }
 
     /// Rewrites the definitions file from the current map (temp file, fsync, rename).
-    async fn save(&self) -> Result<(), RemoteError> {
+    async fn save(&self) -> Result<(), PubSubError> {
         let _one_writer = self.file_lock.lock().await;
         let mut text = String::new();
         {
@@ -223,11 +250,11 @@ impl Durables {
         .await;
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RemoteError::Storage(format!(
+            Ok(Err(e)) => Err(PubSubError::Storage(format!(
                 "cannot write {}: {e}",
                 self.file.display()
             ))),
-            Err(e) => Err(RemoteError::Storage(e.to_string())),
+            Err(e) => Err(PubSubError::Storage(e.to_string())),
         }
     }
 
@@ -235,14 +262,15 @@ impl Durables {
         &self,
         name: &str,
         pattern: &str,
-    ) -> Result<(Arc<Durable>, bool), RemoteError> {
-        check_name(name)?;
-        let pattern = Pattern::new(pattern).map_err(RemoteError::from)?;
+    ) -> Result<(Arc<Durable>, bool), PubSubError> {
+        let name = DurableName::new(name)?;
+        let name = name.as_str();
+        let pattern = Pattern::new(pattern).map_err(PubSubError::from)?;
         let created = {
             let mut subs = lock(&self.subs);
             if let Some(d) = subs.get(name) {
                 if d.pattern != pattern {
-                    return Err(RemoteError::DurableConflict {
+                    return Err(PubSubError::DurableConflict {
                         name: name.into(),
                         existing: d.pattern.to_string(),
                         requested: pattern.to_string(),
@@ -268,7 +296,7 @@ impl Durables {
         name: &str,
         pattern: &str,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>> {
+    ) -> Streaming<Result<DurableItem, PubSubError>> {
         let (durable, created) = match self.get_or_create(name, pattern).await {
             Ok(x) => x,
             Err(e) => return Box::pin(futures::stream::iter([Err(e)])),
@@ -287,7 +315,7 @@ impl Durables {
             let (mut consumer, guard) = state?;
             let first = match consumer.recv().await {
                 Ok(d) => d,
-                Err(e) => return Some((Err(RemoteError::Storage(e.to_string())), None)),
+                Err(e) => return Some((Err(PubSubError::Storage(e.to_string())), None)),
             };
             let mut batch = vec![first];
             while batch.len() < MAX_DELIVERIES {
@@ -306,7 +334,7 @@ impl Durables {
                         WireDelivery {
                             tag: d.tag(),
                             attempt: d.attempt(),
-                            event: Blob(d.body().clone()),
+                            event: EventBatch(d.body().clone()),
                         }
                     })
                     .collect()
@@ -321,11 +349,11 @@ impl Durables {
         lock(&self.subs).get(name).map(|d| d.pattern.to_string())
     }
 
-    pub(crate) async fn ack(&self, name: &str, tags: &[DeliveryTag]) -> Result<u64, RemoteError> {
+    pub(crate) async fn ack(&self, name: &str, tags: &[DeliveryTag]) -> Result<u64, PubSubError> {
         let durable = lock(&self.subs)
             .get(name)
             .cloned()
-            .ok_or_else(|| RemoteError::UnknownDurable(name.into()))?;
+            .ok_or_else(|| PubSubError::UnknownDurable(name.into()))?;
         let mut acked = 0;
         for tag in tags {
             if lock(&durable.outstanding).remove(tag).is_none() {
@@ -334,14 +362,15 @@ impl Durables {
             match durable.queue.ack(*tag).await {
                 Ok(()) => acked += 1,
                 Err(mw_queue::Error::DeliveryNotFound { .. }) => {}
-                Err(e) => return Err(RemoteError::Storage(e.to_string())),
+                Err(e) => return Err(PubSubError::Storage(e.to_string())),
             }
         }
         Ok(acked)
     }
 
-    pub(crate) async fn remove(&self, name: &str) -> Result<bool, RemoteError> {
-        check_name(name)?;
+    pub(crate) async fn remove(&self, name: &str) -> Result<bool, PubSubError> {
+        let name = DurableName::new(name)?;
+        let name = name.as_str();
         let Some(durable) = lock(&self.subs).remove(name) else {
             return Ok(false);
         };

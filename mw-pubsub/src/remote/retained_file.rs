@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::bus::Bus;
-use crate::error::{PubSubError, Result};
-use crate::remote::wire::RemoteError;
+use crate::error::{Error, Result};
+use crate::remote::wire::PubSubError;
 
 /// The file, in the broker's data directory.
 pub const RETAINED_FILE: &str = "pubsub-retained.bin";
@@ -41,7 +41,7 @@ impl RetainedFile {
     /// Opens `dir/pubsub-retained.bin` and stores what it holds into `bus`.
     pub(crate) fn open(bus: &Bus, dir: &Path) -> Result<RetainedFile> {
         let path = dir.join(RETAINED_FILE);
-        let storage = |why: String| PubSubError::Remote(RemoteError::Storage(why));
+        let storage = Error::StateFile;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -64,16 +64,16 @@ impl RetainedFile {
     }
 
     /// Rewrites the file from `bus`'s retained store. Call with [`writer`](Self::writer) held.
-    pub(crate) async fn save(&self, bus: &Bus) -> std::result::Result<(), RemoteError> {
+    pub(crate) async fn save(&self, bus: &Bus) -> std::result::Result<(), PubSubError> {
         let entries: Vec<(String, Vec<u8>)> = bus
             .retained(">")
-            .map_err(|e| RemoteError::from(&e))?
+            .map_err(|e| PubSubError::from(&e))?
             .into_iter()
             .map(|e| (e.topic.to_string(), e.payload.to_vec()))
             .collect();
         let mut bytes = MAGIC.to_vec();
         bytes.extend(
-            postcard::to_allocvec(&entries).map_err(|e| RemoteError::Storage(e.to_string()))?,
+            postcard::to_allocvec(&entries).map_err(|e| PubSubError::Storage(e.to_string()))?,
         );
         let path = self.path.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -91,11 +91,11 @@ impl RetainedFile {
         .await;
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RemoteError::Storage(format!(
+            Ok(Err(e)) => Err(PubSubError::Storage(format!(
                 "cannot write {}: {e}",
                 self.path.display()
             ))),
-            Err(e) => Err(RemoteError::Storage(format!(
+            Err(e) => Err(PubSubError::Storage(format!(
                 "writing {} failed: {e}",
                 self.path.display()
             ))),

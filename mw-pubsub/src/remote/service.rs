@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
 use mw_queue::DeliveryTag;
 use mw_rpc::auth::{allowed, check, Action};
@@ -25,11 +26,11 @@ use mw_rpc::Streaming;
 
 use super::durable::Durables;
 use super::wire::{
-    decode_batch, BatchEncoder, Blob, DurableItem, RemoteError, RemoteStats,
-    RemoteSubscriptionStats, SubscribeItem, WirePolicy, WireReport,
+    decode_batch, BatchEncoder, DurableItem, EventBatch, PubSubError, RemoteStats,
+    RemoteSubscriptionStats, SubscribeItem, WireReport,
 };
 use crate::bus::Bus;
-use crate::subscriber::{CloseReason, SubscribeOptions, Subscription};
+use crate::subscriber::{CloseReason, SlowConsumerPolicy, SubscribeOptions, Subscription};
 use crate::topic::Topic;
 
 /// Most events packed into one subscription stream item.
@@ -43,34 +44,37 @@ pub trait PubSub {
     /// Publishes one event, fire-and-forget. An invalid topic is logged by the broker and
     /// dropped; use [`publish_report`](PubSub::publish_report) to hear about it.
     #[oneway]
-    async fn publish(&self, topic: String, payload: Blob);
+    async fn publish(&self, topic: String, payload: Bytes);
     /// Publishes a batch of events (see [`wire`](super::wire) for the packing), in order,
     /// fire-and-forget. A malformed event ends the batch there (the events before it are
     /// published) and is logged.
     #[oneway]
-    async fn publish_batch(&self, batch: Blob);
+    async fn publish_batch(&self, batch: EventBatch);
     /// Publishes one event and reports how many subscribers it reached.
-    async fn publish_report(&self, topic: String, payload: Blob)
-        -> Result<WireReport, RemoteError>;
+    async fn publish_report(
+        &self,
+        topic: String,
+        payload: Bytes,
+    ) -> Result<WireReport, PubSubError>;
     /// Publishes one event and keeps it as the topic's retained message for late subscribers.
     async fn publish_retained(
         &self,
         topic: String,
-        payload: Blob,
-    ) -> Result<WireReport, RemoteError>;
+        payload: Bytes,
+    ) -> Result<WireReport, PubSubError>;
     /// Forgets a topic's retained message; whether it had one.
-    async fn clear_retained(&self, topic: String) -> Result<bool, RemoteError>;
+    async fn clear_retained(&self, topic: String) -> Result<bool, PubSubError>;
     /// Completes once every call sent before it on this connection has been handled.
     async fn flush(&self);
     /// Subscribes with a broker-side buffer of `buffer` events and a slow-consumer policy.
     /// The first item is [`SubscribeItem::Ready`] or the error; then batches of events. Ends
-    /// with [`RemoteError::SlowConsumer`] if the policy disconnected it.
+    /// with [`PubSubError::SlowConsumer`] if the policy disconnected it.
     async fn subscribe(
         &self,
         pattern: String,
         buffer: u32,
-        policy: WirePolicy,
-    ) -> Streaming<Result<SubscribeItem, RemoteError>>;
+        policy: SlowConsumerPolicy,
+    ) -> Streaming<Result<SubscribeItem, PubSubError>>;
     /// Opens (creating it if new) the durable subscription `name` on `pattern` and streams its
     /// stored events, at most `prefetch` unacknowledged at once. The first item is
     /// [`DurableItem::Ready`] or the error. Deliveries not acknowledged when the stream ends
@@ -80,13 +84,13 @@ pub trait PubSub {
         name: String,
         pattern: String,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>>;
+    ) -> Streaming<Result<DurableItem, PubSubError>>;
     /// Acknowledges deliveries of durable subscription `name`; returns how many were still
     /// outstanding (the others were already settled or timed out).
-    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, RemoteError>;
+    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, PubSubError>;
     /// Deletes durable subscription `name`: it stops collecting and its stored events are
     /// discarded. Whether it existed.
-    async fn unsubscribe_durable(&self, name: String) -> Result<bool, RemoteError>;
+    async fn unsubscribe_durable(&self, name: String) -> Result<bool, PubSubError>;
     /// What the broker's bus holds.
     async fn stats(&self) -> RemoteStats;
 }
@@ -125,7 +129,7 @@ impl std::fmt::Debug for PubSubService {
 }
 
 impl PubSubService {
-    /// Serves `bus` without durable subscriptions (they fail with [`RemoteError::Storage`]).
+    /// Serves `bus` without durable subscriptions (they fail with [`PubSubError::Storage`]).
     pub fn new(bus: Bus) -> Self {
         PubSubService {
             bus,
@@ -164,19 +168,19 @@ impl PubSubService {
         &self.bus
     }
 
-    fn durables(&self) -> Result<&Arc<Durables>, RemoteError> {
+    fn durables(&self) -> Result<&Arc<Durables>, PubSubError> {
         self.durables.as_ref().ok_or_else(|| {
-            RemoteError::Storage("this broker has no storage for durable subscriptions".into())
+            PubSubError::Storage("this broker has no storage for durable subscriptions".into())
         })
     }
 }
 
-fn topic(name: &str) -> Result<Topic, RemoteError> {
-    Topic::new(name).map_err(RemoteError::from)
+fn topic(name: &str) -> Result<Topic, PubSubError> {
+    Topic::new(name).map_err(PubSubError::from)
 }
 
 impl PubSub for PubSubService {
-    async fn publish(&self, topic: String, payload: Blob) {
+    async fn publish(&self, topic: String, payload: Bytes) {
         match Topic::new(&topic) {
             Ok(t) => {
                 if let Err(denied) = check(Action::TopicPublish, t.as_str()) {
@@ -184,7 +188,7 @@ impl PubSub for PubSubService {
                     tracing::warn!(%denied, "refused a one-way publish");
                     return;
                 }
-                if let Err(err) = self.bus.publish(&t, payload.0) {
+                if let Err(err) = self.bus.publish(&t, payload) {
                     tracing::info!(topic = %t, error = %err, "refused a one-way publish");
                 }
             }
@@ -192,7 +196,7 @@ impl PubSub for PubSubService {
         }
     }
 
-    async fn publish_batch(&self, batch: Blob) {
+    async fn publish_batch(&self, batch: EventBatch) {
         let bus = &self.bus;
         let r = decode_batch(&batch, |e| {
             if let Err(denied) = check(Action::TopicPublish, e.topic.as_str()) {
@@ -213,11 +217,11 @@ impl PubSub for PubSubService {
     async fn publish_report(
         &self,
         topic_name: String,
-        payload: Blob,
-    ) -> Result<WireReport, RemoteError> {
+        payload: Bytes,
+    ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
-        match self.bus.publish(&t, payload.0) {
+        match self.bus.publish(&t, payload) {
             Ok(report) => Ok(report.into()),
             Err(e) => {
                 tracing::info!(topic = %t, error = %e, "refused a publish");
@@ -229,20 +233,20 @@ impl PubSub for PubSubService {
     async fn publish_retained(
         &self,
         topic_name: String,
-        payload: Blob,
-    ) -> Result<WireReport, RemoteError> {
+        payload: Bytes,
+    ) -> Result<WireReport, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
-            return Ok(self.bus.publish_retained(&t, payload.0)?.into());
+            return Ok(self.bus.publish_retained(&t, payload)?.into());
         };
         let _one_writer = file.writer.lock().await;
-        let report = self.bus.publish_retained(&t, payload.0)?;
+        let report = self.bus.publish_retained(&t, payload)?;
         file.save(&self.bus).await?;
         Ok(report.into())
     }
 
-    async fn clear_retained(&self, topic_name: String) -> Result<bool, RemoteError> {
+    async fn clear_retained(&self, topic_name: String) -> Result<bool, PubSubError> {
         let t = topic(&topic_name)?;
         check(Action::TopicPublish, t.as_str())?;
         let Some(file) = &self.retained_file else {
@@ -262,18 +266,18 @@ impl PubSub for PubSubService {
         &self,
         pattern: String,
         buffer: u32,
-        policy: WirePolicy,
-    ) -> Streaming<Result<SubscribeItem, RemoteError>> {
+        policy: SlowConsumerPolicy,
+    ) -> Streaming<Result<SubscribeItem, PubSubError>> {
         let options = SubscribeOptions {
             buffer: buffer as usize,
-            policy: policy.into(),
+            policy,
         };
         if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
-            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+            return Box::pin(futures::stream::iter([Err(PubSubError::from(denied))]));
         }
         let sub = match self.bus.subscribe(pattern.as_str(), options) {
             Ok(s) => s,
-            Err(e) => return Box::pin(futures::stream::iter([Err(RemoteError::from(e))])),
+            Err(e) => return Box::pin(futures::stream::iter([Err(PubSubError::from(e))])),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(RemoteSub {
@@ -298,18 +302,18 @@ impl PubSub for PubSubService {
         name: String,
         pattern: String,
         prefetch: u32,
-    ) -> Streaming<Result<DurableItem, RemoteError>> {
+    ) -> Streaming<Result<DurableItem, PubSubError>> {
         let durables = match self.durables() {
             Ok(d) => d.clone(),
             Err(e) => return Box::pin(futures::stream::iter([Err(e)])),
         };
         if let Err(denied) = check(Action::TopicSubscribe, &pattern) {
-            return Box::pin(futures::stream::iter([Err(RemoteError::from(denied))]));
+            return Box::pin(futures::stream::iter([Err(PubSubError::from(denied))]));
         }
         durables.session(&name, &pattern, prefetch).await
     }
 
-    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, RemoteError> {
+    async fn ack(&self, name: String, tags: Vec<DeliveryTag>) -> Result<u64, PubSubError> {
         let durables = self.durables()?;
         if let Some(pattern) = durables.pattern_of(&name) {
             check(Action::TopicSubscribe, &pattern)?;
@@ -317,7 +321,7 @@ impl PubSub for PubSubService {
         durables.ack(&name, &tags).await
     }
 
-    async fn unsubscribe_durable(&self, name: String) -> Result<bool, RemoteError> {
+    async fn unsubscribe_durable(&self, name: String) -> Result<bool, PubSubError> {
         let durables = self.durables()?;
         if let Some(pattern) = durables.pattern_of(&name) {
             check(Action::TopicSubscribe, &pattern)?;
@@ -339,7 +343,7 @@ impl PubSub for PubSubService {
                     pattern: sub.pattern().to_string(),
                     buffered: sub.len() as u64,
                     capacity: sub.capacity() as u64,
-                    policy: sub.policy().into(),
+                    policy: sub.policy(),
                     dropped: sub.dropped(),
                     forwarded: r.forwarded.load(Ordering::Relaxed),
                 }
@@ -379,7 +383,7 @@ struct Forwarder {
 }
 
 impl Stream for Forwarder {
-    type Item = Result<SubscribeItem, RemoteError>;
+    type Item = Result<SubscribeItem, PubSubError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -401,9 +405,9 @@ impl Stream for Forwarder {
                 this.state = ForwardState::Done;
                 return Poll::Ready(match reason {
                     Some(CloseReason::SlowConsumer) => {
-                        Some(Err(RemoteError::SlowConsumer(capacity)))
+                        Some(Err(PubSubError::SlowConsumer(capacity)))
                     }
-                    _ => Some(Err(RemoteError::Closed)),
+                    _ => Some(Err(PubSubError::Closed)),
                 });
             }
         };

@@ -4,7 +4,7 @@
 //! # Event batches
 //!
 //! Publishing and delivering many small events one RPC frame each would spend more CPU on frame
-//! dispatch than on the events, so both directions carry a [`Blob`] holding a batch of events,
+//! dispatch than on the events, so both directions carry a [`EventBatch`] holding a batch of events,
 //! one after another:
 //!
 //! ```text
@@ -26,53 +26,23 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::RemoteError;
+pub use crate::error::PubSubError;
 use crate::event::Event;
 use crate::report::PublishReport;
 use crate::subscriber::SlowConsumerPolicy;
 use crate::topic::Topic;
 
-/// Opaque bytes that postcard encodes as one length-prefixed byte string (not a sequence of
-/// numbers), so encoding and decoding are one copy: `bytes`' `serde` feature serializes
-/// [`Bytes`] with `serialize_bytes`.
+/// Events packed one after another (see [Event batches](self#event-batches)): what
+/// [`BatchEncoder`] builds and [`decode_batch`] reads. On the wire it is one postcard byte
+/// string (length, then the bytes), exactly as its [`Bytes`] serializes (`bytes`' `serde`
+/// feature), so encoding and decoding are one copy.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Blob(pub Bytes);
+pub struct EventBatch(pub Bytes);
 
-impl std::fmt::Debug for Blob {
+impl std::fmt::Debug for EventBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Blob({} bytes)", self.0.len())
-    }
-}
-
-/// [`SlowConsumerPolicy`] on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WirePolicy {
-    /// [`SlowConsumerPolicy::DropOldest`].
-    DropOldest,
-    /// [`SlowConsumerPolicy::DropNewest`].
-    DropNewest,
-    /// [`SlowConsumerPolicy::Disconnect`].
-    Disconnect,
-}
-
-impl From<SlowConsumerPolicy> for WirePolicy {
-    fn from(p: SlowConsumerPolicy) -> Self {
-        match p {
-            SlowConsumerPolicy::DropOldest => WirePolicy::DropOldest,
-            SlowConsumerPolicy::DropNewest => WirePolicy::DropNewest,
-            SlowConsumerPolicy::Disconnect => WirePolicy::Disconnect,
-        }
-    }
-}
-
-impl From<WirePolicy> for SlowConsumerPolicy {
-    fn from(p: WirePolicy) -> Self {
-        match p {
-            WirePolicy::DropOldest => SlowConsumerPolicy::DropOldest,
-            WirePolicy::DropNewest => SlowConsumerPolicy::DropNewest,
-            WirePolicy::Disconnect => SlowConsumerPolicy::Disconnect,
-        }
+        write!(f, "EventBatch({} bytes)", self.0.len())
     }
 }
 
@@ -126,7 +96,7 @@ pub enum SubscribeItem {
     /// after this was sent reaches it.
     Ready,
     /// Events in publish order, packed as in the module docs, with their `dropped_before`.
-    Events(Blob),
+    Events(EventBatch),
 }
 
 /// One delivery of a durable subscription, to be acknowledged with
@@ -138,7 +108,7 @@ pub struct WireDelivery {
     /// Which delivery of this message this is, 1 for the first.
     pub attempt: u32,
     /// The event, packed as one event of a batch.
-    pub event: Blob,
+    pub event: EventBatch,
 }
 
 /// One item of a [`subscribe_durable`](super::PubSub::subscribe_durable) stream.
@@ -164,7 +134,7 @@ pub struct RemoteSubscriptionStats {
     /// The declared buffer size.
     pub capacity: u64,
     /// The declared policy.
-    pub policy: WirePolicy,
+    pub policy: SlowConsumerPolicy,
     /// Events it lost to its policy so far.
     pub dropped: u64,
     /// Events forwarded to the subscriber so far.
@@ -217,11 +187,11 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
-fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
+fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, PubSubError> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let Some(&b) = src.get(*pos) else {
-            return Err(RemoteError::Malformed(format!(
+            return Err(PubSubError::Malformed(format!(
                 "batch ends inside a varint at byte {pos}"
             )));
         };
@@ -231,7 +201,7 @@ fn get_varint(src: &[u8], pos: &mut usize) -> Result<u64, RemoteError> {
             return Ok(v);
         }
     }
-    Err(RemoteError::Malformed(format!(
+    Err(PubSubError::Malformed(format!(
         "varint longer than 10 bytes before byte {pos}"
     )))
 }
@@ -281,10 +251,10 @@ impl BatchEncoder {
     }
 
     /// Takes the batch, leaving the encoder empty (its buffer is reused).
-    pub fn finish(&mut self) -> Blob {
+    pub fn finish(&mut self) -> EventBatch {
         self.last_topic = None;
         self.count = 0;
-        Blob(self.buf.split().freeze())
+        EventBatch(self.buf.split().freeze())
     }
 }
 
@@ -300,9 +270,9 @@ pub(crate) fn pack_one(topic: &Topic, payload: &Bytes) -> Bytes {
 ///
 /// # Errors
 ///
-/// [`RemoteError::Malformed`] or [`RemoteError::InvalidName`] at the first bad event; the events
+/// [`PubSubError::Malformed`] or [`PubSubError::InvalidName`] at the first bad event; the events
 /// before it have been passed to `f`.
-pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteError> {
+pub fn decode_batch(blob: &EventBatch, mut f: impl FnMut(Event)) -> Result<(), PubSubError> {
     let src = &blob.0[..];
     let mut pos = 0;
     let mut topic: Option<Topic> = None;
@@ -310,25 +280,25 @@ pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteE
         let len = get_varint(src, &mut pos)? as usize;
         if len > 0 {
             let Some(raw) = src.get(pos..pos.saturating_add(len)) else {
-                return Err(RemoteError::Malformed(format!(
+                return Err(PubSubError::Malformed(format!(
                     "topic of {len} bytes runs past the end of the batch at byte {pos}"
                 )));
             };
             let name = std::str::from_utf8(raw).map_err(|_| {
-                RemoteError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
+                PubSubError::InvalidName(format!("topic at byte {pos} is not UTF-8"))
             })?;
-            topic = Some(Topic::new(name).map_err(|e| RemoteError::from(&e))?);
+            topic = Some(Topic::new(name).map_err(|e| PubSubError::from(&e))?);
             pos += len;
         }
         let Some(t) = &topic else {
-            return Err(RemoteError::Malformed(
+            return Err(PubSubError::Malformed(
                 "first event of a batch repeats a previous topic".into(),
             ));
         };
         let dropped_before = get_varint(src, &mut pos)?;
         let plen = get_varint(src, &mut pos)? as usize;
         let Some(payload) = src.get(pos..pos.saturating_add(plen)) else {
-            return Err(RemoteError::Malformed(format!(
+            return Err(PubSubError::Malformed(format!(
                 "payload of {plen} bytes runs past the end of the batch at byte {pos}"
             )));
         };
@@ -343,6 +313,18 @@ pub fn decode_batch(blob: &Blob, mut f: impl FnMut(Event)) -> Result<(), RemoteE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `SlowConsumerPolicy` travels as it is: variant indices 0, 1, 2 (`mw.pubsub` v1).
+    #[test]
+    fn policies_are_their_variant_index() {
+        for (policy, index) in [
+            (SlowConsumerPolicy::DropOldest, 0u8),
+            (SlowConsumerPolicy::DropNewest, 1),
+            (SlowConsumerPolicy::Disconnect, 2),
+        ] {
+            assert_eq!(postcard::to_allocvec(&policy).unwrap(), [index]);
+        }
+    }
 
     #[test]
     fn batch_round_trips_and_shares_repeated_topics() {
@@ -373,34 +355,35 @@ mod tests {
         enc.push(&a, &[9u8; 200], 300);
         enc.push(&a, b"x", 0);
         let blob = enc.finish();
-        let first = ("a.b", 300u64, Blob(Bytes::from(vec![9u8; 200])));
+        let first = ("a.b", 300u64, EventBatch(Bytes::from(vec![9u8; 200])));
         let mut want = postcard::to_stdvec(&first).unwrap();
-        let second = ("", 0u64, Blob(Bytes::from_static(b"x")));
+        let second = ("", 0u64, EventBatch(Bytes::from_static(b"x")));
         want.extend(postcard::to_stdvec(&second).unwrap());
         assert_eq!(&blob.0[..], &want[..]);
     }
 
     #[test]
     fn blob_is_one_byte_string_in_postcard() {
-        let blob = Blob(Bytes::from_static(b"xyz"));
+        let blob = EventBatch(Bytes::from_static(b"xyz"));
         let enc = postcard::to_stdvec(&blob).unwrap();
         assert_eq!(enc, [3, b'x', b'y', b'z']);
-        assert_eq!(postcard::from_bytes::<Blob>(&enc).unwrap(), blob);
+        assert_eq!(postcard::from_bytes::<EventBatch>(&enc).unwrap(), blob);
     }
 
     #[test]
     fn malformed_batches_are_typed_errors() {
-        let bad = |bytes: &'static [u8]| decode_batch(&Blob(Bytes::from_static(bytes)), |_| {});
-        assert!(matches!(bad(&[0, 0, 0]), Err(RemoteError::Malformed(_))));
-        assert!(matches!(bad(&[5, b'a']), Err(RemoteError::Malformed(_))));
+        let bad =
+            |bytes: &'static [u8]| decode_batch(&EventBatch(Bytes::from_static(bytes)), |_| {});
+        assert!(matches!(bad(&[0, 0, 0]), Err(PubSubError::Malformed(_))));
+        assert!(matches!(bad(&[5, b'a']), Err(PubSubError::Malformed(_))));
         assert!(matches!(
             bad(&[1, b'*', 0, 0]),
-            Err(RemoteError::InvalidName(_))
+            Err(PubSubError::InvalidName(_))
         ));
         assert!(matches!(
             bad(&[1, b'a', 0, 9, 1]),
-            Err(RemoteError::Malformed(_))
+            Err(PubSubError::Malformed(_))
         ));
-        assert!(matches!(bad(&[0xff; 12]), Err(RemoteError::Malformed(_))));
+        assert!(matches!(bad(&[0xff; 12]), Err(PubSubError::Malformed(_))));
     }
 }

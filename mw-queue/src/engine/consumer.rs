@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::message::MessageId;
 use crate::name::QueueName;
-use crate::storage::record::{self, RecordView, SettleReason};
+use crate::storage::record::{self, RecordView, SettleReason, StoredMessage};
 
 /// Options of one consumer.
 ///
@@ -203,20 +203,13 @@ impl Drop for TakenGuard {
     }
 }
 
-pub(crate) struct Fetched {
-    pub id: u128,
-    pub sent_at_ms: u64,
-    pub expires_at_ms: u64,
-    pub body: Bytes,
-}
-
-fn read_body(shared: &Shared, t: &Taken) -> Result<Fetched> {
+fn read_body(shared: &Shared, t: &Taken) -> Result<StoredMessage> {
     read_at(shared, t.tag.lsn, t.offset, t.len)
 }
 
 /// Reads the message enqueued at `lsn` (its record at `offset`, `len` bytes) back from
 /// its segment. Blocking.
-pub(crate) fn read_at(shared: &Shared, lsn: u64, offset: u32, len: u32) -> Result<Fetched> {
+pub(crate) fn read_at(shared: &Shared, lsn: u64, offset: u32, len: u32) -> Result<StoredMessage> {
     let payload = shared.log.read(lsn, offset, len)?;
     match record::decode(&payload) {
         Ok((
@@ -226,10 +219,8 @@ pub(crate) fn read_at(shared: &Shared, lsn: u64, offset: u32, len: u32) -> Resul
                 body_offset,
                 ..
             },
-        )) => Ok(Fetched {
-            id: header.id,
-            sent_at_ms: header.timestamp_ms,
-            expires_at_ms: header.expires_at_ms,
+        )) => Ok(StoredMessage {
+            header,
             body: Bytes::from(payload).slice(body_offset..),
         }),
         _ => Err(Error::corrupt(
@@ -247,7 +238,7 @@ async fn fetch(
     notify: Arc<Notify>,
     options: ConsumerOptions,
 ) -> Result<Vec<Delivery>> {
-    let visibility = options.visibility_timeout.map(crate::clock::millis);
+    let visibility = options.visibility_timeout.map(mw_core::time::millis);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -277,17 +268,8 @@ async fn fetch(
             consumer,
             tags: taken.iter().map(|t| t.tag).collect(),
         };
-        let mut fetched: Vec<Option<Fetched>> = taken
-            .iter()
-            .map(|t| {
-                t.cached.as_ref().map(|c| Fetched {
-                    id: c.id,
-                    sent_at_ms: c.timestamp_ms,
-                    expires_at_ms: c.expires_at_ms,
-                    body: c.body.clone(),
-                })
-            })
-            .collect();
+        let mut fetched: Vec<Option<StoredMessage>> =
+            taken.iter().map(|t| t.cached.clone()).collect();
         if fetched.iter().any(Option::is_none) {
             // Disk reads happen on the blocking pool, never on a tokio worker.
             let s = shared.clone();
@@ -312,7 +294,7 @@ async fn fetch(
         let mut expired = Vec::new();
         for (tag, f) in guard.tags.iter().zip(fetched) {
             let f = f.expect("filled above");
-            if f.expires_at_ms != 0 && f.expires_at_ms <= now {
+            if f.header.expires_at_ms != 0 && f.header.expires_at_ms <= now {
                 expired.push(*tag);
                 continue;
             }
@@ -320,9 +302,9 @@ async fn fetch(
                 shared: shared.clone(),
                 queue: queue.clone(),
                 tag: *tag,
-                id: MessageId(f.id),
+                id: MessageId(f.header.id),
                 body: f.body,
-                sent_at_ms: f.sent_at_ms,
+                sent_at_ms: f.header.timestamp_ms,
             });
         }
         guard.tags.clear();

@@ -88,7 +88,6 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use self::body_cache::BodyCache;
-pub(crate) use self::body_cache::CachedBody;
 use self::dedup::{DedupWindow, Seen};
 use self::liveness::SegmentLiveness;
 use self::pending::PendingRecords;
@@ -101,7 +100,7 @@ use crate::error::{Error, Result};
 use crate::message::DeliveryTag;
 use crate::name::QueueName;
 use crate::storage::log::{Append, Log};
-use crate::storage::record::{EnqueueHeader, Record, SettleReason};
+use crate::storage::record::{EnqueueHeader, Record, SettleReason, StoredMessage};
 use crate::storage::recovery::Location;
 
 /// Counters for one queue.
@@ -122,7 +121,11 @@ pub struct QueueStats {
 }
 
 /// Memory held by the index, for monitoring and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serialized as it is in the broker's `stats` answer
+/// ([`BrokerStats::memory`](crate::remote::BrokerStats::memory)); fields are only
+/// appended (postcard has no field names, so their order is the wire format).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct MemoryStats {
     /// Messages known to the index (every state, every queue).
@@ -160,7 +163,7 @@ pub(crate) struct Taken {
     pub tag: DeliveryTag,
     pub offset: u32,
     pub len: u32,
-    pub cached: Option<CachedBody>,
+    pub cached: Option<StoredMessage>,
 }
 
 /// An attached consumer, as [`QueueManager::consumers`](crate::QueueManager::consumers)
@@ -182,7 +185,7 @@ pub(crate) struct Browsed {
     pub lsn: u64,
     pub meta: Meta,
     pub waiting: Waiting,
-    pub cached: Option<CachedBody>,
+    pub cached: Option<StoredMessage>,
 }
 
 /// What a send turned into.
@@ -715,10 +718,8 @@ impl State {
                     }
                     self.cache.insert(
                         a.lsn,
-                        CachedBody {
-                            id: header.id,
-                            timestamp_ms: header.timestamp_ms,
-                            expires_at_ms: header.expires_at_ms,
+                        StoredMessage {
+                            header: *header,
                             body: body.clone(),
                         },
                     );

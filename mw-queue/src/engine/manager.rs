@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{millis, Clock};
+use mw_core::time::millis;
+
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::consumer::read_at;
 use crate::engine::index::{ConsumerInfo, Limits, MemoryStats, QueueStats, State, Waiting};
@@ -210,20 +212,17 @@ impl QueueManager {
             found
                 .into_iter()
                 .map(|b| {
-                    let (id, sent_at_ms, body) = match b.cached {
-                        Some(c) => (c.id, c.timestamp_ms, c.body),
-                        None => {
-                            let f = read_at(&shared, b.lsn, b.meta.offset, b.meta.len)?;
-                            (f.id, f.sent_at_ms, f.body)
-                        }
+                    let m = match b.cached {
+                        Some(c) => c,
+                        None => read_at(&shared, b.lsn, b.meta.offset, b.meta.len)?,
                     };
                     Ok(Peeked {
                         queue: queue.clone(),
-                        id: MessageId(id),
-                        sent_at_ms,
+                        id: MessageId(m.header.id),
+                        sent_at_ms: m.header.timestamp_ms,
                         deliveries: b.meta.deliveries,
                         waiting: b.waiting,
-                        body,
+                        body: m.body,
                     })
                 })
                 .collect()
@@ -244,10 +243,10 @@ impl QueueManager {
             return Ok(None);
         };
         if let Some(c) = found.cached {
-            return Ok(Some(c.timestamp_ms));
+            return Ok(Some(c.header.timestamp_ms));
         }
-        let f = read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
-        Ok(Some(f.sent_at_ms))
+        let m = read_at(&self.shared, found.lsn, found.meta.offset, found.meta.len)?;
+        Ok(Some(m.header.timestamp_ms))
     }
 
     /// Every attached consumer (remote consumers of a broker included), by id.

@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{millis, Clock};
+use mw_core::time::millis;
+
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::backlog::{self, RefillJob};
 use crate::engine::index::{SendOutcome, State};
@@ -152,8 +154,8 @@ impl Shared {
             id: id.0,
             producer_id: msg.id.is_some(),
             timestamp_ms: now,
-            expires_at_ms: msg.ttl.map_or(0, |t| now.saturating_add(millis(t).max(1))),
-            not_before_ms: msg.delay.map_or(0, |d| now.saturating_add(millis(d))),
+            expires_at_ms: msg.expires_at_ms(now),
+            not_before_ms: msg.not_before_ms(now),
         }
     }
 

@@ -15,7 +15,7 @@
 //!  expires_at 0 = never; not_before 0 = at once; integers little-endian
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -28,23 +28,13 @@ pub(crate) fn overhead(queue_len: usize) -> usize {
     2 + queue_len + 16
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, crate::clock::millis)
-}
-
 /// Wraps `msg` for `queue`: the transmission-queue message keeps the id and TTL
 /// (an expired message is never forwarded) but not the delay (the delay applies
 /// at the destination, so it travels inside the envelope).
 pub(crate) fn wrap(queue: &str, msg: Message, now: u64) -> Message {
     debug_assert!(!queue.is_empty() && queue.len() <= 255);
-    let expires_at = msg
-        .ttl
-        .map_or(0, |t| now.saturating_add(crate::clock::millis(t).max(1)));
-    let not_before = msg
-        .delay
-        .map_or(0, |d| now.saturating_add(crate::clock::millis(d)));
+    let expires_at = msg.expires_at_ms(now);
+    let not_before = msg.not_before_ms(now);
     let mut b = BytesMut::with_capacity(overhead(queue.len()) + msg.body.len());
     b.put_u8(VERSION);
     b.put_u8(queue.len() as u8);

@@ -312,7 +312,7 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// Forwards one batch completely (retrying as long as it takes).
     async fn forward(&self, batch: Vec<Held>, backoff: &mut Backoff) -> Result<(), Stopped> {
-        let now = envelope::now_ms();
+        let now = mw_core::time::unix_ms();
         // Runs of consecutive messages for the same destination, in queue order.
         let mut runs: VecDeque<(String, Vec<(DeliveryTag, Message)>)> = VecDeque::new();
         let mut tags: Vec<DeliveryTag> = Vec::with_capacity(batch.len());

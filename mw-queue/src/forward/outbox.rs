@@ -136,7 +136,7 @@ impl Outbox {
     /// same producer-chosen id to be sure it is stored once.
     pub async fn send(&self, queue: &str, msg: Message) -> Result<MessageId> {
         QueueName::new(queue)?;
-        let wrapped = envelope::wrap(queue, msg, envelope::now_ms());
+        let wrapped = envelope::wrap(queue, msg, mw_core::time::unix_ms());
         self.qm.queue(OUTBOX_QUEUE).send(wrapped).await
     }
 

@@ -16,6 +16,7 @@ use crate::engine::manager::QueueManager;
 use crate::error::Result;
 use crate::message::{Message, MessageId};
 use crate::name::QueueName;
+use crate::remote::SendRoute;
 
 /// Prefix of transmission queue names: the messages waiting for hop `addr` are in
 /// queue `xmit.<addr>`.
@@ -382,7 +383,7 @@ impl Router {
         match self.inner.table.lookup(queue) {
             None => self.inner.qm.queue(queue).send(msg).await,
             Some(hop) => {
-                let wrapped = envelope::wrap(queue, msg, envelope::now_ms());
+                let wrapped = envelope::wrap(queue, msg, mw_core::time::unix_ms());
                 self.inner.qm.queue(&xmit_queue(hop)).send(wrapped).await
             }
         }
@@ -397,7 +398,7 @@ impl Router {
         match self.inner.table.lookup(queue) {
             None => self.inner.qm.queue(queue).send_batch(msgs).await,
             Some(hop) => {
-                let now = envelope::now_ms();
+                let now = mw_core::time::unix_ms();
                 let wrapped = msgs
                     .into_iter()
                     .map(|m| envelope::wrap(queue, m, now))
@@ -526,6 +527,39 @@ impl NextHop for Router {
             }
             Ok(())
         })
+    }
+}
+
+/// A broker's `mw.queue` service with a router behind it: a send to a routed queue is
+/// stored in that hop's transmission queue (and answered once durable there);
+/// everything else is the router's queue manager, served as without routes.
+///
+/// ```no_run
+/// # async fn f(router: mw_queue::forward::Router) -> Result<(), mw_rpc::RpcError> {
+/// use mw_queue::remote::{QueueServiceImpl, QueueServiceServer};
+/// let service = QueueServiceImpl::new(router.queue_manager().clone()).with_route(router);
+/// let server = mw_rpc::Server::builder()
+///     .add(QueueServiceServer::new(service))
+///     .build()
+///     .spawn("127.0.0.1:7801")
+///     .await?;
+/// # Ok(()) }
+/// ```
+impl SendRoute for Router {
+    fn is_routed(&self, queue: &str) -> bool {
+        self.route(queue).is_some()
+    }
+
+    fn send<'a>(&'a self, queue: &'a str, msg: Message) -> BoxFuture<'a, Result<MessageId>> {
+        Box::pin(Router::send(self, queue, msg))
+    }
+
+    fn send_batch<'a>(
+        &'a self,
+        queue: &'a str,
+        msgs: Vec<Message>,
+    ) -> BoxFuture<'a, Vec<Result<MessageId>>> {
+        Box::pin(Router::send_batch(self, queue, msgs))
     }
 }
 

@@ -15,7 +15,7 @@ use mw_rpc::{Channel, ClientConfig, ClientStream, RpcError};
 use super::coalesce::{self, Batched, Coalescer, Limits};
 use super::error::{RemoteError, RemoteResult};
 use super::service::{ConsumeItem, QueueServiceClient, MAX_BATCH};
-use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery, WireMessage};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireDelivery};
 use crate::engine::consumer::ConsumerOptions;
 use crate::message::{DeliveryTag, Message, MessageId};
 
@@ -77,7 +77,7 @@ struct Links {
 struct Link {
     client: QueueServiceClient,
     name: Arc<str>,
-    sends: Coalescer<WireMessage, MessageId>,
+    sends: Coalescer<Message, MessageId>,
     acks: Coalescer<DeliveryTag, ()>,
     /// Set when the broker turned out not to know `ack_many` (an older broker): acks are
     /// then sent one by one.
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Link {
 }
 
 /// Bytes a message counts for in a batch (body plus a rough envelope).
-fn message_weight(m: &WireMessage) -> usize {
+fn message_weight(m: &Message) -> usize {
     m.body.len() + 48
 }
 
@@ -116,24 +116,21 @@ impl Link {
     }
 }
 
-impl Batched<WireMessage, MessageId> for Link {
-    fn coalescer(&self) -> &Coalescer<WireMessage, MessageId> {
+impl Batched<Message, MessageId> for Link {
+    fn coalescer(&self) -> &Coalescer<Message, MessageId> {
         &self.sends
     }
 
-    async fn call_one(&self, item: WireMessage) -> RemoteResult<MessageId> {
+    async fn call_one(&self, item: Message) -> RemoteResult<MessageId> {
         let id = self.client.send(self.name.to_string(), item).await?;
         Ok(MessageId(id))
     }
 
-    async fn call_many(
-        &self,
-        items: Vec<WireMessage>,
-    ) -> RemoteResult<Vec<RemoteResult<MessageId>>> {
+    async fn call_many(&self, items: Vec<Message>) -> RemoteResult<Vec<RemoteResult<MessageId>>> {
         let results = self.client.send_batch(self.name.to_string(), items).await?;
         Ok(results
             .into_iter()
-            .map(|r| r.map(MessageId).map_err(RemoteError::Queue))
+            .map(|r| r.map(MessageId).map_err(RemoteError::Refused))
             .collect())
     }
 }
@@ -157,7 +154,7 @@ impl Batched<DeliveryTag, ()> for Link {
                 Ok(results) => {
                     return Ok(results
                         .into_iter()
-                        .map(|r| r.map_err(RemoteError::Queue))
+                        .map(|r| r.map_err(RemoteError::Refused))
                         .collect())
                 }
                 Err(RpcError::UnknownMethod(_)) => {
@@ -229,7 +226,7 @@ impl RemoteQueues {
         RemoteQueue { link }
     }
 
-    /// The broker's storage counters: its log writer's ([`BrokerStats::fsyncs`],
+    /// The broker's storage counters: its log writer's ([`LogStats::fsyncs`](crate::LogStats::fsyncs),
     /// [`records_per_fsync`](BrokerStats::records_per_fsync), ...) and its index's
     /// memory.
     ///
@@ -305,7 +302,7 @@ impl RemoteQueue {
     ///
     /// # Errors
     ///
-    /// [`RemoteError::Queue`] when the broker refused it (nothing was stored):
+    /// [`RemoteError::Refused`] when the broker refused it (nothing was stored):
     /// [`QueueError::QueueFull`], [`QueueError::DiskFull`],
     /// [`QueueError::MessageTooLarge`], [`QueueError::InvalidQueueName`], ...
     /// [`RemoteError::Rpc`] when the call failed on the way: the message may or may not
@@ -325,7 +322,7 @@ impl RemoteQueue {
     /// Cancelling it never affects other sends merged with it: they are stored and
     /// answered as if it had not been there.
     pub async fn send(&self, message: Message) -> RemoteResult<MessageId> {
-        coalesce::submit(&self.link, WireMessage::from(message)).await
+        coalesce::submit(&self.link, message).await
     }
 
     /// Sends many messages in one round trip; the broker stores them in order in one
@@ -341,8 +338,10 @@ impl RemoteQueue {
         &self,
         messages: Vec<Message>,
     ) -> RemoteResult<Vec<Result<MessageId, QueueError>>> {
-        let wire = messages.into_iter().map(WireMessage::from).collect();
-        let results = self.client().send_batch(self.name_string(), wire).await?;
+        let results = self
+            .client()
+            .send_batch(self.name_string(), messages)
+            .await?;
         Ok(results.into_iter().map(|r| r.map(MessageId)).collect())
     }
 
@@ -384,9 +383,7 @@ impl RemoteQueue {
         options: ConsumerOptions,
         limit: Option<u64>,
     ) -> RemoteResult<RemoteConsumer> {
-        let visibility = options
-            .visibility_timeout
-            .map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        let visibility = options.visibility_timeout.map(mw_core::time::millis);
         let stream = self
             .client()
             .consume(self.name_string(), options.prefetch, visibility, limit)
@@ -442,7 +439,7 @@ impl RemoteQueue {
     ///
     /// As [`ack`](RemoteQueue::ack).
     pub async fn nack(&self, tag: DeliveryTag, delay: Option<Duration>) -> RemoteResult<()> {
-        let delay = delay.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        let delay = delay.map(mw_core::time::millis);
         Ok(self.client().nack(self.name_string(), tag, delay).await?)
     }
 
@@ -461,7 +458,7 @@ impl RemoteQueue {
     ///
     /// As [`ack`](RemoteQueue::ack).
     pub async fn extend_visibility(&self, tag: DeliveryTag, by: Duration) -> RemoteResult<()> {
-        let by = by.as_millis().min(u64::MAX as u128) as u64;
+        let by = mw_core::time::millis(by);
         Ok(self.client().extend(self.name_string(), tag, by).await?)
     }
 
@@ -562,7 +559,7 @@ impl RemoteConsumer {
     /// # Errors
     ///
     /// [`RemoteError::Rpc`] (`Disconnected`) when the connection to the broker broke;
-    /// [`RemoteError::Queue`] when the broker ended the consumer
+    /// [`RemoteError::Refused`] when the broker ended the consumer
     /// ([`QueueError::Closed`] when it shut down, [`QueueError::InvalidQueueName`], a
     /// storage error); [`RemoteError::LimitReached`] for a limited consumer. The
     /// consumer is finished after an error.
@@ -582,7 +579,7 @@ impl RemoteConsumer {
                 return Err(RemoteError::LimitReached(limit));
             }
             if let Some(e) = &self.ended {
-                return Err(RemoteError::Queue(e.clone()));
+                return Err(RemoteError::Refused(e.clone()));
             }
             match self.stream.next().await {
                 Some(Ok(Ok(batch))) => {

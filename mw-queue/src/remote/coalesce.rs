@@ -300,7 +300,7 @@ fn fail_all<R>(txs: Vec<oneshot::Sender<RemoteResult<R>>>, e: RemoteError) {
 /// hold an `io::Error`) are copied as `Disconnected`, which is what they mean to a call.
 pub(crate) fn share(e: &RemoteError) -> RemoteError {
     match e {
-        RemoteError::Queue(q) => RemoteError::Queue(q.clone()),
+        RemoteError::Refused(q) => RemoteError::Refused(q.clone()),
         RemoteError::LimitReached(n) => RemoteError::LimitReached(*n),
         RemoteError::Connect { addr, .. } => RemoteError::Connect {
             addr: addr.clone(),
@@ -319,7 +319,6 @@ pub(crate) fn share(e: &RemoteError) -> RemoteError {
             RpcError::Internal(s) => RpcError::Internal(s.clone()),
             RpcError::Unauthenticated(s) => RpcError::Unauthenticated(s.clone()),
             RpcError::PermissionDenied(s) => RpcError::PermissionDenied(s.clone()),
-            RpcError::Application(q) => RpcError::Application(q.clone()),
             // Disconnected, Transport and future variants.
             _ => RpcError::Disconnected,
         }),

@@ -1,5 +1,12 @@
 //! [`RemoteError`]: why an operation of the `mw.queue` client failed, shared by
 //! the client and its coalescing layer.
+//!
+//! The crate's three error types, and the same three in `mw-pubsub`:
+//! [`Error`](crate::Error) is what the in-process [`QueueManager`](crate::QueueManager)
+//! reports; [`QueueError`] is the broker's typed refusal as it travels on the wire;
+//! [`RemoteError`] is what a client call reports: [`Refused`](RemoteError::Refused) by
+//! the broker, the call itself [`Rpc`](RemoteError::Rpc) failed, or
+//! [`Connect`](RemoteError::Connect)ing failed.
 
 use mw_rpc::RpcError;
 
@@ -20,13 +27,13 @@ pub enum RemoteError {
     },
     /// The broker refused the operation (queue full, disk full, invalid name, ...).
     #[error(transparent)]
-    Queue(QueueError),
+    Refused(QueueError),
     /// The call failed on the way (disconnected, deadline passed, broker shutting
     /// down, ...). For a send, the message may or may not have been stored: resend it
-    /// with the same producer-chosen id to be sure it is stored once. Never holds
-    /// `RpcError::Application` (that is [`RemoteError::Queue`]).
+    /// with the same producer-chosen id to be sure it is stored once. The broker's
+    /// refusals are [`RemoteError::Refused`], never this.
     #[error("call to the broker failed")]
-    Rpc(#[source] RpcError<QueueError>),
+    Rpc(#[source] RpcError),
     /// A consumer made with [`RemoteQueue::consumer_with_limit`](super::RemoteQueue::consumer_with_limit) has received all the
     /// deliveries it asked for.
     #[error("consumer has received the {0} deliveries it asked for")]
@@ -40,7 +47,7 @@ impl RemoteError {
     /// permanent.
     pub fn is_permanent(&self) -> bool {
         match self {
-            RemoteError::Queue(e) => e.is_permanent(),
+            RemoteError::Refused(e) => e.is_permanent(),
             RemoteError::Rpc(e) => matches!(
                 e,
                 RpcError::UnknownService(_)
@@ -53,9 +60,9 @@ impl RemoteError {
     }
 
     /// The broker's refusal, if that is what this is.
-    pub fn queue_error(&self) -> Option<&QueueError> {
+    pub fn refusal(&self) -> Option<&QueueError> {
         match self {
-            RemoteError::Queue(e) => Some(e),
+            RemoteError::Refused(e) => Some(e),
             _ => None,
         }
     }
@@ -63,16 +70,16 @@ impl RemoteError {
 
 impl From<RpcError<QueueError>> for RemoteError {
     fn from(e: RpcError<QueueError>) -> Self {
-        match e {
-            RpcError::Application(q) => RemoteError::Queue(q),
-            other => RemoteError::Rpc(other),
+        match e.into_application() {
+            Ok(q) => RemoteError::Refused(q),
+            Err(other) => RemoteError::Rpc(other),
         }
     }
 }
 
 impl From<RpcError> for RemoteError {
     fn from(e: RpcError) -> Self {
-        RemoteError::Rpc(e.widen())
+        RemoteError::Rpc(e)
     }
 }
 

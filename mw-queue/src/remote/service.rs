@@ -5,17 +5,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::wire::{
-    BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WireMessage, WirePeeked,
-};
+use super::wire::{BrokerStats, QueueError, QueueInfo, WireConsumer, WireDelivery, WirePeeked};
 use crate::engine::consumer::{Consumer, ConsumerOptions};
 use crate::engine::delivery::Delivery;
 use crate::engine::manager::QueueManager;
 use crate::engine::queue::Queue;
 use crate::error::Error;
-use crate::message::{DeliveryTag, Message};
+use crate::message::{DeliveryTag, Message, MessageId};
 use crate::name::QueueName;
 use mw_rpc::auth::{allowed, check, Action};
 use mw_rpc::Streaming;
@@ -40,13 +39,13 @@ pub trait QueueService {
     /// Stores `message` on `queue`; answers with its id once durable (persistent
     /// synchronous). A producer-chosen id already stored within the broker's dedup
     /// window is answered `Ok` but stored once, so resending after a lost reply is safe.
-    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError>;
+    async fn send(&self, queue: String, message: Message) -> Result<u128, QueueError>;
     /// Stores many messages in one round trip and one group commit, in order. One result
     /// per message: some may fail (queue full) while others are stored.
     async fn send_batch(
         &self,
         queue: String,
-        messages: Vec<WireMessage>,
+        messages: Vec<Message>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError>;
     /// Attaches a consumer holding at most `prefetch` unsettled deliveries, and streams
     /// its deliveries (several per item when available). `visibility_ms` overrides the
@@ -135,12 +134,46 @@ pub const MAX_PEEK: u32 = 1000;
 /// Remote names are stricter than embedded ones: 1 to 255 bytes with no whitespace and
 /// no control characters, so that every name prints on one line. Others are refused
 /// with [`QueueError::InvalidQueueName`] and create nothing.
+///
+/// # Routing
+///
+/// With a [`SendRoute`] ([`with_route`](QueueServiceImpl::with_route)), sends to the
+/// queues it routes are stored where it says (store-and-forward: `mw broker --route`
+/// serves this service with a `forward::Router`); every other call, and sends to other
+/// queues, work on `qm` as without one.
 #[derive(Debug, Clone)]
 pub struct QueueServiceImpl {
     qm: QueueManager,
     /// Handles of the queues named so far (names already checked), so that a call
     /// finds its queue without building a handle.
     handles: Arc<Mutex<HashMap<String, Queue>>>,
+    /// Where sends to routed queues go; `None`: every queue is local.
+    route: Option<Arc<dyn SendRoute>>,
+}
+
+/// Where [`QueueServiceImpl`] stores the sends to queues this broker does not own:
+/// the seam store-and-forward routing plugs into (the `forward` layer's `Router`
+/// implements it). Only `send` and `send_batch` consult it.
+pub trait SendRoute: std::fmt::Debug + Send + Sync + 'static {
+    /// Whether sends to `queue` go through this route rather than to the local queue.
+    fn is_routed(&self, queue: &str) -> bool;
+
+    /// Stores `msg` for the routed `queue`; its id once durable here.
+    fn send<'a>(&'a self, queue: &'a str, msg: Message) -> BoxFuture<'a, Result<MessageId, Error>>;
+
+    /// Stores `msgs` for the routed `queue`, in order and in one group commit; one
+    /// result per message.
+    fn send_batch<'a>(
+        &'a self,
+        queue: &'a str,
+        msgs: Vec<Message>,
+    ) -> BoxFuture<'a, Vec<Result<MessageId, Error>>>;
+}
+
+/// Where a send goes: a local queue, or a route.
+enum SendTarget<'a> {
+    Local(Queue),
+    Routed(&'a dyn SendRoute),
 }
 
 /// Most handles [`QueueServiceImpl`] keeps; beyond that the cache starts over (a
@@ -153,7 +186,14 @@ impl QueueServiceImpl {
         QueueServiceImpl {
             qm,
             handles: Arc::default(),
+            route: None,
         }
+    }
+
+    /// Sends to the queues `route` routes go through it (see [Routing](Self#routing)).
+    pub fn with_route(mut self, route: impl SendRoute) -> Self {
+        self.route = Some(Arc::new(route));
+        self
     }
 
     /// The manager served.
@@ -174,6 +214,17 @@ impl QueueServiceImpl {
         let q = self.qm.queue(name);
         handles.insert(name.to_string(), q.clone());
         Ok(q)
+    }
+
+    /// Where a send to `queue` goes, once the name is checked.
+    fn send_target(&self, queue: &str) -> Result<SendTarget<'_>, QueueError> {
+        match &self.route {
+            Some(route) if route.is_routed(queue) => {
+                check_remote_name(queue)?;
+                Ok(SendTarget::Routed(route.as_ref()))
+            }
+            _ => self.queue(queue).map(SendTarget::Local),
+        }
     }
 }
 
@@ -207,9 +258,13 @@ pub fn check_remote_name(name: &str) -> Result<(), QueueError> {
 }
 
 impl QueueService for QueueServiceImpl {
-    async fn send(&self, queue: String, message: WireMessage) -> Result<u128, QueueError> {
+    async fn send(&self, queue: String, message: Message) -> Result<u128, QueueError> {
         check(Action::QueueSend, &queue)?;
-        match self.queue(&queue)?.send(Message::from(message)).await {
+        let sent = match self.send_target(&queue)? {
+            SendTarget::Local(q) => q.send(message).await,
+            SendTarget::Routed(route) => route.send(&queue, message).await,
+        };
+        match sent {
             Ok(id) => Ok(id.0),
             Err(e) => {
                 let e = QueueError::from(e);
@@ -222,21 +277,23 @@ impl QueueService for QueueServiceImpl {
     async fn send_batch(
         &self,
         queue: String,
-        messages: Vec<WireMessage>,
+        messages: Vec<Message>,
     ) -> Result<Vec<Result<u128, QueueError>>, QueueError> {
         check(Action::QueueSend, &queue)?;
-        let q = self.queue(&queue)?;
+        let target = self.send_target(&queue)?;
         if messages.len() > MAX_BATCH {
             return Err(QueueError::BadRequest(format!(
                 "batch of {} messages exceeds the limit of {MAX_BATCH}",
                 messages.len()
             )));
         }
-        let messages = messages.into_iter().map(Message::from).collect();
-        // Enqueued together and in order: consecutive in the log, one group commit.
-        let results: Vec<Result<u128, QueueError>> = q
-            .send_batch(messages)
-            .await
+        // Enqueued together and in order: consecutive in the log, one group commit
+        // (a routed batch too: not one send per message, whose order a join would not keep).
+        let results = match target {
+            SendTarget::Local(q) => q.send_batch(messages).await,
+            SendTarget::Routed(route) => route.send_batch(&queue, messages).await,
+        };
+        let results: Vec<Result<u128, QueueError>> = results
             .into_iter()
             .map(|r| r.map(|id| id.0).map_err(QueueError::from))
             .collect();
@@ -347,7 +404,10 @@ impl QueueService for QueueServiceImpl {
     }
 
     async fn stats(&self) -> BrokerStats {
-        BrokerStats::new(self.qm.log_stats(), self.qm.memory())
+        BrokerStats {
+            log: self.qm.log_stats(),
+            memory: self.qm.memory(),
+        }
     }
 
     async fn purge(&self, queue: String) -> Result<u64, QueueError> {

@@ -56,7 +56,13 @@ pub(crate) struct LogConfig {
 }
 
 /// Counters of the log writer, readable at any time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serialized as it is in the broker's `stats` answer
+/// ([`BrokerStats::log`](crate::remote::BrokerStats::log)): the fields up to
+/// `segments_deleted`, in this order (postcard has no field names, so the order is the
+/// wire format). The fsync histogram is not part of `mw.queue` v1 (it is exported as
+/// metrics); it is skipped, and reads back as zeros.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct LogStats {
     /// Records appended (written successfully).
@@ -78,8 +84,10 @@ pub struct LogStats {
     /// Fsync durations: how many fsyncs took at most each bound of
     /// [`FSYNC_BUCKETS_SECONDS`] (and more than the bound before it); the last slot counts
     /// those over the largest bound.
+    #[serde(skip)]
     pub fsync_buckets: [u64; FSYNC_BUCKETS_SECONDS.len() + 1],
     /// Time spent in fsyncs, in nanoseconds.
+    #[serde(skip)]
     pub fsync_nanos: u64,
 }
 

@@ -61,6 +61,17 @@ pub(crate) struct EnqueueHeader {
     pub not_before_ms: u64,
 }
 
+/// A message as its `ENQUEUE` record holds it: the header and the body. What the
+/// engine keeps in its body cache, and what it reads back from a segment when the body
+/// is no longer cached.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredMessage {
+    /// The message's attributes.
+    pub header: EnqueueHeader,
+    /// The body.
+    pub body: Bytes,
+}
+
 /// An owned record about to be appended.
 #[derive(Debug, Clone)]
 pub(crate) enum Record {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::input::{body_json, item_name, spawn_reader, Source};
 use crate::space::parse_secs;
 use mw::cli_args::BrokerAddr;
-use mw::pubsub::{PubSubError, PublishReport, RemoteBus, SlowConsumerPolicy, SubscribeOptions};
+use mw::pubsub::{PublishReport, RemoteBus, RemoteError, SlowConsumerPolicy, SubscribeOptions};
 use mw::run::BoxError;
 
 /// Options of `mw pub`.
@@ -82,7 +82,12 @@ pub struct SubArgs {
 async fn connect(addr: &str) -> Result<RemoteBus, BoxError> {
     RemoteBus::connect_with(addr, mw::cli_tls::bus_config())
         .await
-        .map_err(|e| format!("cannot reach broker at {addr}: {}", mw::run::chain(&e)).into())
+        .map_err(|e| match e {
+            RemoteError::Connect { source, .. } => {
+                format!("cannot reach broker at {addr}: {}", mw::run::chain(&source)).into()
+            }
+            other => mw::run::chain(&other).into(),
+        })
 }
 
 async fn publish_one(
@@ -90,7 +95,7 @@ async fn publish_one(
     topic: String,
     body: Bytes,
     retain: bool,
-) -> Result<PublishReport, PubSubError> {
+) -> Result<PublishReport, RemoteError> {
     if retain {
         bus.publish_retained(topic.as_str(), body).await
     } else {
@@ -118,10 +123,10 @@ pub async fn publish(args: PubArgs, out: &mut dyn Write) -> Result<(), BoxError>
     let bus = connect(&args.broker.addr).await?;
     let publish = |body: Bytes| publish_one(bus.clone(), args.topic.clone(), body, args.retain);
     let mut refused = Vec::new();
-    let mut report = |n: u64, r: Result<PublishReport, PubSubError>, out: &mut dyn Write| match r {
+    let mut report = |n: u64, r: Result<PublishReport, RemoteError>, out: &mut dyn Write| match r {
         Ok(rep) if args.json => writeln!(out, "{}", report_json(&args.topic, &rep)),
         Ok(rep) => writeln!(out, "{}", rep.reached()),
-        Err(PubSubError::Rpc(e)) => Err(std::io::Error::other(format!(
+        Err(RemoteError::Rpc(e)) => Err(std::io::Error::other(format!(
             "{item} {n} and those after it may or may not be published: {}",
             mw::run::chain(&e)
         ))),

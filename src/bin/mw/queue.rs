@@ -177,7 +177,7 @@ pub async fn send(args: SendArgs, out: &mut dyn Write) -> Result<(), BoxError> {
         let results = queue.send_batch(batch).await.map_err(|e| {
             // The broker refusing the whole batch (a name, a permission) stored none of it;
             // a failed call leaves the outcome unknown.
-            let outcome = if e.queue_error().is_some() {
+            let outcome = if e.refusal().is_some() {
                 "not stored"
             } else {
                 "may or may not be stored"

@@ -8,24 +8,15 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use crate::storage::record::StoredMessage;
 
 /// Rough per-entry overhead charged to the cache budget (map entry + `Bytes`).
 const ENTRY_OVERHEAD: usize = 80;
 
-/// A body kept from the send so that delivery need not read the disk.
-#[derive(Debug, Clone)]
-pub(crate) struct CachedBody {
-    pub id: u128,
-    pub timestamp_ms: u64,
-    pub expires_at_ms: u64,
-    pub body: Bytes,
-}
-
 /// Cached bodies by the LSN of their message's enqueue record.
 #[derive(Debug)]
 pub(super) struct BodyCache {
-    bodies: HashMap<u64, CachedBody>,
+    bodies: HashMap<u64, StoredMessage>,
     /// Bytes charged: body lengths plus [`ENTRY_OVERHEAD`] each. Never above `budget`.
     bytes: usize,
     budget: usize,
@@ -42,7 +33,7 @@ impl BodyCache {
     }
 
     /// Keeps `body` for message `lsn` if it fits in what is left of the budget.
-    pub(super) fn insert(&mut self, lsn: u64, body: CachedBody) -> bool {
+    pub(super) fn insert(&mut self, lsn: u64, body: StoredMessage) -> bool {
         let cost = body.body.len() + ENTRY_OVERHEAD;
         if self.bytes + cost > self.budget {
             return false;
@@ -55,14 +46,14 @@ impl BodyCache {
     }
 
     /// Takes the body of `lsn` out (it is being delivered, or its message dropped).
-    pub(super) fn take(&mut self, lsn: u64) -> Option<CachedBody> {
+    pub(super) fn take(&mut self, lsn: u64) -> Option<StoredMessage> {
         let c = self.bodies.remove(&lsn)?;
         self.bytes -= c.body.len() + ENTRY_OVERHEAD;
         Some(c)
     }
 
     /// The body of `lsn`, left in place (browsing does not deliver).
-    pub(super) fn get(&self, lsn: u64) -> Option<&CachedBody> {
+    pub(super) fn get(&self, lsn: u64) -> Option<&StoredMessage> {
         self.bodies.get(&lsn)
     }
 
@@ -74,13 +65,20 @@ impl BodyCache {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
 
-    fn body(n: usize) -> CachedBody {
-        CachedBody {
-            id: 1,
-            timestamp_ms: 0,
-            expires_at_ms: 0,
+    use super::*;
+    use crate::storage::record::EnqueueHeader;
+
+    fn body(n: usize) -> StoredMessage {
+        StoredMessage {
+            header: EnqueueHeader {
+                id: 1,
+                producer_id: false,
+                timestamp_ms: 0,
+                expires_at_ms: 0,
+                not_before_ms: 0,
+            },
             body: Bytes::from(vec![0u8; n]),
         }
     }
