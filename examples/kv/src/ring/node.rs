@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,14 @@ use mw::rpc::{Channel, ClientConfig, RpcError};
 use crate::config::Config;
 use crate::error::{KvError, Result};
 use crate::kv::Kv;
-use crate::ring::anti_entropy::AntiEntropyState;
 use crate::ring::dvv::{Dot, Sibling, SiblingSet};
 use crate::ring::hash::{key_position, Ring, DEFAULT_TOKENS};
+use crate::ring::merkle::RANGES;
 use crate::ring::service::ReplicaClient;
 use crate::ring::store::{ReplicaStore, LOCAL_OVERHEAD};
 use crate::ring::types::{
-    Located, Member, MemberState, MemberView, Membership, Quorum, ReplicaReply, RingRead, RingView,
-    RingWrite, RingWriteOptions,
+    AntiEntropyStats, Located, Member, MemberState, MemberView, Membership, Quorum, ReplicaReply,
+    RingRead, RingView, RingWrite, RingWriteOptions,
 };
 use crate::types::{Durability, PutOptions};
 
@@ -1275,5 +1275,57 @@ fn quorum_failed(needed: usize, acks: usize, replies: &[ReplicaReply]) -> KvErro
         } else {
             detail
         },
+    }
+}
+
+/// A node's anti-entropy state: the next range, the counters, the tombstones waiting out
+/// their grace. Kept here in the node; the rounds that use it are in
+/// [`anti_entropy`](crate::ring::anti_entropy).
+#[derive(Debug)]
+pub(crate) struct AntiEntropyState {
+    /// The next range to compare.
+    pub(crate) cursor: AtomicU32,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) ranges_compared: AtomicU64,
+    pub(crate) keys_exchanged: AtomicU64,
+    pub(crate) max_round_keys: AtomicU64,
+    pub(crate) tombstones_collected: AtomicU64,
+    /// Tombstone-only keys: the digest seen and since when (the GC grace).
+    pub(crate) tombstones: Mutex<HashMap<Bytes, (u64, Instant)>>,
+    /// One round at a time.
+    pub(crate) running: tokio::sync::Mutex<()>,
+}
+
+impl Default for AntiEntropyState {
+    fn default() -> Self {
+        AntiEntropyState {
+            cursor: AtomicU32::new(rand::random_range(0..RANGES)),
+            rounds: AtomicU64::new(0),
+            ranges_compared: AtomicU64::new(0),
+            keys_exchanged: AtomicU64::new(0),
+            max_round_keys: AtomicU64::new(0),
+            tombstones_collected: AtomicU64::new(0),
+            tombstones: Mutex::new(HashMap::new()),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl AntiEntropyState {
+    /// The counters. A round counts itself when it starts and each key before it
+    /// exchanges it, and this reads the keys before the rounds, so `keys_exchanged <=
+    /// budget × rounds` holds in every snapshot, and a key repaired is already counted.
+    pub(crate) fn stats(&self) -> AntiEntropyStats {
+        let keys_exchanged = self.keys_exchanged.load(Ordering::SeqCst);
+        let max_round_keys = self.max_round_keys.load(Ordering::SeqCst);
+        let tombstones_collected = self.tombstones_collected.load(Ordering::SeqCst);
+        let ranges_compared = self.ranges_compared.load(Ordering::SeqCst);
+        AntiEntropyStats {
+            rounds: self.rounds.load(Ordering::SeqCst),
+            ranges_compared,
+            keys_exchanged,
+            max_round_keys,
+            tombstones_collected,
+        }
     }
 }
