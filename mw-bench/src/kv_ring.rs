@@ -781,6 +781,20 @@ async fn measure(
     })
 }
 
+/// Records an answered operation: its latency `d`, and the wait for its quorum of
+/// `replicas`.
+fn record_answer(
+    latency: &mut Histogram<u64>,
+    quorum: &mut Histogram<u64>,
+    d: Duration,
+    replicas: &[ReplicaReply],
+) {
+    record(latency, d);
+    if let Some(q) = quorum_micros(replicas) {
+        record(quorum, Duration::from_micros(q));
+    }
+}
+
 /// Resident memory (MiB) of each node, then of this process.
 fn rss_of(pids: &[u32]) -> Vec<f64> {
     pids.iter()
@@ -910,10 +924,7 @@ impl Worker {
         match r {
             Ok(read) => {
                 if rec {
-                    record(&mut st.read, d);
-                    if let Some(q) = quorum_micros(&read.replicas) {
-                        record(&mut st.read_quorum, Duration::from_micros(q));
-                    }
+                    record_answer(&mut st.read, &mut st.read_quorum, d, &read.replicas);
                     st.siblings[read.siblings.min(SIBLING_BUCKETS)] += 1;
                     st.max_siblings = st.max_siblings.max(read.siblings);
                     st.multi_value += u64::from(read.values.len() > 1);
@@ -942,10 +953,7 @@ impl Worker {
         match r {
             Ok(w) => {
                 if rec {
-                    record(&mut st.update, d);
-                    if let Some(q) = quorum_micros(&w.replicas) {
-                        record(&mut st.update_quorum, Duration::from_micros(q));
-                    }
+                    record_answer(&mut st.update, &mut st.update_quorum, d, &w.replicas);
                 }
                 let mut seen = context;
                 seen.insert(&w.dot);
