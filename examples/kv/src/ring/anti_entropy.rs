@@ -96,7 +96,7 @@ use crate::ring::hash::{key_position, Ring};
 use crate::ring::node::RingConfig;
 use crate::ring::node::RingNode;
 use crate::ring::service::ReplicaClient;
-use crate::ring::types::{AntiEntropyStats, GcProbe};
+use crate::ring::types::GcProbe;
 use crate::types::Durability;
 
 // The range and tree vocabulary of this protocol lives in `merkle` (pure computation);
@@ -168,11 +168,6 @@ impl RingNode {
         let c = self.config();
         let per = c.anti_entropy_keys_per_sec as f64 * c.anti_entropy_interval.as_secs_f64();
         (per.round() as u64).max(1)
-    }
-
-    /// The anti-entropy counters.
-    pub fn anti_entropy_stats(&self) -> AntiEntropyStats {
-        self.anti_entropy_state().stats()
     }
 
     /// Every replica here with a position in `[from, to]`, with its preference list

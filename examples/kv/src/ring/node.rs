@@ -379,6 +379,11 @@ impl RingNode {
         &self.inner.anti_entropy
     }
 
+    /// The anti-entropy counters.
+    pub fn anti_entropy_stats(&self) -> AntiEntropyStats {
+        self.inner.anti_entropy.stats()
+    }
+
     pub(crate) fn stop_token(&self) -> tokio_util::sync::CancellationToken {
         self.inner.stop.clone()
     }
