@@ -23,14 +23,14 @@
 //! Delivered msgs/s = events received by all subscribers / time from the first publish to the
 //! last delivery.
 
+pub(crate) mod workload;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use mw_pubsub::remote::{PubSubServer, PubSubService};
 use mw_pubsub::{Bus, Event, RemoteBus, SlowConsumerPolicy, SubscribeOptions, Topic};
 use serde_json::json;
-
-pub(crate) mod workload;
 
 use crate::child::{self, ChildServer};
 use crate::peers::{self, PeerServer};

@@ -103,9 +103,11 @@ use crate::types::Durability;
 // it is public here too, so a caller of anti-entropy finds it in one place.
 pub use crate::ring::merkle::{
     leaf_bounds, leaf_of, range_bounds, range_of, ring_fingerprint, MerkleTree, LEAF_BITS, LEAVES,
-    MAX_KEYS_PER_CALL, RANGES, RANGE_BITS,
+    RANGES, RANGE_BITS,
 };
 
+/// Most keys one `keys_in`, `gc_probe` or `forget` call carries.
+pub const MAX_KEYS_PER_CALL: usize = 10_000;
 /// Replicas read per page when scanning a range.
 const SCAN_PAGE: u32 = 1024;
 

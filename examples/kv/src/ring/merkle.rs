@@ -15,8 +15,6 @@ pub const RANGES: u32 = 1 << RANGE_BITS;
 pub const LEAF_BITS: u32 = 8;
 /// Leaves of a range's Merkle tree (equal sub-ranges).
 pub const LEAVES: usize = 1 << LEAF_BITS;
-/// Most keys one `keys_in`, `gc_probe` or `forget` call carries.
-pub const MAX_KEYS_PER_CALL: usize = 10_000;
 
 /// The range of ring position `position`.
 pub fn range_of(position: u64) -> u32 {
