@@ -1311,7 +1311,19 @@ fn print_json(run: &Run) {
     );
 }
 
+/// The human-readable report: the setup, then one table per aspect, then the targets.
 fn print_table(run: &Run) {
+    print_setup(run);
+    println!();
+    print_latency_table(run);
+    println!();
+    print_sibling_table(run);
+    println!();
+    print_targets(run);
+}
+
+/// The ring, the machine's load and the workload.
+fn print_setup(run: &Run) {
     println!(
         "ring: 3 nodes {} ({}), N=3 R=2 W=2, --fsync {} on {}; coordinator / seed node 0, stopped: node {VICTIM}",
         run.addrs.join(" "),
@@ -1335,7 +1347,10 @@ fn print_table(run: &Run) {
         run.tasks,
         run.conns * run.tasks
     );
-    println!();
+}
+
+/// Per series and operation: throughput, latency, quorum wait, CPU per op.
+fn print_latency_table(run: &Run) {
     println!(
         "{:<22} {:<7} {:>9} {:>9} {:>9} {:>9} {:>15} {:>21} {:>7}",
         "series",
@@ -1385,7 +1400,10 @@ fn print_table(run: &Run) {
         }
     }
     println!("quorum = µs from the fan-out to the R-th/W-th reply, at the coordinator (recursive) or the client (iterative); cpu = CPU per op of node 0/1/2 and the bench; others = CPU share of other processes");
-    println!();
+}
+
+/// Per series: siblings seen, refusals, errors, memory, recovery time.
+fn print_sibling_table(run: &Run) {
     println!(
         "siblings seen per read (tombstones included), puts refused with TooManySiblings (limit 16), errors; resident MiB at the window's start -> end; time until every node saw the stopped node again"
     );
@@ -1432,7 +1450,10 @@ fn print_table(run: &Run) {
             println!("  first error: {e}");
         }
     }
-    println!();
+}
+
+/// Each target with its verdict and the two figures it compares.
+fn print_targets(run: &Run) {
     println!("targets (p99.9 of all operations, same run)");
     for (_, t, h, s) in &run.targets {
         println!(
