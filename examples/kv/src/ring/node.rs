@@ -26,7 +26,7 @@ use mw::rpc::{Channel, ClientConfig, RpcError};
 use crate::config::Config;
 use crate::error::{KvError, Result};
 use crate::kv::Kv;
-use crate::ring::dvv::{Dot, Sibling, SiblingSet};
+use crate::ring::dvv::{Dot, Sibling, SiblingSet, VersionVector};
 use crate::ring::hash::{key_position, Ring, DEFAULT_TOKENS};
 use crate::ring::merkle::RANGES;
 use crate::ring::service::ReplicaClient;
@@ -134,6 +134,16 @@ struct Inner {
     rebalance: AtomicU64,
     left: tokio::sync::Notify,
     anti_entropy: AntiEntropyState,
+}
+
+/// Where one write goes: N (the replicas the ring has, at most the cluster's N), the
+/// acknowledgements it waits for, the key's preference list, and while the ring changes
+/// the key's future owners beyond it.
+struct WriteTargets {
+    n: usize,
+    needed: usize,
+    preference: Vec<String>,
+    extra: Vec<String>,
 }
 
 /// The ring reads use (members up or leaving) and the ring writes also go to (members
@@ -737,41 +747,14 @@ impl RingNode {
         }
         let rings = self.rings();
         let ring = &rings.current;
-        let n = self.inner.config.n.min(ring.nodes().len()).max(1);
-        let needed = options.w.map_or(self.inner.config.w, |q| q.count(n)).min(n);
-        let preference: Vec<String> = ring
-            .preference_list(&key, n)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        // While a member joins or leaves, the write also goes to the key's future
-        // owners, and waits for them too: when the ring settles they have it.
-        let extra: Vec<String> = if rings.settled {
-            Vec::new()
-        } else {
-            rings
-                .future
-                .preference_list(&key, self.inner.config.n)
-                .into_iter()
-                .filter(|f| !preference.iter().any(|p| p == f))
-                .map(String::from)
-                .collect()
-        };
+        let WriteTargets {
+            n,
+            needed,
+            preference,
+            extra,
+        } = self.write_targets(&rings, &key, options.w);
         let started = Instant::now();
-        let dots = self.inner.dots.clone();
-        let id = self.inner.id.clone();
-        let (state, dot) = self
-            .inner
-            .store
-            .merge_new(&key, Durability::Sync, move || Sibling {
-                dot: Dot {
-                    node: id,
-                    counter: dots.fetch_add(1, Ordering::SeqCst) + 1,
-                },
-                context: options.context,
-                value,
-            })
-            .await?;
+        let (state, dot) = self.mint_and_merge(&key, value, options.context).await?;
         let mut replies = vec![reply(
             self.inner.id.clone(),
             None,
@@ -867,6 +850,62 @@ impl RingNode {
             replicas: replies,
             needed,
         })
+    }
+
+    /// Where a write of `key` goes on `rings` and how many acknowledgements it waits
+    /// for (`w`, default the cluster's W).
+    fn write_targets(&self, rings: &Rings, key: &[u8], w: Option<Quorum>) -> WriteTargets {
+        let ring = &rings.current;
+        let n = self.inner.config.n.min(ring.nodes().len()).max(1);
+        let needed = w.map_or(self.inner.config.w, |q| q.count(n)).min(n);
+        let preference: Vec<String> = ring
+            .preference_list(key, n)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        // While a member joins or leaves, the write also goes to the key's future
+        // owners, and waits for them too: when the ring settles they have it.
+        let extra: Vec<String> = if rings.settled {
+            Vec::new()
+        } else {
+            rings
+                .future
+                .preference_list(key, self.inner.config.n)
+                .into_iter()
+                .filter(|f| !preference.iter().any(|p| p == f))
+                .map(String::from)
+                .collect()
+        };
+        WriteTargets {
+            n,
+            needed,
+            preference,
+            extra,
+        }
+    }
+
+    /// Mints the write's dot and merges the new sibling into the local state of `key`
+    /// in one step on the local writer (see [`coordinate`](Self::coordinate) for why);
+    /// returns the merged state and the dot.
+    async fn mint_and_merge(
+        &self,
+        key: &Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+    ) -> Result<(SiblingSet, Dot)> {
+        let dots = self.inner.dots.clone();
+        let id = self.inner.id.clone();
+        self.inner
+            .store
+            .merge_new(key, Durability::Sync, move || Sibling {
+                dot: Dot {
+                    node: id,
+                    counter: dots.fetch_add(1, Ordering::SeqCst) + 1,
+                },
+                context,
+                value,
+            })
+            .await
     }
 
     /// Reads `key` from its preference list, answering after R replies; stale replicas
