@@ -735,16 +735,7 @@ impl RingNode {
         value: Option<Bytes>,
         options: RingWriteOptions,
     ) -> Result<RingWrite> {
-        check_key(&key, &self.inner.config)?;
-        if let Some(v) = &value {
-            let limit = self.inner.config.store.limits.max_value;
-            if v.len() > limit {
-                return Err(KvError::ValueTooLarge {
-                    size: v.len(),
-                    limit,
-                });
-            }
-        }
+        self.check_write(&key, value.as_ref())?;
         let rings = self.rings();
         let ring = &rings.current;
         let WriteTargets {
@@ -831,17 +822,7 @@ impl RingNode {
                 }
             }
         }
-        // Replicas still writing finish in the background (and are not undone).
-        if !pending.is_empty() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                while let Some((node, _, r)) = pending.next().await {
-                    if r.is_err() && node != this.inner.id {
-                        this.mark(&node, false);
-                    }
-                }
-            });
-        }
+        self.finish_in_background(pending);
         if acks < needed {
             return Err(quorum_failed(needed, acks, &replies));
         }
@@ -850,6 +831,40 @@ impl RingNode {
             replicas: replies,
             needed,
         })
+    }
+
+    /// Refuses a write of `key` (and `value`) over the limits before anything is done.
+    fn check_write(&self, key: &[u8], value: Option<&Bytes>) -> Result<()> {
+        check_key(key, &self.inner.config)?;
+        if let Some(v) = value {
+            let limit = self.inner.config.store.limits.max_value;
+            if v.len() > limit {
+                return Err(KvError::ValueTooLarge {
+                    size: v.len(),
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicas still writing when the coordinator has its answer finish in the
+    /// background (and are not undone); one that fails is marked down.
+    fn finish_in_background<F>(&self, mut pending: FuturesUnordered<F>)
+    where
+        F: std::future::Future<Output = (String, Option<String>, Result<()>)> + Send + 'static,
+    {
+        if pending.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((node, _, r)) = pending.next().await {
+                if r.is_err() && node != this.inner.id {
+                    this.mark(&node, false);
+                }
+            }
+        });
     }
 
     /// Where a write of `key` goes on `rings` and how many acknowledgements it waits
