@@ -109,6 +109,17 @@ fn family<M: EncodeMetric>(
 
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        self.encode_queues(e)?;
+        self.encode_log(e)?;
+        self.encode_pubsub(e)?;
+        self.encode_routes(e)
+    }
+}
+
+impl BrokerCollector {
+    /// Per queue: depth, delayed, in flight, consumers, dead letters, oldest message's age.
+    fn encode_queues(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let queues = self.queues.queues();
         let gauge = |f: fn(&crate::queue::QueueStats) -> u64| {
             queues
@@ -116,7 +127,6 @@ impl Collector for BrokerCollector {
                 .map(move |(n, s)| (n.clone(), ConstGauge::new(f(s) as i64)))
         };
         let g = MetricType::Gauge;
-        let e = &mut encoder;
         family(
             e,
             "mw_queue_depth",
@@ -173,7 +183,11 @@ impl Collector for BrokerCollector {
             "queue",
             ages,
         )?;
+        Ok(())
+    }
 
+    /// The queue log: appends, bytes, fsyncs, records per fsync, segments, fsync durations.
+    fn encode_log(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let log = self.queues.log_stats();
         single(
             e,
@@ -214,7 +228,11 @@ impl Collector for BrokerCollector {
             MetricType::Histogram,
         )?;
         fsync.encode(d)?;
+        Ok(())
+    }
 
+    /// The event bus: subscriptions, retained topics, events published, delivered, dropped.
+    fn encode_pubsub(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let bus = self.bus.stats();
         single(
             e,
@@ -252,13 +270,17 @@ impl Collector for BrokerCollector {
             "Events lost to slow-consumer policies",
             &ConstCounter::new(bus.dropped),
         )?;
+        Ok(())
+    }
 
+    /// Per forwarding hop: pending, forwarded, up.
+    fn encode_routes(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let hops = self.router.hops();
         family(
             e,
             "mw_route_pending",
             "Messages waiting to be forwarded to the hop",
-            g,
+            MetricType::Gauge,
             "hop",
             hops.iter()
                 .map(|h| (h.hop.clone(), ConstGauge::new(h.pending as i64))),
@@ -276,7 +298,7 @@ impl Collector for BrokerCollector {
             e,
             "mw_route_up",
             "1 while the last call to the hop succeeded",
-            g,
+            MetricType::Gauge,
             "hop",
             hops.iter()
                 .map(|h| (h.hop.clone(), ConstGauge::new(i64::from(h.stats.hop_up)))),

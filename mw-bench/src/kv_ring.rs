@@ -746,139 +746,28 @@ async fn measure(
 ) -> Result<Series, Error> {
     let recording = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(SharedContexts(
-        (0..wl.keys.len())
-            .map(|_| Mutex::new(VersionVector::default()))
-            .collect(),
-    ));
-    let mut handles = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        for t in 0..tasks {
-            let (client, wl, recording, done) =
-                (client.clone(), wl.clone(), recording.clone(), done.clone());
-            let mut contexts = match mode {
-                ContextMode::Process => Contexts::Shared(shared.clone()),
-                ContextMode::Task => Contexts::Own(HashMap::new()),
-                ContextMode::Blind => Contexts::Blind,
-            };
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (((c as u64) << 20) | (t as u64 + 1));
-            handles.push(tokio::spawn(async move {
-                let mut st = Stats::default();
-                while !done.load(Ordering::Relaxed) {
-                    let read = uniform(&mut rng) < READ_FRACTION;
-                    let k = wl.pick(&mut rng);
-                    let key = wl.keys[k].clone();
-                    let t0 = Instant::now();
-                    if read {
-                        let r = client.get(key).await;
-                        let d = t0.elapsed();
-                        let rec = recording.load(Ordering::Relaxed);
-                        match r {
-                            Ok(read) => {
-                                if rec {
-                                    record(&mut st.read, d);
-                                    if let Some(q) = quorum_micros(&read.replicas) {
-                                        record(&mut st.read_quorum, Duration::from_micros(q));
-                                    }
-                                    st.siblings[read.siblings.min(SIBLING_BUCKETS)] += 1;
-                                    st.max_siblings = st.max_siblings.max(read.siblings);
-                                    st.multi_value += u64::from(read.values.len() > 1);
-                                }
-                                contexts.learn(k, read.context);
-                            }
-                            Err(e) if rec => {
-                                record(&mut st.read, d);
-                                st.read_errors += 1;
-                                st.error(&e);
-                            }
-                            Err(_) => {}
-                        }
-                    } else {
-                        let context = contexts.get(k);
-                        let r = client.put(key, wl.value(), context.clone()).await;
-                        let d = t0.elapsed();
-                        let rec = recording.load(Ordering::Relaxed);
-                        match r {
-                            Ok(w) => {
-                                if rec {
-                                    record(&mut st.update, d);
-                                    if let Some(q) = quorum_micros(&w.replicas) {
-                                        record(&mut st.update_quorum, Duration::from_micros(q));
-                                    }
-                                }
-                                let mut seen = context;
-                                seen.insert(&w.dot);
-                                contexts.learn(k, seen);
-                            }
-                            Err(e) if rec => {
-                                record(&mut st.update, d);
-                                st.update_errors += 1;
-                                if matches!(e, KvError::TooManySiblings { .. }) {
-                                    st.refused += 1;
-                                }
-                                st.error(&e);
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
-                st
-            }));
-        }
-    }
+    let handles = spawn_workers(clients, tasks, wl, mode, &recording, &done);
 
     tokio::time::sleep(warmup).await;
-    let stats_of = |pid: u32| proc_cpu_seconds(&format!("/proc/{pid}/stat"));
-    let cpu0 = CpuSnapshot::now();
-    let nodes0: Vec<Option<f64>> = pids.iter().map(|&p| stats_of(p)).collect();
-    let own0 = proc_cpu_seconds("/proc/self/stat");
-    let rss = || {
-        pids.iter()
-            .map(|&p| rss_mib(p))
-            .chain([rss_mib(0)])
-            .collect::<Vec<_>>()
-    };
-    let rss_start = rss();
+    let before = CpuSample::take(pids);
+    let rss_start = rss_of(pids);
     let stopped = stop.map(Stopped::new);
     let t0 = Instant::now();
     recording.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
-    let rss_end = rss();
+    let rss_end = rss_of(pids);
     drop(stopped);
-    let cpu1 = CpuSnapshot::now();
-    let nodes1: Vec<Option<f64>> = pids.iter().map(|&p| stats_of(p)).collect();
-    let own1 = proc_cpu_seconds("/proc/self/stat");
+    let after = CpuSample::take(pids);
     done.store(true, Ordering::Relaxed);
     let mut stats = Stats::default();
     for h in handles {
         stats.add(&h.await?);
     }
 
-    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => b - a,
-        _ => f64::NAN,
-    };
     let ops = stats.read.len() + stats.update.len();
-    let per_op = |cpu: f64| stats::ratio(cpu * 1e6, ops as f64);
-    let node_cpu: Vec<f64> = nodes0
-        .iter()
-        .zip(&nodes1)
-        .map(|(a, b)| diff(*a, *b))
-        .collect();
-    let mut cpu_us_per_op: Vec<f64> = node_cpu.iter().map(|&c| per_op(c)).collect();
-    cpu_us_per_op.push(per_op(diff(own0, own1)));
-    // CpuSnapshot counts the nodes as "others": take their share back out.
-    let secs = elapsed.as_secs_f64();
-    let ncpu = machine::cpu_count() as f64;
-    let nodes_total: f64 = node_cpu.iter().filter(|c| c.is_finite()).sum();
-    let others = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => {
-            Some((a.others_percent(&b) - nodes_total / (secs * ncpu) * 100.0).max(0.0))
-        }
-        _ => None,
-    };
+    let (cpu_us_per_op, others) = before.cpu_use(&after, ops, elapsed);
     Ok(Series {
         routing,
         stopped: stop.is_some(),
@@ -890,6 +779,197 @@ async fn measure(
         rss_end,
         recovered_in: None,
     })
+}
+
+/// Records an answered operation: its latency `d`, and the wait for its quorum of
+/// `replicas`.
+fn record_answer(
+    latency: &mut Histogram<u64>,
+    quorum: &mut Histogram<u64>,
+    d: Duration,
+    replicas: &[ReplicaReply],
+) {
+    record(latency, d);
+    if let Some(q) = quorum_micros(replicas) {
+        record(quorum, Duration::from_micros(q));
+    }
+}
+
+/// Resident memory (MiB) of each node, then of this process.
+fn rss_of(pids: &[u32]) -> Vec<f64> {
+    pids.iter()
+        .map(|&p| rss_mib(p))
+        .chain([rss_mib(0)])
+        .collect()
+}
+
+/// CPU time at one instant: the machine's, each node's and this process's.
+struct CpuSample {
+    machine: Option<CpuSnapshot>,
+    nodes: Vec<Option<f64>>,
+    own: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(pids: &[u32]) -> CpuSample {
+        CpuSample {
+            machine: CpuSnapshot::now(),
+            nodes: pids
+                .iter()
+                .map(|&p| proc_cpu_seconds(&format!("/proc/{p}/stat")))
+                .collect(),
+            own: proc_cpu_seconds("/proc/self/stat"),
+        }
+    }
+
+    /// From this sample to `after`, over `ops` operations in `elapsed`: CPU µs per op of
+    /// each node and of this process, and the other processes' share of the machine (%).
+    fn cpu_use(&self, after: &CpuSample, ops: u64, elapsed: Duration) -> (Vec<f64>, Option<f64>) {
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let per_op = |cpu: f64| stats::ratio(cpu * 1e6, ops as f64);
+        let node_cpu: Vec<f64> = self
+            .nodes
+            .iter()
+            .zip(&after.nodes)
+            .map(|(a, b)| diff(*a, *b))
+            .collect();
+        let mut cpu_us_per_op: Vec<f64> = node_cpu.iter().map(|&c| per_op(c)).collect();
+        cpu_us_per_op.push(per_op(diff(self.own, after.own)));
+        // CpuSnapshot counts the nodes as "others": take their share back out.
+        let secs = elapsed.as_secs_f64();
+        let ncpu = machine::cpu_count() as f64;
+        let nodes_total: f64 = node_cpu.iter().filter(|c| c.is_finite()).sum();
+        let others = match (&self.machine, &after.machine) {
+            (Some(a), Some(b)) => {
+                Some((a.others_percent(b) - nodes_total / (secs * ncpu) * 100.0).max(0.0))
+            }
+            _ => None,
+        };
+        (cpu_us_per_op, others)
+    }
+}
+
+/// Starts `tasks` workload tasks per client; they record while `recording` is set and
+/// return their stats once `done` is.
+fn spawn_workers(
+    clients: &[Client],
+    tasks: usize,
+    wl: &Arc<Workload>,
+    mode: ContextMode,
+    recording: &Arc<AtomicBool>,
+    done: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Stats>> {
+    let shared = Arc::new(SharedContexts(
+        (0..wl.keys.len())
+            .map(|_| Mutex::new(VersionVector::default()))
+            .collect(),
+    ));
+    let mut handles = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        for t in 0..tasks {
+            let contexts = match mode {
+                ContextMode::Process => Contexts::Shared(shared.clone()),
+                ContextMode::Task => Contexts::Own(HashMap::new()),
+                ContextMode::Blind => Contexts::Blind,
+            };
+            let rng = 0x9E37_79B9_7F4A_7C15u64 ^ (((c as u64) << 20) | (t as u64 + 1));
+            let worker = Worker {
+                client: client.clone(),
+                wl: wl.clone(),
+                contexts,
+                recording: recording.clone(),
+                stats: Stats::default(),
+            };
+            handles.push(tokio::spawn(worker.run(rng, done.clone())));
+        }
+    }
+    handles
+}
+
+/// One workload task: its connection, its contexts and what it recorded.
+struct Worker {
+    client: Client,
+    wl: Arc<Workload>,
+    contexts: Contexts,
+    recording: Arc<AtomicBool>,
+    stats: Stats,
+}
+
+impl Worker {
+    /// Reads or updates a Zipfian key, [`READ_FRACTION`] of them reads, until `done`.
+    async fn run(mut self, mut rng: u64, done: Arc<AtomicBool>) -> Stats {
+        while !done.load(Ordering::Relaxed) {
+            let read = uniform(&mut rng) < READ_FRACTION;
+            let k = self.wl.pick(&mut rng);
+            if read {
+                self.read(k).await;
+            } else {
+                self.update(k).await;
+            }
+        }
+        self.stats
+    }
+
+    /// Reads key `k`, learning its context; records latency, quorum time and siblings.
+    async fn read(&mut self, k: usize) {
+        let key = self.wl.keys[k].clone();
+        let st = &mut self.stats;
+        let t0 = Instant::now();
+        let r = self.client.get(key).await;
+        let d = t0.elapsed();
+        let rec = self.recording.load(Ordering::Relaxed);
+        match r {
+            Ok(read) => {
+                if rec {
+                    record_answer(&mut st.read, &mut st.read_quorum, d, &read.replicas);
+                    st.siblings[read.siblings.min(SIBLING_BUCKETS)] += 1;
+                    st.max_siblings = st.max_siblings.max(read.siblings);
+                    st.multi_value += u64::from(read.values.len() > 1);
+                }
+                self.contexts.learn(k, read.context);
+            }
+            Err(e) if rec => {
+                record(&mut st.read, d);
+                st.read_errors += 1;
+                st.error(&e);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Writes key `k` with the context known for it, learning the new dot; records
+    /// latency, quorum time and refusals.
+    async fn update(&mut self, k: usize) {
+        let key = self.wl.keys[k].clone();
+        let st = &mut self.stats;
+        let t0 = Instant::now();
+        let context = self.contexts.get(k);
+        let r = self.client.put(key, self.wl.value(), context.clone()).await;
+        let d = t0.elapsed();
+        let rec = self.recording.load(Ordering::Relaxed);
+        match r {
+            Ok(w) => {
+                if rec {
+                    record_answer(&mut st.update, &mut st.update_quorum, d, &w.replicas);
+                }
+                let mut seen = context;
+                seen.insert(&w.dot);
+                self.contexts.learn(k, seen);
+            }
+            Err(e) if rec => {
+                record(&mut st.update, d);
+                st.update_errors += 1;
+                if matches!(e, KvError::TooManySiblings { .. }) {
+                    st.refused += 1;
+                }
+                st.error(&e);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -917,8 +997,6 @@ pub fn run(args: &KvRingArgs) -> Result<(), Error> {
     if args.conns == 0 || args.tasks == 0 || args.keys < 2 {
         return Err("--conns and --tasks must be at least 1, --keys at least 2".into());
     }
-    let seconds = if args.quick { 1.0 } else { args.seconds };
-    let warmup = Duration::from_secs_f64(if args.quick { 0.3 } else { 1.0 });
     let parent = match &args.data {
         Some(d) => d.clone(),
         None => std::env::current_dir()?,
@@ -950,6 +1028,66 @@ pub fn run(args: &KvRingArgs) -> Result<(), Error> {
     }
 
     // 1. The ring.
+    let mut nodes = start_ring(args, &dir, &say)?;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let rt = crate::child::runtime()?;
+    let took = rt.block_on(converge(&addrs, Duration::from_secs(30)))?;
+    say(format!(
+        "  ring converged in {} ms: 3 members up and reachable on every node",
+        took.as_millis()
+    ));
+
+    // 2. Preload.
+    let wl = Arc::new(Workload::new(args.keys));
+    say(format!(
+        "  preloading {} keys of {VALUE_SIZE} B",
+        fmt_rate(args.keys as f64)
+    ));
+    let t = Instant::now();
+    rt.block_on(preload(&addrs[0], &wl, 32))?;
+    let preload_took = t.elapsed();
+
+    // 3. The series.
+    let routings: Vec<&'static str> = ["recursive", "iterative"]
+        .into_iter()
+        .filter(|r| args.routing.is_empty() || args.routing.iter().any(|a| a == r))
+        .collect();
+    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
+    let series = rt.block_on(run_series(args, &routings, &addrs, &pids, &wl, &say))?;
+    drop(rt);
+    for n in &mut nodes {
+        n.stop();
+    }
+    drop(nodes);
+
+    let run = Run {
+        fs,
+        load: (load_before, machine::loadavg().unwrap_or_default()),
+        addrs,
+        node: match &args.mw_kv {
+            Some(p) => format!("{} serve", p.display()),
+            None => "mw-bench serve kv-ring (mw_kv::cli::run)".into(),
+        },
+        fsync: args.fsync.clone(),
+        keys: args.keys,
+        conns: args.conns,
+        tasks: args.tasks,
+        context: args.context,
+        preload: preload_took,
+        targets: stopped_targets(&routings, &series),
+        series,
+    };
+    if args.json {
+        print_json(&run);
+    } else {
+        print_table(&run);
+    }
+    Ok(())
+}
+
+/// Starts the [`NODES`] ring members in `dir` (N=3 W=2 R=2, plus `--node-arg`s), the
+/// first with `--ring` and the others joining it.
+fn start_ring(args: &KvRingArgs, dir: &Path, say: &impl Fn(String)) -> Result<Vec<Node>, Error> {
     let quorum: Vec<String> = ["--n", "3", "--w", "2", "--r", "2"]
         .iter()
         .map(|s| s.to_string())
@@ -975,46 +1113,47 @@ pub fn run(args: &KvRingArgs) -> Result<(), Error> {
             nodes[i].pid()
         ));
     }
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
-    let rt = crate::child::runtime()?;
-    let took = rt.block_on(converge(&addrs, Duration::from_secs(30)))?;
-    say(format!(
-        "  ring converged in {} ms: 3 members up and reachable on every node",
-        took.as_millis()
-    ));
+    Ok(nodes)
+}
 
-    // 2. Preload.
-    let wl = Arc::new(Workload::new(args.keys));
-    say(format!(
-        "  preloading {} keys of {VALUE_SIZE} B",
-        fmt_rate(args.keys as f64)
-    ));
-    let t = Instant::now();
-    rt.block_on(preload(&addrs[0], &wl, 32))?;
-    let preload_took = t.elapsed();
-
-    // 3. The series.
-    let routings: Vec<&'static str> = ["recursive", "iterative"]
-        .into_iter()
-        .filter(|r| args.routing.is_empty() || args.routing.iter().any(|a| a == r))
-        .collect();
+/// `args.conns` connections to `addr` per routing.
+async fn connect_clients(
+    routings: &[&'static str],
+    conns: usize,
+    addr: &str,
+) -> Result<HashMap<&'static str, Vec<Client>>, Error> {
     let mut clients: HashMap<&'static str, Vec<Client>> = HashMap::new();
-    for &r in &routings {
+    for &r in routings {
         let mut v = Vec::new();
-        for _ in 0..args.conns {
+        for _ in 0..conns {
             v.push(match r {
-                "recursive" => Client::Recursive(RingKvClient::new(
-                    rt.block_on(mw::rpc::Channel::connect(&addrs[0]))?,
-                )),
-                _ => Client::Iterative(rt.block_on(RingClient::connect(&addrs[0]))?),
+                "recursive" => {
+                    Client::Recursive(RingKvClient::new(mw::rpc::Channel::connect(addr).await?))
+                }
+                _ => Client::Iterative(RingClient::connect(addr).await?),
             });
         }
         clients.insert(r, v);
     }
+    Ok(clients)
+}
+
+/// Measures every routing healthy, then every routing with node [`VICTIM`] stopped for
+/// the window (waiting for the ring to recover after each of those).
+async fn run_series(
+    args: &KvRingArgs,
+    routings: &[&'static str],
+    addrs: &[String],
+    pids: &[u32],
+    wl: &Arc<Workload>,
+    say: &impl Fn(String),
+) -> Result<Vec<Series>, Error> {
+    let seconds = if args.quick { 1.0 } else { args.seconds };
+    let warmup = Duration::from_secs_f64(if args.quick { 0.3 } else { 1.0 });
+    let clients = connect_clients(routings, args.conns, &addrs[0]).await?;
     let mut series = Vec::new();
     for stopped in [false, true] {
-        for &r in &routings {
+        for &r in routings {
             say(format!(
                 "  {r}, {}: {} x {} in flight, {seconds} s",
                 if stopped {
@@ -1025,33 +1164,36 @@ pub fn run(args: &KvRingArgs) -> Result<(), Error> {
                 args.conns,
                 args.tasks
             ));
-            let mut s = rt.block_on(measure(
+            let mut s = measure(
                 r,
                 &clients[r],
                 args.tasks,
-                &wl,
+                wl,
                 args.context,
                 warmup,
                 seconds,
-                &pids,
+                pids,
                 stopped.then_some(pids[VICTIM]),
-            ))?;
+            )
+            .await?;
             if stopped {
                 // The next series starts from a healthy ring.
-                s.recovered_in = Some(rt.block_on(converge(&addrs, Duration::from_secs(60)))?);
+                s.recovered_in = Some(converge(addrs, Duration::from_secs(60)).await?);
             }
             series.push(s);
         }
     }
-    drop(clients);
-    drop(rt);
-    for n in &mut nodes {
-        n.stop();
-    }
-    drop(nodes);
+    Ok(series)
+}
 
+/// Per routing: the target that p99.9 with a replica stopped stays within
+/// [`TARGET_STOPPED`] times the healthy p99.9, with both figures.
+fn stopped_targets(
+    routings: &[&'static str],
+    series: &[Series],
+) -> Vec<(String, Target, f64, f64)> {
     let mut targets = Vec::new();
-    for &r in &routings {
+    for &r in routings {
         let find = |stopped: bool| {
             series
                 .iter()
@@ -1071,29 +1213,7 @@ pub fn run(args: &KvRingArgs) -> Result<(), Error> {
             ));
         }
     }
-    let run = Run {
-        fs,
-        load: (load_before, machine::loadavg().unwrap_or_default()),
-        addrs,
-        node: match &args.mw_kv {
-            Some(p) => format!("{} serve", p.display()),
-            None => "mw-bench serve kv-ring (mw_kv::cli::run)".into(),
-        },
-        fsync: args.fsync.clone(),
-        keys: args.keys,
-        conns: args.conns,
-        tasks: args.tasks,
-        context: args.context,
-        preload: preload_took,
-        series,
-        targets,
-    };
-    if args.json {
-        print_json(&run);
-    } else {
-        print_table(&run);
-    }
-    Ok(())
+    targets
 }
 
 const OPS: [&str; 3] = ["all", "read", "update"];
@@ -1191,7 +1311,19 @@ fn print_json(run: &Run) {
     );
 }
 
+/// The human-readable report: the setup, then one table per aspect, then the targets.
 fn print_table(run: &Run) {
+    print_setup(run);
+    println!();
+    print_latency_table(run);
+    println!();
+    print_sibling_table(run);
+    println!();
+    print_targets(run);
+}
+
+/// The ring, the machine's load and the workload.
+fn print_setup(run: &Run) {
     println!(
         "ring: 3 nodes {} ({}), N=3 R=2 W=2, --fsync {} on {}; coordinator / seed node 0, stopped: node {VICTIM}",
         run.addrs.join(" "),
@@ -1215,7 +1347,10 @@ fn print_table(run: &Run) {
         run.tasks,
         run.conns * run.tasks
     );
-    println!();
+}
+
+/// Per series and operation: throughput, latency, quorum wait, CPU per op.
+fn print_latency_table(run: &Run) {
     println!(
         "{:<22} {:<7} {:>9} {:>9} {:>9} {:>9} {:>15} {:>21} {:>7}",
         "series",
@@ -1265,7 +1400,10 @@ fn print_table(run: &Run) {
         }
     }
     println!("quorum = µs from the fan-out to the R-th/W-th reply, at the coordinator (recursive) or the client (iterative); cpu = CPU per op of node 0/1/2 and the bench; others = CPU share of other processes");
-    println!();
+}
+
+/// Per series: siblings seen, refusals, errors, memory, recovery time.
+fn print_sibling_table(run: &Run) {
     println!(
         "siblings seen per read (tombstones included), puts refused with TooManySiblings (limit 16), errors; resident MiB at the window's start -> end; time until every node saw the stopped node again"
     );
@@ -1312,7 +1450,10 @@ fn print_table(run: &Run) {
             println!("  first error: {e}");
         }
     }
-    println!();
+}
+
+/// Each target with its verdict and the two figures it compares.
+fn print_targets(run: &Run) {
     println!("targets (p99.9 of all operations, same run)");
     for (_, t, h, s) in &run.targets {
         println!(

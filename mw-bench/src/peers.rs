@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
-use crate::pubsub::{account_bytes, collect, pace, payload, Outcome, Progress, Seen, IDLE, WINDOW};
+use crate::pubsub::workload::{
+    account_bytes, collect, pace, payload, Outcome, Progress, Seen, IDLE, WINDOW,
+};
 use crate::Error;
 
 /// `PUBLISH` commands per redis pipeline (one write).

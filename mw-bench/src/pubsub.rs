@@ -23,29 +23,25 @@
 //! Delivered msgs/s = events received by all subscribers / time from the first publish to the
 //! last delivery.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub(crate) mod workload;
 
-use bytes::Bytes;
-use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::time::Instant;
+
 use mw_pubsub::remote::{PubSubServer, PubSubService};
 use mw_pubsub::{Bus, Event, RemoteBus, SlowConsumerPolicy, SubscribeOptions, Topic};
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::child::{self, ChildServer};
 use crate::peers::{self, PeerServer};
-use crate::stats::{fmt_rate, fmt_us, histogram, Summary};
+use crate::stats::{fmt_rate, fmt_us};
 use crate::Error;
+use workload::{account_bytes, collect, pace, payload, Outcome, Progress, Seen, IDLE, WINDOW};
 
 /// Server targets of this benchmark (`mw-bench serve <target>`).
 pub const SERVE_TARGETS: &[&str] = &["pubsub-broker"];
 
-/// Most events the publisher may be ahead of the slowest subscriber.
-pub const WINDOW: u64 = 16_384;
 const BUFFER: usize = 65_536;
-pub(crate) const IDLE: Duration = Duration::from_secs(5);
 
 /// Flags of `mw-bench pubsub`.
 #[derive(Debug, clap::Args)]
@@ -73,95 +69,9 @@ pub async fn serve(_target: &str, addr: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) struct Outcome {
-    pub(crate) system: &'static str,
-    pub(crate) subscribers: usize,
-    pub(crate) size: usize,
-    pub(crate) summary: Summary,
-    pub(crate) lost: u64,
-}
-
-/// Progress shared between the publisher and the subscribers, for pacing.
-pub(crate) struct Progress {
-    pub(crate) received: Vec<AtomicU64>,
-    pub(crate) advanced: Notify,
-}
-
-impl Progress {
-    pub(crate) fn new(subscribers: usize) -> Progress {
-        Progress {
-            received: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
-            advanced: Notify::new(),
-        }
-    }
-
-    /// Records subscriber `i`'s progress (received + lost) and wakes the publisher.
-    pub(crate) fn advance(&self, i: usize, done: u64) {
-        self.received[i].store(done, Ordering::Release);
-        self.advanced.notify_waiters();
-    }
-
-    pub(crate) fn slowest(&self) -> u64 {
-        self.received
-            .iter()
-            .map(|r| r.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
-    }
-}
-
-pub(crate) fn payload(origin: Instant, seq: u64, size: usize) -> Bytes {
-    let mut v = vec![0u8; size.max(16)];
-    let ts = origin.elapsed().as_nanos() as u64;
-    v[..8].copy_from_slice(&ts.to_le_bytes());
-    v[8..16].copy_from_slice(&seq.to_le_bytes());
-    Bytes::from(v)
-}
-
-/// What one subscriber saw.
-pub(crate) struct Seen {
-    pub(crate) hist: Histogram<u64>,
-    pub(crate) received: u64,
-    pub(crate) lost: u64,
-    pub(crate) last_at: Instant,
-}
-
-impl Seen {
-    pub(crate) fn new() -> Seen {
-        Seen {
-            hist: histogram(),
-            received: 0,
-            lost: 0,
-            last_at: Instant::now(),
-        }
-    }
-}
-
-/// Per-subscriber bookkeeping of one event: latency, and a gap in sequence numbers as loss.
+/// [`account_bytes`] for an mw event.
 fn account(origin: Instant, e: &Event, seen: &mut Seen, next: &mut u64) {
     account_bytes(origin, &e.payload, seen, next);
-}
-
-/// [`account`] for a raw payload (peers' messages).
-pub(crate) fn account_bytes(origin: Instant, payload: &[u8], seen: &mut Seen, next: &mut u64) {
-    let ts = u64::from_le_bytes(payload[..8].try_into().expect("16-byte payload"));
-    let seq = u64::from_le_bytes(payload[8..16].try_into().expect("16-byte payload"));
-    let now = origin.elapsed().as_nanos() as u64;
-    seen.hist.saturating_record(now.saturating_sub(ts).max(1));
-    seen.lost += seq.saturating_sub(*next);
-    *next = seq + 1;
-    seen.received += 1;
-}
-
-pub(crate) async fn pace(progress: &Progress, sent: u64) {
-    while sent.saturating_sub(progress.slowest()) >= WINDOW {
-        let notified = progress.advanced.notified();
-        if sent.saturating_sub(progress.slowest()) < WINDOW {
-            break;
-        }
-        // Bounded: subscribers notify on every batch; the timeout only guards a stall.
-        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-    }
 }
 
 async fn run_tcp(
@@ -266,33 +176,6 @@ async fn run_embedded(subscribers: usize, size: usize, messages: u64) -> Result<
         bus.publish(&topic, payload(origin, seq, size))?;
     }
     collect("embedded", subscribers, size, messages, start, tasks).await
-}
-
-pub(crate) async fn collect(
-    system: &'static str,
-    subscribers: usize,
-    size: usize,
-    messages: u64,
-    start: Instant,
-    tasks: Vec<tokio::task::JoinHandle<Seen>>,
-) -> Result<Outcome, Error> {
-    let mut hist = histogram();
-    let (mut received, mut lost) = (0, 0);
-    let mut end = start;
-    for t in tasks {
-        let seen = t.await?;
-        hist.add(&seen.hist)?;
-        received += seen.received;
-        lost += seen.lost + (messages - (seen.received + seen.lost).min(messages));
-        end = end.max(seen.last_at);
-    }
-    Ok(Outcome {
-        system,
-        subscribers,
-        size,
-        summary: Summary::new(&hist, received, end - start),
-        lost,
-    })
 }
 
 /// Runs every series and prints the table (or JSON lines).

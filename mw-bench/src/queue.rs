@@ -473,50 +473,109 @@ async fn run_series(
     });
     let stop_producers = CancellationToken::new();
     let stop_consumer = CancellationToken::new();
+    let consumer_task = if with_consumer {
+        Some(spawn_consumer(broker, &queue, &shared, &stop_consumer).await?)
+    } else {
+        None
+    };
+    let tasks =
+        spawn_producers(broker, &queue, producers, window, &shared, &stop_producers).await?;
 
-    // The consumer: its own connection, acks kept in flight concurrently.
-    let mut consumer_task = None;
-    if with_consumer {
-        let consumer_conn =
-            RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
-        let mut consumer = consumer_conn
-            .queue(&queue)
-            .consumer(ConsumerOptions {
-                prefetch: PREFETCH,
-                ..Default::default()
-            })
-            .await?;
-        let shared = shared.clone();
-        let stop = stop_consumer.clone();
-        consumer_task = Some(tokio::spawn(async move {
-            let _conn = consumer_conn;
-            let mut acks = FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    Some(r) = acks.next(), if !acks.is_empty() => {
-                        r?;
-                        shared.consumed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    d = consumer.recv(), if acks.len() < MAX_ACKS_IN_FLIGHT => {
-                        acks.push(d?.ack());
-                    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let measured = Window::measure(broker, &shared, seconds).await?;
+
+    stop_producers.cancel();
+    let mut hist = histogram();
+    for t in tasks {
+        let h = t.await??;
+        hist.add(&h).expect("histograms with the same bounds add");
+    }
+    stop_consumer.cancel();
+    if let Some(t) = consumer_task {
+        t.await??;
+    }
+    let w = &measured;
+    let secs = w.elapsed.as_secs_f64();
+    let (s0, s1) = &w.broker;
+    let fsyncs = w.fsyncs();
+    Ok(Series {
+        fsync,
+        tls: broker.tls.is_some(),
+        producers,
+        window,
+        with_consumer,
+        send: Summary::new(&hist, w.confirmed, w.elapsed),
+        consumed_per_s: w.consumed as f64 / secs,
+        msgs_per_fsync: stats::ratio(w.confirmed as f64, fsyncs as f64),
+        records_per_fsync: stats::ratio(
+            s1.log.synced_records.saturating_sub(s0.log.synced_records) as f64,
+            fsyncs as f64,
+        ),
+        fsyncs_per_s: fsyncs as f64 / secs,
+        max_records_per_fsync: s1.log.max_records_per_fsync,
+        broker_cpu_us_per_msg: w.per_msg(w.broker_cpu),
+        client_cpu_us_per_msg: w.per_msg(w.own_cpu),
+        others_cpu_percent: w.others_cpu_percent(),
+    })
+}
+
+/// The consumer: its own connection, acks kept in flight concurrently, counting into
+/// `shared.consumed` until `stop`.
+async fn spawn_consumer(
+    broker: &BrokerChild,
+    queue: &str,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
+    let consumer_conn =
+        RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
+    let mut consumer = consumer_conn
+        .queue(queue)
+        .consumer(ConsumerOptions {
+            prefetch: PREFETCH,
+            ..Default::default()
+        })
+        .await?;
+    let shared = shared.clone();
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move {
+        let _conn = consumer_conn;
+        let mut acks = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(r) = acks.next(), if !acks.is_empty() => {
+                    r?;
+                    shared.consumed.fetch_add(1, Ordering::Relaxed);
+                }
+                d = consumer.recv(), if acks.len() < MAX_ACKS_IN_FLIGHT => {
+                    acks.push(d?.ack());
                 }
             }
-            Ok::<(), Error>(())
-        }));
-    }
+        }
+        Ok::<(), Error>(())
+    }))
+}
 
-    // The producers: `producers` connections, `window` send loops each.
+/// The producers: `producers` connections, `window` send loops each, counting into
+/// `shared.confirmed` and recording send latency while `shared.recording`, until `stop`.
+async fn spawn_producers(
+    broker: &BrokerChild,
+    queue: &str,
+    producers: usize,
+    window: usize,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<Result<Histogram<u64>, Error>>>, Error> {
     let body = Bytes::from(vec![0x5Au8; BODY]);
     let mut tasks = Vec::new();
     for _ in 0..producers {
         let conn = RemoteQueues::connect_with(broker.addr.as_str(), broker.client_config()).await?;
         for _ in 0..window {
-            let q = conn.queue(&queue);
+            let q = conn.queue(queue);
             let shared = shared.clone();
-            let stop = stop_producers.clone();
+            let stop = stop.clone();
             let body = body.clone();
             tasks.push(tokio::spawn(async move {
                 let mut hist = histogram();
@@ -533,82 +592,87 @@ async fn run_series(
             }));
         }
     }
+    Ok(tasks)
+}
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let s0 = broker.stats().await?;
-    let cpu0 = CpuSnapshot::now();
-    let bcpu0 = broker.cpu_seconds();
-    let own0 = proc_cpu_seconds("/proc/self/stat");
-    let c0 = shared.confirmed.load(Ordering::Relaxed);
-    let k0 = shared.consumed.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    shared.recording.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    shared.recording.store(false, Ordering::Relaxed);
-    let elapsed = t0.elapsed();
-    let c1 = shared.confirmed.load(Ordering::Relaxed);
-    let k1 = shared.consumed.load(Ordering::Relaxed);
-    let s1 = broker.stats().await?;
-    let cpu1 = CpuSnapshot::now();
-    let bcpu1 = broker.cpu_seconds();
-    let own1 = proc_cpu_seconds("/proc/self/stat");
+/// What one measured window saw, from the readings at its two ends.
+struct Window {
+    elapsed: Duration,
+    confirmed: u64,
+    consumed: u64,
+    broker: (BrokerStats, BrokerStats),
+    machine: (Option<CpuSnapshot>, Option<CpuSnapshot>),
+    broker_cpu: f64,
+    own_cpu: f64,
+}
 
-    stop_producers.cancel();
-    let mut hist = histogram();
-    for t in tasks {
-        let h = t.await??;
-        hist.add(&h).expect("histograms with the same bounds add");
+impl Window {
+    /// Records for `seconds`, reading the counters, the broker's stats and the CPU
+    /// clocks at both ends.
+    async fn measure(
+        broker: &mut BrokerChild,
+        shared: &Shared,
+        seconds: f64,
+    ) -> Result<Window, Error> {
+        let s0 = broker.stats().await?;
+        let cpu0 = CpuSnapshot::now();
+        let bcpu0 = broker.cpu_seconds();
+        let own0 = proc_cpu_seconds("/proc/self/stat");
+        let c0 = shared.confirmed.load(Ordering::Relaxed);
+        let k0 = shared.consumed.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        shared.recording.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        shared.recording.store(false, Ordering::Relaxed);
+        let elapsed = t0.elapsed();
+        let c1 = shared.confirmed.load(Ordering::Relaxed);
+        let k1 = shared.consumed.load(Ordering::Relaxed);
+        let s1 = broker.stats().await?;
+        let cpu1 = CpuSnapshot::now();
+        let bcpu1 = broker.cpu_seconds();
+        let own1 = proc_cpu_seconds("/proc/self/stat");
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        Ok(Window {
+            elapsed,
+            confirmed: c1 - c0,
+            consumed: k1 - k0,
+            broker: (s0, s1),
+            machine: (cpu0, cpu1),
+            broker_cpu: diff(bcpu0, bcpu1),
+            own_cpu: diff(own0, own1),
+        })
     }
-    stop_consumer.cancel();
-    if let Some(t) = consumer_task {
-        t.await??;
+
+    /// The broker's fsyncs in the window.
+    fn fsyncs(&self) -> u64 {
+        let (s0, s1) = &self.broker;
+        s1.log.fsyncs.saturating_sub(s0.log.fsyncs)
     }
 
-    let confirmed = c1 - c0;
-    let secs = elapsed.as_secs_f64();
-    let fsyncs = s1.log.fsyncs.saturating_sub(s0.log.fsyncs);
-    let broker_cpu = match (bcpu0, bcpu1) {
-        (Some(a), Some(b)) => b - a,
-        _ => f64::NAN,
-    };
-    let own_cpu = match (own0, own1) {
-        (Some(a), Some(b)) => b - a,
-        _ => f64::NAN,
-    };
-    // CpuSnapshot counts the running child as "others": take its share back out.
-    let ncpu = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-    let others = match (cpu0, cpu1) {
-        (Some(a), Some(b)) if broker_cpu.is_finite() => {
-            Some((a.others_percent(&b) - broker_cpu / (secs * ncpu) * 100.0).max(0.0))
-        }
-        _ => None,
-    };
-    let per_msg = |cpu: f64| {
-        if confirmed > 0 {
-            cpu / confirmed as f64 * 1e6
+    /// CPU seconds `cpu` as µs per confirmed message.
+    fn per_msg(&self, cpu: f64) -> f64 {
+        if self.confirmed > 0 {
+            cpu / self.confirmed as f64 * 1e6
         } else {
             f64::NAN
         }
-    };
-    Ok(Series {
-        fsync,
-        tls: broker.tls.is_some(),
-        producers,
-        window,
-        with_consumer,
-        send: Summary::new(&hist, confirmed, elapsed),
-        consumed_per_s: (k1 - k0) as f64 / secs,
-        msgs_per_fsync: stats::ratio(confirmed as f64, fsyncs as f64),
-        records_per_fsync: stats::ratio(
-            s1.log.synced_records.saturating_sub(s0.log.synced_records) as f64,
-            fsyncs as f64,
-        ),
-        fsyncs_per_s: fsyncs as f64 / secs,
-        max_records_per_fsync: s1.log.max_records_per_fsync,
-        broker_cpu_us_per_msg: per_msg(broker_cpu),
-        client_cpu_us_per_msg: per_msg(own_cpu),
-        others_cpu_percent: others,
-    })
+    }
+
+    /// Other processes' share of the machine's CPU (%), the broker's taken back out.
+    fn others_cpu_percent(&self) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64();
+        // CpuSnapshot counts the running child as "others": take its share back out.
+        let ncpu = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+        match &self.machine {
+            (Some(a), Some(b)) if self.broker_cpu.is_finite() => {
+                Some((a.others_percent(b) - self.broker_cpu / (secs * ncpu) * 100.0).max(0.0))
+            }
+            _ => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

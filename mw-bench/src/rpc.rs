@@ -244,74 +244,19 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
     for &system in &systems {
         servers.push((system, ChildServer::spawn(system.name())?));
     }
-    let addr_of = |s: System| -> String {
-        servers
-            .iter()
-            .find(|(x, _)| *x == s)
-            .map(|(_, c)| c.addr().to_string())
-            .expect("server started")
-    };
     let mut results: Results = Vec::new();
+    let bench = Bench {
+        rt: &rt,
+        plan,
+        systems: &systems,
+        servers: &servers,
+        progress: &progress,
+    };
     for &workload in &workloads {
         if workload.is_seq() {
-            let pinned = workload == Workload::SeqOneCpu;
-            if pinned {
-                let cpu = [machine::cpu_count() - 1];
-                machine::pin_process(0, Some(&cpu))?;
-                for (_, server) in &servers {
-                    machine::pin_process(server.pid().unwrap_or(0), Some(&cpu))?;
-                }
-            }
-            // One connection per system, warmed up once, kept across rounds.
-            let mut conns = Vec::new();
-            for &system in &systems {
-                progress(format!("{} {}: warm-up", system.name(), workload.label()));
-                let c = rt.block_on(SeqConn::connect(system, &addr_of(system)))?;
-                let (c, _) = rt.block_on(rt.spawn(seq_round(c, 0, plan.seq_warmup)))??;
-                conns.push(Some(c));
-            }
-            for round in 0..plan.seq_rounds {
-                for k in 0..systems.len() {
-                    let i = (k + round as usize) % systems.len();
-                    let system = systems[i];
-                    progress(format!(
-                        "{} {}: round {}/{}",
-                        system.name(),
-                        workload.label(),
-                        round + 1,
-                        plan.seq_rounds
-                    ));
-                    let c = conns[i]
-                        .take()
-                        .expect("connection returned by the last round");
-                    let first = plan.seq_warmup + round as u64 * plan.seq_calls;
-                    let (c, t) = rt.block_on(rt.spawn(seq_round(c, first, plan.seq_calls)))??;
-                    conns[i] = Some(c);
-                    tally(&mut results, system, workload).add(&t);
-                }
-            }
-            drop(conns);
-            if pinned {
-                machine::pin_process(0, None)?;
-                for (_, server) in &servers {
-                    machine::pin_process(server.pid().unwrap_or(0), None)?;
-                }
-            }
+            bench.sequential(workload, &mut results)?;
         } else {
-            for round in 0..plan.rounds {
-                for k in 0..systems.len() {
-                    let system = systems[(k + round as usize) % systems.len()];
-                    progress(format!(
-                        "{} {}: round {}/{}",
-                        system.name(),
-                        workload.label(),
-                        round + 1,
-                        plan.rounds
-                    ));
-                    let t = rt.block_on(throughput(system, workload, &addr_of(system), plan))?;
-                    tally(&mut results, system, workload).add(&t);
-                }
-            }
+            bench.throughput(workload, &mut results)?;
         }
     }
     drop(rt);
@@ -334,41 +279,144 @@ pub fn run(args: &RpcArgs) -> Result<(), Error> {
     if args.json {
         report::print_json(&rows);
     } else {
-        println!(
-            "mw-bench rpc: inc(u64) over TCP 127.0.0.1; client and each server in separate processes \
-             (tokio multi-thread, 2 workers each, TCP_NODELAY)"
-        );
-        println!(
-            "sequential: {} calls per system after {} warm-up, in {} rounds; throughput: {:.1} s \
-             measured per system and workload, in {} rounds (+{:.2} s warm-up each); systems alternate",
-            plan.seq_calls * plan.seq_rounds as u64,
-            plan.seq_warmup,
-            plan.seq_rounds,
-            plan.measure.as_secs_f64() * plan.rounds as f64,
-            plan.rounds,
-            plan.warmup.as_secs_f64(),
-        );
-        if let Some(p) = others {
-            println!(
-                "other processes used {p:.0}% of the machine's CPU during the run{}{}",
-                machine::loadavg()
-                    .map(|l| format!(" (load average now {l})"))
-                    .unwrap_or_default(),
-                if p > 5.0 {
-                    ": figures are disturbed, latency especially (busy vCPUs do not idle)"
-                } else {
-                    ""
-                }
-            );
-        }
-        println!();
-        report::print_table(&rows);
-        println!(
-            "(throughput rows: latency of 1 call in {LATENCY_SAMPLE} measured under load, call to reply)"
-        );
-        print_ratios(&summaries, &rows);
+        print_text(&plan, others, &summaries, &rows);
     }
     Ok(())
+}
+
+/// The systems under test, their servers and the plan: what every round needs.
+struct Bench<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    plan: Plan,
+    systems: &'a [System],
+    servers: &'a [(System, ChildServer)],
+    progress: &'a dyn Fn(String),
+}
+
+impl Bench<'_> {
+    fn addr_of(&self, s: System) -> String {
+        self.servers
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map(|(_, c)| c.addr().to_string())
+            .expect("server started")
+    }
+
+    /// Pins this process and every server to `cpus` (`None`: unpins).
+    fn pin(&self, cpus: Option<&[usize]>) -> Result<(), Error> {
+        machine::pin_process(0, cpus)?;
+        for (_, server) in self.servers {
+            machine::pin_process(server.pid().unwrap_or(0), cpus)?;
+        }
+        Ok(())
+    }
+
+    /// A sequential workload: one connection per system, warmed up once and kept across
+    /// rounds; the systems take turns, starting one later each round.
+    fn sequential(&self, workload: Workload, results: &mut Results) -> Result<(), Error> {
+        let (rt, plan, systems) = (self.rt, self.plan, self.systems);
+        let pinned = workload == Workload::SeqOneCpu;
+        if pinned {
+            self.pin(Some(&[machine::cpu_count() - 1]))?;
+        }
+        let mut conns = Vec::new();
+        for &system in systems {
+            (self.progress)(format!("{} {}: warm-up", system.name(), workload.label()));
+            let c = rt.block_on(SeqConn::connect(system, &self.addr_of(system)))?;
+            let (c, _) = rt.block_on(rt.spawn(seq_round(c, 0, plan.seq_warmup)))??;
+            conns.push(Some(c));
+        }
+        for round in 0..plan.seq_rounds {
+            for k in 0..systems.len() {
+                let i = (k + round as usize) % systems.len();
+                let system = systems[i];
+                (self.progress)(format!(
+                    "{} {}: round {}/{}",
+                    system.name(),
+                    workload.label(),
+                    round + 1,
+                    plan.seq_rounds
+                ));
+                let c = conns[i]
+                    .take()
+                    .expect("connection returned by the last round");
+                let first = plan.seq_warmup + round as u64 * plan.seq_calls;
+                let (c, t) = rt.block_on(rt.spawn(seq_round(c, first, plan.seq_calls)))??;
+                conns[i] = Some(c);
+                tally(results, system, workload).add(&t);
+            }
+        }
+        drop(conns);
+        if pinned {
+            self.pin(None)?;
+        }
+        Ok(())
+    }
+
+    /// A throughput workload: fresh connections per round; the systems take turns,
+    /// starting one later each round.
+    fn throughput(&self, workload: Workload, results: &mut Results) -> Result<(), Error> {
+        let (plan, systems) = (self.plan, self.systems);
+        for round in 0..plan.rounds {
+            for k in 0..systems.len() {
+                let system = systems[(k + round as usize) % systems.len()];
+                (self.progress)(format!(
+                    "{} {}: round {}/{}",
+                    system.name(),
+                    workload.label(),
+                    round + 1,
+                    plan.rounds
+                ));
+                let t =
+                    self.rt
+                        .block_on(throughput(system, workload, &self.addr_of(system), plan))?;
+                tally(results, system, workload).add(&t);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The human-readable report: the setup, how busy the machine was, the table, the ratios.
+fn print_text(
+    plan: &Plan,
+    others: Option<f64>,
+    summaries: &[(System, Workload, Summary)],
+    rows: &[Row],
+) {
+    println!(
+        "mw-bench rpc: inc(u64) over TCP 127.0.0.1; client and each server in separate processes \
+         (tokio multi-thread, 2 workers each, TCP_NODELAY)"
+    );
+    println!(
+        "sequential: {} calls per system after {} warm-up, in {} rounds; throughput: {:.1} s \
+         measured per system and workload, in {} rounds (+{:.2} s warm-up each); systems alternate",
+        plan.seq_calls * plan.seq_rounds as u64,
+        plan.seq_warmup,
+        plan.seq_rounds,
+        plan.measure.as_secs_f64() * plan.rounds as f64,
+        plan.rounds,
+        plan.warmup.as_secs_f64(),
+    );
+    if let Some(p) = others {
+        println!(
+            "other processes used {p:.0}% of the machine's CPU during the run{}{}",
+            machine::loadavg()
+                .map(|l| format!(" (load average now {l})"))
+                .unwrap_or_default(),
+            if p > 5.0 {
+                ": figures are disturbed, latency especially (busy vCPUs do not idle)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!();
+    report::print_table(rows);
+    println!(
+        "(throughput rows: latency of 1 call in {LATENCY_SAMPLE} measured under load, call to reply)"
+    );
+    print_ratios(summaries, rows);
 }
 
 /// One throughput round of `workload` against `system`, with fresh connections.

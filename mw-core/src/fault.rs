@@ -112,7 +112,8 @@ use std::sync::Arc;
 pub use events::{Direction, Fault, FaultEvent, FaultStats};
 pub use faults::Faults;
 
-pub(crate) use net::{bind, check_name, connect, SimListener};
+pub(crate) use net::{bind, check_name, SimListener};
+pub(crate) use relay::connect;
 
 use crate::error::CoreError;
 

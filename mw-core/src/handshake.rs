@@ -26,6 +26,9 @@ pub const MAGIC: [u8; 4] = *b"mwrp";
 pub const MIN_VERSION: u16 = 1;
 /// The highest protocol version this build speaks.
 pub const MAX_VERSION: u16 = 1;
+/// The start of the refusal text a TLS server sends a plaintext client (as a version-0 reply,
+/// so [`client_handshake`] can tell "use TLS" from any other refusal).
+pub const TLS_REQUIRED: &str = "this server requires TLS";
 /// How long either side waits for the other's half of the handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,7 +71,7 @@ where
     stream.read_exact(&mut text).await?;
     let text = String::from_utf8_lossy(&text).into_owned();
     if version == 0 {
-        if text.starts_with(crate::tls::TLS_REQUIRED) {
+        if text.starts_with(TLS_REQUIRED) {
             return Err(CoreError::Tls(text));
         }
         return Err(CoreError::VersionRefused { reason: text });

@@ -46,8 +46,7 @@ use crate::transport::{Address, Stream};
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// The start of the refusal text a TLS server sends a plaintext client.
-pub const TLS_REQUIRED: &str = "this server requires TLS";
+pub use crate::handshake::TLS_REQUIRED;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -139,7 +139,8 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{pattern, tuple};
+    use crate::pattern;
+    use crate::value::tuple;
 
     fn entry(id: u64, tuple: Tuple) -> Entry {
         Entry {

@@ -14,11 +14,36 @@
 //! Printing gives the same form on one line, so what `mw space rd` prints can be fed back
 //! to `mw space out`.
 
+use std::fmt;
+
 use serde_json::{Map, Number, Value as Json};
 
 use crate::error::{SpaceError, What};
 use crate::pattern::{Field, Pattern};
 use crate::value::{Tuple, Type, Value};
+
+// Every `Display` of the data model is its JSON form, so the impls live here with it.
+
+impl fmt::Display for Value {
+    /// The JSON form: `"task"`, `7`, `{"bytes":"00ff"}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&value_to_json(self).to_string())
+    }
+}
+
+impl fmt::Display for Tuple {
+    /// The JSON form, on one line: `["task",7]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl fmt::Display for Pattern {
+    /// The JSON form, on one line: `["task",{"?":"int"},null]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
 
 impl Tuple {
     /// Parses the JSON form: `["task", 7, 2.5, true, {"bytes": "00ff"}]`.
@@ -223,7 +248,8 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{pattern, tuple};
+    use crate::pattern;
+    use crate::value::tuple;
 
     #[test]
     fn every_type_round_trips() {

@@ -48,7 +48,7 @@
 //! |---|---|
 //! | `value` | [`Value`], [`Type`], [`Tuple`], [`TupleId`], the [`tuple!`] macro |
 //! | `pattern` | [`Field`], [`Pattern`], the matching rule, the [`pattern!`] macro |
-//! | [`json`] | the JSON text form the CLI reads and prints |
+//! | [`json`] | the JSON text form the CLI reads and prints (every `Display` of value, tuple, pattern) |
 //! | `index` | visible tuples in buckets by (arity, position, value / type): matching without a scan |
 //! | `waiters` | blocked `rd` / `in` callers, served in arrival order |
 //! | `space` | [`Space`]: holds, commits, leases, limits, the locking story |

@@ -142,7 +142,8 @@ impl Notifications {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{pattern, tuple, Type};
+    use crate::pattern;
+    use crate::value::{tuple, Type};
 
     #[test]
     fn topics_name_arity_and_types() {

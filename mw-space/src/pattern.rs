@@ -9,8 +9,6 @@
 //! | [`Field::Any`] (a formal) | `null` | any value |
 //! | [`Field::Typed`] (a typed formal) | `{"?": "int"}` | any value of that type |
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::value::{Tuple, Type, Value};
@@ -109,13 +107,6 @@ impl Pattern {
 impl From<Vec<Field>> for Pattern {
     fn from(fields: Vec<Field>) -> Pattern {
         Pattern(fields)
-    }
-}
-
-impl fmt::Display for Pattern {
-    /// The JSON form, on one line: `["task",{"?":"int"},null]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_json())
     }
 }
 

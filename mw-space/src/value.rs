@@ -168,13 +168,6 @@ impl Hash for Value {
     }
 }
 
-impl fmt::Display for Value {
-    /// The JSON form (see [`crate::json`]).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::json::value_to_json(self).to_string())
-    }
-}
-
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
         Value::Str(s.to_string())
@@ -292,13 +285,6 @@ impl From<Vec<Value>> for Tuple {
     }
 }
 
-impl fmt::Display for Tuple {
-    /// The JSON form, on one line: `["task",7]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_json())
-    }
-}
-
 /// A tuple's identity in a space: assigned by `out`, increasing in write order. Tuples
 /// matching the same pattern are returned oldest (smallest id) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -318,6 +304,11 @@ macro_rules! tuple {
         $crate::Tuple::new(::std::vec![$($crate::Value::from($v)),*])
     };
 }
+
+/// [`tuple!`] under this module's path, so the crate's tests import it from where it is
+/// defined (`#[macro_export]` alone puts it only at the crate root).
+#[cfg(test)]
+pub(crate) use tuple;
 
 #[cfg(test)]
 mod tests {

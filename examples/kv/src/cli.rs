@@ -411,23 +411,16 @@ async fn connect(node: &NodeArg) -> Result<KvServiceClient, CliError> {
     )))
 }
 
+/// Where a verb writes what it prints.
+type Out<'a> = &'a mut (dyn std::io::Write + Send);
+
 /// Runs one parsed command, writing results to `out`.
 ///
 /// # Errors
 ///
 /// Whatever the verb ran into; [`CliError::NotFound`] for absent keys.
-pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), CliError> {
-    let serving = matches!(cli.command, Command::Serve { .. });
-    let (server_tls, server_auth) = if serving {
-        (
-            cli.tls.server().map_err(CliError::Tls)?,
-            cli.auth.server().map_err(CliError::Tls)?,
-        )
-    } else {
-        mw::cli_tls::install_client(cli.tls.client().map_err(CliError::Tls)?);
-        mw::cli_tls::install_credentials(cli.auth.client().map_err(CliError::Tls)?);
-        (None, None)
-    };
+pub async fn run(cli: Cli, out: Out<'_>) -> Result<(), CliError> {
+    let security = install_security(&cli)?;
     match cli.command {
         Command::Serve {
             addr,
@@ -439,10 +432,8 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
             ring,
         } => {
             let server = mw::rpc::ServerConfig {
-                tls: server_tls,
-                auth: server_auth,
                 metrics_addr,
-                ..mw::rpc::ServerConfig::default()
+                ..security
             };
             let config = Config {
                 fsync,
@@ -450,17 +441,7 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 retain_events,
                 ..Config::default()
             };
-            if ring.ring || ring.join.is_some() {
-                serve_ring(&addr, &data, config, &ring, server, out).await
-            } else {
-                if ring.peer_tls_ca.is_some() || ring.peer_token.is_some() {
-                    return Err(CliError::Serve(
-                        "--peer-tls-ca and --peer-token are for ring members (--ring or --join)"
-                            .into(),
-                    ));
-                }
-                serve(&addr, &data, config, server, out).await
-            }
+            serve_single_or_ring(&addr, &data, config, &ring, server, out).await
         }
         Command::Put {
             node,
@@ -477,259 +458,393 @@ pub async fn run(cli: Cli, out: &mut (dyn std::io::Write + Send)) -> Result<(), 
                 (None, Some(path)) => Bytes::from(read_value(&path)?),
                 (None, None) => unreachable!("clap requires VALUE or --file"),
             };
-            if let Some(ring) = ring_client(&node).await? {
-                if ttl.is_some() || if_version.is_some() {
-                    return Err(CliError::Kv(KvError::NotOnRing {
-                        op: if ttl.is_some() {
-                            "a ttl"
-                        } else {
-                            "compare-and-set"
-                        }
-                        .into(),
-                    }));
-                }
-                return ring_put(&ring, &node, key, Some(value), quorum, out).await;
-            }
-            let client = connect(&node).await?;
-            let options = PutOptions {
-                if_version: if_version.map(Version),
-                ttl: ttl.map(Duration::from_secs_f64),
-                durability: if buffered {
-                    Durability::Buffered
-                } else {
-                    Durability::Sync
-                },
+            let flags = PutFlags {
+                ttl,
+                if_version,
+                buffered,
             };
-            let w = client
-                .put(Bytes::from(key), value, options)
-                .await
-                .map_err(|e| rpc(&node.node, e))?;
-            writeln!(out, "{}", w.version)?;
-            Ok(())
+            put(&node, key, value, flags, quorum, out).await
         }
         Command::Get {
             node,
             key,
             verbose,
             quorum,
-        } => {
-            if let Some(ring) = ring_client(&node).await? {
-                let read = ring
-                    .get(Bytes::from(key), quorum.r)
-                    .await
-                    .map_err(|e| rpc(&node.node, e))?;
-                if quorum.trace {
-                    print_replicas(out, "read", read.needed, &read.replicas)?;
-                }
-                if read.values.is_empty() {
-                    return Err(CliError::NotFound);
-                }
-                for v in &read.values {
-                    out.write_all(v)?;
-                    writeln!(out)?;
-                }
-                if verbose || read.values.len() > 1 {
-                    writeln!(out, "siblings {} context {}", read.siblings, read.context)?;
-                }
-                return Ok(());
-            }
-            let client = connect(&node).await?;
-            let v = client
-                .get(Bytes::from(key))
-                .await
-                .map_err(|e| rpc(&node.node, e))?
-                .ok_or(CliError::NotFound)?;
-            out.write_all(&v.value)?;
-            writeln!(out)?;
-            if verbose {
-                writeln!(
-                    out,
-                    "version {} created {} changes {} expires {}",
-                    v.version,
-                    v.create_revision,
-                    v.changes,
-                    v.expires_at_ms
-                        .map_or("never".to_string(), |ms| format!("{ms} ms")),
-                )?;
-            }
-            Ok(())
-        }
+        } => get(&node, key, verbose, quorum, out).await,
         Command::Del {
             node,
             key,
             if_version,
             quorum,
-        } => {
-            if let Some(ring) = ring_client(&node).await? {
-                if if_version.is_some() {
-                    return Err(CliError::Kv(KvError::NotOnRing {
-                        op: "compare-and-set".into(),
-                    }));
-                }
-                return ring_put(&ring, &node, key, None, quorum, out).await;
-            }
-            let client = connect(&node).await?;
-            let options = DeleteOptions {
-                if_version: if_version.map(Version),
-                ..Default::default()
-            };
-            let d = client
-                .delete(Bytes::from(key), options)
-                .await
-                .map_err(|e| rpc(&node.node, e))?;
-            match d.deleted {
-                Some(v) => writeln!(out, "deleted version {v}")?,
-                None => return Err(CliError::NotFound),
-            }
-            Ok(())
-        }
-        Command::Incr { node, key, delta } => {
-            let client = connect(&node).await?;
-            let n = client
-                .incr(Bytes::from(key), delta)
-                .await
-                .map_err(|e| rpc(&node.node, e))?;
-            writeln!(out, "{n}")?;
-            Ok(())
-        }
+        } => delete(&node, key, if_version, quorum, out).await,
+        Command::Incr { node, key, delta } => incr(&node, key, delta, out).await,
         Command::Scan {
             node,
             prefix,
             start_after,
             limit,
-        } => {
-            let client = connect(&node).await?;
-            let mut s = client
-                .scan(Bytes::from(prefix), start_after.map(Bytes::from), limit)
-                .await
-                .map_err(|e| rpc(&node.node, e.widen()))?;
-            while let Some(item) = s.next().await {
-                let entry = item.map_err(|e| rpc(&node.node, e.widen()))??;
-                out.write_all(&entry.key)?;
-                out.write_all(b"\t")?;
-                out.write_all(&entry.value.value)?;
-                writeln!(out)?;
-            }
-            Ok(())
-        }
+        } => scan(&node, prefix, start_after, limit, out).await,
         Command::Watch {
             node,
             prefix,
             from_revision,
             count,
-        } => {
-            let client = connect(&node).await?;
-            let mut s = client
-                .watch(Bytes::from(prefix), from_revision)
-                .await
-                .map_err(|e| rpc(&node.node, e.widen()))?;
-            let mut seen = 0u64;
-            while count.is_none_or(|c| seen < c) {
-                let Some(item) = s.next().await else { break };
-                let e = item.map_err(|e| rpc(&node.node, e.widen()))??;
-                let kind = match e.kind {
-                    EventKind::Put => "PUT",
-                    EventKind::Delete => "DELETE",
-                    EventKind::Expire => "EXPIRE",
-                };
-                write!(out, "{} {kind} ", e.revision)?;
-                out.write_all(&e.key)?;
-                if let Some(v) = &e.value {
-                    out.write_all(b" ")?;
-                    out.write_all(v)?;
-                }
-                writeln!(out)?;
-                out.flush()?;
-                seen += 1;
-            }
-            Ok(())
-        }
-        Command::Ring { node } => {
-            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
-            let v = ring.ring().await.map_err(|e| rpc(&node.node, e.widen()))?;
-            let overlap = if v.w + v.r > v.n {
-                "overlapping: every read quorum meets every write quorum"
-            } else {
-                "NOT overlapping (W+R <= N): a read may miss the latest write"
-            };
-            writeln!(out, "ring version {} as seen by {}", v.version, v.node)?;
-            writeln!(
-                out,
-                "N={} W={} R={} ({overlap}), {} tokens per node",
-                v.n, v.w, v.r, v.tokens
-            )?;
-            writeln!(
-                out,
-                "{:<24} {:<8} {:<11} {:>7}",
-                "member", "state", "reachable", "share"
-            )?;
-            for m in &v.members {
-                writeln!(
-                    out,
-                    "{:<24} {:<8} {:<11} {:>6.2}%",
-                    m.node,
-                    format!("{:?}", m.state).to_lowercase(),
-                    if m.reachable { "yes" } else { "NO" },
-                    m.share * 100.0
-                )?;
-            }
-            for (target, n) in &v.hints {
-                writeln!(out, "hints for {target}: {n}")?;
-            }
-            let ae = v.anti_entropy;
-            writeln!(
-                out,
-                "anti-entropy: {} rounds, {} range comparisons, {} keys exchanged, {} tombstones collected",
-                ae.rounds, ae.ranges_compared, ae.keys_exchanged, ae.tombstones_collected
-            )?;
-            Ok(())
-        }
-        Command::Locate { node, key } => {
-            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
-            let l = ring
-                .locate(Bytes::from(key))
-                .await
-                .map_err(|e| rpc(&node.node, e.widen()))?;
-            writeln!(out, "position {:#018x}", l.position)?;
-            writeln!(out, "preference {}", l.preference.join(" "))?;
-            Ok(())
-        }
-        Command::Trace { node, key, r } => {
-            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
-            let read: RingRead = ring
-                .get(Bytes::from(key), r)
-                .await
-                .map_err(|e| rpc(&node.node, e))?;
-            print_replicas(out, "read", read.needed, &read.replicas)?;
-            writeln!(
-                out,
-                "{} value(s), {} sibling(s), context {}",
-                read.values.len(),
-                read.siblings,
-                read.context
-            )?;
-            Ok(())
-        }
-        Command::Leave { node } => {
-            let ring = ring_client(&node).await?.ok_or_else(|| not_a_ring(&node))?;
-            ring.leave().await.map_err(|e| rpc(&node.node, e))?;
-            writeln!(out, "left the ring")?;
-            Ok(())
-        }
-        Command::Status { node } => {
-            let client = connect(&node).await?;
-            let s = client
-                .status()
-                .await
-                .map_err(|e| rpc(&node.node, e.widen()))?;
-            writeln!(
-                out,
-                "revision {}\noldest_revision {}\nengine {}\nfsync {}",
-                s.revision, s.oldest_revision, s.engine, s.fsync
-            )?;
-            Ok(())
-        }
+        } => watch(&node, prefix, from_revision, count, out).await,
+        Command::Ring { node } => print_ring(&node, out).await,
+        Command::Locate { node, key } => locate(&node, key, out).await,
+        Command::Trace { node, key, r } => trace(&node, key, r, out).await,
+        Command::Leave { node } => leave(&node, out).await,
+        Command::Status { node } => status(&node, out).await,
     }
+}
+
+/// The TLS and credentials flags put to work: for `serve`, the server's TLS and auth (in
+/// the returned config); for a client verb, installed as the process's client settings
+/// (and the returned config is the default, unused).
+fn install_security(cli: &Cli) -> Result<mw::rpc::ServerConfig, CliError> {
+    if matches!(cli.command, Command::Serve { .. }) {
+        return Ok(mw::rpc::ServerConfig {
+            tls: cli.tls.server().map_err(CliError::Tls)?,
+            auth: cli.auth.server().map_err(CliError::Tls)?,
+            ..mw::rpc::ServerConfig::default()
+        });
+    }
+    mw::cli_tls::install_client(cli.tls.client().map_err(CliError::Tls)?);
+    mw::cli_tls::install_credentials(cli.auth.client().map_err(CliError::Tls)?);
+    Ok(mw::rpc::ServerConfig::default())
+}
+
+/// `serve`: a ring member with `--ring` or `--join`, else a single node (which refuses the
+/// ring-only flags).
+async fn serve_single_or_ring(
+    addr: &str,
+    data: &std::path::Path,
+    config: Config,
+    ring: &RingArgs,
+    server: mw::rpc::ServerConfig,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    if ring.ring || ring.join.is_some() {
+        return serve_ring(addr, data, config, ring, server, out).await;
+    }
+    if ring.peer_tls_ca.is_some() || ring.peer_token.is_some() {
+        return Err(CliError::Serve(
+            "--peer-tls-ca and --peer-token are for ring members (--ring or --join)".into(),
+        ));
+    }
+    serve(addr, data, config, server, out).await
+}
+
+/// The single-node flags of `put`; a ring refuses `ttl` and `if_version`.
+struct PutFlags {
+    ttl: Option<f64>,
+    if_version: Option<u64>,
+    buffered: bool,
+}
+
+/// `put`: a ring write (read, then write with the context read), or a single node's put
+/// printing the new version.
+async fn put(
+    node: &NodeArg,
+    key: String,
+    value: Bytes,
+    flags: PutFlags,
+    quorum: QuorumArgs,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    if let Some(ring) = ring_client(node).await? {
+        if flags.ttl.is_some() || flags.if_version.is_some() {
+            return Err(CliError::Kv(KvError::NotOnRing {
+                op: if flags.ttl.is_some() {
+                    "a ttl"
+                } else {
+                    "compare-and-set"
+                }
+                .into(),
+            }));
+        }
+        return ring_put(&ring, node, key, Some(value), quorum, out).await;
+    }
+    let client = connect(node).await?;
+    let options = PutOptions {
+        if_version: flags.if_version.map(Version),
+        ttl: flags.ttl.map(Duration::from_secs_f64),
+        durability: if flags.buffered {
+            Durability::Buffered
+        } else {
+            Durability::Sync
+        },
+    };
+    let w = client
+        .put(Bytes::from(key), value, options)
+        .await
+        .map_err(|e| rpc(&node.node, e))?;
+    writeln!(out, "{}", w.version)?;
+    Ok(())
+}
+
+/// `get`: the values a ring read returns (siblings and context when there are several or
+/// `verbose`), or a single node's value (with version, revisions and expiry if `verbose`).
+async fn get(
+    node: &NodeArg,
+    key: String,
+    verbose: bool,
+    quorum: QuorumArgs,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    if let Some(ring) = ring_client(node).await? {
+        let read = ring
+            .get(Bytes::from(key), quorum.r)
+            .await
+            .map_err(|e| rpc(&node.node, e))?;
+        return print_ring_read(&read, verbose, quorum.trace, out);
+    }
+    let client = connect(node).await?;
+    let v = client
+        .get(Bytes::from(key))
+        .await
+        .map_err(|e| rpc(&node.node, e))?
+        .ok_or(CliError::NotFound)?;
+    out.write_all(&v.value)?;
+    writeln!(out)?;
+    if verbose {
+        writeln!(
+            out,
+            "version {} created {} changes {} expires {}",
+            v.version,
+            v.create_revision,
+            v.changes,
+            v.expires_at_ms
+                .map_or("never".to_string(), |ms| format!("{ms} ms")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints what `get` read from a ring: the replicas if `trace`, then each value.
+fn print_ring_read(
+    read: &RingRead,
+    verbose: bool,
+    trace: bool,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    if trace {
+        print_replicas(out, "read", read.needed, &read.replicas)?;
+    }
+    if read.values.is_empty() {
+        return Err(CliError::NotFound);
+    }
+    for v in &read.values {
+        out.write_all(v)?;
+        writeln!(out)?;
+    }
+    if verbose || read.values.len() > 1 {
+        writeln!(out, "siblings {} context {}", read.siblings, read.context)?;
+    }
+    Ok(())
+}
+
+/// `del`: a ring delete (a write of a tombstone), or a single node's delete printing the
+/// version deleted.
+async fn delete(
+    node: &NodeArg,
+    key: String,
+    if_version: Option<u64>,
+    quorum: QuorumArgs,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    if let Some(ring) = ring_client(node).await? {
+        if if_version.is_some() {
+            return Err(CliError::Kv(KvError::NotOnRing {
+                op: "compare-and-set".into(),
+            }));
+        }
+        return ring_put(&ring, node, key, None, quorum, out).await;
+    }
+    let client = connect(node).await?;
+    let options = DeleteOptions {
+        if_version: if_version.map(Version),
+        ..Default::default()
+    };
+    let d = client
+        .delete(Bytes::from(key), options)
+        .await
+        .map_err(|e| rpc(&node.node, e))?;
+    match d.deleted {
+        Some(v) => writeln!(out, "deleted version {v}")?,
+        None => return Err(CliError::NotFound),
+    }
+    Ok(())
+}
+
+/// `incr`: adds `delta` to a single node's counter and prints the new value.
+async fn incr(node: &NodeArg, key: String, delta: i64, out: Out<'_>) -> Result<(), CliError> {
+    let client = connect(node).await?;
+    let n = client
+        .incr(Bytes::from(key), delta)
+        .await
+        .map_err(|e| rpc(&node.node, e))?;
+    writeln!(out, "{n}")?;
+    Ok(())
+}
+
+/// `scan`: prints `key<TAB>value` for each key under `prefix`, in key order.
+async fn scan(
+    node: &NodeArg,
+    prefix: String,
+    start_after: Option<String>,
+    limit: u32,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    let client = connect(node).await?;
+    let mut s = client
+        .scan(Bytes::from(prefix), start_after.map(Bytes::from), limit)
+        .await
+        .map_err(|e| rpc(&node.node, e.widen()))?;
+    while let Some(item) = s.next().await {
+        let entry = item.map_err(|e| rpc(&node.node, e.widen()))??;
+        out.write_all(&entry.key)?;
+        out.write_all(b"\t")?;
+        out.write_all(&entry.value.value)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `watch`: prints one line per event under `prefix` (`REVISION KIND KEY [VALUE]`), flushed
+/// as it comes, until `count` events or the stream ends.
+async fn watch(
+    node: &NodeArg,
+    prefix: String,
+    from_revision: Option<u64>,
+    count: Option<u64>,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    let client = connect(node).await?;
+    let mut s = client
+        .watch(Bytes::from(prefix), from_revision)
+        .await
+        .map_err(|e| rpc(&node.node, e.widen()))?;
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let Some(item) = s.next().await else { break };
+        let e = item.map_err(|e| rpc(&node.node, e.widen()))??;
+        let kind = match e.kind {
+            EventKind::Put => "PUT",
+            EventKind::Delete => "DELETE",
+            EventKind::Expire => "EXPIRE",
+        };
+        write!(out, "{} {kind} ", e.revision)?;
+        out.write_all(&e.key)?;
+        if let Some(v) = &e.value {
+            out.write_all(b" ")?;
+            out.write_all(v)?;
+        }
+        writeln!(out)?;
+        out.flush()?;
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// `ring`: the ring as `node` sees it — quorums, members, hints, anti-entropy counters.
+async fn print_ring(node: &NodeArg, out: Out<'_>) -> Result<(), CliError> {
+    let ring = ring_client(node).await?.ok_or_else(|| not_a_ring(node))?;
+    let v = ring.ring().await.map_err(|e| rpc(&node.node, e.widen()))?;
+    let overlap = if v.w + v.r > v.n {
+        "overlapping: every read quorum meets every write quorum"
+    } else {
+        "NOT overlapping (W+R <= N): a read may miss the latest write"
+    };
+    writeln!(out, "ring version {} as seen by {}", v.version, v.node)?;
+    writeln!(
+        out,
+        "N={} W={} R={} ({overlap}), {} tokens per node",
+        v.n, v.w, v.r, v.tokens
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:<8} {:<11} {:>7}",
+        "member", "state", "reachable", "share"
+    )?;
+    for m in &v.members {
+        writeln!(
+            out,
+            "{:<24} {:<8} {:<11} {:>6.2}%",
+            m.node,
+            format!("{:?}", m.state).to_lowercase(),
+            if m.reachable { "yes" } else { "NO" },
+            m.share * 100.0
+        )?;
+    }
+    for (target, n) in &v.hints {
+        writeln!(out, "hints for {target}: {n}")?;
+    }
+    let ae = v.anti_entropy;
+    writeln!(
+        out,
+        "anti-entropy: {} rounds, {} range comparisons, {} keys exchanged, {} tombstones collected",
+        ae.rounds, ae.ranges_compared, ae.keys_exchanged, ae.tombstones_collected
+    )?;
+    Ok(())
+}
+
+/// `locate`: the key's ring position and preference list.
+async fn locate(node: &NodeArg, key: String, out: Out<'_>) -> Result<(), CliError> {
+    let ring = ring_client(node).await?.ok_or_else(|| not_a_ring(node))?;
+    let l = ring
+        .locate(Bytes::from(key))
+        .await
+        .map_err(|e| rpc(&node.node, e.widen()))?;
+    writeln!(out, "position {:#018x}", l.position)?;
+    writeln!(out, "preference {}", l.preference.join(" "))?;
+    Ok(())
+}
+
+/// `trace`: a ring read with every replica's answer, then what it found.
+async fn trace(
+    node: &NodeArg,
+    key: String,
+    r: Option<Quorum>,
+    out: Out<'_>,
+) -> Result<(), CliError> {
+    let ring = ring_client(node).await?.ok_or_else(|| not_a_ring(node))?;
+    let read: RingRead = ring
+        .get(Bytes::from(key), r)
+        .await
+        .map_err(|e| rpc(&node.node, e))?;
+    print_replicas(out, "read", read.needed, &read.replicas)?;
+    writeln!(
+        out,
+        "{} value(s), {} sibling(s), context {}",
+        read.values.len(),
+        read.siblings,
+        read.context
+    )?;
+    Ok(())
+}
+
+/// `leave`: asks the ring member at `node` to leave the ring.
+async fn leave(node: &NodeArg, out: Out<'_>) -> Result<(), CliError> {
+    let ring = ring_client(node).await?.ok_or_else(|| not_a_ring(node))?;
+    ring.leave().await.map_err(|e| rpc(&node.node, e))?;
+    writeln!(out, "left the ring")?;
+    Ok(())
+}
+
+/// `status`: a single node's revisions, engine and fsync policy.
+async fn status(node: &NodeArg, out: Out<'_>) -> Result<(), CliError> {
+    let client = connect(node).await?;
+    let s = client
+        .status()
+        .await
+        .map_err(|e| rpc(&node.node, e.widen()))?;
+    writeln!(
+        out,
+        "revision {}\noldest_revision {}\nengine {}\nfsync {}",
+        s.revision, s.oldest_revision, s.engine, s.fsync
+    )?;
+    Ok(())
 }
 
 fn not_a_ring(node: &NodeArg) -> CliError {

@@ -4,7 +4,7 @@
 //! watchers through an mw-pubsub [`Bus`].
 //!
 //! Invariants:
-//! - Revisions increase by one per change, in commit order; a key's [`Version`] is the
+//! - Revisions increase by one per change, in commit order; a key's [`Version`](crate::Version) is the
 //!   revision of its last change. Only the writer assigns them, so compare-and-set and
 //!   `incr` are atomic without locks.
 //! - A write is acknowledged only after the batch holding it is committed (and, for a

@@ -12,8 +12,9 @@
 //! - [`service`]: the `mw.kv.ring` (clients) and `mw.kv.replica` (between nodes) services.
 //! - [`node`]: [`RingNode`](node::RingNode): replica, coordinator, failure detector,
 //!   gossip, hinted handoff, rebalancing.
-//! - [`anti_entropy`]: Merkle trees per key range compared between replicas, and
-//!   tombstone GC.
+//! - [`merkle`]: key ranges and their Merkle trees (pure computation).
+//! - [`anti_entropy`]: the trees compared between replicas, the differing keys
+//!   exchanged, and tombstone GC.
 //! - [`serve`]: hosting a node's services.
 //! - [`client`]: [`RingClient`](client::RingClient), the iteratively routing client.
 //!
@@ -24,6 +25,7 @@ pub mod anti_entropy;
 pub mod client;
 pub mod dvv;
 pub mod hash;
+pub mod merkle;
 pub mod node;
 pub mod serve;
 pub mod service;

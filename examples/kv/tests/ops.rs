@@ -36,12 +36,22 @@ async fn keys(c: &KvClient, prefix: &str, after: Option<&str>, limit: u32) -> Ve
 async fn every_operation(t: Transport) {
     let node = TestNode::memory(t).await;
     let c = node.client().await;
+    put_get_versions_and_revisions(&c).await;
+    buffered_writes(&c).await;
+    compare_and_set(&c).await;
+    delete_with_and_without_condition(&c).await;
+    incr_counts(&c).await;
+    scan_order_and_paging(&c).await;
+    watch_replays_then_follows(&c).await;
+    node.stop().await;
+}
 
-    // put/get: versions are revisions, revisions grow by one per change.
-    let w1 = put(&c, "a", "1").await;
+/// put/get: versions are revisions, revisions grow by one per change.
+async fn put_get_versions_and_revisions(c: &KvClient) {
+    let w1 = put(c, "a", "1").await;
     assert_eq!((w1.version, w1.revision), (Version(1), 1));
     assert!(w1.durable, "Sync under fsync always reports durable");
-    let w2 = put(&c, "a", "2").await;
+    let w2 = put(c, "a", "2").await;
     assert_eq!(w2.version, Version(2));
     let got = c.get(b("a")).await.unwrap().unwrap();
     assert_eq!(&got.value[..], b"2");
@@ -50,8 +60,10 @@ async fn every_operation(t: Transport) {
         (Version(2), 1, 2)
     );
     assert_eq!(c.get(b("missing")).await.unwrap(), None);
+}
 
-    // Buffered writes are applied and visible, and say they were not durable.
+/// Buffered writes are applied and visible, and say they were not durable.
+async fn buffered_writes(c: &KvClient) {
     let wb = c
         .put(
             b("buffered"),
@@ -68,8 +80,10 @@ async fn every_operation(t: Transport) {
         &c.get(b("buffered")).await.unwrap().unwrap().value[..],
         b"x"
     );
+}
 
-    // compare-and-set: create-only, then on the current version, then a stale one.
+/// compare-and-set: create-only, then on the current version, then a stale one.
+async fn compare_and_set(c: &KvClient) {
     let create = PutOptions {
         if_version: Some(Version::ABSENT),
         ..Default::default()
@@ -107,8 +121,10 @@ async fn every_operation(t: Transport) {
         .await
         .unwrap_err());
     assert!(matches!(stale, KvError::VersionConflict { current: Some(v), .. } if v == ok.version));
+}
 
-    // delete, with and without a version condition; a second delete finds nothing.
+/// delete, with and without a version condition; a second delete finds nothing.
+async fn delete_with_and_without_condition(c: &KvClient) {
     let err = app(c
         .delete(
             b("a"),
@@ -126,11 +142,13 @@ async fn every_operation(t: Transport) {
     let again = c.delete(b("a"), DeleteOptions::default()).await.unwrap();
     assert_eq!(again.deleted, None);
     // A re-created key gets a new, larger version: no ABA for a CAS holding the old one.
-    let re = put(&c, "a", "again").await;
+    let re = put(c, "a", "again").await;
     assert!(re.version > Version(2));
     assert_eq!(c.get(b("a")).await.unwrap().unwrap().changes, 1);
+}
 
-    // incr: missing counts as 0, negative deltas, not-an-integer, overflow.
+/// incr: missing counts as 0, negative deltas, not-an-integer, overflow.
+async fn incr_counts(c: &KvClient) {
     assert_eq!(c.incr(b("n"), 5).await.unwrap(), 5);
     assert_eq!(c.incr(b("n"), -7).await.unwrap(), -2);
     assert_eq!(&c.get(b("n")).await.unwrap().unwrap().value[..], b"-2");
@@ -138,32 +156,36 @@ async fn every_operation(t: Transport) {
         app(c.incr(b("a"), 1).await.unwrap_err()),
         KvError::NotAnInteger
     );
-    put(&c, "big", &i64::MAX.to_string()).await;
+    put(c, "big", &i64::MAX.to_string()).await;
     assert_eq!(
         app(c.incr(b("big"), 1).await.unwrap_err()),
         KvError::Overflow
     );
+}
 
-    // scan: key order within a prefix, paging with start_after, limit.
+/// scan: key order within a prefix, paging with start_after, limit.
+async fn scan_order_and_paging(c: &KvClient) {
     for k in ["user/3", "user/1", "user/2", "userx", "usa", "user/10"] {
-        put(&c, k, k).await;
+        put(c, k, k).await;
     }
     assert_eq!(
-        keys(&c, "user/", None, 100).await,
+        keys(c, "user/", None, 100).await,
         ["user/1", "user/10", "user/2", "user/3"]
     );
-    assert_eq!(keys(&c, "user/", None, 2).await, ["user/1", "user/10"]);
+    assert_eq!(keys(c, "user/", None, 2).await, ["user/1", "user/10"]);
     assert_eq!(
-        keys(&c, "user/", Some("user/10"), 100).await,
+        keys(c, "user/", Some("user/10"), 100).await,
         ["user/2", "user/3"]
     );
     assert_eq!(
-        keys(&c, "user/", Some("user/3"), 100).await,
+        keys(c, "user/", Some("user/3"), 100).await,
         Vec::<String>::new()
     );
-    assert_eq!(keys(&c, "zzz", None, 100).await, Vec::<String>::new());
+    assert_eq!(keys(c, "zzz", None, 100).await, Vec::<String>::new());
+}
 
-    // watch from a past revision replays history in revision order, then follows.
+/// watch from a past revision replays history in revision order, then follows.
+async fn watch_replays_then_follows(c: &KvClient) {
     let status = c.status().await.unwrap();
     let mut w = c.watch(b("user/"), Some(1)).await.unwrap();
     let mut seen = Vec::new();
@@ -177,7 +199,7 @@ async fn every_operation(t: Transport) {
         assert_eq!(e.kind, EventKind::Put);
     }
     assert!(seen.windows(2).all(|p| p[0] < p[1]), "{seen:?}");
-    let live = put(&c, "user/9", "nine").await;
+    let live = put(c, "user/9", "nine").await;
     let e = within("live event", w.next())
         .await
         .unwrap()
@@ -194,8 +216,6 @@ async fn every_operation(t: Transport) {
         .unwrap()
         .unwrap();
     assert_eq!((e.kind, e.version), (EventKind::Delete, live.version));
-    drop(w);
-    node.stop().await;
 }
 
 async fn refusals_are_typed_and_the_node_keeps_serving(t: Transport) {

@@ -76,17 +76,58 @@ async fn five_processes_survive_a_sigkill_with_hints_and_lose_nothing() {
         let seed = (i > 0).then(|| addrs[0].as_str());
         nodes.push(start(&dir.path().join(format!("n{i}")), a, seed));
     }
-    let coordinators: Vec<RingKvClient> = {
-        let mut v = Vec::new();
-        for a in &addrs[..4] {
-            v.push(client(a).await);
+    let mut coordinators = Vec::new();
+    for a in &addrs[..4] {
+        coordinators.push(client(a).await);
+    }
+    wait_for_five_reachable(&coordinators[0]).await;
+
+    let tally = Tally::default();
+    let phase = Arc::new(tokio::sync::watch::channel(0u32).0);
+    let writers: Vec<_> = coordinators
+        .iter()
+        .enumerate()
+        .map(|(w, c)| {
+            tokio::spawn(write_until_stopped(
+                w,
+                c.clone(),
+                tally.clone(),
+                phase.subscribe(),
+            ))
+        })
+        .collect();
+    wait_for_acked(&tally, 300, "writes before the kill").await;
+    nodes[4].kill(); // SIGKILL the fifth node (not a coordinator) under load
+    phase.send_replace(1);
+    let at_kill = tally.acked_count();
+    wait_for_acked(&tally, at_kill + 600, "writes while it is down").await;
+    assert!(
+        hints_held(&coordinators).await > 0,
+        "writes for the dead node were hinted"
+    );
+    // Restart it at its address; hints drain to it.
+    nodes[4] = start(&dir.path().join("n4"), &addrs[4], Some(&addrs[0]));
+    phase.send_replace(3);
+    for w in writers {
+        within("writers stop", w).await.unwrap();
+    }
+    let ambiguous = assert_writes_succeeded(&tally, coordinators.len());
+    within("hints delivered", async {
+        while hints_held(&coordinators).await != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        v
-    };
-    // Every member sees five reachable members.
+    })
+    .await;
+    wait_for_equal_merkle_trees(&addrs).await;
+    let acked = tally.acked.lock().unwrap().clone();
+    assert_every_acked_write_reads_back(&addrs[4], &acked, &ambiguous).await;
+}
+
+/// Waits until `coordinator` sees five reachable members.
+async fn wait_for_five_reachable(coordinator: &RingKvClient) {
     within("ring of five", async {
         loop {
-            let view = coordinators[0].ring().await.unwrap();
+            let view = coordinator.ring().await.unwrap();
             if view.members.len() == 5 && view.members.iter().all(|m| m.reachable) {
                 return;
             }
@@ -94,126 +135,130 @@ async fn five_processes_survive_a_sigkill_with_hints_and_lose_nothing() {
         }
     })
     .await;
+}
 
-    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let ambiguous = Arc::new(Mutex::new(Vec::<String>::new()));
-    let phase = Arc::new(tokio::sync::watch::channel(0u32).0);
-    let mut writers = Vec::new();
-    for (w, c) in coordinators.iter().enumerate() {
-        let (c, acked, failures, ambiguous, mut phase) = (
-            c.clone(),
-            acked.clone(),
-            failures.clone(),
-            ambiguous.clone(),
-            phase.subscribe(),
-        );
-        writers.push(tokio::spawn(async move {
-            for i in 0..100_000u32 {
-                if *phase.borrow_and_update() >= 3 {
-                    return;
-                }
-                let (k, v) = (format!("w{w}/{i}"), format!("v{w}.{i}"));
-                let opts = RingWriteOptions {
-                    context: Default::default(),
-                    w: Some(Quorum::Count(2)),
-                };
-                // A write in flight to the member at the instant it is killed gets an
-                // ambiguous answer ("may have been applied"): it is not coordinated again
-                // by another replica (that could store it twice, see ring_faults.rs), so
-                // the client retries it, as a real client must.
-                let mut result = Err(String::new());
-                for attempt in 0..3 {
-                    match c
-                        .put(Bytes::from(k.clone()), Bytes::from(v.clone()), opts.clone())
-                        .await
-                    {
-                        Ok(_) => {
-                            result = Ok(());
-                            break;
-                        }
-                        Err(e)
-                            if e.to_string().contains("may have been applied") && attempt < 2 =>
-                        {
-                            ambiguous.lock().unwrap().push(format!("{k}: {e}"));
-                        }
-                        Err(e) => {
-                            result = Err(format!("{k}: {e}"));
-                            break;
-                        }
-                    }
-                }
-                match result {
-                    Ok(()) => {
-                        acked.lock().unwrap().insert(k, v);
-                    }
-                    Err(e) => failures.lock().unwrap().push(e),
-                }
-            }
-        }));
+/// What the writers saw: acknowledged writes (key → value), failed writes, and
+/// ambiguous answers that were retried.
+#[derive(Clone, Default)]
+struct Tally {
+    acked: Arc<Mutex<HashMap<String, String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    ambiguous: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tally {
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
     }
-    let count = || acked.lock().unwrap().len();
-    within("writes before the kill", async {
-        while count() < 300 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Writer `w`: blind W=2 writes of `w{w}/{i}` through coordinator `c` until the phase
+/// reaches 3, each recorded in `tally`.
+async fn write_until_stopped(
+    w: usize,
+    c: RingKvClient,
+    tally: Tally,
+    mut phase: tokio::sync::watch::Receiver<u32>,
+) {
+    for i in 0..100_000u32 {
+        if *phase.borrow_and_update() >= 3 {
+            return;
         }
-    })
-    .await;
-    nodes[4].kill(); // SIGKILL the fifth node (not a coordinator) under load
-    phase.send_replace(1);
-    let at_kill = count();
-    within("writes while it is down", async {
-        while count() < at_kill + 600 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let (k, v) = (format!("w{w}/{i}"), format!("v{w}.{i}"));
+        match put_retrying_ambiguous(&c, &k, &v, &tally).await {
+            Ok(()) => {
+                tally.acked.lock().unwrap().insert(k, v);
+            }
+            Err(e) => tally.failures.lock().unwrap().push(e),
         }
-    })
-    .await;
-    let hinted: u64 = {
-        let view = coordinators[0].ring().await.unwrap();
-        let mut total = view.hints.values().sum::<u64>();
-        for c in &coordinators[1..] {
-            total += c.ring().await.unwrap().hints.values().sum::<u64>();
-        }
-        total
+    }
+}
+
+/// One blind W=2 write of `k = v`, retried (at most three attempts) while the answer is
+/// ambiguous.
+async fn put_retrying_ambiguous(
+    c: &RingKvClient,
+    k: &str,
+    v: &str,
+    tally: &Tally,
+) -> Result<(), String> {
+    let opts = RingWriteOptions {
+        context: Default::default(),
+        w: Some(Quorum::Count(2)),
     };
-    assert!(hinted > 0, "writes for the dead node were hinted");
-    // Restart it at its address; hints drain to it.
-    nodes[4] = start(&dir.path().join("n4"), &addrs[4], Some(&addrs[0]));
-    phase.send_replace(3);
-    for w in writers {
-        within("writers stop", w).await.unwrap();
+    // A write in flight to the member at the instant it is killed gets an
+    // ambiguous answer ("may have been applied"): it is not coordinated again
+    // by another replica (that could store it twice, see ring_faults.rs), so
+    // the client retries it, as a real client must.
+    let mut result = Err(String::new());
+    for attempt in 0..3 {
+        match c
+            .put(
+                Bytes::from(k.to_string()),
+                Bytes::from(v.to_string()),
+                opts.clone(),
+            )
+            .await
+        {
+            Ok(_) => {
+                result = Ok(());
+                break;
+            }
+            Err(e) if e.to_string().contains("may have been applied") && attempt < 2 => {
+                tally.ambiguous.lock().unwrap().push(format!("{k}: {e}"));
+            }
+            Err(e) => {
+                result = Err(format!("{k}: {e}"));
+                break;
+            }
+        }
     }
-    assert!(
-        failures.lock().unwrap().is_empty(),
-        "every W=2 write succeeded: {:?}",
-        failures.lock().unwrap().first()
-    );
-    // Only writes in flight to the killed member at that instant, at most one per
-    // writer (each has one write in flight), were ambiguous.
-    let ambiguous = ambiguous.lock().unwrap().clone();
-    println!("ambiguous writes, retried: {ambiguous:?}");
-    assert!(ambiguous.len() <= coordinators.len(), "{ambiguous:?}");
-    within("hints delivered", async {
-        loop {
-            let mut left = 0;
-            for c in &coordinators {
-                left += c.ring().await.unwrap().hints.values().sum::<u64>();
-            }
-            if left == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    result
+}
+
+/// Waits until at least `n` writes are acknowledged.
+async fn wait_for_acked(tally: &Tally, n: usize, what: &str) {
+    within(what, async {
+        while tally.acked_count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    // Anti-entropy: for every range, every pair of members has equal Merkle trees over
-    // the keys they both replicate, within a bounded wait.
+}
+
+/// Hints the coordinators hold, summed.
+async fn hints_held(coordinators: &[RingKvClient]) -> u64 {
+    let mut total = 0;
+    for c in coordinators {
+        total += c.ring().await.unwrap().hints.values().sum::<u64>();
+    }
+    total
+}
+
+/// Asserts every write succeeded and that only writes in flight to the killed member at
+/// that instant, at most one per writer, were ambiguous; returns those.
+fn assert_writes_succeeded(tally: &Tally, writers: usize) -> Vec<String> {
+    assert!(
+        tally.failures.lock().unwrap().is_empty(),
+        "every W=2 write succeeded: {:?}",
+        tally.failures.lock().unwrap().first()
+    );
+    // Each writer has one write in flight.
+    let ambiguous = tally.ambiguous.lock().unwrap().clone();
+    println!("ambiguous writes, retried: {ambiguous:?}");
+    assert!(ambiguous.len() <= writers, "{ambiguous:?}");
+    ambiguous
+}
+
+/// Anti-entropy: for every range, every pair of members has equal Merkle trees over
+/// the keys they both replicate, within a bounded wait.
+async fn wait_for_equal_merkle_trees(addrs: &[String]) {
     // Comparing is itself 2 × 10 pairs × 64 ranges of tree builds, and a range is
     // visited every 128 s by default: the bound is generous for a loaded CI machine.
     let mut last = usize::MAX;
     let matched = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
-            last = merkle_mismatches(&addrs).await;
+            last = merkle_mismatches(addrs).await;
             if last == 0 {
                 return;
             }
@@ -225,12 +270,18 @@ async fn five_processes_survive_a_sigkill_with_hints_and_lose_nothing() {
         matched.is_ok(),
         "merkle trees still differ after 180 s: {last} pair-ranges"
     );
-    // Nothing acknowledged is lost: every key reads back (R = all, so the restarted
-    // node answers too).
-    let acked = acked.lock().unwrap().clone();
-    let reader = client(&addrs[4]).await;
+}
+
+/// Nothing acknowledged is lost: every key reads back from `addr` (R = all, so the
+/// restarted node answers too).
+async fn assert_every_acked_write_reads_back(
+    addr: &str,
+    acked: &HashMap<String, String>,
+    ambiguous: &[String],
+) {
+    let reader = client(addr).await;
     let mut lost = Vec::new();
-    for (k, v) in &acked {
+    for (k, v) in acked {
         let r = reader
             .get(Bytes::from(k.clone()), Some(Quorum::All))
             .await

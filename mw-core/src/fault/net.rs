@@ -1,5 +1,6 @@
 //! The shared state of one simulated network: endpoints, open connections, cuts,
-//! fault profiles, the log; and binding and connecting by `sim:` address.
+//! fault profiles, the log; binding by `sim:` address and registering new connections
+//! (the relay in [`super::relay`] carries them).
 
 use std::collections::HashMap;
 use std::io;
@@ -14,13 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::dice::Draws;
 use super::events::{Direction, Fault, FaultEvent, FaultStats};
 use super::faults::{fires, Faults};
-use super::relay;
-use super::topology::{show, Topology};
+use super::topology::Topology;
 use crate::error::CoreError;
 use crate::frame::FrameKind;
 
-/// Size of each direction's buffer of each of a simulated connection's two pipes.
-const PIPE_BYTES: usize = 256 * 1024;
 /// Connections a simulated listener queues before `connect` waits (like a TCP backlog).
 const BACKLOG: usize = 128;
 /// Events the log keeps; later ones are only counted ([`FaultStats::unlogged`]). About
@@ -414,71 +412,74 @@ pub(crate) fn bind(addr: &str, net: &str, name: &str) -> Result<SimListener, Cor
     })
 }
 
-/// Connects `from` (empty: anonymous) to endpoint `to` on network `net`, through a relay
-/// that injects the network's faults; returns the client's end.
-pub(crate) async fn connect(
-    addr: &str,
-    net_name: &str,
-    from: &str,
-    to: &str,
-) -> Result<DuplexStream, CoreError> {
-    let net = Net::find(net_name).ok_or_else(|| no_net(addr, net_name))?;
-    let refused = || CoreError::Connect {
+/// Why `connect` to endpoint `to` on network `net` was refused: nobody listens there.
+pub(crate) fn refused(addr: &str, net: &str, to: &str) -> CoreError {
+    CoreError::Connect {
         addr: addr.to_string(),
         source: io::Error::new(
             io::ErrorKind::ConnectionRefused,
-            format!("no endpoint {to} listening on simulated network {net_name}"),
+            format!("no endpoint {to} listening on simulated network {net}"),
         ),
+    }
+}
+
+/// A connection registered on its network but not yet relayed: where to deliver the
+/// server's end, the link it runs over, and the token that kills it.
+pub(crate) struct Opened {
+    pub net: Arc<Net>,
+    pub listener: mpsc::Sender<Incoming>,
+    pub link: Link,
+    pub kill: CancellationToken,
+}
+
+/// Registers a connection from `from` (empty: anonymous) to endpoint `to` on network
+/// `net_name`, unless the topology cuts it or nobody listens there. The caller relays it
+/// ([`super::relay::connect`]) and reports [`Net::closed`] when it ends.
+pub(crate) fn open(addr: &str, net_name: &str, from: &str, to: &str) -> Result<Opened, CoreError> {
+    let net = Net::find(net_name).ok_or_else(|| no_net(addr, net_name))?;
+    let mut st = net.lock();
+    // Checked before the handshake, so a partitioned connect fails at once instead of
+    // waiting out the handshake timeout.
+    if let Some(reason) = st.topology.unreachable(from, to) {
+        st.stats.refused += 1;
+        return Err(CoreError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        });
+    }
+    let Some(endpoint) = st.endpoints.get(to) else {
+        return Err(refused(addr, net_name, to));
     };
-    let (tx, link, kill) = {
-        let mut st = net.lock();
-        // Checked before the handshake, so a partitioned connect fails at once instead of
-        // waiting out the handshake timeout.
-        if let Some(reason) = st.topology.unreachable(from, to) {
-            st.stats.refused += 1;
-            return Err(CoreError::Unreachable {
-                addr: addr.to_string(),
-                reason,
-            });
-        }
-        let Some(endpoint) = st.endpoints.get(to) else {
-            return Err(refused());
-        };
-        let tx = endpoint.tx.clone();
-        let counter = st
-            .opened
-            .entry((from.to_string(), to.to_string()))
-            .or_insert(0);
-        let connection = *counter;
-        *counter += 1;
-        st.next_conn += 1;
-        let key = st.next_conn;
-        let kill = CancellationToken::new();
-        st.conns.insert(
-            key,
-            OpenConn {
-                from: from.to_string(),
-                to: to.to_string(),
-                kill: kill.clone(),
-            },
-        );
-        st.stats.connections += 1;
-        let link = Link {
+    let listener = endpoint.tx.clone();
+    let counter = st
+        .opened
+        .entry((from.to_string(), to.to_string()))
+        .or_insert(0);
+    let connection = *counter;
+    *counter += 1;
+    st.next_conn += 1;
+    let key = st.next_conn;
+    let kill = CancellationToken::new();
+    st.conns.insert(
+        key,
+        OpenConn {
             from: from.to_string(),
             to: to.to_string(),
-            connection,
-            key,
-        };
-        (tx, link, kill)
+            kill: kill.clone(),
+        },
+    );
+    st.stats.connections += 1;
+    let link = Link {
+        from: from.to_string(),
+        to: to.to_string(),
+        connection,
+        key,
     };
-    let (client_end, relay_client) = tokio::io::duplex(PIPE_BYTES);
-    let (relay_server, server_end) = tokio::io::duplex(PIPE_BYTES);
-    let peer = format!("sim:{}/{}>{}#{}", net.name, from, to, link.connection);
-    if tx.send((server_end, peer)).await.is_err() {
-        net.closed(&link);
-        return Err(refused());
-    }
-    tracing::debug!(net = %net.name, from = show(from), to, connection = link.connection, "simulated connection opened");
-    tokio::spawn(relay::run(net, link, relay_client, relay_server, kill));
-    Ok(client_end)
+    drop(st);
+    Ok(Opened {
+        net,
+        listener,
+        link,
+        kill,
+    })
 }

@@ -25,13 +25,44 @@ use tokio_util::sync::CancellationToken;
 
 use super::dice::Dice;
 use super::events::Direction;
-use super::net::{Link, Net};
+use super::net::{self, Link, Net, Opened};
+use super::topology::show;
+use crate::error::CoreError;
 use crate::frame::{Frame, FrameCodec};
 use crate::handshake::MAGIC;
 
 /// Bytes a pump keeps waiting for delivery before it stops reading. 1 MiB, like a
 /// connection's write buffer.
 const HIGH_WATER: usize = 1024 * 1024;
+
+/// Size of each direction's buffer of each of a simulated connection's two pipes.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Connects `from` (empty: anonymous) to endpoint `to` on network `net`, through a relay
+/// that injects the network's faults; returns the client's end.
+pub(crate) async fn connect(
+    addr: &str,
+    net_name: &str,
+    from: &str,
+    to: &str,
+) -> Result<DuplexStream, CoreError> {
+    let Opened {
+        net,
+        listener,
+        link,
+        kill,
+    } = net::open(addr, net_name, from, to)?;
+    let (client_end, relay_client) = tokio::io::duplex(PIPE_BYTES);
+    let (relay_server, server_end) = tokio::io::duplex(PIPE_BYTES);
+    let peer = format!("sim:{}/{}>{}#{}", net.name, from, to, link.connection);
+    if listener.send((server_end, peer)).await.is_err() {
+        net.closed(&link);
+        return Err(net::refused(addr, net_name, to));
+    }
+    tracing::debug!(net = %net.name, from = show(from), to, connection = link.connection, "simulated connection opened");
+    tokio::spawn(run(net, link, relay_client, relay_server, kill));
+    Ok(client_end)
+}
 
 /// Relays one connection until both directions end, a pipe breaks, or `kill` fires.
 pub(crate) async fn run(

@@ -6,6 +6,7 @@ use tokio::sync::Semaphore;
 
 use super::config::{ExecutionMode, ServerConfig};
 use super::instance::{Server, Shared};
+use super::login_failures::LoginFailures;
 use super::services::ServiceTable;
 use crate::connections::Connections;
 use crate::metrics::ServerMetrics;
@@ -87,7 +88,7 @@ impl ServerBuilder {
                 connections: self.connections,
                 metrics,
                 metrics_registry: Arc::new(self.metrics),
-                login_failures: std::sync::Mutex::default(),
+                login_failures: LoginFailures::default(),
             }),
         }
     }

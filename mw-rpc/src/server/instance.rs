@@ -2,7 +2,6 @@
 //! on a listener ([`Server::serve`], in `accept`) or on a background task
 //! ([`RunningServer`]), and the metrics endpoint.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use mw_core::{Address, CoreError, Listener};
@@ -10,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ServerConfig;
+use super::login_failures::LoginFailures;
 use super::services::ServiceTable;
 use crate::connections::Connections;
 use crate::error::RpcError;
@@ -24,9 +24,9 @@ pub(super) struct Shared {
     /// `Some` when calls are measured.
     pub(super) metrics: Option<ServerMetrics>,
     pub(super) metrics_registry: Arc<prometheus_client::registry::Registry>,
-    /// Failed logins per client address and when the last one was: later attempts from
-    /// there are answered more slowly.
-    pub(super) login_failures: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    /// Recent failed logins per client address: later attempts from there are answered
+    /// more slowly.
+    pub(super) login_failures: LoginFailures,
 }
 
 /// A set of services ready to serve connections.

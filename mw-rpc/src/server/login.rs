@@ -14,9 +14,6 @@ use super::instance::Shared;
 use crate::auth::{Authenticator, Credentials};
 use crate::error::ServerError;
 
-/// Failures older than this are forgiven: the next one is answered quickly again.
-const FAILURE_MEMORY: Duration = Duration::from_secs(60);
-
 impl ConnState {
     /// Runs a login: checks the credentials on the blocking pool, remembers the identity
     /// on success; a failure is answered after a delay that doubles with each recent
@@ -80,7 +77,9 @@ async fn authenticate(
                 Ok(Err(why)) => why,
                 _ => format!("authentication failed for user {user:?}"),
             };
-            let failures = count_failure(shared, &host);
+            let failures = shared
+                .login_failures
+                .count(&host, std::time::Instant::now());
             tracing::warn!(user = %user, peer = %host, failures, "login failed");
             let delay = Duration::from_millis(100)
                 .saturating_mul(1 << failures.saturating_sub(1).min(6))
@@ -89,20 +88,4 @@ async fn authenticate(
             Outcome::Reply(Err(ServerError::Unauthenticated(why)))
         }
     }
-}
-
-/// Counts a failed login from `host`; returns its recent failures, this one included.
-fn count_failure(shared: &Shared, host: &str) -> u32 {
-    let mut failures = shared
-        .login_failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let now = std::time::Instant::now();
-    let e = failures.entry(host.to_string()).or_insert((0, now));
-    if now.duration_since(e.1) > FAILURE_MEMORY {
-        e.0 = 0;
-    }
-    e.0 += 1;
-    e.1 = now;
-    e.0
 }

@@ -27,6 +27,7 @@
 //! | `call_state` | what the connection keeps per call: queued, running, how it ended |
 //! | `call` | one call: admission, dispatch, running, its answer |
 //! | `login` | the `mw.auth` login call |
+//! | `login_failures` | recent failed logins per client address (bounded), for the slow-down |
 //! | `stream` | server streams under credit |
 
 mod accept;
@@ -38,6 +39,7 @@ mod connection;
 mod instance;
 mod limits;
 mod login;
+mod login_failures;
 mod services;
 mod stream;
 

@@ -281,7 +281,7 @@ pub(crate) fn scan(file: &str, data: &[u8], now_ms: u64) -> Result<Recovered, Sp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tuple;
+    use crate::value::tuple;
 
     fn log(frames: &[Vec<u8>]) -> Vec<u8> {
         let mut d = header().to_vec();

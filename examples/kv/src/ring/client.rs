@@ -2,7 +2,7 @@
 //! recursive routing. It keeps a copy of the ring, computes each key's preference list
 //! itself, and talks to the replicas directly (the `mw.kv.replica` service); a recursive
 //! client instead sends every request to one node, which coordinates
-//! ([`RingKvClient`](crate::ring::service::RingKvClient)). Iterative routing saves a hop
+//! ([`RingKvClient`]). Iterative routing saves a hop
 //! per request; recursive routing keeps clients simple and the ring's knowledge on the
 //! servers.
 //!

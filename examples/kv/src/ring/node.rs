@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,14 @@ use mw::rpc::{Channel, ClientConfig, RpcError};
 use crate::config::Config;
 use crate::error::{KvError, Result};
 use crate::kv::Kv;
-use crate::ring::anti_entropy::AntiEntropyState;
-use crate::ring::dvv::{Dot, Sibling, SiblingSet};
+use crate::ring::dvv::{Dot, Sibling, SiblingSet, VersionVector};
 use crate::ring::hash::{key_position, Ring, DEFAULT_TOKENS};
+use crate::ring::merkle::RANGES;
 use crate::ring::service::ReplicaClient;
 use crate::ring::store::{ReplicaStore, LOCAL_OVERHEAD};
 use crate::ring::types::{
-    Located, Member, MemberState, MemberView, Membership, Quorum, ReplicaReply, RingRead, RingView,
-    RingWrite, RingWriteOptions,
+    AntiEntropyStats, Located, Member, MemberState, MemberView, Membership, Quorum, ReplicaReply,
+    RingRead, RingView, RingWrite, RingWriteOptions,
 };
 use crate::types::{Durability, PutOptions};
 
@@ -134,6 +134,16 @@ struct Inner {
     rebalance: AtomicU64,
     left: tokio::sync::Notify,
     anti_entropy: AntiEntropyState,
+}
+
+/// Where one write goes: N (the replicas the ring has, at most the cluster's N), the
+/// acknowledgements it waits for, the key's preference list, and while the ring changes
+/// the key's future owners beyond it.
+struct WriteTargets {
+    n: usize,
+    needed: usize,
+    preference: Vec<String>,
+    extra: Vec<String>,
 }
 
 /// The ring reads use (members up or leaving) and the ring writes also go to (members
@@ -377,6 +387,11 @@ impl RingNode {
 
     pub(crate) fn anti_entropy_state(&self) -> &AntiEntropyState {
         &self.inner.anti_entropy
+    }
+
+    /// The anti-entropy counters.
+    pub fn anti_entropy_stats(&self) -> AntiEntropyStats {
+        self.inner.anti_entropy.stats()
     }
 
     pub(crate) fn stop_token(&self) -> tokio_util::sync::CancellationToken {
@@ -720,53 +735,17 @@ impl RingNode {
         value: Option<Bytes>,
         options: RingWriteOptions,
     ) -> Result<RingWrite> {
-        check_key(&key, &self.inner.config)?;
-        if let Some(v) = &value {
-            let limit = self.inner.config.store.limits.max_value;
-            if v.len() > limit {
-                return Err(KvError::ValueTooLarge {
-                    size: v.len(),
-                    limit,
-                });
-            }
-        }
+        self.check_write(&key, value.as_ref())?;
         let rings = self.rings();
         let ring = &rings.current;
-        let n = self.inner.config.n.min(ring.nodes().len()).max(1);
-        let needed = options.w.map_or(self.inner.config.w, |q| q.count(n)).min(n);
-        let preference: Vec<String> = ring
-            .preference_list(&key, n)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        // While a member joins or leaves, the write also goes to the key's future
-        // owners, and waits for them too: when the ring settles they have it.
-        let extra: Vec<String> = if rings.settled {
-            Vec::new()
-        } else {
-            rings
-                .future
-                .preference_list(&key, self.inner.config.n)
-                .into_iter()
-                .filter(|f| !preference.iter().any(|p| p == f))
-                .map(String::from)
-                .collect()
-        };
+        let WriteTargets {
+            n,
+            needed,
+            preference,
+            extra,
+        } = self.write_targets(&rings, &key, options.w);
         let started = Instant::now();
-        let dots = self.inner.dots.clone();
-        let id = self.inner.id.clone();
-        let (state, dot) = self
-            .inner
-            .store
-            .merge_new(&key, Durability::Sync, move || Sibling {
-                dot: Dot {
-                    node: id,
-                    counter: dots.fetch_add(1, Ordering::SeqCst) + 1,
-                },
-                context: options.context,
-                value,
-            })
-            .await?;
+        let (state, dot) = self.mint_and_merge(&key, value, options.context).await?;
         let mut replies = vec![reply(
             self.inner.id.clone(),
             None,
@@ -843,17 +822,7 @@ impl RingNode {
                 }
             }
         }
-        // Replicas still writing finish in the background (and are not undone).
-        if !pending.is_empty() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                while let Some((node, _, r)) = pending.next().await {
-                    if r.is_err() && node != this.inner.id {
-                        this.mark(&node, false);
-                    }
-                }
-            });
-        }
+        self.finish_in_background(pending);
         if acks < needed {
             return Err(quorum_failed(needed, acks, &replies));
         }
@@ -862,6 +831,96 @@ impl RingNode {
             replicas: replies,
             needed,
         })
+    }
+
+    /// Refuses a write of `key` (and `value`) over the limits before anything is done.
+    fn check_write(&self, key: &[u8], value: Option<&Bytes>) -> Result<()> {
+        check_key(key, &self.inner.config)?;
+        if let Some(v) = value {
+            let limit = self.inner.config.store.limits.max_value;
+            if v.len() > limit {
+                return Err(KvError::ValueTooLarge {
+                    size: v.len(),
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicas still writing when the coordinator has its answer finish in the
+    /// background (and are not undone); one that fails is marked down.
+    fn finish_in_background<F>(&self, mut pending: FuturesUnordered<F>)
+    where
+        F: std::future::Future<Output = (String, Option<String>, Result<()>)> + Send + 'static,
+    {
+        if pending.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((node, _, r)) = pending.next().await {
+                if r.is_err() && node != this.inner.id {
+                    this.mark(&node, false);
+                }
+            }
+        });
+    }
+
+    /// Where a write of `key` goes on `rings` and how many acknowledgements it waits
+    /// for (`w`, default the cluster's W).
+    fn write_targets(&self, rings: &Rings, key: &[u8], w: Option<Quorum>) -> WriteTargets {
+        let ring = &rings.current;
+        let n = self.inner.config.n.min(ring.nodes().len()).max(1);
+        let needed = w.map_or(self.inner.config.w, |q| q.count(n)).min(n);
+        let preference: Vec<String> = ring
+            .preference_list(key, n)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        // While a member joins or leaves, the write also goes to the key's future
+        // owners, and waits for them too: when the ring settles they have it.
+        let extra: Vec<String> = if rings.settled {
+            Vec::new()
+        } else {
+            rings
+                .future
+                .preference_list(key, self.inner.config.n)
+                .into_iter()
+                .filter(|f| !preference.iter().any(|p| p == f))
+                .map(String::from)
+                .collect()
+        };
+        WriteTargets {
+            n,
+            needed,
+            preference,
+            extra,
+        }
+    }
+
+    /// Mints the write's dot and merges the new sibling into the local state of `key`
+    /// in one step on the local writer (see [`coordinate`](Self::coordinate) for why);
+    /// returns the merged state and the dot.
+    async fn mint_and_merge(
+        &self,
+        key: &Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+    ) -> Result<(SiblingSet, Dot)> {
+        let dots = self.inner.dots.clone();
+        let id = self.inner.id.clone();
+        self.inner
+            .store
+            .merge_new(key, Durability::Sync, move || Sibling {
+                dot: Dot {
+                    node: id,
+                    counter: dots.fetch_add(1, Ordering::SeqCst) + 1,
+                },
+                context,
+                value,
+            })
+            .await
     }
 
     /// Reads `key` from its preference list, answering after R replies; stale replicas
@@ -1275,5 +1334,57 @@ fn quorum_failed(needed: usize, acks: usize, replies: &[ReplicaReply]) -> KvErro
         } else {
             detail
         },
+    }
+}
+
+/// A node's anti-entropy state: the next range, the counters, the tombstones waiting out
+/// their grace. Kept here in the node; the rounds that use it are in
+/// [`anti_entropy`](crate::ring::anti_entropy).
+#[derive(Debug)]
+pub(crate) struct AntiEntropyState {
+    /// The next range to compare.
+    pub(crate) cursor: AtomicU32,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) ranges_compared: AtomicU64,
+    pub(crate) keys_exchanged: AtomicU64,
+    pub(crate) max_round_keys: AtomicU64,
+    pub(crate) tombstones_collected: AtomicU64,
+    /// Tombstone-only keys: the digest seen and since when (the GC grace).
+    pub(crate) tombstones: Mutex<HashMap<Bytes, (u64, Instant)>>,
+    /// One round at a time.
+    pub(crate) running: tokio::sync::Mutex<()>,
+}
+
+impl Default for AntiEntropyState {
+    fn default() -> Self {
+        AntiEntropyState {
+            cursor: AtomicU32::new(rand::random_range(0..RANGES)),
+            rounds: AtomicU64::new(0),
+            ranges_compared: AtomicU64::new(0),
+            keys_exchanged: AtomicU64::new(0),
+            max_round_keys: AtomicU64::new(0),
+            tombstones_collected: AtomicU64::new(0),
+            tombstones: Mutex::new(HashMap::new()),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl AntiEntropyState {
+    /// The counters. A round counts itself when it starts and each key before it
+    /// exchanges it, and this reads the keys before the rounds, so `keys_exchanged <=
+    /// budget × rounds` holds in every snapshot, and a key repaired is already counted.
+    pub(crate) fn stats(&self) -> AntiEntropyStats {
+        let keys_exchanged = self.keys_exchanged.load(Ordering::SeqCst);
+        let max_round_keys = self.max_round_keys.load(Ordering::SeqCst);
+        let tombstones_collected = self.tombstones_collected.load(Ordering::SeqCst);
+        let ranges_compared = self.ranges_compared.load(Ordering::SeqCst);
+        AntiEntropyStats {
+            rounds: self.rounds.load(Ordering::SeqCst),
+            ranges_compared,
+            keys_exchanged,
+            max_round_keys,
+            tombstones_collected,
+        }
     }
 }

@@ -504,7 +504,25 @@ fn outcome_index(o: &Outcome) -> usize {
 /// definitions.
 pub fn check(ops: &[Op], fin: &FinalState) -> Report {
     let mut report = Report::default();
-    let c = &mut report.counts;
+    count_ops(ops, &mut report.counts);
+    let ix = Indexes::new(ops, fin);
+    report.counts.live_keys = ix
+        .merged
+        .values()
+        .filter(|s| !s.values().is_empty())
+        .count();
+    check_lost(&ix, &mut report);
+    check_unwritten(&ix, &mut report);
+    check_twice(&ix, &mut report);
+    check_resurrected(&ix, &mut report);
+    count_deleted_last(&ix, &mut report);
+    check_diverged(&ix, &mut report);
+    check_stale(&ix, &mut report);
+    report
+}
+
+/// Counts the operations by kind and outcome, and the keys written.
+fn count_ops(ops: &[Op], c: &mut Counts) {
     c.ops = ops.len();
     for op in ops {
         let i = outcome_index(&op.outcome);
@@ -514,99 +532,157 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             What::Delete => c.deletes[i] += 1,
         }
     }
-    let written: BTreeSet<&str> = ops
-        .iter()
+    c.keys = written_keys(ops).len();
+}
+
+/// The keys some put or delete wrote.
+fn written_keys(ops: &[Op]) -> BTreeSet<&str> {
+    ops.iter()
         .filter(|o| o.is_write())
         .map(|o| o.key.as_str())
-        .collect();
-    c.keys = written.len();
+        .collect()
+}
 
-    let merged: HashMap<&str, SiblingSet> = fin
-        .keys
-        .keys()
-        .map(|k| (k.as_str(), fin.merged(k)))
-        .collect();
-    let empty = SiblingSet::default();
-    let final_of = |k: &str| merged.get(k).unwrap_or(&empty);
-    let final_values =
-        |k: &str| -> BTreeSet<String> { final_of(k).values().iter().map(text).collect() };
-    report.counts.live_keys = merged.values().filter(|s| !s.values().is_empty()).count();
+/// What the checks look values up in, built once from the history and the final state.
+struct Indexes<'a> {
+    ops: &'a [Op],
+    fin: &'a FinalState,
+    /// Key → the merge of its replicas' final states.
+    merged: HashMap<&'a str, SiblingSet>,
+    empty: SiblingSet,
+    /// Value → the put that wrote it.
+    put_of: HashMap<&'a str, &'a Op>,
+    /// Who read each value (writers only): value → writes that replaced it.
+    readers: HashMap<&'a str, Vec<&'a Op>>,
+    /// Values observed anywhere: in Ok reads, and on any replica at the end.
+    observed: HashSet<String>,
+    /// Delete id → the values it covers.
+    covers: HashMap<usize, BTreeSet<String>>,
+}
 
-    let put_of: HashMap<&str, &Op> = ops
-        .iter()
-        .filter_map(|o| o.value().map(|v| (v, o)))
-        .collect();
-    // Who read each value (writers only): value → writes that replaced it.
-    let mut readers: HashMap<&str, Vec<&Op>> = HashMap::new();
-    for o in ops.iter().filter(|o| o.is_write()) {
-        for v in &o.replaces {
-            readers.entry(v.as_str()).or_default().push(o);
+impl<'a> Indexes<'a> {
+    fn new(ops: &'a [Op], fin: &'a FinalState) -> Indexes<'a> {
+        let merged = fin
+            .keys
+            .keys()
+            .map(|k| (k.as_str(), fin.merged(k)))
+            .collect();
+        let put_of: HashMap<&str, &Op> = ops
+            .iter()
+            .filter_map(|o| o.value().map(|v| (v, o)))
+            .collect();
+        let mut readers: HashMap<&str, Vec<&Op>> = HashMap::new();
+        for o in ops.iter().filter(|o| o.is_write()) {
+            for v in &o.replaces {
+                readers.entry(v.as_str()).or_default().push(o);
+            }
+        }
+        let mut observed: HashSet<String> = ops
+            .iter()
+            .filter(|o| o.ok())
+            .flat_map(|o| o.values.iter().cloned())
+            .collect();
+        for states in fin.keys.values() {
+            for (_, s) in states {
+                observed.extend(s.values().iter().map(text));
+            }
+        }
+        let covers = ops
+            .iter()
+            .filter(|o| o.what == What::Delete)
+            .map(|d| (d.id, covered(d, &put_of)))
+            .collect();
+        Indexes {
+            ops,
+            fin,
+            merged,
+            empty: SiblingSet::default(),
+            put_of,
+            readers,
+            observed,
+            covers,
         }
     }
-    // Values observed anywhere: in Ok reads, and on any replica at the end.
-    let mut observed: HashSet<String> = ops
-        .iter()
-        .filter(|o| o.ok())
-        .flat_map(|o| o.values.iter().cloned())
-        .collect();
-    for states in fin.keys.values() {
-        for (_, s) in states {
-            observed.extend(s.values().iter().map(text));
-        }
+
+    /// The merged final state of `k` (empty if no replica has it).
+    fn final_of(&self, k: &str) -> &SiblingSet {
+        self.merged.get(k).unwrap_or(&self.empty)
     }
 
-    // (a) Every acknowledged put is accounted for.
+    /// The values in the merged final state of `k`.
+    fn final_values(&self, k: &str) -> BTreeSet<String> {
+        self.final_of(k).values().iter().map(text).collect()
+    }
+
+    /// The Ok reads.
+    fn reads(&self) -> impl Iterator<Item = &'a Op> {
+        self.ops.iter().filter(|o| o.ok() && o.what == What::Read)
+    }
+}
+
+/// (a) Every acknowledged put is accounted for.
+fn check_lost(ix: &Indexes<'_>, report: &mut Report) {
+    let final_values = |k: &str| ix.final_values(k);
     let mut memo: HashMap<usize, bool> = HashMap::new();
-    for w in ops.iter().filter(|o| o.ok() && o.value().is_some()) {
+    for w in ix.ops.iter().filter(|o| o.ok() && o.value().is_some()) {
         if final_values(&w.key).contains(w.value().unwrap()) {
             continue;
         }
-        if accounted(w, &final_values, &readers, &observed, &mut memo) {
+        if accounted(w, &final_values, &ix.readers, &ix.observed, &mut memo) {
             report.superseded += 1;
         } else {
-            let by: Vec<String> = readers
-                .get(w.value().unwrap())
-                .into_iter()
-                .flatten()
-                .map(|r| format!("\n      read by {r}"))
-                .collect();
-            // Writes that took effect and carried a context containing w's dot though
-            // they never read w's value: version-vector ranges (see the module docs).
-            let v = w.value().unwrap();
-            let d = w.dot.as_ref().expect("acknowledged writes have dots");
-            let claimed: Vec<String> = ops
-                .iter()
-                .filter(|o| o.is_write() && o.key == w.key && o.id != w.id)
-                .filter(|o| o.context.contains(d) && !o.replaces.iter().any(|r| r == v))
-                .filter(|o| match o.value() {
-                    Some(v2) => o.ok() || observed.contains(v2),
-                    None => true,
-                })
-                .map(|o| format!("\n      its dot is in the context of {o}"))
-                .collect();
-            if !claimed.is_empty() {
-                report.lost_to_ranges += 1;
-            }
-            report.keys.insert(w.key.clone());
-            report.lost.push(format!(
-                "{w}\n      final state of {}: {}{}{}",
-                w.key,
-                describe(final_of(&w.key)),
-                if by.is_empty() {
-                    "\n      no write read it".to_string()
-                } else {
-                    by.concat()
-                },
-                claimed.concat()
-            ));
+            report_lost(ix, w, report);
         }
     }
+}
 
-    // (b) Every value read was written (by a put of that key, invoked before the read
-    // completed); every final value too.
-    for r in ops.iter().filter(|o| o.ok() && o.what == What::Read) {
+/// Reports acknowledged put `w` lost, with who read it and whose context claimed its dot.
+fn report_lost(ix: &Indexes<'_>, w: &Op, report: &mut Report) {
+    let by: Vec<String> = ix
+        .readers
+        .get(w.value().unwrap())
+        .into_iter()
+        .flatten()
+        .map(|r| format!("\n      read by {r}"))
+        .collect();
+    // Writes that took effect and carried a context containing w's dot though
+    // they never read w's value: version-vector ranges (see the module docs).
+    let v = w.value().unwrap();
+    let d = w.dot.as_ref().expect("acknowledged writes have dots");
+    let claimed: Vec<String> = ix
+        .ops
+        .iter()
+        .filter(|o| o.is_write() && o.key == w.key && o.id != w.id)
+        .filter(|o| o.context.contains(d) && !o.replaces.iter().any(|r| r == v))
+        .filter(|o| match o.value() {
+            Some(v2) => o.ok() || ix.observed.contains(v2),
+            None => true,
+        })
+        .map(|o| format!("\n      its dot is in the context of {o}"))
+        .collect();
+    if !claimed.is_empty() {
+        report.lost_to_ranges += 1;
+    }
+    report.keys.insert(w.key.clone());
+    report.lost.push(format!(
+        "{w}\n      final state of {}: {}{}{}",
+        w.key,
+        describe(ix.final_of(&w.key)),
+        if by.is_empty() {
+            "\n      no write read it".to_string()
+        } else {
+            by.concat()
+        },
+        claimed.concat()
+    ));
+}
+
+/// (b) Every value read was written (by a put of that key, invoked before the read
+/// completed); every final value too.
+fn check_unwritten(ix: &Indexes<'_>, report: &mut Report) {
+    for r in ix.reads() {
         for v in &r.values {
-            match put_of.get(v.as_str()) {
+            match ix.put_of.get(v.as_str()) {
                 Some(w) if w.key == r.key && w.invoke < r.done() => continue,
                 Some(w) => report
                     .unwritten
@@ -618,10 +694,10 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             report.keys.insert(r.key.clone());
         }
     }
-    for (k, states) in &fin.keys {
+    for (k, states) in &ix.fin.keys {
         for (node, s) in states {
             for v in s.values().iter().map(text) {
-                match put_of.get(v.as_str()) {
+                match ix.put_of.get(v.as_str()) {
                     Some(w) if &w.key == k => continue,
                     Some(w) => report.unwritten.push(format!(
                         "final state of {k} on {node}: {v} was written by {w}"
@@ -635,15 +711,17 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             }
         }
     }
+}
 
-    // One put's value in two siblings: in a read, or on a replica.
-    for r in ops.iter().filter(|o| o.ok() && o.what == What::Read) {
+/// One put's value in two siblings: in a read, or on a replica.
+fn check_twice(ix: &Indexes<'_>, report: &mut Report) {
+    for r in ix.reads() {
         let mut seen = BTreeSet::new();
         for v in r.values.iter().filter(|v| !seen.insert(v.as_str())) {
             report.twice.push(format!("{r}\n      {v} twice"));
         }
     }
-    for (k, states) in &fin.keys {
+    for (k, states) in &ix.fin.keys {
         for (node, s) in states {
             let values: Vec<String> = s.values().iter().map(text).collect();
             let mut seen = BTreeSet::new();
@@ -655,52 +733,57 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             }
         }
     }
+}
 
-    // (c) No value an acknowledged delete covers is in the final state.
-    let mut covers: HashMap<usize, BTreeSet<String>> = HashMap::new();
-    for d in ops.iter().filter(|o| o.what == What::Delete) {
-        covers.insert(d.id, covered(d, &put_of));
-    }
-    for d in ops.iter().filter(|o| o.ok() && o.what == What::Delete) {
-        let back: Vec<String> = final_values(&d.key)
-            .intersection(&covers[&d.id])
+/// (c) No value an acknowledged delete covers is in the final state.
+fn check_resurrected(ix: &Indexes<'_>, report: &mut Report) {
+    for d in ix.ops.iter().filter(|o| o.ok() && o.what == What::Delete) {
+        let back: Vec<String> = ix
+            .final_values(&d.key)
+            .intersection(&ix.covers[&d.id])
             .cloned()
             .collect();
-        if !back.is_empty() {
-            let puts: Vec<String> = back
-                .iter()
-                .filter_map(|v| put_of.get(v.as_str()))
-                .map(|w| format!("\n      {w}"))
-                .collect();
-            // The delete's context holds the dot of each value it covers as it was
-            // read; a surviving sibling with another dot is a second write of the value.
-            let twice = final_of(&d.key)
-                .siblings
-                .iter()
-                .filter(|s| s.value.as_ref().is_some_and(|v| back.contains(&text(v))))
-                .all(|s| !d.context.contains(&s.dot));
-            if twice {
-                report.reapplied += 1;
-            }
-            report.keys.insert(d.key.clone());
-            report.resurrected.push(format!(
-                "{d}\n      covers {back:?}, but the final state of {} is {}{}; written by:{}",
-                d.key,
-                describe(final_of(&d.key)),
-                if twice {
-                    " (the delete's context does not contain that dot: the put was applied \
-                     twice)"
-                } else {
-                    ""
-                },
-                puts.concat()
-            ));
+        if back.is_empty() {
+            continue;
         }
+        let puts: Vec<String> = back
+            .iter()
+            .filter_map(|v| ix.put_of.get(v.as_str()))
+            .map(|w| format!("\n      {w}"))
+            .collect();
+        // The delete's context holds the dot of each value it covers as it was
+        // read; a surviving sibling with another dot is a second write of the value.
+        let twice = ix
+            .final_of(&d.key)
+            .siblings
+            .iter()
+            .filter(|s| s.value.as_ref().is_some_and(|v| back.contains(&text(v))))
+            .all(|s| !d.context.contains(&s.dot));
+        if twice {
+            report.reapplied += 1;
+        }
+        report.keys.insert(d.key.clone());
+        report.resurrected.push(format!(
+            "{d}\n      covers {back:?}, but the final state of {} is {}{}; written by:{}",
+            d.key,
+            describe(ix.final_of(&d.key)),
+            if twice {
+                " (the delete's context does not contain that dot: the put was applied \
+                 twice)"
+            } else {
+                ""
+            },
+            puts.concat()
+        ));
     }
-    // Keys deleted last by a delete that read everything: absent (counted; a value would
-    // be reported above, or under (b)).
-    for k in &written {
-        let last = ops
+}
+
+/// Keys deleted last by a delete that read everything: absent (counted; a value would
+/// be reported by (c), or under (b)).
+fn count_deleted_last(ix: &Indexes<'_>, report: &mut Report) {
+    for k in &written_keys(ix.ops) {
+        let last = ix
+            .ops
             .iter()
             .filter(|o| &o.key == k && o.is_write() && o.ok())
             .max_by_key(|o| o.done());
@@ -710,18 +793,21 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
         let Some(read_at) = d.read_invoke else {
             continue;
         };
-        let everything = ops
+        let everything = ix
+            .ops
             .iter()
             .filter(|o| &o.key == k)
             .filter_map(|o| o.value().map(|v| (o, v)))
-            .all(|(o, v)| o.invoke < read_at && covers[&d.id].contains(v));
-        if everything && final_values(k).is_empty() {
+            .all(|(o, v)| o.invoke < read_at && ix.covers[&d.id].contains(v));
+        if everything && ix.final_values(k).is_empty() {
             report.deleted_last += 1;
         }
     }
+}
 
-    // (d) Replicas agree.
-    for (k, states) in &fin.keys {
+/// (d) Replicas agree.
+fn check_diverged(ix: &Indexes<'_>, report: &mut Report) {
+    for (k, states) in &ix.fin.keys {
         if states.windows(2).any(|p| p[0].1 != p[1].1) {
             let parts: Vec<String> = states
                 .iter()
@@ -731,20 +817,19 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             report.diverged.push(format!("{k}:{}", parts.concat()));
         }
     }
+}
 
-    // (e) Stale reads.
+/// (e) Stale reads: a read that misses an acknowledged write completed before it began.
+fn check_stale(ix: &Indexes<'_>, report: &mut Report) {
     let mut by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
-    for o in ops.iter().filter(|o| o.ok() && o.is_write()) {
+    for o in ix.ops.iter().filter(|o| o.ok() && o.is_write()) {
         by_key.entry(o.key.as_str()).or_default().push(o);
     }
-    let deletes_by_key: HashMap<&str, Vec<&Op>> = ops
-        .iter()
-        .filter(|o| o.what == What::Delete)
-        .fold(HashMap::new(), |mut m, d| {
-            m.entry(d.key.as_str()).or_default().push(d);
-            m
-        });
-    for r in ops.iter().filter(|o| o.ok() && o.what == What::Read) {
+    let mut deletes_by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for d in ix.ops.iter().filter(|o| o.what == What::Delete) {
+        deletes_by_key.entry(d.key.as_str()).or_default().push(d);
+    }
+    for r in ix.reads() {
         let mut missed = Vec::new();
         for w in by_key.get(r.key.as_str()).into_iter().flatten() {
             if w.done() >= r.invoke {
@@ -758,9 +843,9 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
                             .get(r.key.as_str())
                             .into_iter()
                             .flatten()
-                            .any(|d| d.invoke < r.done() && covers[&d.id].contains(v))
+                            .any(|d| d.invoke < r.done() && ix.covers[&d.id].contains(v))
                 }
-                None => r.values.iter().any(|v| covers[&w.id].contains(v)),
+                None => r.values.iter().any(|v| ix.covers[&w.id].contains(v)),
             };
             if stale {
                 missed.push(format!("\n      missed {w}"));
@@ -770,7 +855,6 @@ pub fn check(ops: &[Op], fin: &FinalState) -> Report {
             report.stale.push(format!("{r}{}", missed.concat()));
         }
     }
-    report
 }
 
 /// Every operation on `key`, one a line, and each replica's final state: what to read
