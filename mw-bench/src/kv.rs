@@ -915,19 +915,7 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         );
     }
     let have_bench = have_redis && on_path("redis-benchmark") && !args.no_redis_benchmark;
-    let redis_version = have_redis
-        .then(|| {
-            Command::new("redis-server")
-                .arg("--version")
-                .output()
-                .ok()
-                .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("v=").map(str::to_string))
-                })
-        })
-        .flatten();
+    let redis_version = if have_redis { redis_version() } else { None };
 
     // 1. The floor.
     let mut floors = Vec::new();
@@ -944,135 +932,33 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         .into_iter()
         .filter(|d| args.depth.is_empty() || args.depth.contains(d))
         .collect();
-    let mut series = Vec::new();
-    let mut bench = Vec::new();
-    let mut node_status = Vec::new();
-
-    // 2. Plain SET/GET: relaxed mw-kv node, redis without persistence.
+    // 2. Plain SET/GET on a relaxed node, then durable SET; redis beside each.
+    let mut out = PhaseOutput::default();
     for (phase, ops) in [
         ("plain", &[Op::Get, Op::Set][..]),
         ("durable", &[Op::DurableSet][..]),
     ] {
         let ops: Vec<Op> = ops.iter().copied().filter(|&op| args.wants(op)).collect();
-        if ops.is_empty() {
-            continue;
-        }
-        let durable = phase == "durable";
-        let fsync = if durable {
-            "always"
-        } else {
-            args.relaxed_fsync.as_str()
-        };
-        let node_dir = dir.join(format!("mw-kv-{phase}"));
-        say(format!("  {phase}: mw-kv node --fsync {fsync}"));
-        let mut node = NodeChild::spawn(args.mw_kv.as_deref(), &node_dir, fsync, &args.node_arg)?;
-        let redis_dir = dir.join(format!("redis-{phase}"));
-        let redis = if have_redis {
-            std::fs::create_dir_all(&redis_dir)?;
-            let dir_arg = redis_dir.to_string_lossy().into_owned();
-            let mut config = vec!["--save", "", "--dir", dir_arg.as_str()];
-            if durable {
-                config.extend(["--appendonly", "yes", "--appendfsync", "always"]);
-            } else {
-                config.extend(["--appendonly", "no"]);
-            }
-            Some(PeerServer::redis_with(&config)?)
-        } else {
-            None
-        };
-        let mw_conns = rt.block_on(connect_mw(&node.addr, clients))?;
-        if let Some(Conn::Mw(c)) = mw_conns.first() {
-            let st = rt.block_on(c.status())?;
-            node_status.push(format!("{phase}: engine {}, fsync {}", st.engine, st.fsync));
-        }
-        let redis_conns = match &redis {
-            Some(r) => Some(rt.block_on(connect_redis(r.port(), clients))?),
-            None => None,
-        };
-        if ops.contains(&Op::Get) {
-            say(format!("  preloading {keys} keys into mw-kv and redis"));
-            rt.block_on(preload(&mw_conns, keys, depth))?;
-            if let Some(rc) = &redis_conns {
-                rt.block_on(preload(rc, keys, depth))?;
-            }
-        }
-        for &d in &shapes {
-            for &op in &ops {
-                say(format!("  {} {clients}x{d}: mw-kv, {seconds} s", op.name()));
-                let (tasks, batch) = args.mw_pipeline.shape(d);
-                let m = rt.block_on(measure(
-                    &mw_conns,
-                    tasks,
-                    batch,
-                    op,
-                    keys,
-                    warmup,
-                    seconds,
-                    node.pid(),
-                ))?;
-                series.push(Series {
-                    system: "mw-kv",
-                    op,
-                    clients,
-                    depth: d,
-                    m,
-                });
-                if let (Some(r), Some(rc)) = (&redis, &redis_conns) {
-                    say(format!("  {} {clients}x{d}: redis, {seconds} s", op.name()));
-                    let (tasks, batch) = args.redis_pipeline.shape(d);
-                    let m = rt.block_on(measure(
-                        rc,
-                        tasks,
-                        batch,
-                        op,
-                        keys,
-                        warmup,
-                        seconds,
-                        r.pid(),
-                    ))?;
-                    series.push(Series {
-                        system: "redis",
-                        op,
-                        clients,
-                        depth: d,
-                        m,
-                    });
-                }
-            }
-        }
-        drop(mw_conns);
-        drop(redis_conns);
-        if !durable && !args.no_engine_floor {
-            let shape = Shape {
-                ops: &ops,
+        if !ops.is_empty() {
+            let setup = PhaseSetup {
+                name: phase,
+                ops,
                 shapes: &shapes,
+                have_redis,
+                have_bench,
                 warmup,
                 seconds,
             };
-            series.extend(rt.block_on(measure_without_engine(args, &dir, &shape))?);
+            run_phase(&rt, args, &dir, &setup, &mut out)?;
         }
-        if let (Some(r), true) = (&redis, have_bench) {
-            let tests = if durable { "set" } else { "set,get" };
-            for &d in &shapes {
-                // About `seconds` of work at the Rust client's rate (C is faster).
-                let rate = series
-                    .iter()
-                    .filter(|s| s.system == "redis" && s.depth == d && ops.contains(&s.op))
-                    .map(|s| s.m.summary.ops_per_s)
-                    .fold(0.0, f64::max);
-                let requests = ((rate * seconds) as u64).clamp(10_000, 10_000_000);
-                say(format!(
-                    "  redis-benchmark -c {clients} -P {d} -d {VALUE_SIZE} -t {tests} -n {requests}"
-                ));
-                match redis_benchmark(r.port(), tests, durable, clients, d, requests, keys) {
-                    Ok(lines) => bench.extend(lines),
-                    Err(e) => notes.push(format!("redis-benchmark -P {d} ({phase}): {e}")),
-                }
-            }
-        }
-        node.stop();
-        drop(redis);
     }
+    let PhaseOutput {
+        series,
+        bench,
+        mut notes_more,
+        node_status,
+    } = out;
+    notes.append(&mut notes_more);
     drop(rt);
     if have_redis && !have_bench && !args.no_redis_benchmark {
         notes.push("redis-benchmark not on PATH: no reference line".into());
@@ -1107,6 +993,209 @@ pub fn run(args: &KvArgs) -> Result<(), Error> {
         print_table(&run);
     }
     Ok(())
+}
+
+/// What a phase is: its node's name and fsync, the operations and shapes to run.
+struct PhaseSetup<'a> {
+    name: &'static str,
+    ops: Vec<Op>,
+    shapes: &'a [usize],
+    have_redis: bool,
+    have_bench: bool,
+    warmup: Duration,
+    seconds: f64,
+}
+
+/// What the phases measured, gathered for the report.
+#[derive(Default)]
+struct PhaseOutput {
+    series: Vec<Series>,
+    bench: Vec<BenchLine>,
+    notes_more: Vec<String>,
+    node_status: Vec<String>,
+}
+
+fn redis_version() -> Option<String> {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(str::to_string))
+        })
+}
+
+/// One phase: an mw-kv node and a redis server configured alike (relaxed or durable),
+/// each series against both, the engine floor (plain phase), then redis-benchmark.
+fn run_phase(
+    rt: &tokio::runtime::Runtime,
+    args: &KvArgs,
+    dir: &Path,
+    setup: &PhaseSetup<'_>,
+    out: &mut PhaseOutput,
+) -> Result<(), Error> {
+    let say = |s: String| {
+        if !args.json {
+            eprintln!("{s}");
+        }
+    };
+    let (phase, ops, shapes) = (setup.name, &setup.ops, setup.shapes);
+    let (have_redis, have_bench) = (setup.have_redis, setup.have_bench);
+    let (warmup, seconds) = (setup.warmup, setup.seconds);
+    let (clients, depth, keys) = (args.clients, args.pipeline, args.keys);
+    let (series, bench, notes, node_status) = (
+        &mut out.series,
+        &mut out.bench,
+        &mut out.notes_more,
+        &mut out.node_status,
+    );
+    let durable = phase == "durable";
+    let fsync = if durable {
+        "always"
+    } else {
+        args.relaxed_fsync.as_str()
+    };
+    let node_dir = dir.join(format!("mw-kv-{phase}"));
+    say(format!("  {phase}: mw-kv node --fsync {fsync}"));
+    let mut node = NodeChild::spawn(args.mw_kv.as_deref(), &node_dir, fsync, &args.node_arg)?;
+    let redis = if have_redis {
+        Some(spawn_redis(&dir.join(format!("redis-{phase}")), durable)?)
+    } else {
+        None
+    };
+    let mw_conns = rt.block_on(connect_mw(&node.addr, clients))?;
+    if let Some(Conn::Mw(c)) = mw_conns.first() {
+        let st = rt.block_on(c.status())?;
+        node_status.push(format!("{phase}: engine {}, fsync {}", st.engine, st.fsync));
+    }
+    let redis_conns = match &redis {
+        Some(r) => Some(rt.block_on(connect_redis(r.port(), clients))?),
+        None => None,
+    };
+    if ops.contains(&Op::Get) {
+        say(format!("  preloading {keys} keys into mw-kv and redis"));
+        rt.block_on(preload(&mw_conns, keys, depth))?;
+        if let Some(rc) = &redis_conns {
+            rt.block_on(preload(rc, keys, depth))?;
+        }
+    }
+    for &d in shapes {
+        for &op in ops {
+            say(format!("  {} {clients}x{d}: mw-kv, {seconds} s", op.name()));
+            let (tasks, batch) = args.mw_pipeline.shape(d);
+            let m = rt.block_on(measure(
+                &mw_conns,
+                tasks,
+                batch,
+                op,
+                keys,
+                warmup,
+                seconds,
+                node.pid(),
+            ))?;
+            series.push(Series {
+                system: "mw-kv",
+                op,
+                clients,
+                depth: d,
+                m,
+            });
+            if let (Some(r), Some(rc)) = (&redis, &redis_conns) {
+                say(format!("  {} {clients}x{d}: redis, {seconds} s", op.name()));
+                let (tasks, batch) = args.redis_pipeline.shape(d);
+                let m = rt.block_on(measure(
+                    rc,
+                    tasks,
+                    batch,
+                    op,
+                    keys,
+                    warmup,
+                    seconds,
+                    r.pid(),
+                ))?;
+                series.push(Series {
+                    system: "redis",
+                    op,
+                    clients,
+                    depth: d,
+                    m,
+                });
+            }
+        }
+    }
+    drop(mw_conns);
+    drop(redis_conns);
+    if !durable && !args.no_engine_floor {
+        let shape = Shape {
+            ops,
+            shapes,
+            warmup,
+            seconds,
+        };
+        series.extend(rt.block_on(measure_without_engine(args, dir, &shape))?);
+    }
+    if let (Some(r), true) = (&redis, have_bench) {
+        reference_lines(args, r, setup, series, bench, notes);
+    }
+    node.stop();
+    drop(redis);
+    Ok(())
+}
+
+/// A redis server for a phase, its data in `dir`: without persistence, or with
+/// `appendfsync always` for the durable phase.
+fn spawn_redis(dir: &Path, durable: bool) -> Result<PeerServer, Error> {
+    std::fs::create_dir_all(dir)?;
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut config = vec!["--save", "", "--dir", dir_arg.as_str()];
+    if durable {
+        config.extend(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        config.extend(["--appendonly", "no"]);
+    }
+    Ok(PeerServer::redis_with(&config)?)
+}
+
+/// redis-benchmark (C client) against the phase's redis server, each shape for about
+/// the phase's window at the rate the Rust client reached (C is faster).
+fn reference_lines(
+    args: &KvArgs,
+    redis: &PeerServer,
+    setup: &PhaseSetup<'_>,
+    series: &[Series],
+    bench: &mut Vec<BenchLine>,
+    notes: &mut Vec<String>,
+) {
+    let durable = setup.name == "durable";
+    let tests = if durable { "set" } else { "set,get" };
+    for &d in setup.shapes {
+        let rate = series
+            .iter()
+            .filter(|s| s.system == "redis" && s.depth == d && setup.ops.contains(&s.op))
+            .map(|s| s.m.summary.ops_per_s)
+            .fold(0.0, f64::max);
+        let requests = ((rate * setup.seconds) as u64).clamp(10_000, 10_000_000);
+        if !args.json {
+            eprintln!(
+                "  redis-benchmark -c {} -P {d} -d {VALUE_SIZE} -t {tests} -n {requests}",
+                args.clients
+            );
+        }
+        match redis_benchmark(
+            redis.port(),
+            tests,
+            durable,
+            args.clients,
+            d,
+            requests,
+            args.keys,
+        ) {
+            Ok(lines) => bench.extend(lines),
+            Err(e) => notes.push(format!("redis-benchmark -P {d} ({}): {e}", setup.name)),
+        }
+    }
 }
 
 fn targets(run: &Run, clients: usize, depth: usize) -> Vec<Target> {
