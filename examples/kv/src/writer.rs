@@ -428,11 +428,7 @@ impl Writer {
                 options,
                 reply,
             } => {
-                let r = self.current_meta(b, &key, now).and_then(|cur| {
-                    Self::check_version(options.if_version, cur)?;
-                    let expires = options.ttl.map(|t| now.saturating_add(millis(t).max(1)));
-                    Ok(self.store(b, &key, cur, value, expires))
-                });
+                let r = self.put(b, &key, value, &options, now);
                 if r.is_ok() && options.durability == Durability::Sync {
                     b.wants_sync = true;
                 }
@@ -443,44 +439,14 @@ impl Writer {
                 options,
                 reply,
             } => {
-                let r = self.current_meta(b, &key, now).and_then(|cur| {
-                    Self::check_version(options.if_version, cur)?;
-                    Ok(match cur {
-                        Some(old) => {
-                            let revision = self.remove(b, &key, old, EventKind::Delete);
-                            DeleteResult {
-                                deleted: Some(old.version),
-                                revision,
-                                durable: false,
-                            }
-                        }
-                        None => DeleteResult {
-                            deleted: None,
-                            revision: b.revision,
-                            durable: false,
-                        },
-                    })
-                });
+                let r = self.delete(b, &key, options.if_version, now);
                 if r.is_ok() && options.durability == Durability::Sync {
                     b.wants_sync = true;
                 }
                 b.pending.push(Pending::Delete(reply, r));
             }
             Op::Incr { key, delta, reply } => {
-                let r = self.current(b, &key, now).and_then(|cur| {
-                    let old = match &cur {
-                        None => 0i64,
-                        Some(v) => std::str::from_utf8(&v.value)
-                            .ok()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .ok_or(KvError::NotAnInteger)?,
-                    };
-                    let new = old.checked_add(delta).ok_or(KvError::Overflow)?;
-                    let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
-                    let text = Bytes::from(new.to_string());
-                    self.store(b, &key, cur.as_ref().map(KeyMeta::of), text, expires);
-                    Ok(new)
-                });
+                let r = self.incr(b, &key, delta, now);
                 if r.is_ok() {
                     b.wants_sync = true;
                 }
@@ -492,30 +458,7 @@ impl Writer {
                 durability,
                 reply,
             } => {
-                let r = self.current(b, &key, now).map(|cur| {
-                    let (changed, version) = match f(cur.as_ref()) {
-                        Update::Unchanged => (false, cur.as_ref().map(|c| c.version)),
-                        Update::Put(value) => {
-                            let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
-                            let w =
-                                self.store(b, &key, cur.as_ref().map(KeyMeta::of), value, expires);
-                            (true, Some(w.version))
-                        }
-                        Update::Delete => match &cur {
-                            Some(old) => {
-                                self.remove(b, &key, KeyMeta::of(old), EventKind::Delete);
-                                (true, None)
-                            }
-                            None => (false, None),
-                        },
-                    };
-                    UpdateResult {
-                        changed,
-                        version,
-                        revision: b.revision,
-                        durable: false,
-                    }
-                });
+                let r = self.update(b, &key, f, now);
                 if r.as_ref().is_ok_and(|u| u.changed) && durability == Durability::Sync {
                     b.wants_sync = true;
                 }
@@ -540,5 +483,92 @@ impl Writer {
                 b.pending.push(Pending::Sync(reply));
             }
         }
+    }
+
+    fn put(
+        &mut self,
+        b: &mut Building,
+        key: &Bytes,
+        value: Bytes,
+        options: &PutOptions,
+        now: u64,
+    ) -> Result<WriteResult> {
+        let cur = self.current_meta(b, key, now)?;
+        Self::check_version(options.if_version, cur)?;
+        let expires = options.ttl.map(|t| now.saturating_add(millis(t).max(1)));
+        Ok(self.store(b, key, cur, value, expires))
+    }
+
+    fn delete(
+        &mut self,
+        b: &mut Building,
+        key: &Bytes,
+        if_version: Option<Version>,
+        now: u64,
+    ) -> Result<DeleteResult> {
+        let cur = self.current_meta(b, key, now)?;
+        Self::check_version(if_version, cur)?;
+        Ok(match cur {
+            Some(old) => {
+                let revision = self.remove(b, key, old, EventKind::Delete);
+                DeleteResult {
+                    deleted: Some(old.version),
+                    revision,
+                    durable: false,
+                }
+            }
+            None => DeleteResult {
+                deleted: None,
+                revision: b.revision,
+                durable: false,
+            },
+        })
+    }
+
+    fn incr(&mut self, b: &mut Building, key: &Bytes, delta: i64, now: u64) -> Result<i64> {
+        let cur = self.current(b, key, now)?;
+        let old = match &cur {
+            None => 0i64,
+            Some(v) => std::str::from_utf8(&v.value)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or(KvError::NotAnInteger)?,
+        };
+        let new = old.checked_add(delta).ok_or(KvError::Overflow)?;
+        let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
+        let text = Bytes::from(new.to_string());
+        self.store(b, key, cur.as_ref().map(KeyMeta::of), text, expires);
+        Ok(new)
+    }
+
+    fn update(
+        &mut self,
+        b: &mut Building,
+        key: &Bytes,
+        f: UpdateFn,
+        now: u64,
+    ) -> Result<UpdateResult> {
+        let cur = self.current(b, key, now)?;
+        let (changed, version) = match f(cur.as_ref()) {
+            Update::Unchanged => (false, cur.as_ref().map(|c| c.version)),
+            Update::Put(value) => {
+                let expires = cur.as_ref().and_then(|c| c.expires_at_ms);
+                let w = self.store(b, key, cur.as_ref().map(KeyMeta::of), value, expires);
+                (true, Some(w.version))
+            }
+            Update::Delete => match &cur {
+                Some(old) => {
+                    self.remove(b, key, KeyMeta::of(old), EventKind::Delete);
+                    (true, None)
+                }
+                None => (false, None),
+            },
+        };
+        Ok(UpdateResult {
+            changed,
+            version,
+            revision: b.revision,
+            durable: false,
+        })
     }
 }
