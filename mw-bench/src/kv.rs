@@ -1319,6 +1319,24 @@ fn print_table(run: &Run) {
         println!("mw-kv node status: {}", run.node_status.join("; "));
     }
     println!();
+    print_floors(run);
+    print_series(run);
+    print_reference(run);
+    for n in &run.notes {
+        println!("note: {n}");
+    }
+    println!();
+    println!("targets (mw-kv ops/s over redis's, same Rust client side)");
+    if run.targets.is_empty() {
+        println!("  (not judged: no redis in this run)");
+    }
+    for t in &run.targets {
+        println!("  {}  {:<60} {}", t.verdict(), t.rule, fmt_ratio(t.value));
+    }
+}
+
+/// Part 1: the disk's fsync floor.
+fn print_floors(run: &Run) {
     println!("1. fsync floor of the data disk: append + File::sync_data (fdatasync), one thread");
     println!(
         "{:<10} {:>9} {:>9} {:>9} {:>10}",
@@ -1335,6 +1353,10 @@ fn print_table(run: &Run) {
         );
     }
     println!();
+}
+
+/// Part 2: every series, with its ratio to redis and the CPU per operation.
+fn print_series(run: &Run) {
     let mw_pipelining = match run.mw_pipeline {
         Pipelining::Pipe => "one batch call of N operations per round trip",
         Pipelining::Concurrent => "N concurrent calls on the multiplexed connection",
@@ -1391,6 +1413,10 @@ fn print_table(run: &Run) {
         );
     }
     println!("cpu = server process + bench (client) process CPU per operation over the window (both on the same vCPUs); others = CPU share of other processes");
+}
+
+/// redis-benchmark's reference lines, with mw-kv's ratio to each.
+fn print_reference(run: &Run) {
     if !run.bench.is_empty() {
         println!();
         println!("reference: redis-benchmark (C client) against the same redis servers, -d {VALUE_SIZE} -r {}", run.keys);
@@ -1411,17 +1437,6 @@ fn print_table(run: &Run) {
                 fmt_ratio(run.vs_redis_benchmark(b.op, b.depth))
             );
         }
-    }
-    for n in &run.notes {
-        println!("note: {n}");
-    }
-    println!();
-    println!("targets (mw-kv ops/s over redis's, same Rust client side)");
-    if run.targets.is_empty() {
-        println!("  (not judged: no redis in this run)");
-    }
-    for t in &run.targets {
-        println!("  {}  {:<60} {}", t.verdict(), t.rule, fmt_ratio(t.value));
     }
 }
 
