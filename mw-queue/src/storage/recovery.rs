@@ -146,63 +146,12 @@ pub(crate) fn scan(
                 format!("header says first sequence {header_seq}, file name says {first_seq}"),
             ));
         }
-        let mut pos = HEADER_LEN as usize;
-        while pos < buf.len() {
-            match segment::parse_frame(&buf[pos..]) {
-                Frame::Valid { payload, frame_len } => {
-                    let (seq, view) = record::decode(payload)
-                        .map_err(|reason| Error::corrupt(&path, pos as u64, reason))?;
-                    if seq < first_seq || last_seq.is_some_and(|prev| seq <= prev) {
-                        return Err(Error::corrupt(
-                            &path,
-                            pos as u64,
-                            format!("sequence number {seq} out of order"),
-                        ));
-                    }
-                    last_seq = Some(seq);
-                    report.records += 1;
-                    visit(
-                        seq,
-                        view,
-                        Location {
-                            segment: first_seq,
-                            offset: pos as u32,
-                            len: frame_len as u32,
-                        },
-                    );
-                    pos += frame_len;
-                }
-                bad => {
-                    let rest = &buf[pos..];
-                    let torn = torn_tail_or_corruption(&bad, rest, pos, last_seq);
-                    match torn {
-                        Err(reason) => return Err(Error::corrupt(&path, pos as u64, reason)),
-                        Ok(()) if !is_last => {
-                            return Err(Error::corrupt(
-                                &path,
-                                pos as u64,
-                                format!("{} in a segment that is not the last", describe(&bad)),
-                            ))
-                        }
-                        Ok(()) => {
-                            truncate(&path, pos as u64)?;
-                            tracing::warn!(
-                                file = %path.display(),
-                                offset = pos,
-                                discarded = rest.len(),
-                                "truncated torn record at the tail of the log"
-                            );
-                            report.torn_tail = Some(TornTail {
-                                file: path.clone(),
-                                offset: pos as u64,
-                                discarded_bytes: rest.len() as u64,
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let segment = SegmentFile {
+            path: &path,
+            first_seq,
+            is_last,
+        };
+        let pos = scan_records(&segment, &buf, &mut last_seq, &mut report, &mut visit)?;
         let len = (pos as u64).min(buf.len() as u64);
         segments.push(RecoveredSegment {
             first_seq,
@@ -221,6 +170,84 @@ pub(crate) fn scan(
         next_seq,
         report,
     })
+}
+
+/// One segment file being scanned.
+struct SegmentFile<'a> {
+    path: &'a Path,
+    first_seq: u64,
+    /// The newest segment: the only one whose tail may be torn.
+    is_last: bool,
+}
+
+/// Visits the records of one segment's bytes `buf` (header already checked) in order,
+/// checking that sequence numbers grow across the log (`last_seq`); truncates a torn
+/// tail of the last segment. Returns the length of the valid prefix.
+fn scan_records(
+    segment: &SegmentFile<'_>,
+    buf: &[u8],
+    last_seq: &mut Option<u64>,
+    report: &mut RecoveryReport,
+    visit: &mut impl FnMut(u64, RecordView<'_>, Location),
+) -> Result<usize> {
+    let path = segment.path;
+    let mut pos = HEADER_LEN as usize;
+    while pos < buf.len() {
+        match segment::parse_frame(&buf[pos..]) {
+            Frame::Valid { payload, frame_len } => {
+                let (seq, view) = record::decode(payload)
+                    .map_err(|reason| Error::corrupt(path, pos as u64, reason))?;
+                if seq < segment.first_seq || last_seq.is_some_and(|prev| seq <= prev) {
+                    return Err(Error::corrupt(
+                        path,
+                        pos as u64,
+                        format!("sequence number {seq} out of order"),
+                    ));
+                }
+                *last_seq = Some(seq);
+                report.records += 1;
+                visit(
+                    seq,
+                    view,
+                    Location {
+                        segment: segment.first_seq,
+                        offset: pos as u32,
+                        len: frame_len as u32,
+                    },
+                );
+                pos += frame_len;
+            }
+            bad => {
+                let rest = &buf[pos..];
+                match torn_tail_or_corruption(&bad, rest, pos, *last_seq) {
+                    Err(reason) => return Err(Error::corrupt(path, pos as u64, reason)),
+                    Ok(()) if !segment.is_last => {
+                        return Err(Error::corrupt(
+                            path,
+                            pos as u64,
+                            format!("{} in a segment that is not the last", describe(&bad)),
+                        ))
+                    }
+                    Ok(()) => {
+                        truncate(path, pos as u64)?;
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = pos,
+                            discarded = rest.len(),
+                            "truncated torn record at the tail of the log"
+                        );
+                        report.torn_tail = Some(TornTail {
+                            file: path.to_path_buf(),
+                            offset: pos as u64,
+                            discarded_bytes: rest.len() as u64,
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(pos)
 }
 
 /// Whether the bad frame `bad` at the start of `rest` (at `pos` in its segment) may
