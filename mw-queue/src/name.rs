@@ -59,10 +59,9 @@ impl QueueName {
 
     /// The name of the dead-letter queue of `self`: the name followed by `suffix`.
     ///
-    /// FIXME: for a name within `suffix.len()` bytes of [`MAX_LEN`](Self::MAX_LEN)
-    /// this is longer than the log can store (its length byte wraps), so
-    /// dead-lettering from such a queue writes a record recovery rejects. Refusing
-    /// such names, or such dead-lettering, would change behaviour; decide first.
+    /// The caller keeps the result within [`MAX_LEN`](Self::MAX_LEN): a name within
+    /// `suffix.len()` bytes of it has no dead-letter queue (`Index::dlq_name`), since
+    /// the log could not store the longer name.
     pub(crate) fn with_suffix(&self, suffix: &str) -> QueueName {
         QueueName(format!("{self}{suffix}").into())
     }

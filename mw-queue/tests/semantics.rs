@@ -112,6 +112,42 @@ async fn stale_tag_cannot_settle_a_redelivery() {
     assert_eq!(q.stats().depth + q.stats().in_flight, 0);
 }
 
+/// A queue whose name leaves no room for the dead-letter suffix (253 bytes + ".dlq" >
+/// 255) has no dead-letter queue: an exhausted message stays and is retried, as in a
+/// DLQ, and the log stays readable (a longer name would not fit its length byte).
+#[tokio::test]
+async fn a_queue_name_too_long_for_a_dlq_keeps_its_exhausted_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let config = Config {
+        max_attempts: Some(1),
+        ..manual(&clock)
+    };
+    let name = "q".repeat(253);
+    let qm = open(dir.path(), config.clone()).await;
+    let q = qm.queue(&name);
+    q.send(Message::new("keep")).await.unwrap();
+    let mut c = q.consumer(ConsumerOptions {
+        prefetch: 1,
+        ..Default::default()
+    });
+    recv(&mut c).await.nack(None).await.unwrap();
+    let d = recv(&mut c).await;
+    assert_eq!(
+        (body(&d), d.attempt()),
+        ("keep".into(), 2),
+        "retried, not dropped"
+    );
+    drop(d);
+    drop(c);
+    drop(q);
+    qm.close().await.unwrap();
+    drop(qm);
+    let qm = open(dir.path(), config).await;
+    let s = qm.stats(&name);
+    assert_eq!((s.depth, s.dead_letters), (1, 0));
+}
+
 #[tokio::test]
 async fn exhausted_messages_go_to_the_dead_letter_queue_and_redrive_back() {
     let dir = tempfile::tempdir().unwrap();

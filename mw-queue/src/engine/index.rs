@@ -250,10 +250,12 @@ impl State {
         q
     }
 
-    /// The dead-letter queue of `queue`, if it has one (a dead-letter queue has none).
+    /// The dead-letter queue of `queue`, if it has one: a dead-letter queue has none,
+    /// and neither has a queue whose name leaves no room for the suffix (the log stores
+    /// at most [`QueueName::MAX_LEN`] bytes of name).
     pub(crate) fn dlq_name(&self, queue: &QueueName) -> Option<QueueName> {
         let suffix = self.limits.dlq_suffix.as_deref()?;
-        if queue.ends_with(suffix) {
+        if queue.ends_with(suffix) || queue.len() + suffix.len() > QueueName::MAX_LEN {
             return None;
         }
         Some(queue.with_suffix(suffix))
@@ -537,12 +539,14 @@ impl State {
     /// dead-letter queue are retried forever (dropping them would lose the very
     /// messages the DLQ exists to keep).
     fn exhausted(&self, queue: &str, meta: &Meta) -> bool {
-        let in_dlq = self
+        // A queue whose name has no room for a DLQ name is retried forever too: with a
+        // suffix configured, exhausted messages are meant to be kept, not dropped.
+        let kept_forever = self
             .limits
             .dlq_suffix
             .as_deref()
-            .is_some_and(|s| queue.ends_with(s));
-        !in_dlq
+            .is_some_and(|s| queue.ends_with(s) || queue.len() + s.len() > QueueName::MAX_LEN);
+        !kept_forever
             && self
                 .limits
                 .max_attempts

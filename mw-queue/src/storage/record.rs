@@ -187,7 +187,7 @@ impl Record {
 }
 
 fn put_name(buf: &mut Vec<u8>, name: &QueueName) {
-    // A QueueName is 1..=255 bytes (except as `QueueName::with_suffix` warns).
+    // A QueueName is 1..=255 bytes (`QueueName::with_suffix` stays within it).
     debug_assert!(!name.is_empty() && name.len() <= QueueName::MAX_LEN);
     buf.put_u8(name.len() as u8);
     buf.put_slice(name.as_bytes());
