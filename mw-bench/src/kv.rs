@@ -1081,47 +1081,41 @@ fn run_phase(
             rt.block_on(preload(rc, keys, depth))?;
         }
     }
-    for &d in shapes {
-        for &op in ops {
-            say(format!("  {} {clients}x{d}: mw-kv, {seconds} s", op.name()));
-            let (tasks, batch) = args.mw_pipeline.shape(d);
-            let m = rt.block_on(measure(
-                &mw_conns,
-                tasks,
-                batch,
-                op,
-                keys,
-                warmup,
-                seconds,
-                node.pid(),
-            ))?;
-            series.push(Series {
-                system: "mw-kv",
+    let one_series =
+        |system: &'static str, conns: &[Conn], how: Pipelining, pid: u32, d: usize, op: Op| {
+            say(format!(
+                "  {} {clients}x{d}: {system}, {seconds} s",
+                op.name()
+            ));
+            let (tasks, batch) = how.shape(d);
+            let m = rt.block_on(measure(conns, tasks, batch, op, keys, warmup, seconds, pid))?;
+            Ok::<_, Error>(Series {
+                system,
                 op,
                 clients,
                 depth: d,
                 m,
-            });
+            })
+        };
+    for &d in shapes {
+        for &op in ops {
+            series.push(one_series(
+                "mw-kv",
+                &mw_conns,
+                args.mw_pipeline,
+                node.pid(),
+                d,
+                op,
+            )?);
             if let (Some(r), Some(rc)) = (&redis, &redis_conns) {
-                say(format!("  {} {clients}x{d}: redis, {seconds} s", op.name()));
-                let (tasks, batch) = args.redis_pipeline.shape(d);
-                let m = rt.block_on(measure(
+                series.push(one_series(
+                    "redis",
                     rc,
-                    tasks,
-                    batch,
-                    op,
-                    keys,
-                    warmup,
-                    seconds,
+                    args.redis_pipeline,
                     r.pid(),
-                ))?;
-                series.push(Series {
-                    system: "redis",
+                    d,
                     op,
-                    clients,
-                    depth: d,
-                    m,
-                });
+                )?);
             }
         }
     }
