@@ -1,6 +1,5 @@
 //! [`Channel`]: a connection shared by every clone, and the calls made on it.
 
-use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -290,27 +289,41 @@ impl Channel {
         method: u32,
         args: &A,
     ) -> Result<T, RpcError> {
+        self.answered(FrameKind::Request, 0, svc, method, args, decode_plain::<T>)
+            .await
+    }
+
+    /// Sends a call and awaits its answer. A call the server never read
+    /// ([`RpcError::NotRun`]) is sent again on a reconnecting channel, at most
+    /// [`NOT_RUN_RESENDS`] times.
+    async fn answered<A: Serialize + ?Sized, T, E>(
+        &self,
+        kind: FrameKind,
+        frame_flags: u8,
+        svc: ServiceId,
+        method: u32,
+        args: &A,
+        decode: fn(Bytes) -> Result<T, RpcError<E>>,
+    ) -> Result<T, RpcError<E>> {
         let mut resent = 0;
         loop {
-            match self.start_call(svc, method, args).await?.await {
-                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
+            let handle = self
+                .awaiting(kind, frame_flags, svc, method, args, decode)
+                .await
+                .map_err(RpcError::widen)?;
+            match handle.await {
+                Err(RpcError::NotRun)
+                    if self.shared.config.reconnect && resent < NOT_RUN_RESENDS =>
+                {
+                    resent += 1;
+                    tracing::debug!(
+                        resent,
+                        "the server went away before reading a call; sending it again"
+                    );
+                }
                 result => return result,
             }
         }
-    }
-
-    /// Whether a call the server never read ([`RpcError::NotRun`]) is sent again: on a
-    /// reconnecting channel, at most [`NOT_RUN_RESENDS`] times per call.
-    fn resends_not_run(&self, resent: &mut usize) -> bool {
-        if !self.shared.config.reconnect || *resent >= NOT_RUN_RESENDS {
-            return false;
-        }
-        *resent += 1;
-        tracing::debug!(
-            resent = *resent,
-            "the server went away before reading a call; sending it again"
-        );
-        true
     }
 
     /// Calls a method returning `Result<T, E>`; its `Err` arrives as [`RpcError::Application`].
@@ -326,13 +339,15 @@ impl Channel {
         method: u32,
         args: &A,
     ) -> Result<T, RpcError<E>> {
-        let mut resent = 0;
-        loop {
-            match self.start_call_fallible(svc, method, args).await?.await {
-                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
-                result => return result,
-            }
-        }
+        self.answered(
+            FrameKind::Request,
+            0,
+            svc,
+            method,
+            args,
+            decode_fallible::<T, E>,
+        )
+        .await
     }
 
     /// Sends a one-way call. With [`Ack::None`] it returns once the request is queued
@@ -363,23 +378,15 @@ impl Channel {
                 .await?;
             return Ok(());
         }
-        let mut resent = 0;
-        loop {
-            let handle: ReplyHandle<(), Infallible> = self
-                .awaiting(
-                    FrameKind::Oneway,
-                    frame_flags,
-                    svc,
-                    method,
-                    args,
-                    |_| Ok(()),
-                )
-                .await?;
-            match handle.await {
-                Err(RpcError::NotRun) if self.resends_not_run(&mut resent) => {}
-                result => return result,
-            }
-        }
+        self.answered(
+            FrameKind::Oneway,
+            frame_flags,
+            svc,
+            method,
+            args,
+            |_| Ok(()),
+        )
+        .await
     }
 
     /// Opens a server stream. Items arrive as the consumer asks for them: the server may
