@@ -519,22 +519,10 @@ async fn preload(conns: &[Conn], keys: u64, depth: usize) -> Result<(), Error> {
 // One series
 // ---------------------------------------------------------------------------------------
 
-/// The operations and shapes of a phase, and how long each series runs.
-struct Shape<'a> {
-    ops: &'a [Op],
-    shapes: &'a [usize],
-    warmup: Duration,
-    seconds: f64,
-}
-
-/// The plain series again, against a node on `--engine memory` (the node's own
-/// `--node-arg`s, with their `--engine` replaced): what mw-kv costs without a storage
-/// engine, printed as `mw-kv mem`. The difference to `mw-kv` is the engine's share.
-async fn measure_without_engine(
-    args: &KvArgs,
-    dir: &Path,
-    shape: &Shape<'_>,
-) -> Result<Vec<Series>, Error> {
+/// A node on `--engine memory` (the node's own `--node-arg`s, with their `--engine`
+/// replaced), for the engine floor: the plain series against it, printed as
+/// `mw-kv mem`, differ from `mw-kv` by what the storage engine costs.
+fn spawn_memory_node(args: &KvArgs, dir: &Path) -> Result<NodeChild, Error> {
     let mut node_args = Vec::new();
     let mut given = args.node_arg.iter();
     while let Some(a) = given.next() {
@@ -545,55 +533,15 @@ async fn measure_without_engine(
         }
     }
     node_args.push("--engine=memory".into());
-    let say = |s: String| {
-        if !args.json {
-            eprintln!("{s}");
-        }
-    };
-    say("  plain: mw-kv node --engine memory (the engine's share)".into());
-    let mut node = NodeChild::spawn(
+    if !args.json {
+        eprintln!("  plain: mw-kv node --engine memory (the engine's share)");
+    }
+    NodeChild::spawn(
         args.mw_kv.as_deref(),
         &dir.join("mw-kv-memory"),
         &args.relaxed_fsync,
         &node_args,
-    )?;
-    let conns = connect_mw(&node.addr, args.clients).await?;
-    if shape.ops.contains(&Op::Get) {
-        preload(&conns, args.keys, args.pipeline).await?;
-    }
-    let mut series = Vec::new();
-    for &d in shape.shapes {
-        for &op in shape.ops {
-            say(format!(
-                "  {} {}x{d}: mw-kv mem, {} s",
-                op.name(),
-                args.clients,
-                shape.seconds
-            ));
-            let (tasks, batch) = args.mw_pipeline.shape(d);
-            let m = measure(
-                &conns,
-                tasks,
-                batch,
-                op,
-                args.keys,
-                shape.warmup,
-                shape.seconds,
-                node.pid(),
-            )
-            .await?;
-            series.push(Series {
-                system: "mw-kv mem",
-                op,
-                clients: args.clients,
-                depth: d,
-                m,
-            });
-        }
-    }
-    drop(conns);
-    node.stop();
-    Ok(series)
+    )
 }
 
 /// What one series measured.
@@ -1122,13 +1070,25 @@ fn run_phase(
     drop(mw_conns);
     drop(redis_conns);
     if !durable && !args.no_engine_floor {
-        let shape = Shape {
-            ops,
-            shapes,
-            warmup,
-            seconds,
-        };
-        series.extend(rt.block_on(measure_without_engine(args, dir, &shape))?);
+        let mut mem = spawn_memory_node(args, dir)?;
+        let conns = rt.block_on(connect_mw(&mem.addr, clients))?;
+        if ops.contains(&Op::Get) {
+            rt.block_on(preload(&conns, keys, depth))?;
+        }
+        for &d in shapes {
+            for &op in ops {
+                series.push(one_series(
+                    "mw-kv mem",
+                    &conns,
+                    args.mw_pipeline,
+                    mem.pid(),
+                    d,
+                    op,
+                )?);
+            }
+        }
+        drop(conns);
+        mem.stop();
     }
     if let (Some(r), true) = (&redis, have_bench) {
         reference_lines(args, r, setup, series, bench, notes);
