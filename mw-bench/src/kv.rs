@@ -1070,25 +1070,7 @@ fn run_phase(
     drop(mw_conns);
     drop(redis_conns);
     if !durable && !args.no_engine_floor {
-        let mut mem = spawn_memory_node(args, dir)?;
-        let conns = rt.block_on(connect_mw(&mem.addr, clients))?;
-        if ops.contains(&Op::Get) {
-            rt.block_on(preload(&conns, keys, depth))?;
-        }
-        for &d in shapes {
-            for &op in ops {
-                series.push(one_series(
-                    "mw-kv mem",
-                    &conns,
-                    args.mw_pipeline,
-                    mem.pid(),
-                    d,
-                    op,
-                )?);
-            }
-        }
-        drop(conns);
-        mem.stop();
+        series.extend(engine_floor(rt, args, dir, setup, &one_series)?);
     }
     if let (Some(r), true) = (&redis, have_bench) {
         reference_lines(args, r, setup, series, bench, notes);
@@ -1096,6 +1078,42 @@ fn run_phase(
     node.stop();
     drop(redis);
     Ok(())
+}
+
+/// One series of a phase: the system's name, its connections, how it pipelines, the
+/// server's pid, the depth and the operation.
+type OneSeries<'a> =
+    dyn Fn(&'static str, &[Conn], Pipelining, u32, usize, Op) -> Result<Series, Error> + 'a;
+
+/// The engine floor: the phase's series again against a node on `--engine memory`.
+fn engine_floor(
+    rt: &tokio::runtime::Runtime,
+    args: &KvArgs,
+    dir: &Path,
+    setup: &PhaseSetup<'_>,
+    one_series: &OneSeries<'_>,
+) -> Result<Vec<Series>, Error> {
+    let mut mem = spawn_memory_node(args, dir)?;
+    let conns = rt.block_on(connect_mw(&mem.addr, args.clients))?;
+    if setup.ops.contains(&Op::Get) {
+        rt.block_on(preload(&conns, args.keys, args.pipeline))?;
+    }
+    let mut series = Vec::new();
+    for &d in setup.shapes {
+        for &op in &setup.ops {
+            series.push(one_series(
+                "mw-kv mem",
+                &conns,
+                args.mw_pipeline,
+                mem.pid(),
+                d,
+                op,
+            )?);
+        }
+    }
+    drop(conns);
+    mem.stop();
+    Ok(series)
 }
 
 /// A redis server for a phase, its data in `dir`: without persistence, or with

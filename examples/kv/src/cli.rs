@@ -200,7 +200,8 @@ pub enum Command {
         /// when acknowledged), `interval:MS`, or `never`.
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
-        /// Storage engine of a new data directory (an existing one keeps its own).
+        /// Storage engine of a new data directory (an existing one keeps its own): fjall,
+        /// redb, or memory (nothing on disk; every key is lost when the node stops).
         #[arg(long, default_value = "fjall")]
         engine: crate::config::Engine,
         /// Watch events kept for watchers resuming from a past revision.
